@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The Apiary worker plugin ABI.
+ *
+ * A plugin is a shared object that exports exactly one symbol, APIARY_PLUGIN_SYMBOL ("apiary_plugin"),
+ * a const struct apiary_plugin. The host (apiary-worker) dlopen()s the object, checks abi_version and
+ * struct_size, and calls init() once, run() once per task, and fini() once before it exits.
+ *
+ * Plugins link against nothing: every service the host offers (logging, configuration, completing
+ * tasks) comes through the struct apiary_host table passed to init(). Every struct opens with its
+ * ABI version and its size so that either side can tell what the other one knows.
+ *
+ * Stability: within one APIARY_PLUGIN_ABI_VERSION, fields are only ever appended to the structs
+ * below; a host checks struct_size before using a field a plugin may not have, and a plugin checks
+ * host->struct_size (or APIARY_HOST_HAS()) before calling a host function added later. A change
+ * that is not an append bumps APIARY_PLUGIN_ABI_VERSION, and the host refuses plugins built for
+ * another version with a message naming both.
+ *
+ * This header is plain C99 and C++, and uses no type from any library.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define APIARY_PLUGIN_ABI_VERSION 1u
+#define APIARY_PLUGIN_SYMBOL "apiary_plugin"
+
+#if defined(__GNUC__)
+#  define APIARY_PLUGIN_EXPORT __attribute__((visibility("default")))
+#  define APIARY_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#  define APIARY_PLUGIN_EXPORT
+#  define APIARY_PRINTF(a, b)
+#endif
+
+/* Log priorities, as syslog(3) and the journal number them. */
+enum {
+        APIARY_LOG_ERR = 3,
+        APIARY_LOG_WARNING = 4,
+        APIARY_LOG_NOTICE = 5,
+        APIARY_LOG_INFO = 6,
+        APIARY_LOG_DEBUG = 7,
+};
+
+typedef struct apiary_task apiary_task;         /* opaque: one task handed to run() */
+
+/* One [Pool NAME Plugin] key=value pair. */
+struct apiary_config_entry {
+        const char *key;
+        const char *value;
+};
+
+/* Services the host offers the plugin. Valid from init() until fini() returns. */
+struct apiary_host {
+        uint32_t abi_version;                   /* APIARY_PLUGIN_ABI_VERSION of the host */
+        uint32_t struct_size;                   /* sizeof(struct apiary_host) of the host */
+
+        const char *pool;                       /* name of the pool this worker serves */
+        unsigned slot;                          /* the worker's slot in the pool, 0..N-1 */
+
+        /* The pool's [Pool NAME Plugin] group, in file order, n_config entries. */
+        const struct apiary_config_entry *config;
+        size_t n_config;
+
+        /* Returns the value of KEY in the pool's plugin group, or NULL when it is not set. */
+        const char *(*config_get)(const struct apiary_host *host, const char *key);
+
+        /* Logs one line to the journal (or stderr), tagged with the pool, slot and PID. */
+        void (*log)(const struct apiary_host *host, int priority, const char *format, ...) APIARY_PRINTF(3, 4);
+
+        /* Sets the reason for a failing init() (or run()); it reaches the operator and the caller. */
+        void (*set_error)(const struct apiary_host *host, const char *format, ...) APIARY_PRINTF(2, 3);
+
+        /* Task access, used from run(): the payload, and exactly one of task_return()/task_fail(). */
+        const void *(*task_payload)(apiary_task *task, size_t *ret_size);
+        int (*task_return)(apiary_task *task, const void *result, size_t size);
+        int (*task_fail)(apiary_task *task, const char *format, ...) APIARY_PRINTF(2, 3);
+};
+
+/* True when HOST is new enough to offer FIELD (a host function added after version 1.0). */
+#define APIARY_HOST_HAS(host, field) \
+        ((host)->struct_size >= offsetof(struct apiary_host, field) + sizeof((host)->field))
+
+struct apiary_plugin {
+        uint32_t abi_version;                   /* always APIARY_PLUGIN_ABI_VERSION */
+        uint32_t struct_size;                   /* always sizeof(struct apiary_plugin) */
+
+        const char *name;                       /* short name, e.g. "echo" */
+        const char *version;                    /* the plugin's own version, free-form */
+
+        /*
+         * Called once when the worker starts, before it reports ready. Returns 0, or a negative
+         * errno-style value on failure (after host->set_error() to say why); a failing init() is
+         * a failed start of the worker. *ret_state is handed to run() and fini(). May be NULL.
+         */
+        int (*init)(const struct apiary_host *host, void **ret_state);
+
+        /*
+         * Called for every task. Completes TASK with host->task_return() or host->task_fail()
+         * before returning 0 (synchronous plugins). Required.
+         */
+        int (*run)(void *state, apiary_task *task);
+
+        /* Called once before the worker exits after a successful init(). May be NULL. */
+        void (*fini)(void *state);
+};
+
+/* Declares the plugin's one exported symbol:  APIARY_PLUGIN_DEFINE = { ... };  */
+#define APIARY_PLUGIN_DEFINE \
+        APIARY_PLUGIN_EXPORT extern const struct apiary_plugin apiary_plugin; \
+        const struct apiary_plugin apiary_plugin
+
+#ifdef __cplusplus
+}
+#endif
