@@ -2,6 +2,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -58,4 +59,23 @@ static inline const char *strempty(const char *s) {
 
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;
+}
+
+/* True if X equals any of the following values. */
+#define IN_SET(x, first, ...)                                                   \
+        ({                                                                      \
+                __typeof__(x) _x_ = (x);                                        \
+                const __typeof__(x) _set_[] = { first, __VA_ARGS__ };           \
+                bool _found_ = false;                                           \
+                for (size_t _i_ = 0; _i_ < ELEMENTSOF(_set_); _i_++)            \
+                        if (_set_[_i_] == _x_) {                                \
+                                _found_ = true;                                 \
+                                break;                                          \
+                        }                                                       \
+                _found_;                                                        \
+        })
+
+#include <string.h>
+static inline bool streq(const char *a, const char *b) {
+        return strcmp(a, b) == 0;
 }

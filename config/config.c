@@ -1,0 +1,1029 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "build-config.h"
+#include "config.h"
+#include "log.h"
+#include "macro.h"
+#include "time-util.h"
+
+/*
+ * Loading happens in two steps. First every file is read with GKeyFile and merged into a
+ * ConfigSource: groups and keys in order of first appearance, each key holding its last value and
+ * the file that value came from. Only then are the merged values parsed into a Config. So every
+ * key is parsed once, PluginDirectory= is final before any Plugin= is resolved, and every error
+ * names the file that set the offending value.
+ */
+
+#define WORKERS_MAX 4096U
+#define CONFIG_FILE_SIZE_MAX (4U * 1024U * 1024U)
+
+#define GROUP_EXPECTED "expected [Apiary], [Pool NAME] or [Pool NAME Plugin]"
+#define POOL_NAME_EXPECTED "expected 1 to 64 characters from A-Z, a-z, 0-9, \"_\", \".\" and \"-\""
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir);
+
+static inline bool streq_ptr(const char *a, const char *b) {
+        if (!a || !b)
+                return a == b;
+        return strcmp(a, b) == 0;
+}
+
+/* Stores a malloc()ed message in *ret_error (when wanted) and returns ERROR. */
+static int config_error(char **ret_error, int error, const char *format, ...) _printf_(3, 4);
+static int config_error(char **ret_error, int error, const char *format, ...) {
+        va_list ap;
+
+        if (!ret_error)
+                return error;
+
+        va_start(ap, format);
+        if (vasprintf(ret_error, format, ap) < 0)
+                *ret_error = NULL;
+        va_end(ap);
+        return error;
+}
+
+/* strerror() for file checks; -EBADFD stands for "exists, but is neither a directory nor a
+ * regular file" (a FIFO, socket or device), which has no errno of its own. */
+static const char *file_strerror(int error) {
+        if (error == -EBADFD)
+                return "not a regular file";
+        return strerror(-error);
+}
+
+/* ---- merged source: groups and keys of all files ---- */
+
+typedef struct SourceEntry {
+        char *key;
+        char *value;
+        const char *file;       /* borrowed from ConfigSource.files */
+} SourceEntry;
+
+typedef struct SourceGroup {
+        char *name;
+        const char *file;       /* the last file that contains this group */
+        GPtrArray *entries;     /* SourceEntry *, in order of first appearance */
+} SourceGroup;
+
+typedef struct ConfigSource {
+        GPtrArray *files;       /* char *, every file read, in order */
+        GPtrArray *groups;      /* SourceGroup *, in order of first appearance */
+} ConfigSource;
+
+static void source_entry_free(gpointer p) {
+        SourceEntry *e = p;
+
+        g_free(e->key);
+        g_free(e->value);
+        g_free(e);
+}
+
+static void source_group_free(gpointer p) {
+        SourceGroup *g = p;
+
+        g_ptr_array_unref(g->entries);
+        g_free(g->name);
+        g_free(g);
+}
+
+static ConfigSource *config_source_new(void) {
+        ConfigSource *s = g_new0(ConfigSource, 1);
+
+        s->files = g_ptr_array_new_with_free_func(g_free);
+        s->groups = g_ptr_array_new_with_free_func(source_group_free);
+        return s;
+}
+
+static ConfigSource *config_source_free(ConfigSource *s) {
+        if (!s)
+                return NULL;
+        g_ptr_array_unref(s->groups);
+        g_ptr_array_unref(s->files);
+        g_free(s);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(ConfigSource *, config_source_free);
+
+static SourceGroup *source_find_group(const ConfigSource *s, const char *name) {
+        for (guint i = 0; i < s->groups->len; i++) {
+                SourceGroup *g = s->groups->pdata[i];
+
+                if (strcmp(g->name, name) == 0)
+                        return g;
+        }
+        return NULL;
+}
+
+static SourceGroup *source_get_group(ConfigSource *s, const char *name) {
+        SourceGroup *g = source_find_group(s, name);
+
+        if (g)
+                return g;
+
+        g = g_new0(SourceGroup, 1);
+        g->name = g_strdup(name);
+        g->entries = g_ptr_array_new_with_free_func(source_entry_free);
+        g_ptr_array_add(s->groups, g);
+        return g;
+}
+
+static const SourceEntry *group_find_entry(const SourceGroup *g, const char *key) {
+        for (guint i = 0; i < g->entries->len; i++) {
+                const SourceEntry *e = g->entries->pdata[i];
+
+                if (strcmp(e->key, key) == 0)
+                        return e;
+        }
+        return NULL;
+}
+
+/* Sets KEY, keeping its place if an earlier file set it already. */
+static void group_set(SourceGroup *g, const char *key, const char *value, const char *file) {
+        SourceEntry *e = (SourceEntry *) group_find_entry(g, key);
+
+        if (!e) {
+                e = g_new0(SourceEntry, 1);
+                e->key = g_strdup(key);
+                g_ptr_array_add(g->entries, e);
+        }
+        g_free(e->value);
+        e->value = g_strdup(value);
+        e->file = file;
+}
+
+/* Reads a whole regular file; returns -errno, -EBADFD for other file types, -EFBIG past the cap. */
+static int read_file(const char *path, char **ret_data, size_t *ret_size) {
+        _cleanup_(closep) int fd = -1;
+        g_autoptr(GString) data = NULL;
+        struct stat st;
+
+        /* O_NONBLOCK: a FIFO must not block us before fstat() can reject it. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+
+        data = g_string_sized_new(st.st_size < CONFIG_FILE_SIZE_MAX ? (gsize) st.st_size + 1 : 4096);
+        for (;;) {
+                char buf[4096];
+                ssize_t n;
+
+                n = read(fd, buf, sizeof(buf));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        break;
+                if (data->len + (size_t) n > CONFIG_FILE_SIZE_MAX)
+                        return -EFBIG;
+                g_string_append_len(data, buf, n);
+        }
+
+        *ret_size = data->len;
+        *ret_data = g_string_free(g_steal_pointer(&data), FALSE);
+        return 0;
+}
+
+/* GKeyFile silently merges a group that appears twice in one file; we want that to be an error,
+ * so scan the group header lines ourselves. Runs after GKeyFile accepted DATA, so every line
+ * starting with '[' (after blanks) is a well-formed "[NAME]" header. */
+static int check_duplicate_groups(const char *file, const char *data, char **ret_error) {
+        g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        const char *line, *next;
+
+        for (line = data; line; line = next) {
+                const char *eol = strchr(line, '\n'), *close;
+                char *name;
+
+                next = eol ? eol + 1 : NULL;
+                while (line != eol && g_ascii_isspace(*line))
+                        line++;
+                if (*line != '[')
+                        continue;
+                close = memchr(line, ']', eol ? (size_t) (eol - line) : strlen(line));
+                if (!close)
+                        continue;
+
+                name = g_strndup(line + 1, close - line - 1);
+                if (g_hash_table_contains(seen, name)) {
+                        int r = config_error(ret_error, -EINVAL,
+                                             "%s: [%s]: group appears more than once in this file",
+                                             file, name);
+                        g_free(name);
+                        return r;
+                }
+                g_hash_table_add(seen, name);
+        }
+        return 0;
+}
+
+static int source_merge(ConfigSource *s, const char *file, GKeyFile *kf, char **ret_error) {
+        g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+
+        for (char **group = groups; *group; group++) {
+                g_auto(GStrv) keys = g_key_file_get_keys(kf, *group, NULL, NULL);
+                SourceGroup *g = source_get_group(s, *group);
+
+                g->file = file;
+                for (char **key = keys; key && *key; key++) {
+                        g_autoptr(GError) error = NULL;
+                        g_autofree char *value = NULL;
+
+                        value = g_key_file_get_string(kf, *group, *key, &error);
+                        if (!value || error) {
+                                g_autofree char *raw = g_key_file_get_value(kf, *group, *key, NULL);
+
+                                return config_error(ret_error, -EINVAL,
+                                                    "%s: [%s] %s=%s: expected UTF-8 text with valid escapes (\\s \\n \\t \\r \\\\)",
+                                                    file, *group, *key, strempty(raw));
+                        }
+                        group_set(g, *key, value, file);
+                }
+        }
+        return 0;
+}
+
+static int source_add_file(ConfigSource *s, const char *path, char **ret_error) {
+        g_autoptr(GKeyFile) kf = g_key_file_new();
+        g_autoptr(GError) error = NULL;
+        g_autofree char *data = NULL;
+        size_t size = 0;
+        char *file;
+        int r;
+
+        r = read_file(path, &data, &size);
+        if (r < 0)
+                return config_error(ret_error, r, "%s: cannot read: %s", path, file_strerror(r));
+        if (memchr(data, '\0', size))
+                return config_error(ret_error, -EBADMSG, "%s: cannot parse: file contains a NUL byte", path);
+        /* KEEP_TRANSLATIONS: else GKeyFile drops "Key[de]=" lines silently instead of letting us
+         * reject them as unknown keys. */
+        if (!g_key_file_load_from_data(kf, data, size, G_KEY_FILE_KEEP_TRANSLATIONS, &error))
+                return config_error(ret_error, -EBADMSG, "%s: cannot parse: %s", path, error->message);
+        r = check_duplicate_groups(path, data, ret_error);
+        if (r < 0)
+                return r;
+
+        file = g_strdup(path);
+        g_ptr_array_add(s->files, file);
+        return source_merge(s, file, kf, ret_error);
+}
+
+static gint compare_strings(gconstpointer a, gconstpointer b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Adds DIR/\*.conf in strcmp() order. A missing DIR is fine; hidden files (".#x.conf" editor
+ * locks and the like) and other names are ignored. */
+static int source_add_dropins(ConfigSource *s, const char *dir, char **ret_error) {
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+        _cleanup_(closedirp) DIR *d = NULL;
+        struct dirent *de;
+        int r;
+
+        d = opendir(dir);
+        if (!d) {
+                if (errno == ENOENT)
+                        return 0;
+                r = negative_errno();
+                return config_error(ret_error, r, "%s: cannot open drop-in directory: %s", dir, strerror(-r));
+        }
+
+        for (;;) {
+                errno = 0;
+                de = readdir(d);
+                if (!de)
+                        break;
+                if (de->d_name[0] == '.' || !g_str_has_suffix(de->d_name, ".conf"))
+                        continue;
+                g_ptr_array_add(names, g_strdup(de->d_name));
+        }
+        if (errno != 0) {
+                r = negative_errno();
+                return config_error(ret_error, r, "%s: cannot read drop-in directory: %s", dir, strerror(-r));
+        }
+
+        g_ptr_array_sort(names, compare_strings);
+        for (guint i = 0; i < names->len; i++) {
+                g_autofree char *path = g_strconcat(dir, "/", (const char *) names->pdata[i], NULL);
+
+                r = source_add_file(s, path, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- key parsers: 0, or -EINVAL/-ERANGE for a bad value, -ENOMEM ---- */
+
+typedef int (*ConfigParser)(const char *value, void *base, size_t offset);
+
+typedef struct ConfigKey {
+        const char *key;
+        ConfigParser parse;
+        size_t offset;          /* of the field in the Config or PoolConfig the parser fills */
+        const char *expected;   /* completes "expected ..." in the error message */
+} ConfigKey;
+
+#define FIELD(base, offset, type) ((type *) ((uint8_t *) (base) + (offset)))
+
+/* Decimal digits only: no sign, no blanks, no trailing garbage. */
+static int parse_unsigned(const char *s, unsigned *ret) {
+        unsigned long v;
+        char *end;
+
+        if (!g_ascii_isdigit(s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (*end != '\0')
+                return -EINVAL;
+        if (errno == ERANGE || v > UINT_MAX)
+                return -ERANGE;
+        *ret = (unsigned) v;
+        return 0;
+}
+
+static int replace_string(char **field, const char *value) {
+        char *copy = strdup(value);
+
+        if (!copy)
+                return -ENOMEM;
+        free(*field);
+        *field = copy;
+        return 0;
+}
+
+static int config_parse_unsigned(const char *value, void *base, size_t offset) {
+        return parse_unsigned(value, FIELD(base, offset, unsigned));
+}
+
+static int parse_sec(const char *value, usec_t min, bool allow_infinity, usec_t *ret) {
+        usec_t t;
+        int r;
+
+        r = parse_timespan(value, USEC_PER_SEC, &t);
+        if (r < 0)
+                return r;
+        if (t == USEC_INFINITY ? !allow_infinity : t < min)
+                return -ERANGE;
+        *ret = t;
+        return 0;
+}
+
+static int config_parse_sec(const char *value, void *base, size_t offset) {
+        return parse_sec(value, 0, false, FIELD(base, offset, usec_t));
+}
+
+static int config_parse_sec_positive(const char *value, void *base, size_t offset) {
+        return parse_sec(value, 1, false, FIELD(base, offset, usec_t));
+}
+
+static int config_parse_sec_infinity(const char *value, void *base, size_t offset) {
+        return parse_sec(value, 0, true, FIELD(base, offset, usec_t));
+}
+
+/* For timeouts: 0 is refused rather than meaning "no timeout" as in systemd; that is "infinity". */
+static int config_parse_timeout(const char *value, void *base, size_t offset) {
+        return parse_sec(value, 1, true, FIELD(base, offset, usec_t));
+}
+
+/* An absolute path, stored without trailing slashes (but "/" stays "/"). */
+static int config_parse_directory(const char *value, void *base, size_t offset) {
+        g_autofree char *path = NULL;
+        size_t n;
+
+        if (value[0] != '/')
+                return -EINVAL;
+        path = g_strdup(value);
+        for (n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+                path[n - 1] = '\0';
+        return replace_string(FIELD(base, offset, char *), path);
+}
+
+/* Fills Config.bus and Config.bus_address; BASE is the Config. */
+static int config_parse_bus(const char *value, void *base, size_t offset) {
+        Config *c = base;
+        const char *colon;
+        int r;
+
+        if (strcmp(value, "system") == 0 || strcmp(value, "session") == 0) {
+                c->bus = strcmp(value, "system") == 0 ? BUS_KIND_SYSTEM : BUS_KIND_SESSION;
+                free(c->bus_address);
+                c->bus_address = NULL;
+                return 0;
+        }
+
+        /* TRANSPORT:KEY=VALUE[,...], e.g. unix:path=/run/x; sd-bus checks the rest when connecting. */
+        colon = strchr(value, ':');
+        if (!colon || colon == value || !strchr(colon, '='))
+                return -EINVAL;
+        r = replace_string(&c->bus_address, value);
+        if (r < 0)
+                return r;
+        c->bus = BUS_KIND_ADDRESS;
+        return 0;
+}
+
+static int config_parse_log_level(const char *value, void *base, size_t offset) {
+        unsigned n;
+        int level;
+
+        if (parse_unsigned(value, &n) >= 0) {
+                if (n > LOG_DEBUG)
+                        return -ERANGE;
+                level = (int) n;
+        } else {
+                level = log_level_from_string(value);
+                if (level < 0)
+                        return level;
+        }
+        *FIELD(base, offset, int) = level;
+        return 0;
+}
+
+/* A file name looked up in PluginDirectory=, or an absolute path. */
+static int config_parse_plugin(const char *value, void *base, size_t offset) {
+        if (value[0] != '/' &&
+            (value[0] == '\0' || strchr(value, '/') || strcmp(value, ".") == 0 || strcmp(value, "..") == 0))
+                return -EINVAL;
+        return replace_string(FIELD(base, offset, char *), value);
+}
+
+/* Fills PoolConfig.workers and .workers_auto; "auto" is resolved once Kind= is known. */
+static int config_parse_workers(const char *value, void *base, size_t offset) {
+        PoolConfig *p = base;
+        unsigned n;
+        int r;
+
+        if (strcmp(value, "auto") == 0) {
+                p->workers = 0;
+                p->workers_auto = true;
+                return 0;
+        }
+        r = parse_unsigned(value, &n);
+        if (r < 0)
+                return r;
+        if (n < 1 || n > WORKERS_MAX)
+                return -ERANGE;
+        p->workers = n;
+        p->workers_auto = false;
+        return 0;
+}
+
+static int config_parse_pool_kind(const char *value, void *base, size_t offset) {
+        PoolKind k = pool_kind_from_string(value);
+
+        if (k < 0)
+                return k;
+        *FIELD(base, offset, PoolKind) = k;
+        return 0;
+}
+
+static int config_parse_restart(const char *value, void *base, size_t offset) {
+        RestartPolicy p = restart_policy_from_string(value);
+
+        if (p < 0)
+                return p;
+        *FIELD(base, offset, RestartPolicy) = p;
+        return 0;
+}
+
+#define SPAN_EXAMPLE " (e.g. 500ms, 30s, 5min)"
+
+static const ConfigKey apiary_keys[] = {
+        { "PluginDirectory", config_parse_directory, offsetof(Config, plugin_directory),
+          "an absolute path" },
+        { "Bus", config_parse_bus, offsetof(Config, bus),
+          "\"system\", \"session\" or a D-Bus address such as unix:path=/run/bus" },
+        { "LogLevel", config_parse_log_level, offsetof(Config, log_level),
+          "a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7" },
+};
+
+/* To add a key: a field in PoolConfig, its default in pool_config_new(), a line here, a check in
+ * pool_config_equal(), and its entry in docs/apiary.conf.md. */
+static const ConfigKey pool_keys[] = {
+        { "Plugin", config_parse_plugin, offsetof(PoolConfig, plugin),
+          "a file name in PluginDirectory= or an absolute path" },
+        { "Workers", config_parse_workers, offsetof(PoolConfig, workers),
+          "a number from 1 to 4096 or \"auto\"" },
+        { "Kind", config_parse_pool_kind, offsetof(PoolConfig, kind),
+          "\"cpu\" or \"io\"" },
+        { "Restart", config_parse_restart, offsetof(PoolConfig, restart),
+          "\"always\", \"on-failure\" or \"no\"" },
+        { "RestartSec", config_parse_sec, offsetof(PoolConfig, restart_usec),
+          "a time span" SPAN_EXAMPLE },
+        { "RestartMaxSec", config_parse_sec, offsetof(PoolConfig, restart_max_usec),
+          "a time span" SPAN_EXAMPLE },
+        { "StartLimitBurst", config_parse_unsigned, offsetof(PoolConfig, start_limit_burst),
+          "a non-negative integer" },
+        { "StartLimitIntervalSec", config_parse_sec_positive, offsetof(PoolConfig, start_limit_interval_usec),
+          "a positive time span" SPAN_EXAMPLE },
+        { "FailedRetrySec", config_parse_sec_infinity, offsetof(PoolConfig, failed_retry_usec),
+          "a time span" SPAN_EXAMPLE " or \"infinity\"" },
+        { "StartTimeoutSec", config_parse_timeout, offsetof(PoolConfig, start_timeout_usec),
+          "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
+        { "StopTimeoutSec", config_parse_timeout, offsetof(PoolConfig, stop_timeout_usec),
+          "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
+};
+
+static const ConfigKey *config_key_find(const ConfigKey *table, size_t n, const char *key) {
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(table[i].key, key) == 0)
+                        return &table[i];
+        return NULL;
+}
+
+/* Parses every key of G with TABLE into BASE, a Config or PoolConfig. */
+static int parse_group(const SourceGroup *g, const ConfigKey *table, size_t n_table, void *base,
+                       char **ret_error) {
+        for (guint i = 0; i < g->entries->len; i++) {
+                const SourceEntry *e = g->entries->pdata[i];
+                const ConfigKey *k;
+                int r;
+
+                k = config_key_find(table, n_table, e->key);
+                if (!k)
+                        return config_error(ret_error, -EINVAL, "%s: [%s] %s=%s: unknown key",
+                                            e->file, g->name, e->key, e->value);
+                r = k->parse(e->value, base, k->offset);
+                if (r == -ENOMEM)
+                        return config_error(ret_error, r, "%s: out of memory", e->file);
+                if (r < 0)
+                        return config_error(ret_error, -EINVAL, "%s: [%s] %s=%s: expected %s",
+                                            e->file, g->name, e->key, e->value, k->expected);
+        }
+        return 0;
+}
+
+/* ---- building the Config ---- */
+
+typedef enum GroupType {
+        GROUP_APIARY,
+        GROUP_POOL,
+        GROUP_POOL_PLUGIN,
+        GROUP_UNKNOWN,
+} GroupType;
+
+/* "Apiary", "Pool NAME" or "Pool NAME Plugin"; *ret_pool is NAME (not yet validated). */
+static GroupType group_type(const char *group, char **ret_pool) {
+        const char *name;
+
+        *ret_pool = NULL;
+        if (strcmp(group, "Apiary") == 0)
+                return GROUP_APIARY;
+        if (!g_str_has_prefix(group, "Pool "))
+                return GROUP_UNKNOWN;
+
+        name = group + strlen("Pool ");
+        if (g_str_has_suffix(name, " Plugin")) {
+                *ret_pool = g_strndup(name, strlen(name) - strlen(" Plugin"));
+                return GROUP_POOL_PLUGIN;
+        }
+        *ret_pool = g_strdup(name);
+        return GROUP_POOL;
+}
+
+static PoolConfig *config_get_pool(const Config *c, const char *name) {
+        for (size_t i = 0; i < c->n_pools; i++)
+                if (strcmp(c->pools[i]->name, name) == 0)
+                        return c->pools[i];
+        return NULL;
+}
+
+static int pool_config_new(const char *name, PoolConfig **ret) {
+        _cleanup_(pool_config_freep) PoolConfig *p = NULL;
+
+        p = malloc(sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        *p = (PoolConfig) {
+                .kind = POOL_KIND_CPU,
+                .workers_auto = true,
+                .restart = RESTART_ALWAYS,
+                .restart_usec = 100 * USEC_PER_MSEC,
+                .restart_max_usec = 30 * USEC_PER_SEC,
+                .start_limit_burst = 5,
+                .start_limit_interval_usec = 10 * USEC_PER_SEC,
+                .failed_retry_usec = 5 * USEC_PER_MINUTE,
+                .start_timeout_usec = 30 * USEC_PER_SEC,
+                .stop_timeout_usec = 10 * USEC_PER_SEC,
+        };
+        p->name = strdup(name);
+        if (!p->name)
+                return -ENOMEM;
+
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+static unsigned workers_for_cpus(PoolKind kind, unsigned n_cpus) {
+        uint64_t n = n_cpus > 0 ? n_cpus : 1;
+
+        if (kind == POOL_KIND_IO)
+                n *= 4;
+        return (unsigned) MIN(n, (uint64_t) WORKERS_MAX);
+}
+
+static int pool_check_restart(const PoolConfig *p, const SourceGroup *g, char **ret_error) {
+        char buf[FORMAT_TIMESPAN_MAX];
+        const SourceEntry *e;
+
+        if (p->restart_max_usec >= p->restart_usec)
+                return 0;
+
+        e = group_find_entry(g, "RestartMaxSec");
+        if (e)
+                return config_error(ret_error, -EINVAL,
+                                    "%s: [%s] RestartMaxSec=%s: expected a time span >= RestartSec= (%s)",
+                                    e->file, g->name, e->value,
+                                    format_timespan(buf, sizeof(buf), p->restart_usec));
+
+        /* RestartMaxSec= kept its default, so RestartSec= must have gone past it. */
+        e = group_find_entry(g, "RestartSec");
+        return config_error(ret_error, -EINVAL,
+                            "%s: [%s] RestartSec=%s: expected a time span <= RestartMaxSec= (default %s)",
+                            e ? e->file : g->file, g->name, e ? e->value : "",
+                            format_timespan(buf, sizeof(buf), p->restart_max_usec));
+}
+
+/* The checks and resolutions that need all keys of the pool and the final [Apiary]. */
+static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config *c, unsigned n_cpus,
+                              char **ret_error) {
+        const SourceEntry *e;
+        int r;
+
+        e = group_find_entry(g, "Plugin");
+        if (!e || !p->plugin)
+                return config_error(ret_error, -EINVAL, "%s: [%s]: missing Plugin=", g->file, g->name);
+
+        r = pool_check_restart(p, g, ret_error);
+        if (r < 0)
+                return r;
+
+        if (p->workers_auto)
+                p->workers = workers_for_cpus(p->kind, n_cpus);
+
+        if (p->plugin[0] == '/')
+                r = replace_string(&p->plugin_path, p->plugin);
+        else {
+                g_autofree char *path = NULL;
+                const char *dir = c->plugin_directory;
+
+                path = g_strconcat(dir, g_str_has_suffix(dir, "/") ? "" : "/", p->plugin, NULL);
+                r = replace_string(&p->plugin_path, path);
+        }
+        if (r >= 0)
+                r = replace_string(&p->plugin_file, e->file);
+        if (r < 0)
+                return config_error(ret_error, r, "%s: out of memory", e->file);
+        return 0;
+}
+
+static int config_add_pool(Config *c, const SourceGroup *g, const char *name, unsigned n_cpus,
+                           char **ret_error) {
+        _cleanup_(pool_config_freep) PoolConfig *p = NULL;
+        PoolConfig **pools;
+        int r;
+
+        r = pool_config_new(name, &p);
+        if (r < 0)
+                return config_error(ret_error, r, "%s: out of memory", g->file);
+        r = parse_group(g, pool_keys, ELEMENTSOF(pool_keys), p, ret_error);
+        if (r < 0)
+                return r;
+        r = pool_config_finish(p, g, c, n_cpus, ret_error);
+        if (r < 0)
+                return r;
+
+        pools = reallocarray(c->pools, c->n_pools + 1, sizeof(*pools));
+        if (!pools)
+                return config_error(ret_error, -ENOMEM, "%s: out of memory", g->file);
+        c->pools = pools;
+        c->pools[c->n_pools++] = TAKE_PTR(p);
+        return 0;
+}
+
+/* Copies [Pool NAME Plugin] into the pool, keys in order of first appearance. */
+static int pool_set_plugin_settings(PoolConfig *p, const SourceGroup *g) {
+        size_t n = g->entries->len;
+
+        p->plugin_keys = calloc(n + 1, sizeof(char *));
+        p->plugin_values = calloc(n + 1, sizeof(char *));
+        if (!p->plugin_keys || !p->plugin_values)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < n; i++) {
+                const SourceEntry *e = g->entries->pdata[i];
+
+                p->plugin_keys[i] = strdup(e->key);
+                p->plugin_values[i] = strdup(e->value);
+                p->n_plugin = i + 1;    /* counts what pool_config_free() must release */
+                if (!p->plugin_keys[i] || !p->plugin_values[i])
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+static int config_new(const char *path, Config **ret) {
+        _cleanup_(config_freep) Config *c = NULL;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->bus = BUS_KIND_SYSTEM;
+        c->log_level = LOG_INFO;
+        c->path = strdup(path);
+        c->plugin_directory = strdup(APIARY_PLUGIN_DIR);
+        if (!c->path || !c->plugin_directory)
+                return -ENOMEM;
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+static int config_apply(Config *c, const ConfigSource *s, unsigned n_cpus, char **ret_error) {
+        const SourceGroup *apiary;
+        int r;
+
+        /* [Apiary] first, wherever it appears: pools resolve Plugin= against its PluginDirectory=. */
+        apiary = source_find_group(s, "Apiary");
+        if (apiary) {
+                r = parse_group(apiary, apiary_keys, ELEMENTSOF(apiary_keys), c, ret_error);
+                if (r < 0)
+                        return r;
+        }
+
+        for (guint i = 0; i < s->groups->len; i++) {
+                const SourceGroup *g = s->groups->pdata[i];
+                g_autofree char *name = NULL;
+                GroupType type;
+
+                type = group_type(g->name, &name);
+                if (type == GROUP_APIARY)
+                        continue;
+                if (type == GROUP_UNKNOWN)
+                        return config_error(ret_error, -EINVAL, "%s: [%s]: unknown group; " GROUP_EXPECTED,
+                                            g->file, g->name);
+                if (!pool_name_is_valid(name))
+                        return config_error(ret_error, -EINVAL, "%s: [%s]: invalid pool name \"%s\"; " POOL_NAME_EXPECTED,
+                                            g->file, g->name, name);
+                if (type == GROUP_POOL) {
+                        r = config_add_pool(c, g, name, n_cpus, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+        }
+
+        /* Then the plugin settings, once every pool exists. */
+        for (guint i = 0; i < s->groups->len; i++) {
+                const SourceGroup *g = s->groups->pdata[i];
+                g_autofree char *name = NULL;
+                PoolConfig *p;
+
+                if (group_type(g->name, &name) != GROUP_POOL_PLUGIN)
+                        continue;
+                p = config_get_pool(c, name);
+                if (!p)
+                        return config_error(ret_error, -EINVAL, "%s: [%s]: no matching [Pool %s] group",
+                                            g->file, g->name, name);
+                r = pool_set_plugin_settings(p, g);
+                if (r < 0)
+                        return config_error(ret_error, r, "%s: out of memory", g->file);
+        }
+        return 0;
+}
+
+int config_load(const char *path, unsigned n_cpus, Config **ret, char **ret_error) {
+        _cleanup_(config_source_freep) ConfigSource *s = NULL;
+        _cleanup_(config_freep) Config *c = NULL;
+        g_autofree char *dropin_dir = NULL;
+        int r;
+
+        if (!path)
+                return config_error(ret_error, -EINVAL, "no configuration file given");
+
+        s = config_source_new();
+        r = source_add_file(s, path, ret_error);
+        if (r < 0)
+                return r;
+        dropin_dir = g_strconcat(path, ".d", NULL);
+        r = source_add_dropins(s, dropin_dir, ret_error);
+        if (r < 0)
+                return r;
+
+        r = config_new(path, &c);
+        if (r < 0)
+                return config_error(ret_error, r, "%s: out of memory", path);
+        r = config_apply(c, s, n_cpus, ret_error);
+        if (r < 0)
+                return r;
+
+        if (ret)
+                *ret = TAKE_PTR(c);
+        return 0;
+}
+
+/* ---- run-time checks ---- */
+
+static int check_plugin_file(const char *path) {
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return negative_errno();
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if (access(path, R_OK) < 0)
+                return negative_errno();
+        return 0;
+}
+
+int config_check_plugins(const Config *c, char ***ret_errors) {
+        g_autoptr(GPtrArray) errors = g_ptr_array_new_with_free_func(g_free);
+        int n = 0;
+
+        for (size_t i = 0; i < c->n_pools; i++) {
+                const PoolConfig *p = c->pools[i];
+                int r;
+
+                r = check_plugin_file(p->plugin_path);
+                if (r >= 0)
+                        continue;
+                n++;
+                g_ptr_array_add(errors, g_strdup_printf("%s: [Pool %s] Plugin=%s: %s: %s",
+                                                        strempty(p->plugin_file), p->name, p->plugin,
+                                                        p->plugin_path, file_strerror(r)));
+        }
+
+        if (n > 0 && ret_errors) {
+                /* Append to what the caller has already collected. */
+                size_t m = *ret_errors ? g_strv_length(*ret_errors) : 0;
+                char **strv = g_renew(char *, *ret_errors, m + errors->len + 1);
+
+                for (guint i = 0; i < errors->len; i++)
+                        strv[m + i] = g_steal_pointer(&errors->pdata[i]);
+                strv[m + errors->len] = NULL;
+                *ret_errors = strv;
+        }
+        return n;
+}
+
+/* ---- lifetime, lookup, comparison ---- */
+
+PoolConfig *pool_config_free(PoolConfig *p) {
+        if (!p)
+                return NULL;
+
+        for (size_t i = 0; i < p->n_plugin; i++) {
+                free(p->plugin_keys[i]);
+                free(p->plugin_values[i]);
+        }
+        free(p->plugin_keys);
+        free(p->plugin_values);
+        free(p->plugin_file);
+        free(p->plugin_path);
+        free(p->plugin);
+        free(p->name);
+        free(p);
+        return NULL;
+}
+
+Config *config_free(Config *c) {
+        if (!c)
+                return NULL;
+
+        for (size_t i = 0; i < c->n_pools; i++)
+                pool_config_free(c->pools[i]);
+        free(c->pools);
+        free(c->bus_address);
+        free(c->plugin_directory);
+        free(c->path);
+        free(c);
+        return NULL;
+}
+
+const PoolConfig *config_find_pool(const Config *c, const char *name) {
+        if (!c || !name)
+                return NULL;
+        return config_get_pool(c, name);
+}
+
+static const char *plugin_setting(const PoolConfig *p, const char *key) {
+        for (size_t i = 0; i < p->n_plugin; i++)
+                if (strcmp(p->plugin_keys[i], key) == 0)
+                        return p->plugin_values[i];
+        return NULL;
+}
+
+/* Keys are unique within a pool, so equal counts and a match for each of A's keys suffice; their
+ * order carries no meaning. */
+static bool plugin_settings_equal(const PoolConfig *a, const PoolConfig *b) {
+        if (a->n_plugin != b->n_plugin)
+                return false;
+        for (size_t i = 0; i < a->n_plugin; i++)
+                if (!streq_ptr(a->plugin_values[i], plugin_setting(b, a->plugin_keys[i])))
+                        return false;
+        return true;
+}
+
+/* Every field but plugin_file, which only says where Plugin= was written. */
+bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
+        if (a == b)
+                return true;
+        if (!a || !b)
+                return false;
+
+        return streq_ptr(a->name, b->name) &&
+                streq_ptr(a->plugin, b->plugin) &&
+                streq_ptr(a->plugin_path, b->plugin_path) &&
+                a->kind == b->kind &&
+                a->workers == b->workers &&
+                a->workers_auto == b->workers_auto &&
+                a->restart == b->restart &&
+                a->restart_usec == b->restart_usec &&
+                a->restart_max_usec == b->restart_max_usec &&
+                a->start_limit_burst == b->start_limit_burst &&
+                a->start_limit_interval_usec == b->start_limit_interval_usec &&
+                a->failed_retry_usec == b->failed_retry_usec &&
+                a->start_timeout_usec == b->start_timeout_usec &&
+                a->stop_timeout_usec == b->stop_timeout_usec &&
+                plugin_settings_equal(a, b);
+}
+
+/* ---- names ---- */
+
+static const char *const pool_kind_table[_POOL_KIND_MAX] = {
+        [POOL_KIND_CPU] = "cpu",
+        [POOL_KIND_IO] = "io",
+};
+
+static const char *const restart_policy_table[_RESTART_POLICY_MAX] = {
+        [RESTART_ALWAYS] = "always",
+        [RESTART_ON_FAILURE] = "on-failure",
+        [RESTART_NO] = "no",
+};
+
+static int string_table_lookup(const char *const *table, size_t n, const char *s) {
+        if (!s)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (table[i] && strcmp(table[i], s) == 0)
+                        return (int) i;
+        return -EINVAL;
+}
+
+const char *pool_kind_to_string(PoolKind k) {
+        if (k < 0 || k >= _POOL_KIND_MAX)
+                return NULL;
+        return pool_kind_table[k];
+}
+
+PoolKind pool_kind_from_string(const char *s) {
+        return (PoolKind) string_table_lookup(pool_kind_table, ELEMENTSOF(pool_kind_table), s);
+}
+
+const char *restart_policy_to_string(RestartPolicy p) {
+        if (p < 0 || p >= _RESTART_POLICY_MAX)
+                return NULL;
+        return restart_policy_table[p];
+}
+
+RestartPolicy restart_policy_from_string(const char *s) {
+        return (RestartPolicy) string_table_lookup(restart_policy_table, ELEMENTSOF(restart_policy_table), s);
+}
+
+bool pool_name_is_valid(const char *name) {
+        size_t n;
+
+        if (!name)
+                return false;
+        n = strlen(name);
+        if (n == 0 || n > 64)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!g_ascii_isalnum(name[i]) && !strchr("_.-", name[i]))
+                        return false;
+        return true;
+}

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "time-util.h"
+
+/*
+ * apiary.conf: a GKeyFile (systemd-style INI) main file, then the drop-ins PATH.d/\*.conf in
+ * lexical order, later keys overriding earlier ones. The loader never logs: every problem comes
+ * back as one message that names the file, the group and the key and says what was expected, e.g.
+ *   /etc/apiary/apiary.conf: [Pool echo] Workers=lots: expected a positive number or "auto"
+ */
+
+typedef enum PoolKind {
+        POOL_KIND_CPU,
+        POOL_KIND_IO,
+        _POOL_KIND_MAX,
+        _POOL_KIND_INVALID = -EINVAL,
+} PoolKind;
+
+typedef enum RestartPolicy {
+        RESTART_ALWAYS,
+        RESTART_ON_FAILURE,
+        RESTART_NO,
+        _RESTART_POLICY_MAX,
+        _RESTART_POLICY_INVALID = -EINVAL,
+} RestartPolicy;
+
+typedef enum BusKind {
+        BUS_KIND_SYSTEM,
+        BUS_KIND_SESSION,
+        BUS_KIND_ADDRESS,       /* Config.bus_address holds a D-Bus address, e.g. unix:path=/run/x */
+        _BUS_KIND_MAX,
+        _BUS_KIND_INVALID = -EINVAL,
+} BusKind;
+
+typedef struct PoolConfig {
+        char *name;                     /* NAME of [Pool NAME] */
+        char *plugin;                   /* Plugin= as written */
+        char *plugin_path;              /* Plugin= resolved: absolute, or PluginDirectory/Plugin */
+        char *plugin_file;              /* the file Plugin= came from, for messages; not compared */
+        PoolKind kind;                  /* Kind=, default cpu */
+        unsigned workers;               /* Workers=, resolved ("auto": CPUs for cpu, 4×CPUs for io) */
+        bool workers_auto;
+        RestartPolicy restart;          /* Restart=, default always */
+        usec_t restart_usec;            /* RestartSec=, default 100ms: first delay after a failed start */
+        usec_t restart_max_usec;        /* RestartMaxSec=, default 30s: backoff cap (>= RestartSec) */
+        unsigned start_limit_burst;     /* StartLimitBurst=, default 5; 0 disables the limit */
+        usec_t start_limit_interval_usec; /* StartLimitIntervalSec=, default 10s */
+        usec_t failed_retry_usec;       /* FailedRetrySec=, default 5min; infinity: stay failed */
+        usec_t start_timeout_usec;      /* StartTimeoutSec=, default 30s: spawn to ready */
+        usec_t stop_timeout_usec;       /* StopTimeoutSec=, default 10s: SIGTERM to SIGKILL */
+
+        /* [Pool NAME Plugin]: free-form, in order of first appearance; later files override values. */
+        char **plugin_keys;
+        char **plugin_values;
+        size_t n_plugin;
+} PoolConfig;
+
+typedef struct Config {
+        char *path;                     /* the main file */
+        char *plugin_directory;         /* PluginDirectory=, default APIARY_PLUGIN_DIR */
+        BusKind bus;                    /* Bus=, default system */
+        char *bus_address;              /* for BUS_KIND_ADDRESS */
+        int log_level;                  /* LogLevel=, syslog priority, default LOG_INFO */
+
+        PoolConfig **pools;             /* in order of first appearance */
+        size_t n_pools;
+} Config;
+
+/* Loads PATH and PATH.d/\*.conf. On failure returns a negative errno and, if ret_error is not
+ * NULL, a malloc()ed message naming file, group and key. N_CPUS resolves Workers=auto. RET may be
+ * NULL to only validate; *ret is left untouched on failure and *ret_error on success. */
+int config_load(const char *path, unsigned n_cpus, Config **ret, char **ret_error);
+
+/* Checks what config_load() leaves to run time: that every pool's plugin file exists and is a
+ * regular, readable file. Returns 0, or the number of problems found, each appended (one line,
+ * naming file/group/key) to *ret_errors, a NULL-terminated strv to free with g_strfreev(). */
+int config_check_plugins(const Config *c, char ***ret_errors);
+
+Config *config_free(Config *c);
+static inline void config_freep(Config **c) {
+        if (*c)
+                config_free(*c);
+}
+
+PoolConfig *pool_config_free(PoolConfig *p);
+static inline void pool_config_freep(PoolConfig **p) {
+        if (*p)
+                pool_config_free(*p);
+}
+
+const PoolConfig *config_find_pool(const Config *c, const char *name);
+/* True when two pools would run the same workers the same way (used by reload). */
+bool pool_config_equal(const PoolConfig *a, const PoolConfig *b);
+
+const char *pool_kind_to_string(PoolKind k);
+PoolKind pool_kind_from_string(const char *s);
+const char *restart_policy_to_string(RestartPolicy p);
+RestartPolicy restart_policy_from_string(const char *s);
+
+/* Whether the pool name is usable: non-empty, at most 64 bytes of [A-Za-z0-9_.-]. */
+bool pool_name_is_valid(const char *name);

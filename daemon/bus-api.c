@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "build-config.h"
+#include "bus-api.h"
+#include "log.h"
+#include "macro.h"
+
+int bus_pool_path(const char *name, char **ret) {
+        return sd_bus_path_encode(APIARY_POOL_PREFIX, name, ret);
+}
+
+int bus_worker_path(const char *pool_name, unsigned slot, char **ret) {
+        _cleanup_(freep) char *pool_path = NULL;
+        int r;
+
+        r = bus_pool_path(pool_name, &pool_path);
+        if (r < 0)
+                return r;
+        if (asprintf(ret, "%s/%u", pool_path, slot) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* ---- Manager ---- */
+
+static int property_get_manager_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "s", manager_state_to_string(m->state));
+}
+
+static int property_get_pools(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < m->n_pools; i++) {
+                r = sd_bus_message_append(reply, "o", m->pools[i]->object_path);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", NULL, offsetof(Manager, version), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", property_get_manager_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Pools", "ao", property_get_pools, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- Pool ---- */
+
+static int pool_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                            void **ret_found, sd_bus_error *error) {
+        _cleanup_(freep) char *name = NULL;
+        Manager *m = userdata;
+        Pool *p;
+        int r;
+
+        r = sd_bus_path_decode(path, APIARY_POOL_PREFIX, &name);
+        if (r <= 0)
+                return r;
+        p = manager_find_pool(m, name);
+        if (!p)
+                return 0;
+        *ret_found = p;
+        return 1;
+}
+
+static int property_get_pool_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "s", pool_state_to_string(p->state));
+}
+
+static int property_get_pool_config_string(sd_bus *bus, const char *path, const char *interface,
+                                           const char *property, sd_bus_message *reply, void *userdata,
+                                           sd_bus_error *error) {
+        Pool *p = userdata;
+
+        if (streq(property, "Name"))
+                return sd_bus_message_append(reply, "s", p->config->name);
+        if (streq(property, "Plugin"))
+                return sd_bus_message_append(reply, "s", p->config->plugin_path);
+        if (streq(property, "Kind"))
+                return sd_bus_message_append(reply, "s", pool_kind_to_string(p->config->kind));
+        return -EINVAL;
+}
+
+static int property_get_pool_workers(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < p->n_workers; i++) {
+                r = sd_bus_message_append(reply, "o", p->workers[i]->object_path);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+static int property_get_pool_counts(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+
+        if (streq(property, "WorkersWanted"))
+                return sd_bus_message_append(reply, "u", p->n_workers);
+        if (streq(property, "WorkersReady"))
+                return sd_bus_message_append(reply, "u", pool_workers_ready(p));
+        return -EINVAL;
+}
+
+static int property_get_pool_failure(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "s", strempty(p->failure_reason));
+}
+
+static const sd_bus_vtable pool_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Plugin", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Kind", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", property_get_pool_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("FailureReason", "s", property_get_pool_failure, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Workers", "ao", property_get_pool_workers, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("WorkersWanted", "u", property_get_pool_counts, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("WorkersReady", "u", property_get_pool_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Restarts", "t", NULL, offsetof(Pool, restarts), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- Worker ---- */
+
+static int worker_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                              void **ret_found, sd_bus_error *error) {
+        _cleanup_(freep) char *pool_path = NULL, *name = NULL;
+        Manager *m = userdata;
+        const char *slash;
+        char *end;
+        unsigned long slot;
+        Pool *p;
+        int r;
+
+        slash = strrchr(path, '/');
+        if (!slash || slash[1] == '\0')
+                return 0;
+        pool_path = strndup(path, (size_t) (slash - path));
+        if (!pool_path)
+                return -ENOMEM;
+        r = sd_bus_path_decode(pool_path, APIARY_POOL_PREFIX, &name);
+        if (r <= 0)
+                return r;
+        p = manager_find_pool(m, name);
+        if (!p)
+                return 0;
+
+        errno = 0;
+        slot = strtoul(slash + 1, &end, 10);
+        if (errno != 0 || *end != '\0' || slash[1] == '+' || slash[1] == '-' || slot >= p->n_workers)
+                return 0;
+        *ret_found = p->workers[slot];
+        return 1;
+}
+
+static int property_get_worker_pool(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+
+        return sd_bus_message_append(reply, "o", w->pool->object_path);
+}
+
+static int property_get_worker_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+
+        return sd_bus_message_append(reply, "s", worker_state_to_string(w->state));
+}
+
+static int property_get_worker_pid(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+
+        return sd_bus_message_append(reply, "u", (uint32_t) (w->pid > 0 ? w->pid : 0));
+}
+
+static int property_get_worker_last_exit(sd_bus *bus, const char *path, const char *interface,
+                                         const char *property, sd_bus_message *reply, void *userdata,
+                                         sd_bus_error *error) {
+        Worker *w = userdata;
+
+        return sd_bus_message_append(reply, "s", strempty(w->last_exit));
+}
+
+static const sd_bus_vtable worker_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Pool", "o", property_get_worker_pool, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Slot", "u", NULL, offsetof(Worker, slot), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("PID", "u", property_get_worker_pid, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("State", "s", property_get_worker_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Restarts", "u", NULL, offsetof(Worker, restarts), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("StartedAt", "t", NULL, offsetof(Worker, started_at), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastExit", "s", property_get_worker_last_exit, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END
+};
+
+static int pool_nodes_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
+                                sd_bus_error *error) {
+        Manager *m = userdata;
+        size_t n = 0, total = 0;
+        char **nodes;
+
+        for (size_t i = 0; i < m->n_pools; i++)
+                total += 1 + m->pools[i]->n_workers;
+        nodes = calloc(total + 1, sizeof(char *));
+        if (!nodes)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < m->n_pools; i++) {
+                Pool *p = m->pools[i];
+
+                nodes[n] = strdup(p->object_path);
+                if (!nodes[n])
+                        goto oom;
+                n++;
+                for (unsigned j = 0; j < p->n_workers; j++) {
+                        nodes[n] = strdup(p->workers[j]->object_path);
+                        if (!nodes[n])
+                                goto oom;
+                        n++;
+                }
+        }
+        *ret_nodes = nodes;
+        return 0;
+
+oom:
+        for (size_t i = 0; i < n; i++)
+                free(nodes[i]);
+        free(nodes);
+        return -ENOMEM;
+}
+
+int bus_api_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_object_vtable(m->bus, NULL, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, manager_vtable, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, APIARY_POOL_PREFIX, APIARY_POOL_INTERFACE, pool_vtable,
+                                       pool_object_find, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, APIARY_POOL_PREFIX, APIARY_WORKER_INTERFACE, worker_vtable,
+                                       worker_object_find, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_node_enumerator(m->bus, NULL, APIARY_POOL_PREFIX, pool_nodes_enumerate, m);
+        if (r < 0)
+                return r;
+        return sd_bus_add_object_manager(m->bus, NULL, APIARY_OBJECT_PATH);
+}
+
+void bus_manager_emit_changed(Manager *m) {
+        if (!m->bus)
+                return;
+        (void) sd_bus_emit_properties_changed(m->bus, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State", NULL);
+}
+
+void bus_pool_emit_changed(Pool *p) {
+        Manager *m = p->manager;
+
+        if (!m->bus)
+                return;
+        (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "State",
+                                              "FailureReason", "WorkersReady", "Restarts", NULL);
+}
+
+void bus_worker_emit_changed(Worker *w) {
+        Manager *m = w->pool->manager;
+
+        if (!m->bus)
+                return;
+        (void) sd_bus_emit_properties_changed(m->bus, w->object_path, APIARY_WORKER_INTERFACE, "PID", "State",
+                                              "Restarts", "StartedAt", "LastExit", NULL);
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include "manager.h"
+
+/*
+ * The public API on the bus from Bus=: org.apiary.Apiary1 on /org/apiary/Apiary1, with a Pool
+ * object per pool and a Worker object per slot below it. See docs/dbus-api.md.
+ */
+
+#define APIARY_BUS_NAME "org.apiary.Apiary1"
+#define APIARY_OBJECT_PATH "/org/apiary/Apiary1"
+#define APIARY_POOL_PREFIX "/org/apiary/Apiary1/pool"
+#define APIARY_MANAGER_INTERFACE "org.apiary.Apiary1.Manager"
+#define APIARY_POOL_INTERFACE "org.apiary.Apiary1.Pool"
+#define APIARY_WORKER_INTERFACE "org.apiary.Apiary1.Worker"
+
+int bus_api_register(Manager *m);
+
+int bus_pool_path(const char *name, char **ret);
+int bus_worker_path(const char *pool_name, unsigned slot, char **ret);
+
+/* PropertiesChanged for what may have changed; no-ops without a bus. */
+void bus_manager_emit_changed(Manager *m);
+void bus_pool_emit_changed(Pool *p);
+void bus_worker_emit_changed(Worker *w);
+

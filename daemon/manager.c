@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "bus-api.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+
+extern char **environ;
+
+static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
+        [MANAGER_STARTING] = "starting",
+        [MANAGER_RUNNING] = "running",
+        [MANAGER_RELOADING] = "reloading",
+        [MANAGER_STOPPING] = "stopping",
+};
+
+const char *manager_state_to_string(ManagerState s) {
+        if (s < 0 || s >= _MANAGER_STATE_MAX)
+                return NULL;
+        return manager_state_table[s];
+}
+
+Pool *manager_find_pool(Manager *m, const char *name) {
+        for (size_t i = 0; i < m->n_pools; i++)
+                if (streq(m->pools[i]->config->name, name))
+                        return m->pools[i];
+        return NULL;
+}
+
+static void manager_set_state(Manager *m, ManagerState state) {
+        if (m->state == state)
+                return;
+        m->state = state;
+        bus_manager_emit_changed(m);
+}
+
+/* Workers must not talk to systemd in our name, nor think they were socket-activated. */
+static char **make_worker_env(void) {
+        static const char *const drop[] = {
+                "NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_FDS=", "LISTEN_PID=",
+                "LISTEN_FDNAMES=",
+        };
+        size_t n = 0, k = 0;
+        char **env;
+
+        while (environ[n])
+                n++;
+        env = calloc(n + 1, sizeof(char *));
+        if (!env)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                bool skip = false;
+
+                for (size_t j = 0; j < ELEMENTSOF(drop); j++)
+                        if (strncmp(environ[i], drop[j], strlen(drop[j])) == 0)
+                                skip = true;
+                if (!skip)
+                        env[k++] = environ[i];  /* borrowed: environ outlives us */
+        }
+        return env;
+}
+
+static char *manager_format_status(Manager *m) {
+        unsigned wanted = 0, ready = 0, failed = 0;
+        char *status = NULL;
+        int k;
+
+        for (size_t i = 0; i < m->n_pools; i++) {
+                wanted += m->pools[i]->n_workers;
+                ready += pool_workers_ready(m->pools[i]);
+                if (m->pools[i]->state == POOL_FAILED)
+                        failed++;
+        }
+
+        if (m->state == MANAGER_STOPPING)
+                k = asprintf(&status, "Stopping: %u worker%s left", ready, ready == 1 ? "" : "s");
+        else if (failed > 0)
+                k = asprintf(&status, "%zu pool%s (%u failed), %u/%u workers ready", m->n_pools,
+                             m->n_pools == 1 ? "" : "s", failed, ready, wanted);
+        else
+                k = asprintf(&status, "%zu pool%s, %u/%u workers ready", m->n_pools, m->n_pools == 1 ? "" : "s",
+                             ready, wanted);
+        return k < 0 ? NULL : status;
+}
+
+/* Sends STATUS= (with EXTRA lines before it, e.g. "READY=1\n") if it changed, or if EXTRA is set. */
+static void manager_send_status(Manager *m, const char *extra) {
+        _cleanup_(freep) char *status = manager_format_status(m);
+
+        if (!status)
+                return;
+        if (!extra && m->status && streq(m->status, status))
+                return;
+
+        (void) sd_notifyf(false, "%sSTATUS=%s", strempty(extra), status);
+        m->status_sent_usec = now_usec(CLOCK_MONOTONIC);
+        free(m->status);
+        m->status = TAKE_PTR(status);
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        m->status_source = sd_event_source_disable_unref(m->status_source);
+        manager_send_status(m, NULL);
+        return 0;
+}
+
+/* STATUS= follows the workers, but at most every STATUS_INTERVAL_USEC: a crash storm must not
+ * turn into a storm of notifications (sd_notify() blocks once the receiver's queue is full). */
+static void manager_update_status(Manager *m) {
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+        int r;
+
+        if (m->status_source)
+                return;
+        if (now >= m->status_sent_usec + STATUS_INTERVAL_USEC) {
+                manager_send_status(m, NULL);
+                return;
+        }
+        r = sd_event_add_time(m->event, &m->status_source, CLOCK_MONOTONIC, m->status_sent_usec + STATUS_INTERVAL_USEC,
+                              USEC_PER_MSEC, on_status_timer, m);
+        if (r < 0)
+                manager_send_status(m, NULL);
+}
+
+void manager_pool_changed(Manager *m, Pool *p) {
+        manager_update_status(m);
+
+        if (m->state == MANAGER_STARTING) {
+                for (size_t i = 0; i < m->n_pools; i++)
+                        if (!pool_has_started(m->pools[i]))
+                                return;
+                manager_set_state(m, MANAGER_RUNNING);
+                if (!m->ready_sent) {
+                        manager_send_status(m, "READY=1\n");
+                        m->ready_sent = true;
+                        log_info("Started %zu pool%s: %s", m->n_pools, m->n_pools == 1 ? "" : "s", m->status);
+                }
+        } else if (m->state == MANAGER_STOPPING && !m->exiting) {
+                for (size_t i = 0; i < m->n_pools; i++)
+                        if (!pool_is_idle(m->pools[i]))
+                                return;
+                log_info("All workers stopped.");
+                m->exiting = true;
+                (void) sd_event_exit(m->event, m->exit_status);
+        }
+}
+
+void manager_stop(Manager *m) {
+        if (m->state == MANAGER_STOPPING)
+                return;
+
+        log_info("Stopping all pools.");
+        manager_set_state(m, MANAGER_STOPPING);
+        manager_send_status(m, "STOPPING=1\n");
+        for (size_t i = 0; i < m->n_pools; i++)
+                pool_stop(m->pools[i]);
+        manager_pool_changed(m, NULL);  /* exits now if nothing was running */
+}
+
+static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+
+        log_info("Received SIG%s.", sigabbrev_np((int) si->ssi_signo) ?: "?");
+        manager_stop(m);
+        return 0;
+}
+
+static int on_bus_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        /* Without the bus nobody can reach us: stop cleanly and exit non-zero, so that systemd's
+         * Restart=on-failure brings us back once the bus is there again. */
+        log_error("Lost the connection to the bus, shutting down.");
+        m->exit_status = EXIT_FAILURE;
+        manager_stop(m);
+        return 0;
+}
+
+int manager_connect_bus(Manager *m) {
+        Config *c = m->config;
+        int r;
+
+        switch (c->bus) {
+        case BUS_KIND_SYSTEM:
+                r = sd_bus_open_system_with_description(&m->bus, "apiaryd");
+                break;
+        case BUS_KIND_SESSION:
+                r = sd_bus_open_user_with_description(&m->bus, "apiaryd");
+                break;
+        case BUS_KIND_ADDRESS:
+                r = sd_bus_new(&m->bus);
+                if (r >= 0)
+                        r = sd_bus_set_address(m->bus, c->bus_address);
+                if (r >= 0)
+                        r = sd_bus_set_bus_client(m->bus, true);
+                if (r >= 0)
+                        r = sd_bus_set_description(m->bus, "apiaryd");
+                if (r >= 0)
+                        r = sd_bus_start(m->bus);
+                break;
+        default:
+                r = -EINVAL;
+        }
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the %s bus%s%s: %m",
+                                       c->bus == BUS_KIND_SYSTEM ? "system" :
+                                       c->bus == BUS_KIND_SESSION ? "session" : "configured",
+                                       c->bus == BUS_KIND_ADDRESS ? " at " : "",
+                                       c->bus == BUS_KIND_ADDRESS ? c->bus_address : "");
+
+        r = bus_api_register(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register bus objects: %m");
+
+        r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
+                                      "Disconnected", on_bus_disconnected, NULL, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch for bus disconnection: %m");
+        r = sd_bus_set_exit_on_disconnect(m->bus, false);
+        if (r < 0)
+                return log_error_errno(r, "Failed to configure the bus connection: %m");
+
+        r = sd_bus_request_name(m->bus, APIARY_BUS_NAME, 0);
+        if (r == -EEXIST)
+                return log_error_errno(r, "Another process already owns %s on this bus.", APIARY_BUS_NAME);
+        if (r < 0)
+                return log_error_errno(r, "Failed to acquire %s: %m", APIARY_BUS_NAME);
+
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+        return 0;
+}
+
+int manager_start(Manager *m) {
+        Config *c = m->config;
+        int r;
+
+        m->pools = calloc(c->n_pools, sizeof(Pool *));
+        if (c->n_pools > 0 && !m->pools)
+                return log_oom();
+        for (size_t i = 0; i < c->n_pools; i++) {
+                r = pool_new(&m->pools[i], m, c->pools[i]);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up pool %s: %m", c->pools[i]->name);
+                m->n_pools++;
+        }
+
+        for (size_t i = 0; i < m->n_pools; i++) {
+                r = pool_start(m->pools[i]);
+                if (r < 0)
+                        log_error_errno(r, "Failed to start pool %s, it stays failed: %m", m->pools[i]->config->name);
+        }
+
+        manager_pool_changed(m, NULL);  /* with no pools at all, we are ready right away */
+        return 0;
+}
+
+int manager_new(Manager **ret, Config *config, const char *worker_path) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int r;
+
+        m = calloc(1, sizeof(*m));
+        if (!m) {
+                config_free(config);
+                return -ENOMEM;
+        }
+        m->version = APIARY_VERSION;
+        m->config = config;
+        m->worker_path = worker_path;
+        m->state = MANAGER_STARTING;
+        m->exit_status = EXIT_SUCCESS;
+
+        m->worker_env = make_worker_env();
+        if (!m->worker_env)
+                return -ENOMEM;
+
+        r = sd_id128_randomize(&m->link_id);
+        if (r < 0)
+                return r;
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_stop_signal, m);
+        if (r < 0)
+                return r;
+        r = sd_event_add_signal(m->event, NULL, SIGINT, on_stop_signal, m);
+        if (r < 0)
+                return r;
+        r = sd_event_set_watchdog(m->event, true);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+
+        for (size_t i = 0; i < m->n_pools; i++)
+                pool_free(m->pools[i]);
+        free(m->pools);
+        m->status_source = sd_event_source_disable_unref(m->status_source);
+        m->bus = sd_bus_flush_close_unref(m->bus);
+        m->event = sd_event_unref(m->event);
+        config_free(m->config);
+        free(m->worker_env);
+        free(m->status);
+        free(m);
+        return NULL;
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+#include <systemd/sd-id128.h>
+
+#include "config.h"
+#include "pool.h"
+
+#define STATUS_INTERVAL_USEC (100 * USEC_PER_MSEC)
+
+typedef enum ManagerState {
+        MANAGER_STARTING,
+        MANAGER_RUNNING,
+        MANAGER_RELOADING,
+        MANAGER_STOPPING,
+        _MANAGER_STATE_MAX,
+        _MANAGER_STATE_INVALID = -EINVAL,
+} ManagerState;
+
+typedef struct Manager {
+        const char *version;
+        sd_event *event;
+        sd_bus *bus;                    /* the public bus, from Bus= */
+        Config *config;
+        const char *worker_path;        /* the apiary-worker binary */
+        char **worker_env;              /* environ without systemd's notify/watchdog/listen vars */
+        sd_id128_t link_id;             /* the server id of every private worker connection */
+
+        Pool **pools;
+        size_t n_pools;
+
+        ManagerState state;
+        bool ready_sent;
+        int exit_status;
+        bool exiting;                   /* the loop was told to exit */                /* what apiaryd exits with once stopped */
+        char *status;                   /* last STATUS= sent */
+        usec_t status_sent_usec;        /* CLOCK_MONOTONIC, when */
+        sd_event_source *status_source; /* a STATUS= update held back by the rate limit */
+} Manager;
+
+int manager_new(Manager **ret, Config *config, const char *worker_path);  /* takes CONFIG */
+Manager *manager_free(Manager *m);
+static inline void manager_freep(Manager **m) {
+        if (*m)
+                manager_free(*m);
+}
+
+int manager_connect_bus(Manager *m);
+int manager_start(Manager *m);
+/* Begins the shutdown: stops every pool; the loop exits when the last worker is gone. */
+void manager_stop(Manager *m);
+
+Pool *manager_find_pool(Manager *m, const char *name);
+
+/* Called whenever a pool changed state or readiness: updates STATUS=, READY=1, shutdown. */
+void manager_pool_changed(Manager *m, Pool *p);
+
+const char *manager_state_to_string(ManagerState s);

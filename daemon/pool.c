@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus-api.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "pool.h"
+
+static const char *const pool_state_table[_POOL_STATE_MAX] = {
+        [POOL_STARTING] = "starting",
+        [POOL_RUNNING] = "running",
+        [POOL_DEGRADED] = "degraded",
+        [POOL_FAILED] = "failed",
+        [POOL_STOPPED] = "stopped",
+};
+
+const char *pool_state_to_string(PoolState s) {
+        if (s < 0 || s >= _POOL_STATE_MAX)
+                return NULL;
+        return pool_state_table[s];
+}
+
+#define log_pool(level, p, ...)                                                         \
+        ({                                                                              \
+                LogContext _ctx = { .pool = (p)->config->name, .slot = -1, .pid = 0 };  \
+                log_ctx((level), &_ctx, __VA_ARGS__);                                   \
+        })
+
+unsigned pool_workers_ready(const Pool *p) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < p->n_workers; i++)
+                if (IN_SET(p->workers[i]->state, WORKER_READY, WORKER_BUSY))
+                        n++;
+        return n;
+}
+
+bool pool_has_started(const Pool *p) {
+        return p->state != POOL_STARTING;
+}
+
+bool pool_is_idle(const Pool *p) {
+        for (unsigned i = 0; i < p->n_workers; i++)
+                if (worker_is_running(p->workers[i]))
+                        return false;
+        return true;
+}
+
+static void pool_set_state(Pool *p, PoolState state) {
+        if (p->state == state)
+                return;
+
+        log_pool(state == POOL_FAILED ? LOG_ERR : LOG_INFO, p, "Pool %s → %s.",
+                 pool_state_to_string(p->state), pool_state_to_string(state));
+        p->state = state;
+        bus_pool_emit_changed(p);
+        manager_pool_changed(p->manager, p);
+}
+
+/* Derives starting/running/degraded from the slots; failed and stopped are left by hand only. */
+static void pool_update_state(Pool *p) {
+        bool all_settled = true;
+        unsigned ready;
+
+        if (IN_SET(p->state, POOL_FAILED, POOL_STOPPED) || p->stopping)
+                return;
+
+        for (unsigned i = 0; i < p->n_workers; i++)
+                if (!p->first_outcome[i])
+                        all_settled = false;
+
+        ready = pool_workers_ready(p);
+        if (ready == p->n_workers)
+                pool_set_state(p, POOL_RUNNING);
+        else if (!all_settled && p->state == POOL_STARTING)
+                ; /* still coming up */
+        else
+                pool_set_state(p, POOL_DEGRADED);
+}
+
+void pool_worker_changed(Pool *p, Worker *w) {
+        if (!IN_SET(w->state, WORKER_STARTING, WORKER_STOPPING))
+                p->first_outcome[w->slot] = true;
+
+        if (p->stopping && pool_is_idle(p)) {
+                p->stopping = false;
+                if (p->state != POOL_FAILED)
+                        pool_set_state(p, POOL_STOPPED);
+        }
+
+        pool_update_state(p);
+        bus_pool_emit_changed(p);
+        manager_pool_changed(p->manager, p);
+}
+
+static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Pool *p = userdata;
+        int r;
+
+        p->retry_source = sd_event_source_disable_unref(p->retry_source);
+        log_pool(LOG_NOTICE, p, "Retrying the failed pool.");
+        r = pool_start(p);
+        if (r < 0)
+                log_pool(LOG_ERR, p, "Failed to restart pool: %s", strerror(-r));
+        return 0;
+}
+
+int pool_start(Pool *p) {
+        int r;
+
+        if (p->stopping) {
+                /* Workers of the last run are still on their way out: refuse rather than run two
+                 * processes in one slot. */
+                return -EBUSY;
+        }
+
+        p->retry_source = sd_event_source_disable_unref(p->retry_source);
+        free(p->failure_reason);
+        p->failure_reason = NULL;
+        p->state = POOL_STARTING;
+        for (unsigned i = 0; i < p->n_workers; i++) {
+                p->first_outcome[i] = false;
+                worker_reset(p->workers[i]);
+        }
+        bus_pool_emit_changed(p);
+
+        log_pool(LOG_INFO, p, "Starting %u worker%s of plugin %s.", p->n_workers, p->n_workers == 1 ? "" : "s",
+                 p->config->plugin_path);
+        for (unsigned i = 0; i < p->n_workers && p->state != POOL_FAILED; i++) {
+                r = worker_start(p->workers[i]);
+                if (r < 0)
+                        return r;
+        }
+
+        pool_update_state(p);
+        return 0;
+}
+
+void pool_stop(Pool *p) {
+        p->retry_source = sd_event_source_disable_unref(p->retry_source);
+        p->stopping = true;
+        for (unsigned i = 0; i < p->n_workers; i++)
+                worker_stop(p->workers[i]);
+        if (pool_is_idle(p)) {
+                p->stopping = false;
+                if (p->state != POOL_FAILED)
+                        pool_set_state(p, POOL_STOPPED);
+                else
+                        manager_pool_changed(p->manager, p);
+        }
+}
+
+void pool_fail(Pool *p, const char *reason) {
+        Manager *m = p->manager;
+        usec_t retry = p->config->failed_retry_usec;
+        char buf[FORMAT_TIMESPAN_MAX];
+        int r;
+
+        if (p->state == POOL_FAILED)
+                return;
+
+        free(p->failure_reason);
+        p->failure_reason = strdup(reason);
+        log_pool(LOG_ERR, p, "Pool failed: %s", reason);
+
+        /* Mark failed first, so that the workers we stop below do not count as new failures. */
+        for (unsigned i = 0; i < p->n_workers; i++)
+                p->first_outcome[i] = true;
+        pool_set_state(p, POOL_FAILED);
+        pool_stop(p);
+
+        if (retry == USEC_INFINITY || m->state == MANAGER_STOPPING)
+                return;
+        r = sd_event_add_time_relative(m->event, &p->retry_source, CLOCK_MONOTONIC, retry, 1, on_retry_timer, p);
+        if (r < 0)
+                log_pool(LOG_WARNING, p, "Failed to arm the retry timer, the pool stays failed: %s", strerror(-r));
+        else
+                log_pool(LOG_NOTICE, p, "Retrying in %s.", format_timespan(buf, sizeof(buf), retry));
+}
+
+int pool_new(Pool **ret, Manager *m, PoolConfig *config) {
+        _cleanup_(pool_freep) Pool *p = NULL;
+        int r;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->manager = m;
+        p->config = config;
+        p->state = POOL_STARTING;
+
+        r = bus_pool_path(config->name, &p->object_path);
+        if (r < 0)
+                return r;
+
+        p->workers = calloc(config->workers, sizeof(Worker *));
+        p->first_outcome = calloc(config->workers, sizeof(bool));
+        if (!p->workers || !p->first_outcome)
+                return -ENOMEM;
+        for (unsigned i = 0; i < config->workers; i++) {
+                r = worker_new(&p->workers[i], p, i);
+                if (r < 0)
+                        return r;
+                p->n_workers++;
+        }
+
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+Pool *pool_free(Pool *p) {
+        if (!p)
+                return NULL;
+
+        for (unsigned i = 0; i < p->n_workers; i++)
+                worker_free(p->workers[i]);
+        free(p->workers);
+        free(p->first_outcome);
+        sd_event_source_disable_unref(p->retry_source);
+        free(p->object_path);
+        free(p->failure_reason);
+        free(p);
+        return NULL;
+}

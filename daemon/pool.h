@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "worker.h"
+
+typedef struct Manager Manager;
+
+typedef enum PoolState {
+        POOL_STARTING,          /* some slot has not had its first outcome yet */
+        POOL_RUNNING,           /* every slot's worker is ready */
+        POOL_DEGRADED,          /* started, but some slot is not ready (restarting, or Restart=no) */
+        POOL_FAILED,            /* start limit hit or plugin unloadable; retried after FailedRetrySec */
+        POOL_STOPPED,           /* stopped on purpose */
+        _POOL_STATE_MAX,
+        _POOL_STATE_INVALID = -EINVAL,
+} PoolState;
+
+typedef struct Pool {
+        Manager *manager;
+        PoolConfig *config;             /* owned by manager->config */
+        char *object_path;
+
+        PoolState state;
+        Worker **workers;               /* one per slot */
+        unsigned n_workers;
+        bool *first_outcome;            /* per slot: it has been ready or has failed at least once */
+
+        uint64_t restarts;              /* worker restarts over the pool's life */
+        char *failure_reason;           /* why the pool last went failed */
+        sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
+        bool stopping;                  /* workers are being stopped; don't restart them */
+} Pool;
+
+int pool_new(Pool **ret, Manager *m, PoolConfig *config);
+Pool *pool_free(Pool *p);
+static inline void pool_freep(Pool **p) {
+        if (*p)
+                pool_free(*p);
+}
+
+int pool_start(Pool *p);
+void pool_stop(Pool *p);
+/* Stops every worker and marks the pool failed with REASON; retries after FailedRetrySec. */
+void pool_fail(Pool *p, const char *reason);
+
+/* Called by a worker of the pool whenever its state changed. */
+void pool_worker_changed(Pool *p, Worker *w);
+
+unsigned pool_workers_ready(const Pool *p);
+bool pool_has_started(const Pool *p);
+bool pool_is_idle(const Pool *p);      /* no process left */
+
+const char *pool_state_to_string(PoolState s);

@@ -1,0 +1,527 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bus-api.h"
+#include "link.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "pool.h"
+#include "protocol.h"
+#include "worker.h"
+
+static const char *const worker_state_table[_WORKER_STATE_MAX] = {
+        [WORKER_DEAD] = "dead",
+        [WORKER_STARTING] = "starting",
+        [WORKER_READY] = "ready",
+        [WORKER_BUSY] = "busy",
+        [WORKER_STOPPING] = "stopping",
+        [WORKER_BACKOFF] = "backoff",
+};
+
+const char *worker_state_to_string(WorkerState s) {
+        if (s < 0 || s >= _WORKER_STATE_MAX)
+                return NULL;
+        return worker_state_table[s];
+}
+
+static LogContext worker_log_context(const Worker *w) {
+        return (LogContext) { .pool = w->pool->config->name, .slot = (int) w->slot, .pid = (int) w->pid };
+}
+
+#define log_worker(level, w, ...)                                       \
+        ({                                                              \
+                LogContext _ctx = worker_log_context(w);                \
+                log_ctx((level), &_ctx, __VA_ARGS__);                   \
+        })
+#define log_worker_errno(level, error, w, ...)                          \
+        ({                                                              \
+                LogContext _ctx = worker_log_context(w);                \
+                log_ctx_errno((level), (error), &_ctx, __VA_ARGS__);    \
+        })
+
+bool worker_is_running(const Worker *w) {
+        return w->pid > 0;
+}
+
+static void worker_set_state(Worker *w, WorkerState state) {
+        if (w->state == state)
+                return;
+        w->state = state;
+        bus_worker_emit_changed(w);
+        pool_worker_changed(w->pool, w);
+}
+
+static int worker_arm_timer(Worker *w, usec_t usec, sd_event_time_handler_t handler) {
+        Manager *m = w->pool->manager;
+
+        w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        if (usec == USEC_INFINITY)
+                return 0;
+        return sd_event_add_time_relative(m->event, &w->timer_source, CLOCK_MONOTONIC, usec, 1, handler, w);
+}
+
+static void worker_drop_process(Worker *w) {
+        w->child_source = sd_event_source_disable_unref(w->child_source);
+        w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        w->link = sd_bus_flush_close_unref(w->link);
+        w->pid = 0;
+}
+
+static void worker_kill(Worker *w, int sig) {
+        if (w->pid <= 0)
+                return;
+        /* sd-event holds the child's pidfd, so the signal cannot reach a recycled PID. */
+        if (sd_event_source_send_child_signal(w->child_source, sig, NULL, 0) < 0)
+                (void) kill(w->pid, sig);
+}
+
+/* ---- the private link: what apiary-worker asks of us ---- */
+
+static int link_method_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Worker *w = userdata;
+        PoolConfig *c = w->pool->config;
+        uint32_t abi;
+        int r;
+
+        r = sd_bus_message_read(msg, "u", &abi);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "s", c->plugin_path);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ss)");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < c->n_plugin; i++) {
+                r = sd_bus_message_append(reply, "(ss)", c->plugin_keys[i], c->plugin_values[i]);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int link_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        const char *name, *version;
+        uint64_t when;
+        int r;
+
+        r = sd_bus_message_read(msg, "sst", &name, &version, &when);
+        if (r < 0)
+                return r;
+        if (w->state != WORKER_STARTING)
+                return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "Ready() is only valid while starting.");
+
+        w->ready_mono = now_usec(CLOCK_MONOTONIC);
+        w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        if (w->exited_mono > 0 && when >= w->exited_mono)
+                log_worker(LOG_INFO, w, "Worker ready (plugin %s %s), %.3f ms after the previous one exited.",
+                           name, version, (double) (when - w->exited_mono) / USEC_PER_MSEC);
+        else
+                log_worker(LOG_INFO, w, "Worker ready (plugin %s %s) in %.3f ms.", name, version,
+                           (double) (w->ready_mono - w->spawned_mono) / USEC_PER_MSEC);
+
+        worker_set_state(w, WORKER_READY);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int link_method_failed(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        const char *name, *message;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &name, &message);
+        if (r < 0)
+                return r;
+
+        free(w->failure_error);
+        free(w->failure_message);
+        w->failure_error = strdup(name);
+        w->failure_message = strdup(message);
+        if (!w->failure_error || !w->failure_message)
+                return -ENOMEM;
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static const sd_bus_vtable link_supervisor_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Hello",
+                                SD_BUS_ARGS("u", abi_version),
+                                SD_BUS_RESULT("s", plugin_path, "a(ss)", config),
+                                link_method_hello, 0),
+        SD_BUS_METHOD_WITH_ARGS("Ready",
+                                SD_BUS_ARGS("s", plugin_name, "s", plugin_version, "t", monotonic_usec),
+                                SD_BUS_NO_RESULT,
+                                link_method_ready, 0),
+        SD_BUS_METHOD_WITH_ARGS("Failed",
+                                SD_BUS_ARGS("s", error_name, "s", message),
+                                SD_BUS_NO_RESULT,
+                                link_method_failed, 0),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- process lifecycle ---- */
+
+static char *describe_exit(const siginfo_t *si) {
+        char *s = NULL;
+        int k;
+
+        if (si->si_code == CLD_EXITED)
+                k = asprintf(&s, "exited with status %i", si->si_status);
+        else
+                k = asprintf(&s, "killed by SIG%s%s", sigabbrev_np(si->si_status) ?: "?",
+                             si->si_code == CLD_DUMPED ? " (core dumped)" : "");
+        return k < 0 ? NULL : s;
+}
+
+static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
+
+static int on_restart_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+        int r;
+
+        w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        r = worker_start(w);
+        if (r < 0)
+                log_worker_errno(LOG_ERR, r, w, "Failed to restart worker: %m");
+        return 0;
+}
+
+static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+        char buf[FORMAT_TIMESPAN_MAX];
+
+        w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        log_worker(LOG_ERR, w, "Worker did not become ready within %s, killing it.",
+                   format_timespan(buf, sizeof(buf), w->pool->config->start_timeout_usec));
+        w->timed_out = true;
+        worker_kill(w, SIGKILL);
+        return 0;
+}
+
+static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+
+        w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        log_worker(LOG_WARNING, w, "Worker did not stop within %s of SIGTERM, sending SIGKILL.",
+                   format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX,
+                                   w->pool->config->stop_timeout_usec));
+        worker_kill(w, SIGKILL);
+        return 0;
+}
+
+static int worker_spawn(Worker *w) {
+        Manager *m = w->pool->manager;
+        PoolConfig *c = w->pool->config;
+        _cleanup_(closep) int fd_worker = -1, fd_supervisor = -1;
+        char arg_fd[32], arg_slot[32], arg_supervisor[32], description[256];
+        _cleanup_(freep) char *arg_pool = NULL;
+        posix_spawn_file_actions_t actions;
+        posix_spawnattr_t attr;
+        sigset_t mask;
+        pid_t pid;
+        int sv[2], r;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        fd_supervisor = sv[0];
+        fd_worker = sv[1];
+
+        snprintf(arg_fd, sizeof(arg_fd), "--bus-fd=%i", WORKER_BUS_FD);
+        snprintf(arg_slot, sizeof(arg_slot), "--slot=%u", w->slot);
+        snprintf(arg_supervisor, sizeof(arg_supervisor), "--supervisor-pid=%i", (int) getpid());
+        if (asprintf(&arg_pool, "--pool=%s", c->name) < 0)
+                return -ENOMEM;
+        char *argv[] = { (char *) "apiary-worker", arg_pool, arg_slot, arg_fd, arg_supervisor, NULL };
+
+        /* dup2() onto WORKER_BUS_FD clears O_CLOEXEC in the child, unless the fd already is that
+         * number, where dup2() does nothing: move it out of the way first. */
+        if (fd_worker == WORKER_BUS_FD) {
+                int fd = fcntl(fd_worker, F_DUPFD_CLOEXEC, WORKER_BUS_FD + 1);
+                if (fd < 0)
+                        return -errno;
+                safe_close(fd_worker);
+                fd_worker = fd;
+        }
+
+        r = posix_spawn_file_actions_init(&actions);
+        if (r != 0)
+                return -r;
+        r = posix_spawnattr_init(&attr);
+        if (r != 0) {
+                posix_spawn_file_actions_destroy(&actions);
+                return -r;
+        }
+
+        /* stdin from /dev/null; stdout and stderr where ours go (the journal under systemd,
+         * where apiary-worker swaps them for a stream of its own); the link as fd 3. */
+        (void) posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        (void) posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
+        (void) posix_spawn_file_actions_adddup2(&actions, fd_worker, WORKER_BUS_FD);
+
+        /* Our signals are blocked for sd-event; the worker starts with none blocked and all default. */
+        sigemptyset(&mask);
+        (void) posix_spawnattr_setsigmask(&attr, &mask);
+        sigfillset(&mask);
+        (void) posix_spawnattr_setsigdefault(&attr, &mask);
+        (void) posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+        r = posix_spawn(&pid, m->worker_path, &actions, &attr, argv, m->worker_env);
+        posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attr);
+        if (r != 0)
+                return log_worker_errno(LOG_ERR, r, w, "Failed to spawn %s: %m", m->worker_path);
+        fd_worker = safe_close(fd_worker);
+
+        w->pid = pid;
+        w->started_at = now_usec(CLOCK_REALTIME);
+        w->spawned_mono = now_usec(CLOCK_MONOTONIC);
+        w->ready_mono = 0;
+        w->timed_out = false;
+        w->stop_wanted = false;
+
+        /* From here on the child exists: whatever fails below, its exit still gets handled. */
+        r = sd_event_add_child(m->event, &w->child_source, pid, WEXITED, on_worker_exit, w);
+        if (r < 0) {
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                w->pid = 0;
+                return log_worker_errno(LOG_ERR, r, w, "Failed to watch worker: %m");
+        }
+
+        snprintf(description, sizeof(description), "worker-%s-%u", c->name, w->slot);
+        r = link_server_new(&w->link, TAKE_FD(fd_supervisor), m->link_id, m->event, description);
+        if (r >= 0)
+                r = sd_bus_add_object_vtable(w->link, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE,
+                                             link_supervisor_vtable, w);
+        if (r < 0) {
+                log_worker_errno(LOG_ERR, r, w, "Failed to set up the link to the worker, killing it: %m");
+                worker_kill(w, SIGKILL);
+                return 0;
+        }
+
+        log_worker(LOG_DEBUG, w, "Spawned worker.");
+        return 0;
+}
+
+int worker_start(Worker *w) {
+        int r;
+
+        assert(!worker_is_running(w));
+
+        w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        r = worker_spawn(w);
+        if (r < 0) {
+                /* Not even a process: treat it like a start that failed at once. */
+                free(w->last_exit);
+                w->last_exit = strdup("failed to spawn apiary-worker");
+                w->state = WORKER_DEAD;
+                pool_fail(w->pool, "failed to spawn apiary-worker");
+                return r;
+        }
+
+        r = worker_arm_timer(w, w->pool->config->start_timeout_usec, on_start_timeout);
+        if (r < 0)
+                log_worker_errno(LOG_WARNING, r, w, "Failed to arm the start timeout, ignoring: %m");
+
+        w->state = WORKER_STARTING;
+        bus_worker_emit_changed(w);
+        pool_worker_changed(w->pool, w);
+        return 0;
+}
+
+void worker_stop(Worker *w) {
+        int r;
+
+        switch (w->state) {
+        case WORKER_BACKOFF:
+                w->timer_source = sd_event_source_disable_unref(w->timer_source);
+                worker_set_state(w, WORKER_DEAD);
+                return;
+        case WORKER_STARTING:
+        case WORKER_READY:
+        case WORKER_BUSY:
+                w->stop_wanted = true;
+                worker_kill(w, SIGTERM);
+                r = worker_arm_timer(w, w->pool->config->stop_timeout_usec, on_stop_timeout);
+                if (r < 0) {
+                        log_worker_errno(LOG_WARNING, r, w, "Failed to arm the stop timeout, killing at once: %m");
+                        worker_kill(w, SIGKILL);
+                }
+                worker_set_state(w, WORKER_STOPPING);
+                return;
+        case WORKER_STOPPING:
+        case WORKER_DEAD:
+        default:
+                return;
+        }
+}
+
+void worker_reset(Worker *w) {
+        w->failures = 0;
+        start_limit_reset(&w->start_limit);
+}
+
+static bool worker_exit_is_failure(const siginfo_t *si) {
+        return !(si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_OK);
+}
+
+static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Worker *w = userdata;
+        Pool *p = w->pool;
+        PoolConfig *c = p->config;
+        WorkerState was = w->state;
+        _cleanup_(freep) char *reason = NULL;
+        bool failure, restart;
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+        int r;
+
+        w->exited_mono = now;
+        reason = describe_exit(si);
+        free(w->last_exit);
+        if (w->timed_out)
+                r = asprintf(&w->last_exit, "start timed out, %s", strempty(reason));
+        else if (w->failure_message)
+                r = asprintf(&w->last_exit, "%s (%s)", strempty(reason), w->failure_message);
+        else
+                r = asprintf(&w->last_exit, "%s", strempty(reason));
+        if (r < 0)
+                w->last_exit = NULL;
+
+        failure = !w->stop_wanted && (w->timed_out || worker_exit_is_failure(si));
+        log_worker(w->stop_wanted ? LOG_INFO : LOG_WARNING, w, "Worker %s.", strempty(w->last_exit));
+
+        worker_drop_process(w);
+        free(w->failure_error);
+        free(w->failure_message);
+        w->failure_error = w->failure_message = NULL;
+
+        if (was == WORKER_STOPPING || w->stop_wanted || p->stopping) {
+                worker_set_state(w, WORKER_DEAD);
+                return 0;
+        }
+
+        /* A plugin that cannot be loaded will not load on the next try either. */
+        if (si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_LOAD) {
+                w->state = WORKER_DEAD;
+                pool_fail(p, w->last_exit ?: "plugin failed to load");
+                return 0;
+        }
+
+        if (w->ready_mono > 0 && now - w->ready_mono >= c->start_limit_interval_usec)
+                w->failures = 0;
+        w->failures++;
+
+        if (start_limit_record(&w->start_limit, now, c->start_limit_interval_usec)) {
+                _cleanup_(freep) char *why = NULL;
+                char buf[FORMAT_TIMESPAN_MAX];
+
+                if (asprintf(&why, "start limit hit: slot %u failed %u times within %s; last: %s", w->slot,
+                             c->start_limit_burst + 1,
+                             format_timespan(buf, sizeof(buf), c->start_limit_interval_usec),
+                             strempty(w->last_exit)) < 0)
+                        why = NULL;
+                w->state = WORKER_DEAD;
+                pool_fail(p, why ?: "start limit hit");
+                return 0;
+        }
+
+        switch (c->restart) {
+        case RESTART_ALWAYS:
+                restart = true;
+                break;
+        case RESTART_ON_FAILURE:
+                restart = failure;
+                break;
+        case RESTART_NO:
+        default:
+                restart = false;
+                break;
+        }
+        if (!restart) {
+                worker_set_state(w, WORKER_DEAD);
+                return 0;
+        }
+
+        w->restarts++;
+        p->restarts++;
+
+        usec_t delay = restart_delay(c->restart_usec, c->restart_max_usec, w->failures, (uint64_t) random());
+        if (delay == 0) {
+                r = worker_start(w);
+                if (r < 0)
+                        log_worker_errno(LOG_ERR, r, w, "Failed to restart worker: %m");
+                return 0;
+        }
+
+        r = worker_arm_timer(w, delay, on_restart_timer);
+        if (r < 0) {
+                log_worker_errno(LOG_ERR, r, w, "Failed to arm the restart timer: %m");
+                worker_set_state(w, WORKER_DEAD);
+                return 0;
+        }
+        log_worker(LOG_INFO, w, "Restarting worker in %s (failure %u in a row).",
+                   format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX, delay), w->failures);
+        worker_set_state(w, WORKER_BACKOFF);
+        return 0;
+}
+
+int worker_new(Worker **ret, Pool *pool, unsigned slot) {
+        _cleanup_(worker_freep) Worker *w = NULL;
+        int r;
+
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->pool = pool;
+        w->slot = slot;
+        w->state = WORKER_DEAD;
+
+        r = start_limit_init(&w->start_limit, pool->config->start_limit_burst);
+        if (r < 0)
+                return r;
+        r = bus_worker_path(pool->config->name, slot, &w->object_path);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(w);
+        return 0;
+}
+
+Worker *worker_free(Worker *w) {
+        if (!w)
+                return NULL;
+
+        if (w->pid > 0) {
+                /* Only reached on a failed startup or at exit after the loop: make sure of it. */
+                (void) kill(w->pid, SIGKILL);
+                (void) waitpid(w->pid, NULL, 0);
+        }
+        worker_drop_process(w);
+        start_limit_deinit(&w->start_limit);
+        free(w->object_path);
+        free(w->last_exit);
+        free(w->failure_message);
+        free(w->failure_error);
+        free(w);
+        return NULL;
+}

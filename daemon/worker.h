@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "restart.h"
+#include "time-util.h"
+
+typedef struct Pool Pool;
+
+/*
+ * One slot of a pool and the process that currently fills it. The slot (and its bus object)
+ * stays across restarts; the process changes.
+ *
+ *   dead ──start──▶ starting ──Ready──▶ ready ──stop──▶ stopping ──exit──▶ dead
+ *                      │                  │                                 ▲
+ *                      └──exit/timeout────┴──exit──▶ backoff ──timer──▶ starting
+ *                                                        (or dead, or the pool fails)
+ */
+typedef enum WorkerState {
+        WORKER_DEAD,            /* no process, none coming (stopped, Restart=no, pool failed) */
+        WORKER_STARTING,        /* spawned, plugin loading or in init() */
+        WORKER_READY,           /* init() done, serving */
+        WORKER_BUSY,            /* serving, with tasks in flight */
+        WORKER_STOPPING,        /* SIGTERM sent, SIGKILL at StopTimeoutSec */
+        WORKER_BACKOFF,         /* exited, restart timer running */
+        _WORKER_STATE_MAX,
+        _WORKER_STATE_INVALID = -EINVAL,
+} WorkerState;
+
+typedef struct Worker {
+        Pool *pool;
+        unsigned slot;
+        char *object_path;
+
+        WorkerState state;
+        pid_t pid;
+        sd_event_source *child_source;
+        sd_event_source *timer_source;  /* start timeout, stop timeout or backoff, by state */
+        sd_bus *link;                   /* private connection to this worker's apiary-worker */
+
+        unsigned restarts;              /* processes started in this slot after the first */
+        unsigned failures;              /* failed runs in a row, for the backoff */
+        StartLimit start_limit;
+
+        usec_t started_at;              /* CLOCK_REALTIME, when the current process was spawned */
+        usec_t spawned_mono;            /* CLOCK_MONOTONIC, likewise */
+        usec_t ready_mono;              /* CLOCK_MONOTONIC, when it reported Ready; 0 if not yet */
+        usec_t exited_mono;             /* CLOCK_MONOTONIC, when the last process exited */
+        bool timed_out;                 /* the kill in flight is for a start timeout */
+        bool stop_wanted;               /* the exit in flight was asked for */
+
+        char *last_exit;                /* "exited with status 3", "killed by SIGSEGV", ... */
+        char *failure_message;          /* what the worker said in Failed(), for this process */
+        char *failure_error;            /* the error name it gave */
+} Worker;
+
+int worker_new(Worker **ret, Pool *pool, unsigned slot);
+Worker *worker_free(Worker *w);
+static inline void worker_freep(Worker **w) {
+        if (*w)
+                worker_free(*w);
+}
+
+/* Spawns a process for the slot now (from DEAD or BACKOFF). */
+int worker_start(Worker *w);
+/* SIGTERM, then SIGKILL after StopTimeoutSec; a slot in backoff just stops waiting. */
+void worker_stop(Worker *w);
+/* Forgets the tally and the backoff (a pool started anew by the operator or the retry timer). */
+void worker_reset(Worker *w);
+
+bool worker_is_running(const Worker *w);
+
+const char *worker_state_to_string(WorkerState s);

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The private supervisor↔worker protocol: D-Bus, peer to peer, over a socketpair that apiaryd
+ * makes before it spawns apiary-worker (the worker end is its fd 3). No bus daemon is involved and
+ * these names exist only on that connection. See docs/worker-protocol.md.
+ */
+
+/* Served by apiaryd on each worker connection. */
+#define SUPERVISOR_OBJECT_PATH "/org/apiary/Supervisor"
+#define SUPERVISOR_INTERFACE "org.apiary.Supervisor1"
+
+/* Served by apiary-worker on its connection. */
+#define WORKER_OBJECT_PATH "/org/apiary/Worker"
+#define WORKER_INTERFACE "org.apiary.Worker1"
+
+#define WORKER_ERROR_LOAD "org.apiary.Worker1.Error.Load"
+#define WORKER_ERROR_INIT "org.apiary.Worker1.Error.Init"
+
+/* The fd number apiary-worker finds its end of the socketpair on. */
+#define WORKER_BUS_FD 3
+
+/* apiary-worker's exit statuses, which apiaryd reads to decide what to do next. */
+enum {
+        WORKER_EXIT_OK = 0,             /* stopped as asked */
+        WORKER_EXIT_FAILURE = 1,        /* anything else went wrong */
+        WORKER_EXIT_USAGE = 2,          /* bad command line */
+        WORKER_EXIT_LOAD = 3,           /* plugin missing, not loadable, no symbol, wrong ABI: restarting will not help */
+        WORKER_EXIT_INIT = 4,           /* the plugin's init() failed */
+        WORKER_EXIT_LINK = 5,           /* the connection to apiaryd failed or closed */
+};

@@ -1,0 +1,488 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+static const char *env_or_fail(const char *name) {
+        const char *v = getenv(name);
+
+        if (!v)
+                fail_msg("$%s is not set: run the tests through meson test", name);
+        return v;
+}
+
+static void rm_rf(const char *dir) {
+        g_autofree char *cmd = NULL;
+
+        if (!dir)
+                return;
+        cmd = g_strdup_printf("rm -rf '%s'", dir);
+        (void) system(cmd);
+}
+
+static int pidfd_open_(pid_t pid) {
+        return (int) syscall(SYS_pidfd_open, pid, 0);
+}
+
+static bool pidfd_wait(int pidfd, usec_t timeout) {
+        struct pollfd p = { .fd = pidfd, .events = POLLIN };
+        int r;
+
+        do
+                r = poll(&p, 1, (int) (timeout / USEC_PER_MSEC));
+        while (r < 0 && errno == EINTR);
+        return r > 0;
+}
+
+bool test_pid_alive(pid_t pid) {
+        return kill(pid, 0) == 0 || errno != ESRCH;
+}
+
+bool test_wait_pid_gone(pid_t pid, usec_t timeout) {
+        int fd = pidfd_open_(pid);
+        bool gone;
+
+        if (fd < 0)
+                return errno == ESRCH;
+        gone = pidfd_wait(fd, timeout);
+        close(fd);
+        if (gone)
+                /* We are the subreaper of apiaryd's orphans: reap it if it came to us. */
+                (void) waitpid(pid, NULL, WNOHANG);
+        return gone;
+}
+
+/* ---- the bus ---- */
+
+void test_bus_start(TestBus *b) {
+        g_autofree char *conf = NULL, *conf_path = NULL, *fd_arg = NULL;
+        char buf[512];
+        size_t n = 0;
+        int pipefd[2];
+        pid_t pid;
+
+        *b = (TestBus) {};
+
+        /* Orphaned workers come to us, so that tests can see (and reap) them. */
+        (void) prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+        b->dir = g_strdup("/tmp/apiary-test-bus-XXXXXX");
+        assert_non_null(g_mkdtemp(b->dir));
+        conf_path = g_strdup_printf("%s/bus.conf", b->dir);
+        conf = g_strdup_printf(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
+                " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+                "<busconfig>\n"
+                "  <type>session</type>\n"
+                "  <listen>unix:path=%s/bus</listen>\n"
+                "  <auth>EXTERNAL</auth>\n"
+                "  <policy context=\"default\">\n"
+                "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+                "    <allow eavesdrop=\"true\"/>\n"
+                "    <allow own=\"*\"/>\n"
+                "    <allow user=\"*\"/>\n"
+                "  </policy>\n"
+                "</busconfig>\n", b->dir);
+        assert_true(g_file_set_contents(conf_path, conf, -1, NULL));
+
+        assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                g_autofree char *arg_conf = g_strdup_printf("--config-file=%s", conf_path);
+                g_autofree char *arg_print = NULL;
+
+                if (pipefd[1] == 3)
+                        (void) fcntl(3, F_SETFD, 0);
+                else
+                        (void) dup2(pipefd[1], 3);
+                arg_print = g_strdup("--print-address=3");
+                execlp("dbus-daemon", "dbus-daemon", "--nofork", "--nopidfile", "--nosyslog", arg_conf, arg_print,
+                       (char *) NULL);
+                _exit(127);
+        }
+        close(pipefd[1]);
+
+        while (n < sizeof(buf) - 1) {
+                ssize_t k = read(pipefd[0], buf + n, sizeof(buf) - 1 - n);
+                if (k <= 0)
+                        break;
+                n += (size_t) k;
+                if (memchr(buf, '\n', n))
+                        break;
+        }
+        close(pipefd[0]);
+        buf[n] = '\0';
+        if (n == 0 || !strchr(buf, '\n'))
+                fail_msg("dbus-daemon did not print its address");
+        *strchr(buf, '\n') = '\0';
+
+        b->pid = pid;
+        b->address = g_strdup(buf);
+}
+
+void test_bus_stop(TestBus *b) {
+        if (b->pid > 0) {
+                kill(b->pid, SIGTERM);
+                (void) waitpid(b->pid, NULL, 0);
+        }
+        rm_rf(b->dir);
+        g_free(b->dir);
+        g_free(b->address);
+        *b = (TestBus) {};
+}
+
+/* ---- the daemon ---- */
+
+static void notify_receive(TestDaemon *d, usec_t timeout) {
+        struct pollfd p = { .fd = d->notify_fd, .events = POLLIN };
+        char buf[4096];
+        ssize_t k;
+
+        if (poll(&p, 1, (int) (timeout / USEC_PER_MSEC)) <= 0)
+                return;
+        while ((k = recv(d->notify_fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+                buf[k] = '\0';
+                d->notify = g_renew(char *, d->notify, d->n_notify + 2);
+                d->notify[d->n_notify++] = g_strdup(buf);
+                d->notify[d->n_notify] = NULL;
+        }
+}
+
+static bool has_line(const char *msg, const char *prefix) {
+        size_t l = strlen(prefix);
+
+        for (const char *p = msg; p && *p; ) {
+                if (strncmp(p, prefix, l) == 0)
+                        return true;
+                p = strchr(p, '\n');
+                if (p)
+                        p++;
+        }
+        return false;
+}
+
+const char *test_daemon_find_notify(TestDaemon *d, const char *prefix) {
+        notify_receive(d, 0);
+        for (size_t i = d->n_notify; i > 0; i--)
+                if (has_line(d->notify[i - 1], prefix))
+                        return d->notify[i - 1];
+        return NULL;
+}
+
+const char *test_daemon_wait_notify(TestDaemon *d, const char *prefix, usec_t timeout) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout;
+        size_t seen = 0;
+
+        for (;;) {
+                usec_t now;
+
+                for (; seen < d->n_notify; seen++)
+                        if (has_line(d->notify[seen], prefix))
+                                return d->notify[seen];
+                now = now_usec(CLOCK_MONOTONIC);
+                if (now >= deadline)
+                        break;
+                if (d->pid > 0 && waitpid(d->pid, &d->exit_status, WNOHANG) == d->pid) {
+                        d->pid = 0;
+                        fail_msg("apiaryd exited (wait status %i) before sending %s", d->exit_status, prefix);
+                }
+                notify_receive(d, MIN(deadline - now, 100 * USEC_PER_MSEC));
+        }
+        fail_msg("apiaryd did not send %s in time", prefix);
+        return NULL;
+}
+
+static char *substitute(const char *config) {
+        g_autofree char *a = NULL;
+        char **parts;
+        char *result;
+
+        parts = g_strsplit(config, "@TEST_PLUGINS@", -1);
+        a = g_strjoinv(env_or_fail("APIARY_TEST_PLUGIN_DIR"), parts);
+        g_strfreev(parts);
+        parts = g_strsplit(a, "@PLUGINS@", -1);
+        result = g_strjoinv(env_or_fail("APIARY_PLUGIN_DIR"), parts);
+        g_strfreev(parts);
+        return result;
+}
+
+static bool name_has_owner(TestDaemon *d, const void *userdata) {
+        sd_bus_message *reply = NULL;
+        int has = 0, r;
+
+        r = sd_bus_call_method(d->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                               "NameHasOwner", NULL, &reply, "s", "org.apiary.Apiary1");
+        assert_true(r >= 0);
+        assert_true(sd_bus_message_read(reply, "b", &has) >= 0);
+        sd_bus_message_unref(reply);
+        return has;
+}
+
+void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready) {
+        g_autofree char *text = NULL, *notify_path = NULL;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        const char *apiaryd = env_or_fail("APIARYD");
+        const char *worker = env_or_fail("APIARY_WORKER_PATH");
+        pid_t pid;
+        int r;
+
+        *d = (TestDaemon) { .notify_fd = -1, .pidfd = -1 };
+
+        d->dir = g_strdup("/tmp/apiary-test-XXXXXX");
+        assert_non_null(g_mkdtemp(d->dir));
+        d->config_path = g_strdup_printf("%s/apiary.conf", d->dir);
+        text = substitute(config);
+        assert_true(g_file_set_contents(d->config_path, text, -1, NULL));
+
+        notify_path = g_strdup_printf("%s/notify", d->dir);
+        d->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        assert_true(d->notify_fd >= 0);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify_path);
+        assert_int_equal(bind(d->notify_fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                g_autofree char *arg_config = g_strdup_printf("--config=%s", d->config_path);
+                g_autofree char *arg_bus = g_strdup_printf("--bus=%s", b->address);
+                g_autofree char *arg_worker = g_strdup_printf("--worker-path=%s", worker);
+
+                setenv("NOTIFY_SOCKET", notify_path, 1);
+                unsetenv("JOURNAL_STREAM");
+                execl(apiaryd, "apiaryd", arg_config, arg_bus, arg_worker, "--log-level=debug", (char *) NULL);
+                _exit(127);
+        }
+        d->pid = pid;
+        d->pidfd = pidfd_open_(pid);
+
+        r = sd_bus_new(&d->bus);
+        assert_int_equal(r, 0);
+        assert_true(sd_bus_set_address(d->bus, b->address) >= 0);
+        assert_true(sd_bus_set_bus_client(d->bus, true) >= 0);
+        assert_true(sd_bus_start(d->bus) >= 0);
+        assert_true(sd_bus_add_match(d->bus, NULL,
+                                     "type='signal',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
+                                     NULL, NULL) >= 0);
+
+        assert_true(sd_bus_add_match(d->bus, NULL,
+                                     "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='org.apiary.Apiary1'",
+                                     NULL, NULL) >= 0);
+
+        if (wait_ready)
+                test_daemon_wait_notify(d, "READY=1", TEST_TIMEOUT_USEC);
+        else
+                test_wait_until(d, name_has_owner, NULL, TEST_TIMEOUT_USEC, "apiaryd to own org.apiary.Apiary1");
+}
+
+int test_daemon_kill_and_wait(TestDaemon *d, int sig) {
+        int status;
+
+        assert_true(d->pid > 0);
+        assert_int_equal(kill(d->pid, sig), 0);
+        if (!pidfd_wait(d->pidfd, TEST_TIMEOUT_USEC))
+                fail_msg("apiaryd did not exit after SIG%s", sigabbrev_np(sig));
+        assert_int_equal(waitpid(d->pid, &status, 0), d->pid);
+        d->pid = 0;
+        notify_receive(d, 0);
+        d->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return d->exit_status;
+}
+
+void test_daemon_stop(TestDaemon *d) {
+        if (d->pid > 0) {
+                kill(d->pid, SIGKILL);
+                (void) waitpid(d->pid, NULL, 0);
+        }
+        if (d->pidfd >= 0)
+                close(d->pidfd);
+        if (d->notify_fd >= 0)
+                close(d->notify_fd);
+        sd_bus_flush_close_unref(d->bus);
+        g_strfreev(d->notify);
+        rm_rf(d->dir);
+        g_free(d->dir);
+        g_free(d->config_path);
+        *d = (TestDaemon) { .notify_fd = -1, .pidfd = -1 };
+
+        /* Reap whatever orphans came to us. */
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+}
+
+/* ---- the API ---- */
+
+char *test_pool_path(const char *pool) {
+        char *p = NULL;
+
+        assert_true(sd_bus_path_encode("/org/apiary/Apiary1/pool", pool, &p) >= 0);
+        return p;
+}
+
+char *test_worker_path(const char *pool, unsigned slot) {
+        g_autofree char *pp = test_pool_path(pool);
+
+        return g_strdup_printf("%s/%u", pp, slot);
+}
+
+char *test_get_string(TestDaemon *d, const char *path, const char *interface, const char *property) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        const char *contents = NULL, *s = NULL;
+        char type;
+        char *result;
+        int r;
+
+        /* Strings and object paths alike. */
+        r = sd_bus_call_method(d->bus, "org.apiary.Apiary1", path, "org.freedesktop.DBus.Properties", "Get", &error,
+                               &reply, "ss", interface, property);
+        if (r < 0)
+                fail_msg("Get %s.%s on %s: %s", interface, property, path, error.message ?: strerror(-r));
+        assert_true(sd_bus_message_peek_type(reply, &type, &contents) > 0);
+        assert_int_equal(type, 'v');
+        assert_true(contents[0] == 's' || contents[0] == 'o');
+        assert_true(sd_bus_message_enter_container(reply, 'v', contents) >= 0);
+        assert_true(sd_bus_message_read_basic(reply, contents[0], &s) > 0);
+        result = g_strdup(s);
+        sd_bus_message_unref(reply);
+        sd_bus_error_free(&error);
+        return result;
+}
+
+static void get_trivial(TestDaemon *d, const char *path, const char *interface, const char *property, char type,
+                        void *ret) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_get_property_trivial(d->bus, "org.apiary.Apiary1", path, interface, property, &error, type, ret);
+        if (r < 0)
+                fail_msg("Get %s.%s on %s: %s", interface, property, path, error.message ?: strerror(-r));
+        sd_bus_error_free(&error);
+}
+
+uint32_t test_get_u32(TestDaemon *d, const char *path, const char *interface, const char *property) {
+        uint32_t v = 0;
+
+        get_trivial(d, path, interface, property, 'u', &v);
+        return v;
+}
+
+uint64_t test_get_u64(TestDaemon *d, const char *path, const char *interface, const char *property) {
+        uint64_t v = 0;
+
+        get_trivial(d, path, interface, property, 't', &v);
+        return v;
+}
+
+char **test_get_object_paths(TestDaemon *d, const char *path, const char *interface, const char *property) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        GPtrArray *a = g_ptr_array_new();
+        const char *o;
+        int r;
+
+        r = sd_bus_get_property(d->bus, "org.apiary.Apiary1", path, interface, property, &error, &reply, "ao");
+        if (r < 0)
+                fail_msg("Get %s.%s on %s: %s", interface, property, path, error.message ?: strerror(-r));
+        assert_true(sd_bus_message_enter_container(reply, 'a', "o") >= 0);
+        while ((r = sd_bus_message_read(reply, "o", &o)) > 0)
+                g_ptr_array_add(a, g_strdup(o));
+        assert_true(r >= 0);
+        sd_bus_message_unref(reply);
+        g_ptr_array_add(a, NULL);
+        return (char **) g_ptr_array_free(a, false);
+}
+
+char *test_pool_state(TestDaemon *d, const char *pool) {
+        g_autofree char *path = test_pool_path(pool);
+
+        return test_get_string(d, path, "org.apiary.Apiary1.Pool", "State");
+}
+
+char *test_worker_state(TestDaemon *d, const char *pool, unsigned slot) {
+        g_autofree char *path = test_worker_path(pool, slot);
+
+        return test_get_string(d, path, "org.apiary.Apiary1.Worker", "State");
+}
+
+pid_t test_worker_pid(TestDaemon *d, const char *pool, unsigned slot) {
+        g_autofree char *path = test_worker_path(pool, slot);
+
+        return (pid_t) test_get_u32(d, path, "org.apiary.Apiary1.Worker", "PID");
+}
+
+static void wait_bus_or_notify(TestDaemon *d, usec_t timeout) {
+        struct pollfd p[2] = {
+                { .fd = sd_bus_get_fd(d->bus), .events = (short) sd_bus_get_events(d->bus) },
+                { .fd = d->notify_fd, .events = POLLIN },
+        };
+        uint64_t bus_timeout;
+
+        if (sd_bus_get_timeout(d->bus, &bus_timeout) > 0 && bus_timeout != UINT64_MAX) {
+                usec_t now = now_usec(CLOCK_MONOTONIC);
+                timeout = MIN(timeout, bus_timeout > now ? bus_timeout - now : 0);
+        }
+        if (poll(p, 2, (int) ((timeout + USEC_PER_MSEC - 1) / USEC_PER_MSEC)) > 0 && (p[1].revents & POLLIN))
+                notify_receive(d, 0);
+}
+
+void test_wait_until(TestDaemon *d, TestPredicate pred, const void *userdata, usec_t timeout, const char *what) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout;
+
+        for (;;) {
+                usec_t now;
+                int r;
+
+                if (pred(d, userdata))
+                        return;
+                now = now_usec(CLOCK_MONOTONIC);
+                if (now >= deadline)
+                        fail_msg("timed out waiting for %s", what);
+
+                /* Drain what is queued, then sleep until the next message or the deadline. The
+                 * notify socket is drained too: a full one would block apiaryd in sd_notify(). */
+                while ((r = sd_bus_process(d->bus, NULL)) > 0)
+                        ;
+                assert_true(r >= 0);
+                wait_bus_or_notify(d, deadline - now);
+                while ((r = sd_bus_process(d->bus, NULL)) > 0)
+                        ;
+        }
+}
+
+typedef struct {
+        const char *pool;
+        const char *state;
+} PoolStateWanted;
+
+static bool pool_state_is(TestDaemon *d, const void *userdata) {
+        const PoolStateWanted *w = userdata;
+        g_autofree char *s = test_pool_state(d, w->pool);
+
+        return strcmp(s, w->state) == 0;
+}
+
+void test_wait_pool_state(TestDaemon *d, const char *pool, const char *state) {
+        PoolStateWanted w = { pool, state };
+        g_autofree char *what = g_strdup_printf("pool %s to be %s", pool, state);
+
+        test_wait_until(d, pool_state_is, &w, TEST_TIMEOUT_USEC, what);
+}

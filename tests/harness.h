@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Whole-daemon test harness: a private dbus-daemon, the real apiaryd on a config written to a
+ * temporary directory, a NOTIFY_SOCKET the test reads, and an sd-bus client. Every helper fails
+ * the current cmocka test on error, so tests read as a list of expectations.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-bus.h>
+
+#include "time-util.h"
+
+#define TEST_TIMEOUT_USEC (20 * USEC_PER_SEC)
+
+typedef struct TestBus {
+        pid_t pid;
+        char *dir;
+        char *address;
+} TestBus;
+
+typedef struct TestDaemon {
+        pid_t pid;
+        int pidfd;
+        char *dir;
+        char *config_path;
+        int notify_fd;
+        char **notify;          /* every notify datagram received so far, NULL-terminated */
+        size_t n_notify;
+        sd_bus *bus;            /* client connection on the test bus */
+        int exit_status;        /* after test_daemon_wait(): exit code, or 128+signal */
+} TestDaemon;
+
+/* Starts a private dbus-daemon whose policy lets everyone own and call everything. */
+void test_bus_start(TestBus *b);
+void test_bus_stop(TestBus *b);
+
+/* Writes CONFIG to DIR/apiary.conf, replacing @TEST_PLUGINS@ and @PLUGINS@ with the build's plugin
+ * directories, starts apiaryd on the bus and, if WAIT_READY, waits for READY=1. */
+void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready);
+/* Sends SIG and waits (bounded) for apiaryd to exit; returns d->exit_status. */
+int test_daemon_kill_and_wait(TestDaemon *d, int sig);
+/* Tears everything down, whatever state the test left it in. */
+void test_daemon_stop(TestDaemon *d);
+
+/* Waits for a notify message that contains the line LINE (e.g. "READY=1"); returns it. */
+const char *test_daemon_wait_notify(TestDaemon *d, const char *prefix, usec_t timeout);
+/* Returns the last notify message with a line starting PREFIX, or NULL; does not wait. */
+const char *test_daemon_find_notify(TestDaemon *d, const char *prefix);
+
+/* Object paths of the public API. */
+char *test_pool_path(const char *pool);
+char *test_worker_path(const char *pool, unsigned slot);
+
+/* Property getters on org.apiary.Apiary1; the returned strings are malloc()ed. */
+char *test_get_string(TestDaemon *d, const char *path, const char *interface, const char *property);
+uint32_t test_get_u32(TestDaemon *d, const char *path, const char *interface, const char *property);
+uint64_t test_get_u64(TestDaemon *d, const char *path, const char *interface, const char *property);
+char **test_get_object_paths(TestDaemon *d, const char *path, const char *interface, const char *property);
+
+char *test_pool_state(TestDaemon *d, const char *pool);
+char *test_worker_state(TestDaemon *d, const char *pool, unsigned slot);
+pid_t test_worker_pid(TestDaemon *d, const char *pool, unsigned slot);
+
+/* Processes bus traffic until PRED(d, userdata) is true; fails the test after TIMEOUT. Event
+ * driven: it wakes on PropertiesChanged signals, not on a timer. */
+typedef bool (*TestPredicate)(TestDaemon *d, const void *userdata);
+void test_wait_until(TestDaemon *d, TestPredicate pred, const void *userdata, usec_t timeout, const char *what);
+
+/* Waits until POOL's State is STATE. */
+void test_wait_pool_state(TestDaemon *d, const char *pool, const char *state);
+
+/* Waits for a process that is not our child to be gone (pidfd). Returns true if it went. */
+bool test_wait_pid_gone(pid_t pid, usec_t timeout);
+bool test_pid_alive(pid_t pid);

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control: a plugin whose misbehaviour the tests choose through its [Pool NAME Plugin] keys.
+ *
+ *   InitMode=ok|fail|crash|hang|exit   what init() does (default ok)
+ *   ExitCode=N                         the status for InitMode=exit (default 7)
+ *   CrashAfterMs=N                     after a successful init(), die by SIGALRM N ms later
+ *   OnlySlots=0,2                      apply InitMode/CrashAfterMs only in these slots (default all)
+ *
+ * Tasks: the payload is echoed, except for these commands:
+ *   "crash"          abort()
+ *   "fail TEXT"      fail the task with TEXT
+ *   "hang"           never return
+ *   "exit N"         _exit(N)
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <apiary/plugin.h>
+
+static int slot_applies(const struct apiary_host *host) {
+        const char *slots = host->config_get(host, "OnlySlots");
+        char buf[256], *tok, *save = NULL;
+
+        if (!slots)
+                return 1;
+        snprintf(buf, sizeof(buf), "%s", slots);
+        for (tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
+                if ((unsigned) atoi(tok) == host->slot)
+                        return 1;
+        return 0;
+}
+
+static int control_init(const struct apiary_host *host, void **ret_state) {
+        const char *mode = host->config_get(host, "InitMode");
+        const char *crash_after = host->config_get(host, "CrashAfterMs");
+
+        *ret_state = (void *) host;
+        if (!slot_applies(host))
+                return 0;
+
+        if (mode && strcmp(mode, "fail") == 0) {
+                host->set_error(host, "told to fail by InitMode=fail");
+                return -EINVAL;
+        }
+        if (mode && strcmp(mode, "crash") == 0)
+                abort();
+        if (mode && strcmp(mode, "hang") == 0)
+                for (;;)
+                        pause();
+        if (mode && strcmp(mode, "exit") == 0) {
+                const char *code = host->config_get(host, "ExitCode");
+                exit(code ? atoi(code) : 7);
+        }
+
+        if (crash_after) {
+                struct itimerval it = {};
+                long ms = atol(crash_after);
+
+                it.it_value.tv_sec = ms / 1000;
+                it.it_value.tv_usec = (ms % 1000) * 1000;
+                if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
+                        it.it_value.tv_usec = 1;
+                setitimer(ITIMER_REAL, &it, NULL);
+        }
+
+        host->log(host, APIARY_LOG_DEBUG, "control plugin ready (InitMode=%s)", mode ? mode : "ok");
+        return 0;
+}
+
+static int control_run(void *state, apiary_task *task) {
+        const struct apiary_host *host = state;
+        const char *p;
+        size_t n;
+
+        p = host->task_payload(task, &n);
+        if (n == 5 && memcmp(p, "crash", 5) == 0)
+                abort();
+        if (n == 4 && memcmp(p, "hang", 4) == 0)
+                for (;;)
+                        pause();
+        if (n > 5 && memcmp(p, "exit ", 5) == 0)
+                _exit(atoi(p + 5));
+        if (n >= 5 && memcmp(p, "fail ", 5) == 0)
+                return host->task_fail(task, "%.*s", (int) (n - 5), p + 5);
+        return host->task_return(task, p, n);
+}
+
+APIARY_PLUGIN_DEFINE = {
+        .abi_version = APIARY_PLUGIN_ABI_VERSION,
+        .struct_size = sizeof(struct apiary_plugin),
+        .name = "control",
+        .version = "1.0",
+        .init = control_init,
+        .run = control_run,
+};

@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The supervisor end to end: a private dbus-daemon, the real apiaryd, real apiary-worker
+ * processes and real plugins, watched over the bus (sd-bus, and libdbus for a second opinion).
+ */
+#include <dbus/dbus.h>
+#include <errno.h>
+#include <glib.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define POOL_IFACE "org.apiary.Apiary1.Pool"
+#define WORKER_IFACE "org.apiary.Apiary1.Worker"
+#define MANAGER_IFACE "org.apiary.Apiary1.Manager"
+
+typedef struct Fixture {
+        TestBus bus;
+        TestDaemon daemon;
+} Fixture;
+
+static int setup(void **state) {
+        Fixture *f = g_new0(Fixture, 1);
+
+        test_bus_start(&f->bus);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        Fixture *f = *state;
+
+        test_daemon_stop(&f->daemon);
+        test_bus_stop(&f->bus);
+        g_free(f);
+        return 0;
+}
+
+static const char *const two_pools =
+        "[Apiary]\n"
+        "PluginDirectory=@PLUGINS@\n"
+        "\n"
+        "[Pool echo]\n"
+        "Plugin=echo.so\n"
+        "Workers=2\n"
+        "\n"
+        "[Pool control]\n"
+        "Plugin=@TEST_PLUGINS@/control.so\n"
+        "Workers=1\n"
+        "Kind=io\n"
+        "RestartSec=10ms\n"
+        "\n"
+        "[Pool control Plugin]\n"
+        "InitMode=ok\n";
+
+/* Reads Manager.State through libdbus, the reference implementation, not sd-bus. */
+static char *libdbus_get_manager_state(const char *address) {
+        DBusError error;
+        DBusConnection *c;
+        DBusMessage *call, *reply;
+        DBusMessageIter iter, variant;
+        const char *iface = MANAGER_IFACE, *prop = "State", *value;
+        char *result;
+
+        dbus_error_init(&error);
+        c = dbus_connection_open_private(address, &error);
+        if (!c)
+                fail_msg("libdbus: %s", error.message);
+        assert_true(dbus_bus_register(c, &error));
+
+        call = dbus_message_new_method_call("org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                            "org.freedesktop.DBus.Properties", "Get");
+        assert_non_null(call);
+        assert_true(dbus_message_append_args(call, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+                                             DBUS_TYPE_INVALID));
+        reply = dbus_connection_send_with_reply_and_block(c, call, 10000, &error);
+        if (!reply)
+                fail_msg("libdbus Get: %s: %s", error.name, error.message);
+        assert_true(dbus_message_iter_init(reply, &iter));
+        assert_int_equal(dbus_message_iter_get_arg_type(&iter), DBUS_TYPE_VARIANT);
+        dbus_message_iter_recurse(&iter, &variant);
+        assert_int_equal(dbus_message_iter_get_arg_type(&variant), DBUS_TYPE_STRING);
+        dbus_message_iter_get_basic(&variant, &value);
+        result = g_strdup(value);
+
+        dbus_message_unref(reply);
+        dbus_message_unref(call);
+        dbus_connection_close(c);
+        dbus_connection_unref(c);
+        return result;
+}
+
+static void test_ready_status_and_objects(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_auto(GStrv) pools = NULL, workers = NULL;
+        g_autofree char *s = NULL, *echo = test_pool_path("echo"), *w0 = test_worker_path("echo", 0);
+        const char *status;
+
+        test_daemon_start(d, &f->bus, two_pools, true);
+
+        status = test_daemon_find_notify(d, "STATUS=");
+        assert_non_null(status);
+        assert_non_null(strstr(status, "STATUS=2 pools, 3/3 workers ready"));
+
+        s = test_get_string(d, "/org/apiary/Apiary1", MANAGER_IFACE, "State");
+        assert_string_equal(s, "running");
+        g_clear_pointer(&s, g_free);
+        s = libdbus_get_manager_state(f->bus.address);
+        assert_string_equal(s, "running");
+        g_clear_pointer(&s, g_free);
+        s = test_get_string(d, "/org/apiary/Apiary1", MANAGER_IFACE, "Version");
+        assert_true(strlen(s) > 0);
+        g_clear_pointer(&s, g_free);
+
+        pools = test_get_object_paths(d, "/org/apiary/Apiary1", MANAGER_IFACE, "Pools");
+        assert_int_equal(g_strv_length(pools), 2);
+        assert_string_equal(pools[0], echo);
+
+        s = test_get_string(d, echo, POOL_IFACE, "State");
+        assert_string_equal(s, "running");
+        g_clear_pointer(&s, g_free);
+        s = test_get_string(d, echo, POOL_IFACE, "Kind");
+        assert_string_equal(s, "cpu");
+        g_clear_pointer(&s, g_free);
+        s = test_get_string(d, echo, POOL_IFACE, "Name");
+        assert_string_equal(s, "echo");
+        g_clear_pointer(&s, g_free);
+        s = test_get_string(d, echo, POOL_IFACE, "Plugin");
+        assert_true(g_str_has_suffix(s, "/echo.so"));
+        g_clear_pointer(&s, g_free);
+        assert_int_equal(test_get_u32(d, echo, POOL_IFACE, "WorkersWanted"), 2);
+        assert_int_equal(test_get_u32(d, echo, POOL_IFACE, "WorkersReady"), 2);
+        assert_int_equal(test_get_u64(d, echo, POOL_IFACE, "Restarts"), 0);
+
+        workers = test_get_object_paths(d, echo, POOL_IFACE, "Workers");
+        assert_int_equal(g_strv_length(workers), 2);
+        assert_string_equal(workers[0], w0);
+
+        assert_true(test_worker_pid(d, "echo", 0) > 0);
+        assert_true(test_worker_pid(d, "echo", 1) > 0);
+        assert_int_not_equal(test_worker_pid(d, "echo", 0), test_worker_pid(d, "echo", 1));
+        s = test_worker_state(d, "echo", 1);
+        assert_string_equal(s, "ready");
+        g_clear_pointer(&s, g_free);
+        assert_int_equal(test_get_u32(d, w0, WORKER_IFACE, "Slot"), 0);
+        assert_true(test_get_u64(d, w0, WORKER_IFACE, "StartedAt") > 0);
+        s = test_get_string(d, w0, WORKER_IFACE, "Pool");
+        assert_string_equal(s, echo);
+        g_clear_pointer(&s, g_free);
+
+        /* The worker really is apiary-worker, for the right pool and slot. */
+        {
+                g_autofree char *cmdline_path = g_strdup_printf("/proc/%i/cmdline", test_worker_pid(d, "control", 0));
+                g_autofree char *cmdline = NULL;
+                gsize len;
+
+                assert_true(g_file_get_contents(cmdline_path, &cmdline, &len, NULL));
+                for (gsize i = 0; i + 1 < len; i++)
+                        if (cmdline[i] == '\0')
+                                cmdline[i] = ' ';
+                assert_non_null(strstr(cmdline, "apiary-worker --pool=control --slot=0"));
+        }
+}
+
+typedef struct {
+        const char *pool;
+        unsigned slot;
+        pid_t old_pid;
+} Replaced;
+
+static bool worker_replaced(TestDaemon *d, const void *userdata) {
+        const Replaced *r = userdata;
+        g_autofree char *s = test_worker_state(d, r->pool, r->slot);
+        pid_t pid = test_worker_pid(d, r->pool, r->slot);
+
+        return pid > 0 && pid != r->old_pid && strcmp(s, "ready") == 0;
+}
+
+static void test_killed_worker_is_replaced(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *w1 = test_worker_path("echo", 1), *echo = test_pool_path("echo"), *s = NULL;
+        pid_t other = 0;
+        Replaced r = { "echo", 1, 0 };
+
+        test_daemon_start(d, &f->bus, two_pools, true);
+        other = test_worker_pid(d, "echo", 0);
+
+        for (unsigned i = 1; i <= 3; i++) {
+                usec_t t0, t1;
+
+                r.old_pid = test_worker_pid(d, "echo", 1);
+                assert_true(r.old_pid > 0);
+                t0 = now_usec(CLOCK_MONOTONIC);
+                assert_int_equal(kill(r.old_pid, SIGKILL), 0);
+                test_wait_until(d, worker_replaced, &r, TEST_TIMEOUT_USEC, "worker echo/1 to be replaced");
+                t1 = now_usec(CLOCK_MONOTONIC);
+                /* Informational only: tests do not time. bench/ measures this properly. */
+                print_message("kill %u: echo/1 replaced and ready after %.3f ms (seen over the bus)\n", i,
+                              (double) (t1 - t0) / USEC_PER_MSEC);
+
+                assert_int_equal(test_get_u32(d, w1, WORKER_IFACE, "Restarts"), i);
+                s = test_get_string(d, w1, WORKER_IFACE, "LastExit");
+                assert_string_equal(s, "killed by SIGKILL");
+                g_clear_pointer(&s, g_free);
+        }
+
+        /* The other slot was not touched. */
+        assert_int_equal(test_worker_pid(d, "echo", 0), other);
+        assert_int_equal(test_get_u64(d, echo, POOL_IFACE, "Restarts"), 3);
+        test_wait_pool_state(d, "echo", "running");
+}
+
+static void test_crash_loop_fails_only_its_pool(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *loop = test_pool_path("loop"), *reason = NULL, *s = NULL;
+        pid_t echo0;
+
+        test_daemon_start(d, &f->bus,
+                          "[Apiary]\n"
+                          "PluginDirectory=@PLUGINS@\n"
+                          "[Pool echo]\n"
+                          "Plugin=echo.so\n"
+                          "Workers=1\n"
+                          "[Pool loop]\n"
+                          "Plugin=@TEST_PLUGINS@/control.so\n"
+                          "Workers=2\n"
+                          "RestartSec=1ms\n"
+                          "RestartMaxSec=20ms\n"
+                          "StartLimitBurst=3\n"
+                          "StartLimitIntervalSec=1min\n"
+                          "FailedRetrySec=infinity\n"
+                          "[Pool loop Plugin]\n"
+                          "CrashAfterMs=1\n",
+                          true);
+        echo0 = test_worker_pid(d, "echo", 0);
+
+        test_wait_pool_state(d, "loop", "failed");
+        reason = test_get_string(d, loop, POOL_IFACE, "FailureReason");
+        assert_non_null(strstr(reason, "start limit hit"));
+        assert_non_null(strstr(reason, "killed by SIGALRM"));
+        assert_true(test_get_u64(d, loop, POOL_IFACE, "Restarts") >= 3);
+        assert_int_equal(test_get_u32(d, loop, POOL_IFACE, "WorkersReady"), 0);
+
+        /* No worker of the failed pool is left, and the other pool never noticed. */
+        s = test_worker_state(d, "loop", 0);
+        assert_string_equal(s, "dead");
+        g_clear_pointer(&s, g_free);
+        assert_int_equal(test_worker_pid(d, "loop", 0), 0);
+        assert_int_equal(test_worker_pid(d, "loop", 1), 0);
+        s = test_pool_state(d, "echo");
+        assert_string_equal(s, "running");
+        g_clear_pointer(&s, g_free);
+        assert_int_equal(test_worker_pid(d, "echo", 0), echo0);
+
+        assert_non_null(test_daemon_find_notify(d, "READY=1"));
+        assert_int_equal(test_daemon_kill_and_wait(d, SIGTERM), 0);
+}
+
+static void test_failed_pool_retries_by_itself(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *path = test_pool_path("flaky");
+
+        /* Slot 0 crashes right after init; with FailedRetrySec the pool comes back and fails again. */
+        test_daemon_start(d, &f->bus,
+                          "[Pool flaky]\n"
+                          "Plugin=@TEST_PLUGINS@/control.so\n"
+                          "Workers=1\n"
+                          "RestartSec=1ms\n"
+                          "StartLimitBurst=1\n"
+                          "FailedRetrySec=50ms\n"
+                          "[Pool flaky Plugin]\n"
+                          "CrashAfterMs=1\n",
+                          true);
+        test_wait_pool_state(d, "flaky", "failed");
+        test_wait_pool_state(d, "flaky", "starting");
+        test_wait_pool_state(d, "flaky", "failed");
+}
+
+typedef struct {
+        const char *name;
+        const char *plugin;
+        const char *plugin_group;
+        const char *reason;
+} BadPlugin;
+
+static const BadPlugin bad_plugins[] = {
+        { "missing", "@TEST_PLUGINS@/does-not-exist.so", "", "cannot load" },
+        { "nosymbol", "@TEST_PLUGINS@/no-symbol.so", "", "does not export \"apiary_plugin\"" },
+        { "badabi", "@TEST_PLUGINS@/bad-abi.so", "", "built for plugin ABI version 999, but this apiary-worker speaks version 1" },
+        { "initfail", "@TEST_PLUGINS@/control.so", "InitMode=fail\n", "init failed: told to fail by InitMode=fail" },
+        { "initcrash", "@TEST_PLUGINS@/control.so", "InitMode=crash\n", "killed by SIGABRT" },
+        { "initexit", "@TEST_PLUGINS@/control.so", "InitMode=exit\nExitCode=9\n", "exited with status 9" },
+        { "inithang", "@TEST_PLUGINS@/control.so", "InitMode=hang\n", "start timed out" },
+};
+
+static void test_bad_plugins_fail_cleanly(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        GString *config = g_string_new("[Apiary]\nPluginDirectory=@PLUGINS@\n[Pool echo]\nPlugin=echo.so\nWorkers=1\n");
+        g_autofree char *s = NULL;
+
+        for (size_t i = 0; i < G_N_ELEMENTS(bad_plugins); i++) {
+                g_string_append_printf(config,
+                                       "[Pool %s]\nPlugin=%s\nWorkers=1\nRestartSec=1ms\nStartLimitBurst=1\n"
+                                       "StartTimeoutSec=300ms\nFailedRetrySec=infinity\n",
+                                       bad_plugins[i].name, bad_plugins[i].plugin);
+                if (bad_plugins[i].plugin_group[0])
+                        g_string_append_printf(config, "[Pool %s Plugin]\n%s", bad_plugins[i].name,
+                                               bad_plugins[i].plugin_group);
+        }
+
+        test_daemon_start(d, &f->bus, config->str, true);
+        g_string_free(config, true);
+
+        for (size_t i = 0; i < G_N_ELEMENTS(bad_plugins); i++) {
+                g_autofree char *path = test_pool_path(bad_plugins[i].name), *reason = NULL;
+
+                test_wait_pool_state(d, bad_plugins[i].name, "failed");
+                reason = test_get_string(d, path, POOL_IFACE, "FailureReason");
+                if (!strstr(reason, bad_plugins[i].reason))
+                        fail_msg("pool %s: FailureReason \"%s\" lacks \"%s\"", bad_plugins[i].name, reason,
+                                 bad_plugins[i].reason);
+        }
+
+        s = test_pool_state(d, "echo");
+        assert_string_equal(s, "running");
+        assert_non_null(strstr(test_daemon_find_notify(d, "STATUS="), "failed"));
+}
+
+static void test_sigterm_stops_everything(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        pid_t pids[3];
+
+        test_daemon_start(d, &f->bus, two_pools, true);
+        pids[0] = test_worker_pid(d, "echo", 0);
+        pids[1] = test_worker_pid(d, "echo", 1);
+        pids[2] = test_worker_pid(d, "control", 0);
+
+        assert_int_equal(test_daemon_kill_and_wait(d, SIGTERM), 0);
+        assert_non_null(test_daemon_find_notify(d, "STOPPING=1"));
+        /* apiaryd reaped them itself before exiting: nothing is left, not even a zombie. */
+        for (size_t i = 0; i < G_N_ELEMENTS(pids); i++)
+                assert_false(test_pid_alive(pids[i]));
+}
+
+static void test_sigkill_of_supervisor_kills_workers(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        pid_t pids[3];
+
+        test_daemon_start(d, &f->bus, two_pools, true);
+        pids[0] = test_worker_pid(d, "echo", 0);
+        pids[1] = test_worker_pid(d, "echo", 1);
+        pids[2] = test_worker_pid(d, "control", 0);
+
+        assert_int_equal(test_daemon_kill_and_wait(d, SIGKILL), 128 + SIGKILL);
+        for (size_t i = 0; i < G_N_ELEMENTS(pids); i++)
+                if (!test_wait_pid_gone(pids[i], TEST_TIMEOUT_USEC))
+                        fail_msg("worker %i outlived its SIGKILLed supervisor", pids[i]);
+}
+
+static bool worker_is_starting(TestDaemon *d, const void *userdata) {
+        g_autofree char *s = test_worker_state(d, "stuck", 0);
+
+        return strcmp(s, "starting") == 0 && test_worker_pid(d, "stuck", 0) > 0;
+}
+
+static void test_stop_escalates_to_sigkill(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        pid_t pid;
+
+        /* A worker stuck in init() has SIGTERM blocked: only StopTimeoutSec's SIGKILL ends it. */
+        test_daemon_start(d, &f->bus,
+                          "[Pool stuck]\n"
+                          "Plugin=@TEST_PLUGINS@/control.so\n"
+                          "Workers=1\n"
+                          "StartTimeoutSec=infinity\n"
+                          "StopTimeoutSec=200ms\n"
+                          "[Pool stuck Plugin]\n"
+                          "InitMode=hang\n",
+                          false);
+        test_wait_until(d, worker_is_starting, NULL, TEST_TIMEOUT_USEC, "worker stuck/0 to be starting");
+        pid = test_worker_pid(d, "stuck", 0);
+        /* Still starting: apiaryd must not claim readiness for a pool that never started. */
+        assert_null(test_daemon_find_notify(d, "READY=1"));
+
+        assert_int_equal(test_daemon_kill_and_wait(d, SIGTERM), 0);
+        assert_false(test_pid_alive(pid));
+}
+
+static void test_check_config(void **state) {
+        g_autofree char *dir = g_strdup("/tmp/apiary-test-check-XXXXXX"), *good = NULL, *bad = NULL, *cmd = NULL,
+                        *out = NULL, *err = NULL;
+        const char *apiaryd = getenv("APIARYD");
+        int status;
+
+        assert_non_null(apiaryd);
+        assert_non_null(g_mkdtemp(dir));
+        good = g_strdup_printf("%s/good.conf", dir);
+        bad = g_strdup_printf("%s/bad.conf", dir);
+        assert_true(g_file_set_contents(good, "[Pool a]\nPlugin=/bin/true\n", -1, NULL));
+        assert_true(g_file_set_contents(bad, "[Pool a]\nPlugin=/bin/true\nWorkers=lots\n", -1, NULL));
+
+        cmd = g_strdup_printf("%s --check-config --config=%s", apiaryd, good);
+        assert_true(g_spawn_command_line_sync(cmd, &out, &err, &status, NULL));
+        assert_true(g_spawn_check_wait_status(status, NULL));
+        assert_string_equal(out, "");
+        assert_string_equal(err, "");
+        g_free(cmd);
+        g_free(out);
+        g_free(err);
+
+        cmd = g_strdup_printf("%s --check-config --config=%s", apiaryd, bad);
+        assert_true(g_spawn_command_line_sync(cmd, &out, &err, &status, NULL));
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        assert_non_null(strstr(err, bad));
+        assert_non_null(strstr(err, "[Pool a]"));
+        assert_non_null(strstr(err, "Workers"));
+
+        g_free(cmd);
+        cmd = g_strdup_printf("rm -rf %s", dir);
+        (void) system(cmd);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_ready_status_and_objects, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_killed_worker_is_replaced, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_crash_loop_fails_only_its_pool, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_failed_pool_retries_by_itself, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bad_plugins_fail_cleanly, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_sigterm_stops_everything, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_sigkill_of_supervisor_kills_workers, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, setup, teardown),
+                cmocka_unit_test(test_check_config),
+        };
+
+        if (getenv("TEST_FILTER"))
+                cmocka_set_test_filter(getenv("TEST_FILTER"));
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

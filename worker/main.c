@@ -1,0 +1,295 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * apiary-worker: the host process of one worker. apiaryd spawns it with its end of a private
+ * D-Bus connection as fd 3; it asks apiaryd what to run (Hello), loads the plugin, runs its
+ * init(), reports Ready, and then serves tasks until it is told to stop (SIGTERM) or apiaryd
+ * goes away. Plugin code runs here, never in apiaryd.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+#include <systemd/sd-journal.h>
+#include <unistd.h>
+
+#include "link.h"
+#include "log.h"
+#include "macro.h"
+#include "plugin-host.h"
+#include "protocol.h"
+#include "time-util.h"
+
+typedef struct Context {
+        sd_event *event;
+        sd_bus *bus;
+        PluginHost plugin;
+        bool plugin_set;
+
+        char *pool;
+        unsigned slot;
+        pid_t supervisor;
+        int bus_fd;
+
+        int exit_status;
+} Context;
+
+static void context_done(Context *c) {
+        if (c->plugin_set)
+                plugin_host_deinit(&c->plugin);
+        c->bus = sd_bus_flush_close_unref(c->bus);
+        c->event = sd_event_unref(c->event);
+        free(c->pool);
+}
+
+static int parse_argv(Context *c, int argc, char *argv[]) {
+        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID };
+        static const struct option options[] = {
+                { "bus-fd", required_argument, NULL, ARG_BUS_FD },
+                { "pool", required_argument, NULL, ARG_POOL },
+                { "slot", required_argument, NULL, ARG_SLOT },
+                { "supervisor-pid", required_argument, NULL, ARG_SUPERVISOR_PID },
+                {}
+        };
+        int opt;
+
+        c->bus_fd = -1;
+        while ((opt = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+                char *end;
+                long v;
+
+                switch (opt) {
+                case ARG_BUS_FD:
+                case ARG_SLOT:
+                case ARG_SUPERVISOR_PID:
+                        errno = 0;
+                        v = strtol(optarg, &end, 10);
+                        if (errno != 0 || *end != '\0' || v < 0 || v > INT32_MAX) {
+                                fprintf(stderr, "apiary-worker: invalid number \"%s\".\n", optarg);
+                                return -EINVAL;
+                        }
+                        if (opt == ARG_BUS_FD)
+                                c->bus_fd = (int) v;
+                        else if (opt == ARG_SLOT)
+                                c->slot = (unsigned) v;
+                        else
+                                c->supervisor = (pid_t) v;
+                        break;
+                case ARG_POOL:
+                        free(c->pool);
+                        c->pool = strdup(optarg);
+                        if (!c->pool)
+                                return -ENOMEM;
+                        break;
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (c->bus_fd < 0 || !c->pool || c->supervisor <= 0) {
+                fprintf(stderr, "apiary-worker is started by apiaryd: --bus-fd=, --pool= and --supervisor-pid= are required.\n");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Dies with the supervisor, even if it is SIGKILLed, and refuses to start if it is already gone. */
+static int bind_to_supervisor(pid_t supervisor) {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+                return -errno;
+        if (getppid() != supervisor)
+                return -ESRCH;
+        return 0;
+}
+
+/* Under journald, plugin output gets a journal stream of this process's own, so that every line
+ * carries the worker's _PID and a tag naming pool and slot, without apiaryd copying any byte. */
+static void connect_output(const Context *c) {
+        char identifier[256];
+        int fd;
+
+        if (!log_to_journal())
+                return;
+
+        snprintf(identifier, sizeof(identifier), "apiary-worker[%s/%u]", c->pool, c->slot);
+        fd = sd_journal_stream_fd(identifier, LOG_INFO, false);
+        if (fd < 0) {
+                log_debug_errno(fd, "Failed to open a journal stream, plugin output goes to the inherited stderr: %m");
+                return;
+        }
+        (void) dup2(fd, STDOUT_FILENO);
+        (void) dup2(fd, STDERR_FILENO);
+        if (fd > STDERR_FILENO)
+                safe_close(fd);
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        return sd_event_exit(sd_event_source_get_event(s), WORKER_EXIT_OK);
+}
+
+/* Hello() → (s plugin_path, a(ss) config): what this worker is to run. */
+static int call_hello(Context *c, char **ret_path, char ***ret_keys, char ***ret_values, size_t *ret_n) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        char **keys = NULL, **values = NULL;
+        const char *path, *k, *v;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Hello",
+                               &error, &reply, "u", (uint32_t) APIARY_PLUGIN_ABI_VERSION);
+        if (r < 0)
+                return log_error_errno(r, "Hello to apiaryd failed: %s", error.message ?: strerror(-r));
+
+        r = sd_bus_message_read(reply, "s", &path);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', "(ss)");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_read(reply, "(ss)", &k, &v)) > 0) {
+                if (n + 1 >= allocated) {
+                        allocated = allocated * 2 + 8;
+                        keys = reallocarray(keys, allocated, sizeof(char *));
+                        values = reallocarray(values, allocated, sizeof(char *));
+                        if (!keys || !values)
+                                return -ENOMEM;
+                }
+                keys[n] = strdup(k);
+                values[n] = strdup(v);
+                if (!keys[n] || !values[n])
+                        return -ENOMEM;
+                n++;
+        }
+        if (r < 0)
+                return r;
+
+        *ret_path = strdup(path);
+        if (!*ret_path)
+                return -ENOMEM;
+        *ret_keys = keys;
+        *ret_values = values;
+        *ret_n = n;
+        return 0;
+}
+
+static void strv_free_n(char **v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
+}
+
+/* Tells apiaryd why this worker cannot start, then the caller exits with STATUS. */
+static int report_failure(Context *c, const char *error_name, const char *message) {
+        LogContext ctx = { .pool = c->pool, .slot = (int) c->slot, .pid = (int) getpid() };
+        int r;
+
+        log_ctx(LOG_ERR, &ctx, "%s", message);
+        r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Failed",
+                               NULL, NULL, "ss", error_name, message);
+        if (r < 0)
+                log_debug_errno(r, "Failed to report the failure to apiaryd, ignoring: %m");
+        return r;
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(context_done) Context c = { .exit_status = WORKER_EXIT_FAILURE };
+        char *path = NULL, **keys = NULL, **values = NULL;
+        size_t n = 0;
+        int r;
+
+        r = parse_argv(&c, argc, argv);
+        if (r < 0)
+                return WORKER_EXIT_USAGE;
+
+        r = bind_to_supervisor(c.supervisor);
+        if (r < 0)
+                return WORKER_EXIT_LINK;
+
+        /* Hold nothing but stdio and our end of the link: plugins must not inherit stray fds. */
+        if (c.bus_fd != WORKER_BUS_FD) {
+                if (dup2(c.bus_fd, WORKER_BUS_FD) < 0)
+                        return WORKER_EXIT_LINK;
+                c.bus_fd = WORKER_BUS_FD;
+        }
+        (void) close_range(WORKER_BUS_FD + 1, ~0U, 0);
+
+        log_setup("apiary-worker");
+        connect_output(&c);
+
+        /* sd-event needs the signals it handles blocked; apiaryd spawned us with an empty mask. */
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        (void) sigprocmask(SIG_BLOCK, &mask, NULL);
+
+        r = sd_event_new(&c.event);
+        if (r < 0)
+                return WORKER_EXIT_FAILURE;
+        (void) sd_event_add_signal(c.event, NULL, SIGTERM, on_signal, NULL);
+        (void) sd_event_add_signal(c.event, NULL, SIGINT, on_signal, NULL);
+
+        r = link_client_new(&c.bus, TAKE_FD(c.bus_fd), c.event, "apiaryd");
+        if (r < 0) {
+                log_error_errno(r, "Failed to connect to apiaryd: %m");
+                return WORKER_EXIT_LINK;
+        }
+        (void) sd_bus_set_exit_on_disconnect(c.bus, true);
+
+        r = call_hello(&c, &path, &keys, &values, &n);
+        if (r < 0) {
+                strv_free_n(keys, n);
+                strv_free_n(values, n);
+                free(path);
+                return WORKER_EXIT_LINK;
+        }
+
+        r = plugin_host_init(&c.plugin, c.pool, c.slot, path, keys, values, n);
+        c.plugin_set = true;
+        strv_free_n(keys, n);
+        strv_free_n(values, n);
+        free(path);
+        if (r < 0)
+                return WORKER_EXIT_FAILURE;
+
+        r = plugin_host_load(&c.plugin);
+        if (r < 0) {
+                report_failure(&c, WORKER_ERROR_LOAD, c.plugin.error);
+                return WORKER_EXIT_LOAD;
+        }
+
+        r = plugin_host_start(&c.plugin);
+        if (r < 0) {
+                _cleanup_(freep) char *msg = NULL;
+
+                if (asprintf(&msg, "plugin %s: init failed: %s", c.plugin.plugin->name ?: c.plugin.path,
+                             c.plugin.error) < 0)
+                        return WORKER_EXIT_INIT;
+                report_failure(&c, WORKER_ERROR_INIT, msg);
+                return WORKER_EXIT_INIT;
+        }
+
+        r = sd_bus_call_method(c.bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Ready",
+                               NULL, NULL, "sst",
+                               strempty(c.plugin.plugin->name), strempty(c.plugin.plugin->version),
+                               (uint64_t) now_usec(CLOCK_MONOTONIC));
+        if (r < 0) {
+                log_error_errno(r, "Failed to report readiness to apiaryd: %m");
+                return WORKER_EXIT_LINK;
+        }
+
+        r = sd_event_loop(c.event);
+        if (r < 0) {
+                log_error_errno(r, "Event loop failed: %m");
+                return WORKER_EXIT_FAILURE;
+        }
+        return r;
+}
+
+int main(int argc, char *argv[]) {
+        return run(argc, argv);
+}
