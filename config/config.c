@@ -491,6 +491,28 @@ static int config_parse_workers(const char *value, void *base, size_t offset) {
         return 0;
 }
 
+static int config_parse_positive(const char *value, void *base, size_t offset) {
+        unsigned n;
+        int r;
+
+        r = parse_unsigned(value, &n);
+        if (r < 0)
+                return r;
+        if (n < 1)
+                return -ERANGE;
+        *FIELD(base, offset, unsigned) = n;
+        return 0;
+}
+
+/* Concurrency=: a positive number, or "auto" (0 here, resolved once Kind= is known). */
+static int config_parse_concurrency(const char *value, void *base, size_t offset) {
+        if (strcmp(value, "auto") == 0) {
+                *FIELD(base, offset, unsigned) = 0;
+                return 0;
+        }
+        return config_parse_positive(value, base, offset);
+}
+
 static int config_parse_pool_kind(const char *value, void *base, size_t offset) {
         PoolKind k = pool_kind_from_string(value);
 
@@ -545,6 +567,16 @@ static const ConfigKey pool_keys[] = {
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "StopTimeoutSec", config_parse_timeout, offsetof(PoolConfig, stop_timeout_usec),
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
+        { "QueueLimit", config_parse_positive, offsetof(PoolConfig, queue_limit),
+          "a positive integer" },
+        { "Concurrency", config_parse_concurrency, offsetof(PoolConfig, concurrency),
+          "a positive integer or \"auto\"" },
+        { "TaskRetries", config_parse_unsigned, offsetof(PoolConfig, task_retries),
+          "a non-negative integer" },
+        { "TaskTimeoutSec", config_parse_timeout, offsetof(PoolConfig, task_timeout_usec),
+          "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
+        { "MaxTasksPerWorker", config_parse_unsigned, offsetof(PoolConfig, max_tasks_per_worker),
+          "a non-negative integer (0: no limit)" },
 };
 
 static const ConfigKey *config_key_find(const ConfigKey *table, size_t n, const char *key) {
@@ -628,6 +660,11 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .failed_retry_usec = 5 * USEC_PER_MINUTE,
                 .start_timeout_usec = 30 * USEC_PER_SEC,
                 .stop_timeout_usec = 10 * USEC_PER_SEC,
+                .queue_limit = 65536,
+                .concurrency = 0,
+                .task_retries = 2,
+                .task_timeout_usec = USEC_INFINITY,
+                .max_tasks_per_worker = 0,
         };
         p->name = strdup(name);
         if (!p->name)
@@ -683,6 +720,8 @@ static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config 
 
         if (p->workers_auto)
                 p->workers = workers_for_cpus(p->kind, n_cpus);
+        if (p->concurrency == 0)
+                p->concurrency = p->kind == POOL_KIND_IO ? CONCURRENCY_IO_DEFAULT : 1;
 
         if (p->plugin[0] == '/')
                 r = replace_string(&p->plugin_path, p->plugin);
@@ -969,6 +1008,11 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->failed_retry_usec == b->failed_retry_usec &&
                 a->start_timeout_usec == b->start_timeout_usec &&
                 a->stop_timeout_usec == b->stop_timeout_usec &&
+                a->queue_limit == b->queue_limit &&
+                a->concurrency == b->concurrency &&
+                a->task_retries == b->task_retries &&
+                a->task_timeout_usec == b->task_timeout_usec &&
+                a->max_tasks_per_worker == b->max_tasks_per_worker &&
                 plugin_settings_equal(a, b);
 }
 

@@ -14,6 +14,8 @@
  *   /etc/apiary/apiary.conf: [Pool echo] Workers=lots: expected a positive number or "auto"
  */
 
+#define CONCURRENCY_IO_DEFAULT 64u
+
 typedef enum PoolKind {
         POOL_KIND_CPU,
         POOL_KIND_IO,
@@ -46,13 +48,19 @@ typedef struct PoolConfig {
         unsigned workers;               /* Workers=, resolved ("auto": CPUs for cpu, 4×CPUs for io) */
         bool workers_auto;
         RestartPolicy restart;          /* Restart=, default always */
-        usec_t restart_usec;            /* RestartSec=, default 100ms: first delay after a failed start */
+        usec_t restart_usec;            /* RestartSec=, default 100ms: delay after a 2nd failure in a row, doubling */
         usec_t restart_max_usec;        /* RestartMaxSec=, default 30s: backoff cap (>= RestartSec) */
         unsigned start_limit_burst;     /* StartLimitBurst=, default 5; 0 disables the limit */
         usec_t start_limit_interval_usec; /* StartLimitIntervalSec=, default 10s */
         usec_t failed_retry_usec;       /* FailedRetrySec=, default 5min; infinity: stay failed */
         usec_t start_timeout_usec;      /* StartTimeoutSec=, default 30s: spawn to ready */
         usec_t stop_timeout_usec;       /* StopTimeoutSec=, default 10s: SIGTERM to SIGKILL */
+
+        unsigned queue_limit;           /* QueueLimit=, default 65536: queued tasks past which Submit fails */
+        unsigned concurrency;           /* Concurrency=, tasks in flight per worker: cpu 1, io 64 */
+        unsigned task_retries;          /* TaskRetries=, default 2: re-runs after the worker died under a task */
+        usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from dispatch to result */
+        unsigned max_tasks_per_worker;  /* MaxTasksPerWorker=, default 0 (none): recycle after this many */
 
         /* [Pool NAME Plugin]: free-form, in order of first appearance; later files override values. */
         char **plugin_keys;

@@ -6,6 +6,7 @@
 
 #include "build-config.h"
 #include "bus-api.h"
+#include "bus-tasks.h"
 #include "log.h"
 #include "macro.h"
 
@@ -50,11 +51,35 @@ static int property_get_pools(sd_bus *bus, const char *path, const char *interfa
         return sd_bus_message_close_container(reply);
 }
 
+/* Task counters change with every task: they are read, not signalled (introspection says so). */
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", NULL, offsetof(Manager, version), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("State", "s", property_get_manager_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Pools", "ao", property_get_pools, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("TasksSubmitted", "t", NULL, offsetof(Manager, n_submitted), 0),
+        SD_BUS_PROPERTY("TasksQueued", "t", NULL, offsetof(Manager, n_queued), 0),
+        SD_BUS_PROPERTY("TasksRunning", "t", NULL, offsetof(Manager, n_running), 0),
+        SD_BUS_PROPERTY("TasksDone", "t", NULL, offsetof(Manager, n_done), 0),
+        SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Manager, n_failed), 0),
+        SD_BUS_METHOD_WITH_ARGS("Submit",
+                                SD_BUS_ARGS("s", pool, "ay", payload, "a{sv}", options),
+                                SD_BUS_RESULT("t", id),
+                                bus_method_submit, 0),
+        SD_BUS_METHOD_WITH_ARGS("Run",
+                                SD_BUS_ARGS("s", pool, "ay", payload, "a{sv}", options),
+                                SD_BUS_RESULT("ay", result),
+                                bus_method_run, 0),
+        SD_BUS_METHOD_WITH_ARGS("SubmitBatch",
+                                SD_BUS_ARGS("s", pool, "aay", payloads, "a{sv}", options),
+                                SD_BUS_RESULT("at", ids),
+                                bus_method_submit_batch, 0),
+        SD_BUS_METHOD_WITH_ARGS("Cancel",
+                                SD_BUS_ARGS("t", id),
+                                SD_BUS_RESULT("b", cancelled),
+                                bus_method_cancel, 0),
+        SD_BUS_SIGNAL_WITH_ARGS("TaskFinished",
+                                SD_BUS_ARGS("t", id, "s", pool, "b", ok, "ay", result), 0),
         SD_BUS_VTABLE_END
 };
 
@@ -132,6 +157,29 @@ static int property_get_pool_failure(sd_bus *bus, const char *path, const char *
         return sd_bus_message_append(reply, "s", strempty(p->failure_reason));
 }
 
+static int property_get_pool_queued(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "t", (uint64_t) p->queue.length);
+}
+
+static int property_get_pool_queue_limit(sd_bus *bus, const char *path, const char *interface,
+                                         const char *property, sd_bus_message *reply, void *userdata,
+                                         sd_bus_error *error) {
+        Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "u", p->config->queue_limit);
+}
+
+static int property_get_pool_concurrency(sd_bus *bus, const char *path, const char *interface,
+                                         const char *property, sd_bus_message *reply, void *userdata,
+                                         sd_bus_error *error) {
+        Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "u", p->config->concurrency);
+}
+
 static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -143,6 +191,13 @@ static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_PROPERTY("WorkersWanted", "u", property_get_pool_counts, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("WorkersReady", "u", property_get_pool_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Restarts", "t", NULL, offsetof(Pool, restarts), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("TasksSubmitted", "t", NULL, offsetof(Pool, n_submitted), 0),
+        SD_BUS_PROPERTY("TasksQueued", "t", property_get_pool_queued, 0, 0),
+        SD_BUS_PROPERTY("TasksRunning", "t", NULL, offsetof(Pool, n_running), 0),
+        SD_BUS_PROPERTY("TasksDone", "t", NULL, offsetof(Pool, n_done), 0),
+        SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Pool, n_failed), 0),
+        SD_BUS_PROPERTY("QueueLimit", "u", property_get_pool_queue_limit, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Concurrency", "u", property_get_pool_concurrency, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_VTABLE_END
 };
 

@@ -15,6 +15,14 @@
 #define APIARY_POOL_INTERFACE "org.apiary.Apiary1.Pool"
 #define APIARY_WORKER_INTERFACE "org.apiary.Apiary1.Worker"
 
+#define APIARY_ERROR_NO_SUCH_POOL "org.apiary.Apiary1.Error.NoSuchPool"
+#define APIARY_ERROR_NO_SUCH_TASK "org.apiary.Apiary1.Error.NoSuchTask"
+#define APIARY_ERROR_QUEUE_FULL "org.apiary.Apiary1.Error.QueueFull"
+#define APIARY_ERROR_POOL_FAILED "org.apiary.Apiary1.Error.PoolFailed"
+#define APIARY_ERROR_INVALID_OPTION "org.apiary.Apiary1.Error.InvalidOption"
+#define APIARY_ERROR_TASK_FAILED "org.apiary.Apiary1.Error.TaskFailed"
+#define APIARY_ERROR_STOPPING "org.apiary.Apiary1.Error.Stopping"
+
 int bus_api_register(Manager *m);
 
 int bus_pool_path(const char *name, char **ret);

@@ -161,6 +161,9 @@ void manager_stop(Manager *m) {
 
         log_info("Stopping all pools.");
         manager_set_state(m, MANAGER_STOPPING);
+        /* Tasks no worker has started will not start now: their callers hear so at once. */
+        for (size_t i = 0; i < m->n_pools; i++)
+                pool_fail_queued(m->pools[i], "apiaryd is stopping");
         manager_send_status(m, "STOPPING=1\n");
         for (size_t i = 0; i < m->n_pools; i++)
                 pool_stop(m->pools[i]);
@@ -281,6 +284,7 @@ int manager_new(Manager **ret, Config *config, const char *worker_path) {
         m->state = MANAGER_STARTING;
         m->exit_status = EXIT_SUCCESS;
 
+        m->tasks = g_hash_table_new(g_int64_hash, g_int64_equal);
         m->worker_env = make_worker_env();
         if (!m->worker_env)
                 return -ENOMEM;
@@ -310,6 +314,16 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
+        if (m->tasks) {
+                GHashTableIter it;
+                gpointer task;
+
+                /* Only left when the loop ended abnormally; they hold messages of the bus. */
+                g_hash_table_iter_init(&it, m->tasks);
+                while (g_hash_table_iter_next(&it, NULL, &task))
+                        task_free(task);
+                g_hash_table_destroy(m->tasks);
+        }
         for (size_t i = 0; i < m->n_pools; i++)
                 pool_free(m->pools[i]);
         free(m->pools);

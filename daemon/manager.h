@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <glib.h>
 #include <stdbool.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
@@ -31,6 +32,10 @@ typedef struct Manager {
 
         Pool **pools;
         size_t n_pools;
+
+        GHashTable *tasks;              /* uint64_t id → Task, every task not yet finished */
+        uint64_t next_task_id;
+        uint64_t n_submitted, n_running, n_done, n_failed, n_queued;
 
         ManagerState state;
         bool ready_sent;

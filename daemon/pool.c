@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,6 +166,14 @@ void pool_fail(Pool *p, const char *reason) {
         free(p->failure_reason);
         p->failure_reason = strdup(reason);
         log_pool(LOG_ERR, p, "Pool failed: %s", reason);
+
+        {
+                _cleanup_(freep) char *why = NULL;
+
+                if (asprintf(&why, "pool failed: %s", reason) < 0)
+                        why = NULL;
+                pool_fail_queued(p, why ?: "pool failed");
+        }
 
         /* Mark failed first, so that the workers we stop below do not count as new failures. */
         for (unsigned i = 0; i < p->n_workers; i++)

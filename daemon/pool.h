@@ -5,7 +5,10 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include <glib.h>
+
 #include "config.h"
+#include "task.h"
 #include "worker.h"
 
 typedef struct Manager Manager;
@@ -34,6 +37,10 @@ typedef struct Pool {
         char *failure_reason;           /* why the pool last went failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
         bool stopping;                  /* workers are being stopped; don't restart them */
+
+        GQueue queue;                   /* of Task, FIFO; links embedded in the tasks */
+        unsigned dispatch_cursor;       /* where the search for a free worker starts */
+        uint64_t n_submitted, n_running, n_done, n_failed;
 } Pool;
 
 int pool_new(Pool **ret, Manager *m, PoolConfig *config);
@@ -54,5 +61,13 @@ void pool_worker_changed(Pool *p, Worker *w);
 unsigned pool_workers_ready(const Pool *p);
 bool pool_has_started(const Pool *p);
 bool pool_is_idle(const Pool *p);      /* no process left */
+
+/* The queue (dispatch.c). */
+bool pool_accepts_tasks(const Pool *p);
+unsigned pool_queue_room(const Pool *p);
+void pool_enqueue(Pool *p, Task *t);
+void pool_dispatch(Pool *p);
+/* Fails every queued task with REASON. */
+void pool_fail_queued(Pool *p, const char *reason);
 
 const char *pool_state_to_string(PoolState s);

@@ -12,12 +12,14 @@
 #include <unistd.h>
 
 #include "bus-api.h"
+#include "bus-tasks.h"
 #include "link.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
 #include "pool.h"
 #include "protocol.h"
+#include "task.h"
 #include "worker.h"
 
 static const char *const worker_state_table[_WORKER_STATE_MAX] = {
@@ -78,7 +80,7 @@ static void worker_drop_process(Worker *w) {
         w->pid = 0;
 }
 
-static void worker_kill(Worker *w, int sig) {
+void worker_kill(Worker *w, int sig) {
         if (w->pid <= 0)
                 return;
         /* sd-event holds the child's pidfd, so the signal cannot reach a recycled PID. */
@@ -141,7 +143,9 @@ static int link_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *
                            (double) (w->ready_mono - w->spawned_mono) / USEC_PER_MSEC);
 
         worker_set_state(w, WORKER_READY);
-        return sd_bus_reply_method_return(msg, NULL);
+        r = sd_bus_reply_method_return(msg, NULL);
+        pool_dispatch(w->pool);
+        return r;
 }
 
 static int link_method_failed(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -162,6 +166,12 @@ static int link_method_failed(sd_bus_message *msg, void *userdata, sd_bus_error 
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+static int link_method_submit_from_worker(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+
+        return link_method_submit(msg, w->pool->manager, error);
+}
+
 static const sd_bus_vtable link_supervisor_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Hello",
@@ -176,6 +186,10 @@ static const sd_bus_vtable link_supervisor_vtable[] = {
                                 SD_BUS_ARGS("s", error_name, "s", message),
                                 SD_BUS_NO_RESULT,
                                 link_method_failed, 0),
+        SD_BUS_METHOD_WITH_ARGS("Submit",
+                                SD_BUS_ARGS("s", pool, "ay", payload),
+                                SD_BUS_RESULT("ay", result),
+                                link_method_submit_from_worker, 0),
         SD_BUS_VTABLE_END
 };
 
@@ -222,7 +236,7 @@ static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Worker *w = userdata;
 
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
-        log_worker(LOG_WARNING, w, "Worker did not stop within %s of SIGTERM, sending SIGKILL.",
+        log_worker(LOG_WARNING, w, "Worker did not stop within %s, sending SIGKILL.",
                    format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX,
                                    w->pool->config->stop_timeout_usec));
         worker_kill(w, SIGKILL);
@@ -298,6 +312,12 @@ static int worker_spawn(Worker *w) {
         w->ready_mono = 0;
         w->timed_out = false;
         w->stop_wanted = false;
+        w->gone = false;
+        w->term_sent = false;
+        w->retiring = false;
+        w->recycling = false;
+        w->killed_for_timeout = false;
+        w->n_dispatched = 0;
 
         /* From here on the child exists: whatever fails below, its exit still gets handled. */
         r = sd_event_add_child(m->event, &w->child_source, pid, WEXITED, on_worker_exit, w);
@@ -349,6 +369,13 @@ int worker_start(Worker *w) {
         return 0;
 }
 
+static void worker_terminate(Worker *w) {
+        if (w->term_sent)
+                return;
+        w->term_sent = true;
+        worker_kill(w, SIGTERM);
+}
+
 void worker_stop(Worker *w) {
         int r;
 
@@ -361,16 +388,43 @@ void worker_stop(Worker *w) {
         case WORKER_READY:
         case WORKER_BUSY:
                 w->stop_wanted = true;
-                worker_kill(w, SIGTERM);
                 r = worker_arm_timer(w, w->pool->config->stop_timeout_usec, on_stop_timeout);
                 if (r < 0) {
                         log_worker_errno(LOG_WARNING, r, w, "Failed to arm the stop timeout, killing at once: %m");
                         worker_kill(w, SIGKILL);
                 }
                 worker_set_state(w, WORKER_STOPPING);
+                /* Tasks in flight finish first; worker_update_load() sends SIGTERM once they have. */
+                if (w->in_flight.length == 0)
+                        worker_terminate(w);
                 return;
         case WORKER_STOPPING:
         case WORKER_DEAD:
+        default:
+                return;
+        }
+}
+
+void worker_update_load(Worker *w) {
+        if (w->gone)
+                return;
+
+        switch (w->state) {
+        case WORKER_READY:
+        case WORKER_BUSY:
+                if (w->retiring && w->in_flight.length == 0) {
+                        log_worker(LOG_INFO, w, "Worker ran %" PRIu64 " tasks (MaxTasksPerWorker=), recycling it.",
+                                   w->n_dispatched);
+                        w->recycling = true;
+                        worker_stop(w);
+                        return;
+                }
+                worker_set_state(w, w->in_flight.length > 0 ? WORKER_BUSY : WORKER_READY);
+                return;
+        case WORKER_STOPPING:
+                if (w->in_flight.length == 0)
+                        worker_terminate(w);
+                return;
         default:
                 return;
         }
@@ -396,6 +450,13 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         int r;
 
         w->exited_mono = now;
+        w->gone = true;
+
+        /* Results the worker sent before it died are still in the socket: take them first, so
+         * that no finished task runs twice. */
+        while (w->link && sd_bus_process(w->link, NULL) > 0)
+                ;
+
         reason = describe_exit(si);
         free(w->last_exit);
         if (w->timed_out)
@@ -410,13 +471,25 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         failure = !w->stop_wanted && (w->timed_out || worker_exit_is_failure(si));
         log_worker(w->stop_wanted ? LOG_INFO : LOG_WARNING, w, "Worker %s.", strempty(w->last_exit));
 
+        worker_release_tasks(w, w->last_exit);
         worker_drop_process(w);
         free(w->failure_error);
         free(w->failure_message);
         w->failure_error = w->failure_message = NULL;
 
+        if (w->recycling && !p->stopping) {
+                w->restarts++;
+                p->restarts++;
+                r = worker_start(w);
+                if (r < 0)
+                        log_worker_errno(LOG_ERR, r, w, "Failed to start the recycled worker: %m");
+                pool_dispatch(p);
+                return 0;
+        }
+
         if (was == WORKER_STOPPING || w->stop_wanted || p->stopping) {
                 worker_set_state(w, WORKER_DEAD);
+                pool_dispatch(p);
                 return 0;
         }
 
@@ -457,6 +530,7 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                 restart = false;
                 break;
         }
+        pool_dispatch(p);       /* the tasks it left go to the other workers meanwhile */
         if (!restart) {
                 worker_set_state(w, WORKER_DEAD);
                 return 0;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <glib.h>
 #include <stdbool.h>
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
@@ -10,6 +11,7 @@
 #include "time-util.h"
 
 typedef struct Pool Pool;
+typedef struct Task Task;
 
 /*
  * One slot of a pool and the process that currently fills it. The slot (and its bus object)
@@ -53,6 +55,14 @@ typedef struct Worker {
         bool timed_out;                 /* the kill in flight is for a start timeout */
         bool stop_wanted;               /* the exit in flight was asked for */
 
+        GQueue in_flight;               /* of Task, dispatched and not finished */
+        uint64_t n_dispatched;          /* tasks sent to the current process */
+        bool retiring;                  /* MaxTasksPerWorker= reached: drain, then recycle */
+        bool recycling;                 /* the stop in flight is a recycle: restart at once */
+        bool killed_for_timeout;        /* the kill in flight is for a task's timeout */
+        bool gone;                      /* the process exited; its exit is being handled */
+        bool term_sent;                 /* SIGTERM went out (a stop waits for tasks to drain first) */
+
         char *last_exit;                /* "exited with status 3", "killed by SIGSEGV", ... */
         char *failure_message;          /* what the worker said in Failed(), for this process */
         char *failure_error;            /* the error name it gave */
@@ -67,11 +77,24 @@ static inline void worker_freep(Worker **w) {
 
 /* Spawns a process for the slot now (from DEAD or BACKOFF). */
 int worker_start(Worker *w);
-/* SIGTERM, then SIGKILL after StopTimeoutSec; a slot in backoff just stops waiting. */
+/* Stops taking tasks, lets those in flight finish, then SIGTERM; SIGKILL at StopTimeoutSec after
+ * the stop began. A slot in backoff just stops waiting. */
 void worker_stop(Worker *w);
+/* Signals the current process through its pidfd. */
+void worker_kill(Worker *w, int sig);
 /* Forgets the tally and the backoff (a pool started anew by the operator or the retry timer). */
 void worker_reset(Worker *w);
 
 bool worker_is_running(const Worker *w);
+/* Whether the worker takes another task now. */
+bool worker_has_capacity(const Worker *w);
+/* Sends T to the worker (dispatch.c). */
+int worker_send_task(Worker *w, Task *t);
+/* Recomputes ready/busy after tasks came or went, and recycles a drained retiring worker. */
+void worker_update_load(Worker *w);
+/* Kills the worker for the overdue task T, which fails with "timeout". */
+void worker_kill_for_timeout(Worker *w, Task *t);
+/* Handles the tasks a dead worker leaves behind: re-queued, or failed past TaskRetries=. */
+void worker_release_tasks(Worker *w, const char *reason);
 
 const char *worker_state_to_string(WorkerState s);

@@ -17,6 +17,7 @@
 
 #define WORKER_ERROR_LOAD "org.apiary.Worker1.Error.Load"
 #define WORKER_ERROR_INIT "org.apiary.Worker1.Error.Init"
+#define WORKER_ERROR_TASK_FAILED "org.apiary.Worker1.Error.TaskFailed"
 
 /* The fd number apiary-worker finds its end of the socketpair on. */
 #define WORKER_BUS_FD 3

@@ -195,6 +195,21 @@ static int report_failure(Context *c, const char *error_name, const char *messag
         return r;
 }
 
+static int method_run(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Context *c = userdata;
+
+        return plugin_host_run(&c->plugin, msg);
+}
+
+static const sd_bus_vtable worker_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Run",
+                                SD_BUS_ARGS("t", id, "ay", payload),
+                                SD_BUS_RESULT("ay", result),
+                                method_run, 0),
+        SD_BUS_VTABLE_END
+};
+
 static int run(int argc, char *argv[]) {
         _cleanup_(context_done) Context c = { .exit_status = WORKER_EXIT_FAILURE };
         char *path = NULL, **keys = NULL, **values = NULL;
@@ -248,7 +263,7 @@ static int run(int argc, char *argv[]) {
                 return WORKER_EXIT_LINK;
         }
 
-        r = plugin_host_init(&c.plugin, c.pool, c.slot, path, keys, values, n);
+        r = plugin_host_init(&c.plugin, c.pool, c.slot, path, keys, values, n, c.event, c.bus);
         c.plugin_set = true;
         strv_free_n(keys, n);
         strv_free_n(values, n);
@@ -271,6 +286,12 @@ static int run(int argc, char *argv[]) {
                         return WORKER_EXIT_INIT;
                 report_failure(&c, WORKER_ERROR_INIT, msg);
                 return WORKER_EXIT_INIT;
+        }
+
+        r = sd_bus_add_object_vtable(c.bus, NULL, WORKER_OBJECT_PATH, WORKER_INTERFACE, worker_vtable, &c);
+        if (r < 0) {
+                log_error_errno(r, "Failed to register the worker object: %m");
+                return WORKER_EXIT_FAILURE;
         }
 
         r = sd_bus_call_method(c.bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Ready",

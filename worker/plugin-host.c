@@ -10,6 +10,33 @@
 #include "log.h"
 #include "macro.h"
 #include "plugin-host.h"
+#include "protocol.h"
+#include "time-util.h"
+
+struct apiary_task {
+        PluginHost *host;
+        sd_bus_message *call;           /* the Worker1.Run call; the payload points into it */
+        const void *payload;
+        size_t payload_size;
+        bool in_run;                    /* run() has not returned yet: it frees the task */
+        bool pending;                   /* run() returned APIARY_TASK_PENDING */
+        bool done;
+};
+
+struct apiary_source {
+        PluginHost *host;
+        sd_event_source *source;
+        apiary_io_fn io;
+        apiary_timer_fn timer;
+        void *userdata;
+        bool firing;                    /* inside the timer's callback */
+        bool freed;                     /* source_free() was called while firing */
+};
+
+typedef struct SubmitRequest {
+        apiary_result_fn callback;
+        void *userdata;
+} SubmitRequest;
 
 static PluginHost *host_of(const struct apiary_host *host) {
         /* struct apiary_host is PluginHost's first member. */
@@ -65,34 +92,53 @@ static void host_set_error(const struct apiary_host *host, const char *format, .
         va_end(ap);
 }
 
+/* ---- tasks ---- */
+
 static const void *host_task_payload(apiary_task *task, size_t *ret_size) {
-        if (!task)
+        if (!task || task->done)
                 return NULL;
         if (ret_size)
                 *ret_size = task->payload_size;
         return task->payload;
 }
 
+static void task_free(apiary_task *task) {
+        sd_bus_message_unref(task->call);
+        free(task);
+}
+
+/* Sends the reply of TASK, built from the plugin's own buffer (no copy of ours), and ends it. */
 static int task_complete(apiary_task *task, bool ok, const void *data, size_t size) {
-        void *copy = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        PluginHost *h;
+        int r;
 
         if (!task || (!data && size > 0))
                 return -EINVAL;
         if (task->done)
                 return -EALREADY;
+        h = task->host;
 
-        /* One byte more than asked, so that an error text is always NUL-terminated. */
-        copy = malloc(size + 1);
-        if (!copy)
-                return -ENOMEM;
-        if (size > 0)
-                memcpy(copy, data, size);
-        ((char *) copy)[size] = '\0';
+        if (ok) {
+                r = sd_bus_message_new_method_return(task->call, &reply);
+                if (r >= 0)
+                        r = sd_bus_message_append_array(reply, 'y', data, size);
+                if (r >= 0)
+                        r = sd_bus_send(NULL, reply, NULL);
+        } else
+                r = sd_bus_reply_method_errorf(task->call, WORKER_ERROR_TASK_FAILED, "%.*s", (int) size,
+                                               (const char *) data);
+        if (r < 0)
+                /* The link is gone or the result is too big for a message: apiaryd learns of the
+                 * first when we exit, and of the second from this error. */
+                (void) sd_bus_reply_method_errorf(task->call, WORKER_ERROR_TASK_FAILED,
+                                                  "could not send the result: %s", strerror(-r));
 
-        task->result = copy;
-        task->result_size = size;
-        task->ok = ok;
         task->done = true;
+        if (task->pending)
+                h->n_pending--;
+        if (!task->in_run)
+                task_free(task);
         return 0;
 }
 
@@ -113,8 +159,208 @@ static int host_task_fail(apiary_task *task, const char *format, ...) {
         return task_complete(task, false, s, (size_t) k);
 }
 
+int plugin_host_run(PluginHost *h, sd_bus_message *call) {
+        apiary_task *task;
+        uint64_t id;
+        int r;
+
+        task = calloc(1, sizeof(*task));
+        if (!task)
+                return -ENOMEM;
+        task->host = h;
+        task->call = sd_bus_message_ref(call);
+
+        r = sd_bus_message_read(call, "t", &id);
+        if (r >= 0)
+                r = sd_bus_message_read_array(call, 'y', &task->payload, &task->payload_size);
+        if (r < 0) {
+                task_free(task);
+                return r;
+        }
+
+        task->in_run = true;
+        r = h->plugin->run(h->state, task);
+        task->in_run = false;
+
+        if (task->done) {
+                task_free(task);
+                return 1;
+        }
+        if (r == APIARY_TASK_PENDING) {
+                task->pending = true;
+                h->n_pending++;
+                return 1;
+        }
+
+        /* The plugin did not say how the task ended: supply a reason, as fwupd's runner does. */
+        if (r < 0)
+                (void) host_task_fail(task, "%s", strerror(-r));
+        else
+                (void) host_task_fail(task, "plugin %s returned %i without completing the task",
+                                      h->plugin->name ?: h->path, r);
+        task_free(task);
+        return 1;
+}
+
+/* ---- the event loop ---- */
+
+static int source_io_cb(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        apiary_source *src = userdata;
+
+        src->io(src, fd, revents, src->userdata);
+        return 0;
+}
+
+static int source_timer_cb(sd_event_source *s, uint64_t usec, void *userdata) {
+        apiary_source *src = userdata;
+
+        src->firing = true;
+        src->timer(src, src->userdata);
+        src->firing = false;
+        /* One-shot: the source goes away after its callback, whether or not it was freed in it. */
+        sd_event_source_disable_unref(src->source);
+        return 0;
+}
+
+static void source_destroy(void *userdata) {
+        free(userdata);
+}
+
+static int source_new(PluginHost *h, void *userdata, apiary_source **ret) {
+        apiary_source *src = calloc(1, sizeof(*src));
+
+        if (!src)
+                return -ENOMEM;
+        src->host = h;
+        src->userdata = userdata;
+        *ret = src;
+        return 0;
+}
+
+static int host_io_add(const struct apiary_host *host, int fd, uint32_t events, apiary_io_fn callback,
+                       void *userdata, apiary_source **ret_source) {
+        PluginHost *h = host_of(host);
+        apiary_source *src;
+        int r;
+
+        if (fd < 0 || !callback)
+                return -EINVAL;
+        r = source_new(h, userdata, &src);
+        if (r < 0)
+                return r;
+        src->io = callback;
+        r = sd_event_add_io(h->event, &src->source, fd, events, source_io_cb, src);
+        if (r < 0) {
+                free(src);
+                return r;
+        }
+        (void) sd_event_source_set_destroy_callback(src->source, source_destroy);
+        if (ret_source)
+                *ret_source = src;
+        return 0;
+}
+
+static int host_timer_add(const struct apiary_host *host, uint64_t usec, apiary_timer_fn callback, void *userdata,
+                          apiary_source **ret_source) {
+        PluginHost *h = host_of(host);
+        apiary_source *src;
+        int r;
+
+        if (!callback)
+                return -EINVAL;
+        r = source_new(h, userdata, &src);
+        if (r < 0)
+                return r;
+        src->timer = callback;
+        r = sd_event_add_time_relative(h->event, &src->source, CLOCK_MONOTONIC, usec, 1, source_timer_cb, src);
+        if (r < 0) {
+                free(src);
+                return r;
+        }
+        (void) sd_event_source_set_destroy_callback(src->source, source_destroy);
+        if (ret_source)
+                *ret_source = src;
+        return 0;
+}
+
+static void host_source_free(apiary_source *src) {
+        if (!src)
+                return;
+        if (src->firing) {
+                /* source_timer_cb() drops it once the callback returns. */
+                src->freed = true;
+                return;
+        }
+        sd_event_source_disable_unref(src->source);
+}
+
+static uint64_t host_now_usec(const struct apiary_host *host) {
+        return now_usec(CLOCK_MONOTONIC);
+}
+
+/* ---- submitting tasks to other pools ---- */
+
+static int submit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        SubmitRequest *req = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        const void *data = NULL;
+        size_t size = 0;
+        int r;
+
+        if (e) {
+                const char *text = e->message ?: e->name;
+
+                req->callback(0, text, strlen(text), req->userdata);
+        } else {
+                r = sd_bus_message_read_array(reply, 'y', &data, &size);
+                if (r < 0) {
+                        static const char bad[] = "malformed reply from apiaryd";
+                        req->callback(0, bad, sizeof(bad) - 1, req->userdata);
+                } else
+                        req->callback(1, data, size, req->userdata);
+        }
+        free(req);
+        return 0;
+}
+
+static int host_submit(const struct apiary_host *host, const char *pool, const void *payload, size_t size,
+                       apiary_result_fn callback, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        PluginHost *h = host_of(host);
+        SubmitRequest *req;
+        int r;
+
+        if (!pool || !callback || (!payload && size > 0))
+                return -EINVAL;
+
+        r = sd_bus_message_new_method_call(h->link, &m, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Submit");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", pool);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_array(m, 'y', payload, size);
+        if (r < 0)
+                return r;
+
+        req = malloc(sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        *req = (SubmitRequest) { .callback = callback, .userdata = userdata };
+
+        /* No bus timeout: the task takes as long as its pool lets it. */
+        r = sd_bus_call_async(h->link, NULL, m, submit_reply, req, UINT64_MAX);
+        if (r < 0) {
+                free(req);
+                return r;
+        }
+        return 0;
+}
+
+/* ---- loading ---- */
+
 int plugin_host_init(PluginHost *h, const char *pool, unsigned slot, const char *path,
-                     char *const *keys, char *const *values, size_t n) {
+                     char *const *keys, char *const *values, size_t n, sd_event *event, sd_bus *link) {
         *h = (PluginHost) {
                 .host = {
                         .abi_version = APIARY_PLUGIN_ABI_VERSION,
@@ -126,7 +372,14 @@ int plugin_host_init(PluginHost *h, const char *pool, unsigned slot, const char 
                         .task_payload = host_task_payload,
                         .task_return = host_task_return,
                         .task_fail = host_task_fail,
+                        .io_add = host_io_add,
+                        .timer_add = host_timer_add,
+                        .source_free = host_source_free,
+                        .now_usec = host_now_usec,
+                        .submit = host_submit,
                 },
+                .event = event,
+                .link = link,
         };
 
         h->pool = strdup(pool);
@@ -206,31 +459,13 @@ int plugin_host_start(PluginHost *h) {
         return 0;
 }
 
-void plugin_host_run(PluginHost *h, struct apiary_task *task) {
-        int r;
-
-        free(h->error);
-        h->error = NULL;
-
-        r = h->plugin->run(h->state, task);
-        if (task->done)
-                return;
-
-        /* The plugin did not say how the task ended: supply a reason, as fwupd's runner does. */
-        if (r < 0)
-                (void) host_task_fail(task, "%s", h->error ?: strerror(-r));
-        else
-                (void) host_task_fail(task, "plugin %s returned without completing the task",
-                                      h->plugin->name ?: h->path);
-}
-
 void plugin_host_deinit(PluginHost *h) {
         if (h->initialized && h->plugin->fini)
                 h->plugin->fini(h->state);
         h->initialized = false;
         h->plugin = NULL;
-        if (h->dl)
-                dlclose(h->dl);
+        /* The object stays mapped: sources or callbacks the plugin left behind may still point
+         * into it until the loop is freed, and valgrind needs it to name the plugin's frames. */
         h->dl = NULL;
 
         for (size_t i = 0; i < h->n_config; i++) {
@@ -242,9 +477,4 @@ void plugin_host_deinit(PluginHost *h) {
         free(h->path);
         free(h->error);
         *h = (PluginHost) {};
-}
-
-void apiary_task_deinit(struct apiary_task *t) {
-        free(t->result);
-        *t = (struct apiary_task) {};
 }

@@ -3,23 +3,16 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
 
 #include "apiary/plugin.h"
 
 /*
- * The worker's side of the plugin ABI: loading a plugin, checking it, and the host table it calls
- * back into. Nothing here logs on behalf of the caller: failures come back as a message in
- * PluginHost.error, which the caller reports to apiaryd and the journal.
+ * The worker's side of the plugin ABI: loading a plugin, checking it, the host table it calls
+ * back into, and the tasks it runs. Nothing here logs on behalf of the caller: load and init
+ * failures come back as a message in PluginHost.error, which the caller reports to apiaryd.
  */
-
-struct apiary_task {
-        const void *payload;
-        size_t payload_size;
-        bool done;
-        bool ok;
-        void *result;           /* malloc()ed; the result, or the error text when !ok */
-        size_t result_size;
-};
 
 typedef struct PluginHost {
         struct apiary_host host;        /* first, so the plugin's host pointer is the PluginHost */
@@ -34,12 +27,16 @@ typedef struct PluginHost {
         struct apiary_config_entry *config;
         size_t n_config;
 
+        sd_event *event;                /* the worker's loop, for io_add()/timer_add() */
+        sd_bus *link;                   /* the link to apiaryd, for replies and submit() */
+        unsigned n_pending;             /* asynchronous tasks not completed yet */
+
         char *error;                    /* last set_error() message, or a load failure */
 } PluginHost;
 
-/* Fills the host table. KEYS/VALUES are copied. */
+/* Fills the host table. KEYS/VALUES are copied; EVENT and LINK are borrowed. */
 int plugin_host_init(PluginHost *h, const char *pool, unsigned slot, const char *path,
-                     char *const *keys, char *const *values, size_t n);
+                     char *const *keys, char *const *values, size_t n, sd_event *event, sd_bus *link);
 
 /* dlopen()s and checks the plugin. Returns 0, or a negative errno with h->error set. */
 int plugin_host_load(PluginHost *h);
@@ -47,10 +44,8 @@ int plugin_host_load(PluginHost *h);
 /* Calls the plugin's init(). Returns 0, or a negative errno with h->error set. */
 int plugin_host_start(PluginHost *h);
 
-/* Calls run() for TASK and makes sure it ended with a result or an error. */
-void plugin_host_run(PluginHost *h, struct apiary_task *task);
+/* Runs the task of the Worker1.Run call CALL; its reply is sent when the task completes. */
+int plugin_host_run(PluginHost *h, sd_bus_message *call);
 
 /* Calls fini() if init() succeeded, unloads, and frees everything. */
 void plugin_host_deinit(PluginHost *h);
-
-void apiary_task_deinit(struct apiary_task *t);

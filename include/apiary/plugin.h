@@ -49,12 +49,30 @@ enum {
 };
 
 typedef struct apiary_task apiary_task;         /* opaque: one task handed to run() */
+typedef struct apiary_source apiary_source;     /* opaque: an fd watch or a timer on the worker's loop */
 
 /* One [Pool NAME Plugin] key=value pair. */
 struct apiary_config_entry {
         const char *key;
         const char *value;
 };
+
+/* Returned by run() for a task it will complete later, with task_return() or task_fail(). */
+#define APIARY_TASK_PENDING 1
+
+/* Events for io_add(), as epoll(7) numbers them. */
+enum {
+        APIARY_IO_IN = 0x001,
+        APIARY_IO_OUT = 0x004,
+        APIARY_IO_ERR = 0x008,
+        APIARY_IO_HUP = 0x010,
+};
+
+typedef void (*apiary_io_fn)(apiary_source *source, int fd, uint32_t revents, void *userdata);
+typedef void (*apiary_timer_fn)(apiary_source *source, void *userdata);
+/* The end of a task submitted with submit(): OK is 1 with the result, or 0 with the reason (a
+ * NUL-terminated text in DATA). DATA is valid only during the call. */
+typedef void (*apiary_result_fn)(int ok, const void *data, size_t size, void *userdata);
 
 /* Services the host offers the plugin. Valid from init() until fini() returns. */
 struct apiary_host {
@@ -74,13 +92,39 @@ struct apiary_host {
         /* Logs one line to the journal (or stderr), tagged with the pool, slot and PID. */
         void (*log)(const struct apiary_host *host, int priority, const char *format, ...) APIARY_PRINTF(3, 4);
 
-        /* Sets the reason for a failing init() (or run()); it reaches the operator and the caller. */
+        /* Sets the reason for a failing init(); it reaches the operator (FailureReason, LastExit). */
         void (*set_error)(const struct apiary_host *host, const char *format, ...) APIARY_PRINTF(2, 3);
 
-        /* Task access, used from run(): the payload, and exactly one of task_return()/task_fail(). */
+        /*
+         * Tasks. task_payload() gives the payload (valid until the task is completed). Every task
+         * is completed exactly once, with task_return() (the result is copied) or task_fail()
+         * (the reason reaches the caller of Run and TaskFinished listeners); after that the
+         * task pointer is invalid. Both return 0, or a negative errno (-EALREADY if completed).
+         */
         const void *(*task_payload)(apiary_task *task, size_t *ret_size);
         int (*task_return)(apiary_task *task, const void *result, size_t size);
         int (*task_fail)(apiary_task *task, const char *format, ...) APIARY_PRINTF(2, 3);
+
+        /*
+         * The worker's event loop, for asynchronous plugins. io_add() watches FD for EVENTS until
+         * source_free(); timer_add() calls back once, USEC microseconds from now, and frees the
+         * source after the callback returns (source_free() before that cancels it). Callbacks run
+         * on the worker's one thread, between tasks. Both return 0 or a negative errno.
+         */
+        int (*io_add)(const struct apiary_host *host, int fd, uint32_t events, apiary_io_fn callback,
+                      void *userdata, apiary_source **ret_source);
+        int (*timer_add)(const struct apiary_host *host, uint64_t usec, apiary_timer_fn callback, void *userdata,
+                         apiary_source **ret_source);
+        void (*source_free)(apiary_source *source);
+        uint64_t (*now_usec)(const struct apiary_host *host);   /* CLOCK_MONOTONIC */
+
+        /*
+         * Submits a task to POOL (any pool of this apiaryd, this one included) and calls CALLBACK
+         * on this worker's loop when it ends. Returns 0 once the request is sent, or a negative
+         * errno; errors of the submission itself (no such pool, queue full) reach CALLBACK.
+         */
+        int (*submit)(const struct apiary_host *host, const char *pool, const void *payload, size_t size,
+                      apiary_result_fn callback, void *userdata);
 };
 
 /* True when HOST is new enough to offer FIELD (a host function added after version 1.0). */
@@ -102,8 +146,10 @@ struct apiary_plugin {
         int (*init)(const struct apiary_host *host, void **ret_state);
 
         /*
-         * Called for every task. Completes TASK with host->task_return() or host->task_fail()
-         * before returning 0 (synchronous plugins). Required.
+         * Called for every task. Synchronous plugins complete TASK with host->task_return() or
+         * host->task_fail() and return 0. Asynchronous ones return APIARY_TASK_PENDING and
+         * complete it later from a callback on the worker's loop. A negative return fails the
+         * task with that error if it was not completed. Required.
          */
         int (*run)(void *state, apiary_task *task);
 

@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus-api.h"
+#include "bus-tasks.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "pool.h"
+#include "task.h"
+
+typedef struct TaskOptions {
+        usec_t timeout_usec;
+} TaskOptions;
+
+/* a{sv}: "timeout" (t, µs, > 0). Anything else is refused: a typo must not pass silently. */
+static int read_options(sd_bus_message *m, TaskOptions *ret, sd_bus_error *error) {
+        TaskOptions o = { .timeout_usec = USEC_INFINITY };
+        const char *key;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+
+                if (streq(key, "timeout")) {
+                        uint64_t t;
+
+                        if (sd_bus_message_verify_type(m, 'v', "t") <= 0)
+                                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                                         "Option \"timeout\" takes a uint64 (t) of microseconds.");
+                        r = sd_bus_message_read(m, "v", "t", &t);
+                        if (r < 0)
+                                return r;
+                        if (t == 0)
+                                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                                         "Option \"timeout\" must be positive, got 0.");
+                        o.timeout_usec = t;
+                } else
+                        return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                                 "Unknown option \"%s\"; known options: timeout.", key);
+
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+
+        *ret = o;
+        return 0;
+}
+
+/* The pool NAME, if it takes N more tasks now; otherwise a named error. */
+static int find_pool_for(Manager *m, const char *name, unsigned n, Pool **ret, sd_bus_error *error) {
+        Pool *p = manager_find_pool(m, name);
+
+        if (!p)
+                return sd_bus_error_setf(error, APIARY_ERROR_NO_SUCH_POOL, "No pool named \"%s\".", name);
+        if (m->state == MANAGER_STOPPING)
+                return sd_bus_error_setf(error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
+        if (p->state == POOL_FAILED)
+                return sd_bus_error_setf(error, APIARY_ERROR_POOL_FAILED, "Pool \"%s\" has failed: %s", name,
+                                         strempty(p->failure_reason));
+        if (p->state == POOL_STOPPED)
+                return sd_bus_error_setf(error, APIARY_ERROR_POOL_FAILED, "Pool \"%s\" is stopped.", name);
+        if (pool_queue_room(p) < n)
+                return sd_bus_error_setf(error, APIARY_ERROR_QUEUE_FULL,
+                                         "Pool \"%s\" has room for %u more task%s (QueueLimit=%u), %u asked.",
+                                         name, pool_queue_room(p), pool_queue_room(p) == 1 ? "" : "s",
+                                         p->config->queue_limit, n);
+        *ret = p;
+        return 0;
+}
+
+/* Submit and Run: (s pool, ay payload, a{sv} options); Run replies when the task is done. */
+static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, sd_bus_error *error) {
+        const char *name;
+        const void *payload;
+        size_t size;
+        TaskOptions o;
+        Pool *p;
+        Task *t;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &name);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_array(m, 'y', &payload, &size);
+        if (r < 0)
+                return r;
+        r = read_options(m, &o, error);
+        if (r < 0 || sd_bus_error_is_set(error))
+                return r;
+        r = find_pool_for(mgr, name, 1, &p, error);
+        if (r < 0)
+                return r;
+
+        r = task_new(&t, p, m, payload, size, o.timeout_usec, wait ? m : NULL);
+        if (r < 0)
+                return r;
+        pool_enqueue(p, t);
+
+        if (!wait) {
+                r = sd_bus_reply_method_return(m, "t", t->id);
+                if (r < 0)
+                        return r;
+        }
+        pool_dispatch(p);
+        return 1;
+}
+
+int bus_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return submit_one(m, userdata, false, error);
+}
+
+int bus_method_run(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return submit_one(m, userdata, true, error);
+}
+
+typedef struct Payload {
+        const void *data;
+        size_t size;
+} Payload;
+
+int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
+        Manager *mgr = userdata;
+        const char *name;
+        TaskOptions o;
+        Payload pl;
+        Pool *p;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &name);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(m, 'a', "ay");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_read_array(m, 'y', &pl.data, &pl.size)) > 0)
+                g_array_append_val(payloads, pl);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        r = read_options(m, &o, error);
+        if (r < 0 || sd_bus_error_is_set(error))
+                return r;
+
+        /* All or nothing: a batch that does not fit is refused whole, so the caller knows exactly
+         * which tasks exist. */
+        r = find_pool_for(mgr, name, payloads->len, &p, error);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "t");
+        if (r < 0)
+                return r;
+        for (guint i = 0; i < payloads->len; i++) {
+                Payload *e = &g_array_index(payloads, Payload, i);
+                Task *t;
+
+                r = task_new(&t, p, m, e->data, e->size, o.timeout_usec, NULL);
+                if (r < 0)
+                        return r;
+                pool_enqueue(p, t);
+                r = sd_bus_message_append(reply, "t", t->id);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_send(NULL, reply, NULL);
+        if (r < 0)
+                return r;
+
+        pool_dispatch(p);
+        return 1;
+}
+
+int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Manager *mgr = userdata;
+        uint64_t id;
+        Task *t;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &id);
+        if (r < 0)
+                return r;
+
+        t = g_hash_table_lookup(mgr->tasks, &id);
+        if (!t)
+                return sd_bus_error_setf(error, APIARY_ERROR_NO_SUCH_TASK,
+                                         "No task %" PRIu64 " (it never existed or has finished).", id);
+
+        /* Like concurrent.futures: a task that has started runs to its end. */
+        if (t->state != TASK_QUEUED)
+                return sd_bus_reply_method_return(m, "b", false);
+
+        /* Reply first, so that the caller sees (false→true) before the TaskFinished it causes. */
+        r = sd_bus_reply_method_return(m, "b", true);
+        task_fail(t, "cancelled");
+        return r;
+}
+
+int link_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Manager *mgr = userdata;
+        const char *name;
+        const void *payload;
+        size_t size;
+        Pool *p;
+        Task *t;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &name);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_array(m, 'y', &payload, &size);
+        if (r < 0)
+                return r;
+        r = find_pool_for(mgr, name, 1, &p, error);
+        if (r < 0)
+                return r;
+
+        r = task_new(&t, p, m, payload, size, USEC_INFINITY, m);
+        if (r < 0)
+                return r;
+        pool_enqueue(p, t);
+        pool_dispatch(p);
+        return 1;
+}

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus-api.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "pool.h"
+#include "task.h"
+
+int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
+             usec_t timeout_usec, sd_bus_message *reply_to) {
+        Manager *m = pool->manager;
+        Task *t;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->id = ++m->next_task_id;
+        t->pool = pool;
+        t->state = TASK_QUEUED;
+        t->payload_message = sd_bus_message_ref(payload_message);
+        t->payload = payload;
+        t->payload_size = size;
+        t->timeout_usec = timeout_usec;
+        t->reply_to = sd_bus_message_ref(reply_to);
+        t->queue_link.data = t;
+        t->worker_link.data = t;
+
+        g_hash_table_insert(m->tasks, &t->id, t);
+        pool->n_submitted++;
+        m->n_submitted++;
+        *ret = t;
+        return 0;
+}
+
+static void task_detach(Task *t) {
+        Pool *p = t->pool;
+        Manager *m = p->manager;
+
+        t->timeout_source = sd_event_source_disable_unref(t->timeout_source);
+        t->slot = sd_bus_slot_unref(t->slot);
+
+        if (t->in_queue) {
+                g_queue_unlink(&p->queue, &t->queue_link);
+                t->in_queue = false;
+                m->n_queued--;
+        } else if (t->worker) {
+                g_queue_unlink(&t->worker->in_flight, &t->worker_link);
+                t->worker = NULL;
+                p->n_running--;
+                m->n_running--;
+        }
+}
+
+static void task_reply(Task *t, bool ok, const void *data, size_t size) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        Manager *m = t->pool->manager;
+        int r;
+
+        if (t->reply_to) {
+                /* A caller that went away meanwhile just does not get its reply. */
+                if (ok) {
+                        r = sd_bus_message_new_method_return(t->reply_to, &msg);
+                        if (r >= 0)
+                                r = sd_bus_message_append_array(msg, 'y', data, size);
+                        if (r >= 0)
+                                r = sd_bus_send(NULL, msg, NULL);
+                } else
+                        r = sd_bus_reply_method_errorf(t->reply_to, APIARY_ERROR_TASK_FAILED, "%.*s", (int) size,
+                                                       (const char *) data);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to reply for task %" PRIu64 ", ignoring: %m", t->id);
+                return;
+        }
+
+        if (!m->bus)
+                return;
+        r = sd_bus_message_new_signal(m->bus, &msg, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "TaskFinished");
+        if (r >= 0)
+                r = sd_bus_message_append(msg, "tsb", t->id, t->pool->config->name, (int) ok);
+        if (r >= 0)
+                r = sd_bus_message_append_array(msg, 'y', data, size);
+        if (r >= 0)
+                r = sd_bus_send(NULL, msg, NULL);
+        if (r < 0)
+                log_warning_errno(r, "Failed to emit TaskFinished for task %" PRIu64 ", ignoring: %m", t->id);
+}
+
+void task_finish(Task *t, bool ok, const void *data, size_t size) {
+        Pool *p = t->pool;
+        Manager *m = p->manager;
+
+        task_detach(t);
+        task_reply(t, ok, data, size);
+
+        if (ok) {
+                p->n_done++;
+                m->n_done++;
+        } else {
+                p->n_failed++;
+                m->n_failed++;
+                LogContext ctx = { .pool = p->config->name, .slot = -1 };
+                log_ctx(LOG_DEBUG, &ctx, "Task %" PRIu64 " failed: %.*s", t->id, (int) size, (const char *) data);
+        }
+
+        g_hash_table_remove(m->tasks, &t->id);
+        task_free(t);
+}
+
+void task_fail(Task *t, const char *reason) {
+        task_finish(t, false, reason, strlen(reason));
+}
+
+void task_failf(Task *t, const char *format, ...) {
+        _cleanup_(freep) char *s = NULL;
+        va_list ap;
+        int k;
+
+        va_start(ap, format);
+        k = vasprintf(&s, format, ap);
+        va_end(ap);
+        task_fail(t, k < 0 ? "failed (out of memory describing why)" : s);
+}
+
+Task *task_free(Task *t) {
+        if (!t)
+                return NULL;
+        sd_event_source_disable_unref(t->timeout_source);
+        sd_bus_slot_unref(t->slot);
+        sd_bus_message_unref(t->payload_message);
+        sd_bus_message_unref(t->reply_to);
+        free(t->last_loss);
+        free(t);
+        return NULL;
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+#include "time-util.h"
+
+typedef struct Pool Pool;
+typedef struct Worker Worker;
+
+typedef enum TaskState {
+        TASK_QUEUED,
+        TASK_RUNNING,
+        _TASK_STATE_MAX,
+        _TASK_STATE_INVALID = -EINVAL,
+} TaskState;
+
+/*
+ * One task, from the moment a Submit/Run is accepted until it ends, exactly once, in
+ * task_finish(). The payload is never copied: the task holds a reference on the message it came
+ * in (one batch message may back many tasks) and points into it.
+ */
+typedef struct Task {
+        uint64_t id;
+        Pool *pool;
+        TaskState state;
+
+        sd_bus_message *payload_message;
+        const void *payload;
+        size_t payload_size;
+
+        usec_t timeout_usec;            /* from dispatch to result; USEC_INFINITY for none */
+        unsigned attempts;              /* dispatches that counted against TaskRetries= */
+        char *last_loss;                /* how the last worker running it died */
+
+        sd_bus_message *reply_to;       /* Run() (public bus or a worker's Submit): reply to this */
+
+        GList queue_link;               /* in pool->queue while in_queue (data = task) */
+        bool in_queue;
+        GList worker_link;              /* in worker->in_flight while running */
+        Worker *worker;
+        sd_bus_slot *slot;              /* the pending Worker1.Run call */
+        sd_event_source *timeout_source;
+} Task;
+
+/* Creates a queued task (not yet in the pool's queue) and counts it as submitted. */
+int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
+             usec_t timeout_usec, sd_bus_message *reply_to);
+
+/* Ends the task: replies to its Run caller or emits TaskFinished, counts it, frees it. A failed
+ * task's DATA is its reason. */
+void task_finish(Task *t, bool ok, const void *data, size_t size);
+void task_fail(Task *t, const char *reason);
+_printf_(2, 3) void task_failf(Task *t, const char *format, ...);
+
+Task *task_free(Task *t);
