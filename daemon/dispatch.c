@@ -95,6 +95,12 @@ void pool_dispatch(Pool *p) {
                         return;
                 t = pool_dequeue(p);
                 r = worker_send_task(w, t);
+                if (r < 0 && !sd_bus_is_open(w->link)) {
+                        /* The worker died and we have not heard of its exit yet: take another. */
+                        w->gone = true;
+                        pool_requeue_front(p, t);
+                        continue;
+                }
                 if (r < 0) {
                         task_failf(t, "could not send the task to worker %u: %s", w->slot, strerror(-r));
                         continue;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <inttypes.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -317,6 +318,8 @@ void test_daemon_stop(TestDaemon *d) {
         if (d->notify_fd >= 0)
                 close(d->notify_fd);
         sd_bus_flush_close_unref(d->bus);
+        if (d->results)
+                g_hash_table_destroy(d->results);
         g_strfreev(d->notify);
         rm_rf(d->dir);
         g_free(d->dir);
@@ -459,9 +462,13 @@ void test_wait_until(TestDaemon *d, TestPredicate pred, const void *userdata, us
 
                 /* Drain what is queued, then sleep until the next message or the deadline. The
                  * notify socket is drained too: a full one would block apiaryd in sd_notify(). */
+                bool processed = false;
+
                 while ((r = sd_bus_process(d->bus, NULL)) > 0)
-                        ;
+                        processed = true;
                 assert_true(r >= 0);
+                if (processed)
+                        continue;       /* a callback may have made PRED true */
                 wait_bus_or_notify(d, deadline - now);
                 while ((r = sd_bus_process(d->bus, NULL)) > 0)
                         ;
@@ -485,4 +492,161 @@ void test_wait_pool_state(TestDaemon *d, const char *pool, const char *state) {
         g_autofree char *what = g_strdup_printf("pool %s to be %s", pool, state);
 
         test_wait_until(d, pool_state_is, &w, TEST_TIMEOUT_USEC, what);
+}
+
+/* ---- tasks ---- */
+
+static int new_task_call(TestDaemon *d, const char *member, const char *pool, sd_bus_message **ret) {
+        int r;
+
+        r = sd_bus_message_new_method_call(d->bus, ret, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                           "org.apiary.Apiary1.Manager", member);
+        if (r < 0)
+                return r;
+        return sd_bus_message_append(*ret, "s", pool);
+}
+
+static int append_options(sd_bus_message *m, usec_t timeout_opt) {
+        if (timeout_opt > 0)
+                return sd_bus_message_append(m, "a{sv}", 1, "timeout", "t", (uint64_t) timeout_opt);
+        return sd_bus_message_append(m, "a{sv}", 0);
+}
+
+int test_run(TestDaemon *d, const char *pool, const void *data, size_t size, usec_t timeout_opt, void **ret,
+             size_t *ret_size, sd_bus_error *error) {
+        sd_bus_message *m = NULL, *reply = NULL;
+        const void *p;
+        size_t n;
+        int r;
+
+        assert_true(new_task_call(d, "Run", pool, &m) >= 0);
+        assert_true(sd_bus_message_append_array(m, 'y', data, size) >= 0);
+        assert_true(append_options(m, timeout_opt) >= 0);
+        r = sd_bus_call(d->bus, m, 60 * USEC_PER_SEC, error, &reply);
+        sd_bus_message_unref(m);
+        if (r < 0)
+                return r;
+        assert_true(sd_bus_message_read_array(reply, 'y', &p, &n) >= 0);
+        if (ret) {
+                *ret = g_malloc(n + 1);
+                memcpy(*ret, p, n);
+                ((char *) *ret)[n] = '\0';
+        }
+        if (ret_size)
+                *ret_size = n;
+        sd_bus_message_unref(reply);
+        return 0;
+}
+
+uint64_t test_submit(TestDaemon *d, const char *pool, const void *data, size_t size) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus_message *m = NULL, *reply = NULL;
+        uint64_t id = 0;
+        int r;
+
+        assert_true(new_task_call(d, "Submit", pool, &m) >= 0);
+        assert_true(sd_bus_message_append_array(m, 'y', data, size) >= 0);
+        assert_true(append_options(m, 0) >= 0);
+        r = sd_bus_call(d->bus, m, 0, &error, &reply);
+        if (r < 0)
+                fail_msg("Submit to %s: %s: %s", pool, error.name, error.message);
+        assert_true(sd_bus_message_read(reply, "t", &id) > 0);
+        sd_bus_message_unref(m);
+        sd_bus_message_unref(reply);
+        return id;
+}
+
+void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus_message *m = NULL, *reply = NULL;
+        size_t k = 0;
+        uint64_t id;
+        int r;
+
+        assert_true(new_task_call(d, "SubmitBatch", pool, &m) >= 0);
+        assert_true(sd_bus_message_open_container(m, 'a', "ay") >= 0);
+        for (size_t i = 0; i < n; i++)
+                assert_true(sd_bus_message_append_array(m, 'y', payloads[i], strlen(payloads[i])) >= 0);
+        assert_true(sd_bus_message_close_container(m) >= 0);
+        assert_true(append_options(m, 0) >= 0);
+        r = sd_bus_call(d->bus, m, 0, &error, &reply);
+        if (r < 0)
+                fail_msg("SubmitBatch to %s: %s: %s", pool, error.name, error.message);
+        assert_true(sd_bus_message_enter_container(reply, 'a', "t") > 0);
+        while ((r = sd_bus_message_read(reply, "t", &id)) > 0) {
+                assert_true(k < n);
+                ret_ids[k++] = id;
+        }
+        assert_true(r >= 0);
+        assert_int_equal(k, n);
+        sd_bus_message_unref(m);
+        sd_bus_message_unref(reply);
+}
+
+static void result_free(gpointer p) {
+        TestResult *r = p;
+
+        g_free(r->data);
+        g_free(r);
+}
+
+static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        TestDaemon *d = userdata;
+        const char *pool;
+        const void *data;
+        uint64_t id;
+        size_t size;
+        int ok;
+        TestResult *r;
+
+        assert_true(sd_bus_message_read(m, "tsb", &id, &pool, &ok) > 0);
+        assert_true(sd_bus_message_read_array(m, 'y', &data, &size) >= 0);
+        d->n_finished++;
+
+        r = g_hash_table_lookup(d->results, &id);
+        if (r) {
+                r->count++;
+                return 0;
+        }
+        r = g_new0(TestResult, 1);
+        r->ok = ok;
+        r->data = g_malloc(size + 1);
+        memcpy(r->data, data, size);
+        ((char *) r->data)[size] = '\0';
+        r->size = size;
+        r->count = 1;
+        g_hash_table_insert(d->results, g_memdup2(&id, sizeof(id)), r);
+        return 0;
+}
+
+void test_collect_results(TestDaemon *d) {
+        if (!d->results)
+                d->results = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, result_free);
+        assert_true(sd_bus_match_signal(d->bus, NULL, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                        "org.apiary.Apiary1.Manager", "TaskFinished", on_task_finished, d) >= 0);
+}
+
+typedef struct {
+        size_t n;
+} ResultsWanted;
+
+static bool have_results(TestDaemon *d, const void *userdata) {
+        const ResultsWanted *w = userdata;
+
+        return g_hash_table_size(d->results) >= w->n;
+}
+
+void test_wait_results(TestDaemon *d, size_t n) {
+        ResultsWanted w = { n };
+        g_autofree char *what = g_strdup_printf("%zu TaskFinished signals", n);
+
+        test_wait_until(d, have_results, &w, 3 * TEST_TIMEOUT_USEC, what);
+}
+
+const TestResult *test_result(TestDaemon *d, uint64_t id) {
+        return g_hash_table_lookup(d->results, &id);
+}
+
+uint64_t test_get_manager_u64(TestDaemon *d, const char *property) {
+        return test_get_u64(d, "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager", property);
 }

@@ -32,7 +32,17 @@ typedef struct TestDaemon {
         size_t n_notify;
         sd_bus *bus;            /* client connection on the test bus */
         int exit_status;        /* after test_daemon_wait(): exit code, or 128+signal */
+        void *results;          /* GHashTable: task id → TestResult, from TaskFinished */
+        uint64_t n_finished;    /* TaskFinished signals received, duplicates included */
 } TestDaemon;
+
+/* One TaskFinished, as received. */
+typedef struct TestResult {
+        bool ok;
+        void *data;             /* the result, or the reason (NUL-terminated) */
+        size_t size;
+        unsigned count;         /* how many TaskFinished came for this id: must be 1 */
+} TestResult;
 
 /* Starts a private dbus-daemon whose policy lets everyone own and call everything. */
 void test_bus_start(TestBus *b);
@@ -72,6 +82,22 @@ void test_wait_until(TestDaemon *d, TestPredicate pred, const void *userdata, us
 
 /* Waits until POOL's State is STATE. */
 void test_wait_pool_state(TestDaemon *d, const char *pool, const char *state);
+
+/* Manager.Run(POOL, DATA, {timeout: TIMEOUT_OPT if not 0}). Returns 0 with the result (free()),
+ * or a negative errno with ERROR set to the D-Bus error. */
+int test_run(TestDaemon *d, const char *pool, const void *data, size_t size, usec_t timeout_opt, void **ret,
+             size_t *ret_size, sd_bus_error *error);
+/* Manager.Submit; fails the test on error. */
+uint64_t test_submit(TestDaemon *d, const char *pool, const void *data, size_t size);
+/* Manager.SubmitBatch of N payloads; ids into RET_IDS (n of them). Fails the test on error. */
+void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids);
+
+/* Starts recording TaskFinished signals into d->results. */
+void test_collect_results(TestDaemon *d);
+/* Waits until N distinct tasks have finished. */
+void test_wait_results(TestDaemon *d, size_t n);
+const TestResult *test_result(TestDaemon *d, uint64_t id);
+uint64_t test_get_manager_u64(TestDaemon *d, const char *property);
 
 /* Waits for a process that is not our child to be gone (pidfd). Returns true if it went. */
 bool test_wait_pid_gone(pid_t pid, usec_t timeout);

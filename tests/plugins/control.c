@@ -12,6 +12,9 @@
  *   "fail TEXT"      fail the task with TEXT
  *   "hang"           never return
  *   "exit N"         _exit(N)
+ *   "pid"            return the worker's PID (decimal)
+ *   "relay POOL DATA" submit DATA to POOL, return "relayed:" + its result (asynchronously)
+ *   "return-nothing" return from run() without completing the task
  */
 #include <errno.h>
 #include <signal.h>
@@ -73,6 +76,26 @@ static int control_init(const struct apiary_host *host, void **ret_state) {
         return 0;
 }
 
+typedef struct Relay {
+        const struct apiary_host *host;
+        apiary_task *task;
+} Relay;
+
+static void relay_done(int ok, const void *data, size_t size, void *userdata) {
+        Relay *r = userdata;
+
+        if (ok) {
+                char *out = malloc(size + 8);
+
+                memcpy(out, "relayed:", 8);
+                memcpy(out + 8, data, size);
+                r->host->task_return(r->task, out, size + 8);
+                free(out);
+        } else
+                r->host->task_fail(r->task, "relay failed: %.*s", (int) size, (const char *) data);
+        free(r);
+}
+
 static int control_run(void *state, apiary_task *task) {
         const struct apiary_host *host = state;
         const char *p;
@@ -88,6 +111,30 @@ static int control_run(void *state, apiary_task *task) {
                 _exit(atoi(p + 5));
         if (n >= 5 && memcmp(p, "fail ", 5) == 0)
                 return host->task_fail(task, "%.*s", (int) (n - 5), p + 5);
+        if (n == 3 && memcmp(p, "pid", 3) == 0) {
+                char buf[32];
+                int k = snprintf(buf, sizeof(buf), "%i", (int) getpid());
+                return host->task_return(task, buf, (size_t) k);
+        }
+        if (n == 14 && memcmp(p, "return-nothing", 14) == 0)
+                return 0;
+        if (n > 6 && memcmp(p, "relay ", 6) == 0) {
+                const char *pool = p + 6, *sp = memchr(pool, ' ', n - 6);
+                char name[128];
+                Relay *r;
+
+                if (!sp || (size_t) (sp - pool) >= sizeof(name))
+                        return host->task_fail(task, "usage: relay POOL DATA");
+                memcpy(name, pool, (size_t) (sp - pool));
+                name[sp - pool] = '\0';
+                r = malloc(sizeof(*r));
+                *r = (Relay) { .host = host, .task = task };
+                if (host->submit(host, name, sp + 1, n - (size_t) (sp + 1 - p), relay_done, r) < 0) {
+                        free(r);
+                        return host->task_fail(task, "submit failed");
+                }
+                return APIARY_TASK_PENDING;
+        }
         return host->task_return(task, p, n);
 }
 

@@ -1,0 +1,663 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tasks end to end: a private dbus-daemon, the real apiaryd and real plugins; clients on sd-bus
+ * and on libdbus (the reference implementation, for error names and a second opinion).
+ */
+#include <dbus/dbus.h>
+#include <errno.h>
+#include <glib.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define POOL_IFACE "org.apiary.Apiary1.Pool"
+#define WORKER_IFACE "org.apiary.Apiary1.Worker"
+
+typedef struct Fixture {
+        TestBus bus;
+        TestDaemon daemon;
+} Fixture;
+
+static int setup(void **state) {
+        Fixture *f = g_new0(Fixture, 1);
+
+        test_bus_start(&f->bus);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        Fixture *f = *state;
+
+        test_daemon_stop(&f->daemon);
+        test_bus_stop(&f->bus);
+        g_free(f);
+        return 0;
+}
+
+static const char *const pools =
+        "[Apiary]\n"
+        "PluginDirectory=@PLUGINS@\n"
+        "[Pool echo]\n"
+        "Plugin=echo.so\n"
+        "Workers=2\n"
+        "[Pool control]\n"
+        "Plugin=@TEST_PLUGINS@/control.so\n"
+        "Workers=1\n"
+        "RestartSec=1ms\n"
+        "StartLimitBurst=0\n"
+        "QueueLimit=5\n"
+        "[Pool sleep]\n"
+        "Plugin=sleep.so\n"
+        "Kind=io\n"
+        "Workers=1\n"
+        "Concurrency=1000\n"
+        "[Pool primes]\n"
+        "Plugin=primes.so\n"
+        "Workers=2\n";
+
+/* Checks that the counters add up: submitted = queued + running + done + failed. */
+static void assert_counters_add_up(TestDaemon *d, uint64_t done, uint64_t failed) {
+        uint64_t submitted = test_get_manager_u64(d, "TasksSubmitted");
+        uint64_t queued = test_get_manager_u64(d, "TasksQueued");
+        uint64_t running = test_get_manager_u64(d, "TasksRunning");
+
+        assert_int_equal(submitted, queued + running + test_get_manager_u64(d, "TasksDone") +
+                                            test_get_manager_u64(d, "TasksFailed"));
+        assert_int_equal(test_get_manager_u64(d, "TasksDone"), done);
+        assert_int_equal(test_get_manager_u64(d, "TasksFailed"), failed);
+}
+
+static void test_run_echo_and_primes(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *result = NULL, *big = NULL, *back = NULL;
+        size_t size = 0;
+
+        test_daemon_start(d, &f->bus, pools, true);
+
+        assert_int_equal(test_run(d, "echo", "hello", 5, 0, (void **) &result, &size, &error), 0);
+        assert_int_equal(size, 5);
+        assert_memory_equal(result, "hello", 5);
+        g_clear_pointer(&result, g_free);
+
+        /* Empty and large (4 MiB) payloads come back byte for byte. */
+        assert_int_equal(test_run(d, "echo", "", 0, 0, (void **) &result, &size, &error), 0);
+        assert_int_equal(size, 0);
+        g_clear_pointer(&result, g_free);
+
+        big = g_malloc(4 << 20);
+        for (size_t i = 0; i < (4u << 20); i++)
+                big[i] = (char) (i * 7 + (i >> 13));
+        assert_int_equal(test_run(d, "echo", big, 4 << 20, 0, (void **) &back, &size, &error), 0);
+        assert_int_equal(size, 4 << 20);
+        assert_memory_equal(back, big, 4 << 20);
+
+        /* The CPU-bound plugin really computes: 25 primes below 100, 1229 below 10000. */
+        assert_int_equal(test_run(d, "primes", "100", 3, 0, (void **) &result, &size, &error), 0);
+        assert_string_equal(result, "25");
+        g_clear_pointer(&result, g_free);
+        assert_int_equal(test_run(d, "primes", "10000", 5, 0, (void **) &result, &size, &error), 0);
+        assert_string_equal(result, "1229");
+        g_clear_pointer(&result, g_free);
+
+        assert_counters_add_up(d, 5, 0);
+}
+
+static void test_10000_echo_tasks_in_batches(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { BATCHES = 100, PER_BATCH = 100, N = BATCHES * PER_BATCH };
+        uint64_t *ids = g_new(uint64_t, N);
+        char **payloads = g_new0(char *, N);
+        g_autofree char *echo = test_pool_path("echo");
+
+        test_daemon_start(d, &f->bus, pools, true);
+        test_collect_results(d);
+
+        for (size_t i = 0; i < N; i++)
+                payloads[i] = g_strdup_printf("task %zu of %d", i, N);
+        for (size_t b = 0; b < BATCHES; b++)
+                test_submit_batch(d, "echo", payloads + b * PER_BATCH, PER_BATCH, ids + b * PER_BATCH);
+        test_wait_results(d, N);
+
+        for (size_t i = 0; i < N; i++) {
+                const TestResult *r = test_result(d, ids[i]);
+
+                assert_non_null(r);
+                assert_true(r->ok);
+                assert_int_equal(r->count, 1);
+                assert_string_equal(r->data, payloads[i]);
+        }
+        assert_int_equal(d->n_finished, N);
+        assert_counters_add_up(d, N, 0);
+        assert_int_equal(test_get_u64(d, echo, POOL_IFACE, "TasksDone"), N);
+
+        for (size_t i = 0; i < N; i++)
+                g_free(payloads[i]);
+        g_free(payloads);
+        g_free(ids);
+}
+
+static void test_10000_echo_tasks_one_at_a_time(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { N = 10000 };
+        uint64_t *ids = g_new(uint64_t, N);
+
+        test_daemon_start(d, &f->bus, pools, true);
+        test_collect_results(d);
+
+        for (size_t i = 0; i < N; i++) {
+                char buf[32];
+                int k = snprintf(buf, sizeof(buf), "single %zu", i);
+
+                ids[i] = test_submit(d, "echo", buf, (size_t) k);
+        }
+        test_wait_results(d, N);
+        for (size_t i = 0; i < N; i++) {
+                const TestResult *r = test_result(d, ids[i]);
+                char buf[32];
+
+                snprintf(buf, sizeof(buf), "single %zu", i);
+                assert_non_null(r);
+                assert_true(r->ok);
+                assert_int_equal(r->count, 1);
+                assert_string_equal(r->data, buf);
+        }
+        assert_counters_add_up(d, N, 0);
+        g_free(ids);
+}
+
+/* ---- libdbus: Run one at a time, and the error names clients match on ---- */
+
+static DBusConnection *libdbus_connect(const char *address) {
+        DBusError error;
+        DBusConnection *c;
+
+        dbus_error_init(&error);
+        c = dbus_connection_open_private(address, &error);
+        if (!c)
+                fail_msg("libdbus: %s", error.message);
+        assert_true(dbus_bus_register(c, &error));
+        return c;
+}
+
+static void libdbus_disconnect(DBusConnection *c) {
+        dbus_connection_close(c);
+        dbus_connection_unref(c);
+}
+
+/* Calls Run (or Submit) with libdbus; returns the reply, or NULL with *error set. */
+static DBusMessage *libdbus_call(DBusConnection *c, const char *member, const char *pool, const void *data, int size,
+                                 const char *option, DBusError *error) {
+        DBusMessage *call, *reply;
+        DBusMessageIter iter, array, dict, entry, variant;
+
+        call = dbus_message_new_method_call("org.apiary.Apiary1", "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager",
+                                            member);
+        assert_non_null(call);
+        dbus_message_iter_init_append(call, &iter);
+        assert_true(dbus_message_iter_append_basic(&iter, DBUS_TYPE_STRING, &pool));
+        assert_true(dbus_message_iter_open_container(&iter, DBUS_TYPE_ARRAY, "y", &array));
+        assert_true(dbus_message_iter_append_fixed_array(&array, DBUS_TYPE_BYTE, &data, size));
+        assert_true(dbus_message_iter_close_container(&iter, &array));
+        assert_true(dbus_message_iter_open_container(&iter, DBUS_TYPE_ARRAY, "{sv}", &dict));
+        if (option) {
+                dbus_uint32_t v = 1;
+
+                /* An option with a value of the wrong type for any known option. */
+                assert_true(dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &entry));
+                assert_true(dbus_message_iter_append_basic(&entry, DBUS_TYPE_STRING, &option));
+                assert_true(dbus_message_iter_open_container(&entry, DBUS_TYPE_VARIANT, "u", &variant));
+                assert_true(dbus_message_iter_append_basic(&variant, DBUS_TYPE_UINT32, &v));
+                assert_true(dbus_message_iter_close_container(&entry, &variant));
+                assert_true(dbus_message_iter_close_container(&dict, &entry));
+        }
+        assert_true(dbus_message_iter_close_container(&iter, &dict));
+
+        reply = dbus_connection_send_with_reply_and_block(c, call, 30000, error);
+        dbus_message_unref(call);
+        return reply;
+}
+
+static void assert_libdbus_error(DBusConnection *c, const char *member, const char *pool, const char *payload,
+                                 const char *option, const char *error_name) {
+        DBusError error;
+        DBusMessage *reply;
+
+        dbus_error_init(&error);
+        reply = libdbus_call(c, member, pool, payload, (int) strlen(payload), option, &error);
+        if (reply)
+                fail_msg("%s(%s, \"%s\") succeeded, expected %s", member, pool, payload, error_name);
+        if (strcmp(error.name, error_name) != 0)
+                fail_msg("%s(%s, \"%s\"): got %s (%s), expected %s", member, pool, payload, error.name,
+                         error.message, error_name);
+        print_message("%s(%s, \"%s\") → %s: %s\n", member, pool, payload, error.name, error.message);
+        dbus_error_free(&error);
+}
+
+static void test_libdbus_runs_and_error_names(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        DBusConnection *c;
+        DBusMessage *call, *reply;
+        DBusError error;
+
+        test_daemon_start(d, &f->bus,
+                          "[Apiary]\nPluginDirectory=@PLUGINS@\n"
+                          "[Pool echo]\nPlugin=echo.so\nWorkers=2\n"
+                          "[Pool control]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\n"
+                          "[Pool broken]\nPlugin=@TEST_PLUGINS@/bad-abi.so\nWorkers=1\nFailedRetrySec=infinity\n",
+                          true);
+        test_wait_pool_state(d, "broken", "failed");
+        c = libdbus_connect(f->bus.address);
+
+        /* 2000 Run round trips, one at a time, each checked. */
+        for (unsigned i = 0; i < 2000; i++) {
+                char buf[32];
+                const unsigned char *bytes;
+                int k = snprintf(buf, sizeof(buf), "run %u", i), n;
+                DBusMessageIter iter, array;
+
+                dbus_error_init(&error);
+                reply = libdbus_call(c, "Run", "echo", buf, k, NULL, &error);
+                if (!reply)
+                        fail_msg("Run %u: %s: %s", i, error.name, error.message);
+                assert_true(dbus_message_iter_init(reply, &iter));
+                assert_int_equal(dbus_message_iter_get_arg_type(&iter), DBUS_TYPE_ARRAY);
+                dbus_message_iter_recurse(&iter, &array);
+                dbus_message_iter_get_fixed_array(&array, &bytes, &n);
+                assert_int_equal(n, k);
+                assert_memory_equal(bytes, buf, (size_t) k);
+                dbus_message_unref(reply);
+        }
+
+        assert_libdbus_error(c, "Run", "nope", "x", NULL, "org.apiary.Apiary1.Error.NoSuchPool");
+        assert_libdbus_error(c, "Submit", "nope", "x", NULL, "org.apiary.Apiary1.Error.NoSuchPool");
+        assert_libdbus_error(c, "Run", "broken", "x", NULL, "org.apiary.Apiary1.Error.PoolFailed");
+        assert_libdbus_error(c, "Run", "echo", "x", "bogus", "org.apiary.Apiary1.Error.InvalidOption");
+        assert_libdbus_error(c, "Run", "echo", "x", "timeout", "org.apiary.Apiary1.Error.InvalidOption");
+        assert_libdbus_error(c, "Run", "control", "fail it broke", NULL, "org.apiary.Apiary1.Error.TaskFailed");
+        assert_libdbus_error(c, "Run", "control", "return-nothing", NULL, "org.apiary.Apiary1.Error.TaskFailed");
+
+        /* A wrong signature is the standard InvalidArgs. */
+        call = dbus_message_new_method_call("org.apiary.Apiary1", "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager",
+                                            "Submit");
+        {
+                const char *pool = "echo";
+                assert_true(dbus_message_append_args(call, DBUS_TYPE_STRING, &pool, DBUS_TYPE_STRING, &pool,
+                                                     DBUS_TYPE_INVALID));
+        }
+        dbus_error_init(&error);
+        reply = dbus_connection_send_with_reply_and_block(c, call, 10000, &error);
+        assert_null(reply);
+        assert_string_equal(error.name, "org.freedesktop.DBus.Error.InvalidArgs");
+        dbus_error_free(&error);
+        dbus_message_unref(call);
+
+        /* Cancel of a task that does not exist. */
+        call = dbus_message_new_method_call("org.apiary.Apiary1", "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager",
+                                            "Cancel");
+        {
+                dbus_uint64_t id = 987654321;
+                assert_true(dbus_message_append_args(call, DBUS_TYPE_UINT64, &id, DBUS_TYPE_INVALID));
+        }
+        dbus_error_init(&error);
+        reply = dbus_connection_send_with_reply_and_block(c, call, 10000, &error);
+        assert_null(reply);
+        assert_string_equal(error.name, "org.apiary.Apiary1.Error.NoSuchTask");
+        dbus_error_free(&error);
+        dbus_message_unref(call);
+
+        libdbus_disconnect(c);
+}
+
+/* ---- failures, timeouts, limits ---- */
+
+static void test_task_failure_reaches_signal_and_run(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        const TestResult *r;
+        uint64_t id;
+
+        test_daemon_start(d, &f->bus, pools, true);
+        test_collect_results(d);
+
+        id = test_submit(d, "control", "fail disk on fire", 17);
+        test_wait_results(d, 1);
+        r = test_result(d, id);
+        assert_false(r->ok);
+        assert_string_equal(r->data, "disk on fire");
+
+        assert_int_equal(test_run(d, "control", "fail no luck", 12, 0, NULL, NULL, &error), -EIO);
+        assert_string_equal(error.name, "org.apiary.Apiary1.Error.TaskFailed");
+        assert_string_equal(error.message, "no luck");
+        sd_bus_error_free(&error);
+
+        assert_counters_add_up(d, 0, 2);
+}
+
+static void test_timeout_kills_worker(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *pid_before = NULL, *pid_after = NULL;
+        int r;
+
+        test_daemon_start(d, &f->bus, pools, true);
+        assert_int_equal(test_run(d, "control", "pid", 3, 0, (void **) &pid_before, NULL, &error), 0);
+
+        r = test_run(d, "control", "hang", 4, 200 * USEC_PER_MSEC, NULL, NULL, &error);
+        assert_true(r < 0);
+        assert_string_equal(error.name, "org.apiary.Apiary1.Error.TaskFailed");
+        assert_non_null(strstr(error.message, "timeout"));
+        sd_bus_error_free(&error);
+
+        /* The hung worker was killed and replaced; the pool serves again. */
+        assert_int_equal(test_run(d, "control", "pid", 3, 0, (void **) &pid_after, NULL, &error), 0);
+        assert_string_not_equal(pid_before, pid_after);
+        assert_false(test_pid_alive(atoi(pid_before)));
+        assert_counters_add_up(d, 2, 1);
+}
+
+static void test_pool_task_timeout(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        test_daemon_start(d, &f->bus,
+                          "[Pool slow]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nTaskTimeoutSec=150ms\n", true);
+        assert_true(test_run(d, "slow", "hang", 4, 0, NULL, NULL, &error) < 0);
+        assert_string_equal(error.name, "org.apiary.Apiary1.Error.TaskFailed");
+        assert_non_null(strstr(error.message, "timeout: no result within 150ms"));
+        sd_bus_error_free(&error);
+}
+
+static bool control_busy_again(TestDaemon *d, const void *userdata) {
+        const pid_t *old = userdata;
+        pid_t pid = test_worker_pid(d, "control", 0);
+        g_autofree char *state = test_worker_state(d, "control", 0);
+
+        /* PID read before and after State, so that both describe the same process. */
+        return pid > 0 && pid != *old && strcmp(state, "busy") == 0 && test_worker_pid(d, "control", 0) == pid;
+}
+
+static void test_queue_full_and_cancel(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        char *batch[2] = { (char *) "a", (char *) "b" };
+        uint64_t hang, ids[5];
+        const TestResult *r;
+        int cancelled = -1;
+
+        test_daemon_start(d, &f->bus, pools, true);
+        test_collect_results(d);
+
+        /* The one worker hangs on the first task; QueueLimit=5 more wait behind it. */
+        hang = test_submit(d, "control", "hang", 4);
+        for (unsigned i = 0; i < 5; i++)
+                ids[i] = test_submit(d, "control", "queued", 6);
+
+        assert_true(sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                       "org.apiary.Apiary1.Manager", "Submit", &error, NULL, "saya{sv}", "control", 1,
+                                       'x', 0) < 0);
+        assert_string_equal(error.name, "org.apiary.Apiary1.Error.QueueFull");
+        sd_bus_error_free(&error);
+        assert_int_equal(test_get_u64(d, "/org/apiary/Apiary1/pool/control", POOL_IFACE, "TasksQueued"), 5);
+
+        /* Cancel a queued task: it ends as "cancelled", and makes room. */
+        assert_true(sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                       "org.apiary.Apiary1.Manager", "Cancel", &error, &reply, "t", ids[2]) >= 0);
+        assert_true(sd_bus_message_read(reply, "b", &cancelled) > 0);
+        assert_true(cancelled);
+        reply = sd_bus_message_unref(reply);
+        test_wait_results(d, 1);
+        r = test_result(d, ids[2]);
+        assert_non_null(r);
+        assert_false(r->ok);
+        assert_string_equal(r->data, "cancelled");
+
+        /* A running task is not cancelled (like concurrent.futures). */
+        assert_true(sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                       "org.apiary.Apiary1.Manager", "Cancel", &error, &reply, "t", hang) >= 0);
+        assert_true(sd_bus_message_read(reply, "b", &cancelled) > 0);
+        assert_false(cancelled);
+        reply = sd_bus_message_unref(reply);
+
+        /* A batch of 2 does not fit in the 1 free place: refused whole. */
+        assert_true(sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                       "org.apiary.Apiary1.Manager", "SubmitBatch", &error, NULL, "saaya{sv}",
+                                       "control", 2, 1, batch[0][0], 1, batch[1][0], 0) < 0);
+        assert_string_equal(error.name, "org.apiary.Apiary1.Error.QueueFull");
+        sd_bus_error_free(&error);
+        assert_int_equal(test_get_u64(d, "/org/apiary/Apiary1/pool/control", POOL_IFACE, "TasksQueued"), 4);
+
+        /* Free the worker: kill it; the hung task is retried and hangs again, so time it out via
+         * its retries: TaskRetries=2 means the third death fails it. */
+        for (unsigned i = 0; i < 3; i++) {
+                pid_t pid = test_worker_pid(d, "control", 0);
+
+                assert_true(pid > 0);
+                kill(pid, SIGKILL);
+                test_wait_pid_gone(pid, TEST_TIMEOUT_USEC);
+                if (i < 2)
+                        /* Wait for the retry to be running on the replacement. */
+                        test_wait_until(d, control_busy_again, &pid, TEST_TIMEOUT_USEC, "the hung task's retry");
+        }
+        test_wait_results(d, 6);
+        r = test_result(d, hang);
+        assert_false(r->ok);
+        assert_non_null(strstr(r->data, "worker crashed 3 times running this task; last: killed by SIGKILL"));
+        for (unsigned i = 0; i < 5; i++)
+                if (i != 2) {
+                        r = test_result(d, ids[i]);
+                        assert_true(r->ok);
+                        assert_string_equal(r->data, "queued");
+                }
+        assert_counters_add_up(d, 4, 2);
+}
+
+static void test_kills_during_load_lose_nothing(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { N = 3000, BATCH = 100 };
+        uint64_t *ids = g_new(uint64_t, N);
+        char **payloads = g_new0(char *, N);
+        unsigned kills = 0;
+
+        test_daemon_start(d, &f->bus,
+                          "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=3\nTaskRetries=100\n"
+                          "RestartSec=1ms\nRestartMaxSec=5ms\nStartLimitBurst=0\n",
+                          true);
+        test_collect_results(d);
+        for (size_t i = 0; i < N; i++)
+                payloads[i] = g_strdup_printf("load %zu", i);
+
+        for (size_t b = 0; b < N / BATCH; b++) {
+                test_submit_batch(d, "echo", payloads + b * BATCH, BATCH, ids + b * BATCH);
+                if (b % 3 == 0) {
+                        pid_t pid = test_worker_pid(d, "echo", b % 3);
+
+                        if (pid > 0 && kill(pid, SIGKILL) == 0)
+                                kills++;
+                }
+        }
+        test_wait_results(d, N);
+        print_message("%u workers killed while %d tasks ran\n", kills, N);
+        assert_true(kills > 0);
+
+        for (size_t i = 0; i < N; i++) {
+                const TestResult *r = test_result(d, ids[i]);
+
+                assert_non_null(r);
+                if (!r->ok)
+                        fail_msg("task %zu failed: %s", i, (char *) r->data);
+                assert_int_equal(r->count, 1);
+                assert_string_equal(r->data, payloads[i]);
+        }
+        assert_counters_add_up(d, N, 0);
+
+        for (size_t i = 0; i < N; i++)
+                g_free(payloads[i]);
+        g_free(payloads);
+        g_free(ids);
+}
+
+static void test_no_retries_fails_in_flight_task(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        test_daemon_start(d, &f->bus,
+                          "[Pool fragile]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nTaskRetries=0\n", true);
+        assert_true(test_run(d, "fragile", "crash", 5, 0, NULL, NULL, &error) < 0);
+        assert_string_equal(error.name, "org.apiary.Apiary1.Error.TaskFailed");
+        /* "(core dumped)" may follow, as the machine's core_pattern has it. */
+        assert_non_null(strstr(error.message, "worker crashed 1 time running this task; last: killed by SIGABRT"));
+        sd_bus_error_free(&error);
+}
+
+static void test_async_sleep_tasks_overlap(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { N = 1000 };
+        char **payloads = g_new0(char *, N);
+        uint64_t *ids = g_new(uint64_t, N);
+        usec_t t0, t1;
+
+        test_daemon_start(d, &f->bus, pools, true);
+        test_collect_results(d);
+        for (size_t i = 0; i < N; i++)
+                payloads[i] = g_strdup("100");
+
+        t0 = now_usec(CLOCK_MONOTONIC);
+        test_submit_batch(d, "sleep", payloads, N, ids);
+        test_wait_results(d, N);
+        t1 = now_usec(CLOCK_MONOTONIC);
+        print_message("%d sleep(100ms) tasks on one worker with Concurrency=1000: %.1f ms (serial: %d ms)\n", N,
+                      (double) (t1 - t0) / USEC_PER_MSEC, N * 100);
+
+        for (size_t i = 0; i < N; i++) {
+                const TestResult *r = test_result(d, ids[i]);
+
+                assert_true(r->ok);
+                assert_string_equal(r->data, "100");
+                g_free(payloads[i]);
+        }
+        assert_counters_add_up(d, N, 0);
+        g_free(payloads);
+        g_free(ids);
+}
+
+static void test_plugin_submits_to_another_pool(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *result = NULL;
+
+        test_daemon_start(d, &f->bus, pools, true);
+        assert_int_equal(test_run(d, "control", "relay echo round trip", 21, 0, (void **) &result, NULL, &error), 0);
+        assert_string_equal(result, "relayed:round trip");
+        g_clear_pointer(&result, g_free);
+
+        /* Through two pools of different kinds, and errors come back as such. */
+        assert_int_equal(test_run(d, "control", "relay primes 1000", 17, 0, (void **) &result, NULL, &error), 0);
+        assert_string_equal(result, "relayed:168");
+        assert_true(test_run(d, "control", "relay nope x", 12, 0, NULL, NULL, &error) < 0);
+        assert_non_null(strstr(error.message, "relay failed: No pool named \"nope\""));
+        sd_bus_error_free(&error);
+}
+
+static void test_max_tasks_per_worker_recycles(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { N = 50 };
+        char **payloads = g_new0(char *, N);
+        uint64_t *ids = g_new(uint64_t, N);
+        g_autofree char *w0 = test_worker_path("recycled", 0);
+        GHashTable *pids = g_hash_table_new(g_direct_hash, g_direct_equal);
+
+        test_daemon_start(d, &f->bus,
+                          "[Pool recycled]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nMaxTasksPerWorker=10\n", true);
+        test_collect_results(d);
+        for (size_t i = 0; i < N; i++)
+                payloads[i] = g_strdup("pid");
+        test_submit_batch(d, "recycled", payloads, N, ids);
+        test_wait_results(d, N);
+
+        for (size_t i = 0; i < N; i++) {
+                const TestResult *r = test_result(d, ids[i]);
+
+                assert_true(r->ok);
+                g_hash_table_add(pids, GINT_TO_POINTER(atoi(r->data)));
+                g_free(payloads[i]);
+        }
+        /* Ten tasks per process: five processes, none of their tasks failed. */
+        assert_int_equal(g_hash_table_size(pids), 5);
+        assert_true(test_get_u32(d, w0, WORKER_IFACE, "Restarts") >= 4);
+        assert_counters_add_up(d, N, 0);
+        g_hash_table_destroy(pids);
+        g_free(payloads);
+        g_free(ids);
+}
+
+static void test_shutdown_fails_queued_tasks(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        uint64_t hang, queued;
+        const TestResult *r;
+
+        test_daemon_start(d, &f->bus,
+                          "[Pool control]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nStopTimeoutSec=100ms\n", true);
+        test_collect_results(d);
+        hang = test_submit(d, "control", "hang", 4);
+        queued = test_submit(d, "control", "later", 5);
+
+        /* Everything accepted is reported on the way down: no task is lost silently. */
+        assert_int_equal(kill(d->pid, SIGTERM), 0);
+        test_wait_results(d, 2);
+        r = test_result(d, queued);
+        assert_false(r->ok);
+        assert_string_equal(r->data, "apiaryd is stopping");
+        r = test_result(d, hang);
+        assert_false(r->ok);
+        assert_string_equal(r->data, "apiaryd is stopping");
+        assert_int_equal(test_daemon_kill_and_wait(d, 0), 0);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_run_echo_and_primes, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_10000_echo_tasks_in_batches, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_10000_echo_tasks_one_at_a_time, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_libdbus_runs_and_error_names, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_task_failure_reaches_signal_and_run, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_timeout_kills_worker, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pool_task_timeout, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_queue_full_and_cancel, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_kills_during_load_lose_nothing, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_no_retries_fails_in_flight_task, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_async_sleep_tasks_overlap, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_plugin_submits_to_another_pool, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_max_tasks_per_worker_recycles, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_shutdown_fails_queued_tasks, setup, teardown),
+        };
+
+        if (getenv("TEST_FILTER"))
+                cmocka_set_test_filter(getenv("TEST_FILTER"));
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
