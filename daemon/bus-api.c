@@ -340,6 +340,8 @@ void bus_manager_emit_changed(Manager *m) {
 void bus_pool_emit_changed(Pool *p) {
         Manager *m = p->manager;
 
+        p->ready_emitted = pool_workers_ready(p);
+        p->restarts_emitted = p->restarts;
         if (!m->bus)
                 return;
         (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "State",

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "time-util.h"
 
 static const char *arg_config = APIARY_CONFIG_FILE;
 static const char *arg_bus = NULL;
@@ -155,6 +156,8 @@ static int run(int argc, char *argv[]) {
                 return check_config(config);
 
         log_set_max_level(arg_log_level >= 0 ? arg_log_level : config->log_level);
+        /* For the restart jitter: workers of two apiaryd must not come back in lockstep either. */
+        srandom((unsigned) (now_usec(CLOCK_MONOTONIC) ^ ((usec_t) getpid() << 16)));
 
         worker_path = arg_worker_path ?: getenv("APIARY_WORKER_PATH") ?: APIARY_WORKER_PATH;
         if (access(worker_path, X_OK) < 0) {

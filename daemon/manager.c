@@ -80,8 +80,15 @@ static char *manager_format_status(Manager *m) {
                         failed++;
         }
 
-        if (m->state == MANAGER_STOPPING)
-                k = asprintf(&status, "Stopping: %u worker%s left", ready, ready == 1 ? "" : "s");
+        if (m->state == MANAGER_STOPPING) {
+                unsigned left = 0;
+
+                for (size_t i = 0; i < m->n_pools; i++)
+                        for (unsigned j = 0; j < m->pools[i]->n_workers; j++)
+                                if (worker_is_running(m->pools[i]->workers[j]))
+                                        left++;
+                k = asprintf(&status, "Stopping: %u worker%s left", left, left == 1 ? "" : "s");
+        }
         else if (failed > 0)
                 k = asprintf(&status, "%zu pool%s (%u failed), %u/%u workers ready", m->n_pools,
                              m->n_pools == 1 ? "" : "s", failed, ready, wanted);

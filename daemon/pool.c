@@ -93,7 +93,8 @@ void pool_worker_changed(Pool *p, Worker *w) {
         }
 
         pool_update_state(p);
-        bus_pool_emit_changed(p);
+        if (pool_workers_ready(p) != p->ready_emitted || p->restarts != p->restarts_emitted)
+                bus_pool_emit_changed(p);
         manager_pool_changed(p->manager, p);
 }
 
@@ -102,6 +103,14 @@ static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         int r;
 
         p->retry_source = sd_event_source_disable_unref(p->retry_source);
+        if (p->stopping) {
+                /* The last run's workers are still on their way out: look again shortly. */
+                r = sd_event_add_time_relative(p->manager->event, &p->retry_source, CLOCK_MONOTONIC,
+                                               100 * USEC_PER_MSEC, USEC_PER_MSEC, on_retry_timer, p);
+                if (r < 0)
+                        log_pool(LOG_ERR, p, "Failed to re-arm the retry timer, the pool stays failed: %s", strerror(-r));
+                return 0;
+        }
         log_pool(LOG_NOTICE, p, "Retrying the failed pool.");
         r = pool_start(p);
         if (r < 0)

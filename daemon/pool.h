@@ -34,6 +34,8 @@ typedef struct Pool {
         bool *first_outcome;            /* per slot: it has been ready or has failed at least once */
 
         uint64_t restarts;              /* worker restarts over the pool's life */
+        unsigned ready_emitted;         /* WorkersReady and Restarts as last signalled */
+        uint64_t restarts_emitted;
         char *failure_reason;           /* why the pool last went failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
         bool stopping;                  /* workers are being stopped; don't restart them */

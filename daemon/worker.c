@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "apiary/plugin.h"
 #include "bus-api.h"
 #include "bus-tasks.h"
 #include "link.h"
@@ -100,6 +101,10 @@ static int link_method_hello(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = sd_bus_message_read(msg, "u", &abi);
         if (r < 0)
                 return r;
+        if (abi != APIARY_PLUGIN_ABI_VERSION)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_NOT_SUPPORTED,
+                                         "apiary-worker speaks plugin ABI %u, apiaryd %u: install matching versions.",
+                                         abi, APIARY_PLUGIN_ABI_VERSION);
 
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r < 0)
@@ -130,6 +135,9 @@ static int link_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = sd_bus_message_read(msg, "sst", &name, &version, &when);
         if (r < 0)
                 return r;
+        if (w->state == WORKER_STOPPING)
+                /* Asked to stop while in init(): it will get SIGTERM now, as it is ready for it. */
+                return sd_bus_reply_method_return(msg, NULL);
         if (w->state != WORKER_STARTING)
                 return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "Ready() is only valid while starting.");
 
@@ -265,7 +273,9 @@ static int worker_spawn(Worker *w) {
         snprintf(arg_supervisor, sizeof(arg_supervisor), "--supervisor-pid=%i", (int) getpid());
         if (asprintf(&arg_pool, "--pool=%s", c->name) < 0)
                 return -ENOMEM;
-        char *argv[] = { (char *) "apiary-worker", arg_pool, arg_slot, arg_fd, arg_supervisor, NULL };
+        char arg_log[32];
+        snprintf(arg_log, sizeof(arg_log), "--log-level=%s", log_level_to_string(log_get_max_level()) ?: "info");
+        char *argv[] = { (char *) "apiary-worker", arg_pool, arg_slot, arg_fd, arg_supervisor, arg_log, NULL };
 
         /* dup2() onto WORKER_BUS_FD clears O_CLOEXEC in the child, unless the fd already is that
          * number, where dup2() does nothing: move it out of the way first. */
@@ -297,7 +307,8 @@ static int worker_spawn(Worker *w) {
         (void) posix_spawnattr_setsigmask(&attr, &mask);
         sigfillset(&mask);
         (void) posix_spawnattr_setsigdefault(&attr, &mask);
-        (void) posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        /* A session of its own: a terminal's Ctrl-C is for apiaryd, which stops workers in order. */
+        (void) posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
 
         r = posix_spawn(&pid, m->worker_path, &actions, &attr, argv, m->worker_env);
         posix_spawn_file_actions_destroy(&actions);
@@ -355,6 +366,7 @@ int worker_start(Worker *w) {
                 free(w->last_exit);
                 w->last_exit = strdup("failed to spawn apiary-worker");
                 w->state = WORKER_DEAD;
+                bus_worker_emit_changed(w);
                 pool_fail(w->pool, "failed to spawn apiary-worker");
                 return r;
         }
@@ -496,6 +508,7 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         /* A plugin that cannot be loaded will not load on the next try either. */
         if (si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_LOAD) {
                 w->state = WORKER_DEAD;
+                bus_worker_emit_changed(w);
                 pool_fail(p, w->last_exit ?: "plugin failed to load");
                 return 0;
         }
@@ -514,6 +527,7 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                              strempty(w->last_exit)) < 0)
                         why = NULL;
                 w->state = WORKER_DEAD;
+                bus_worker_emit_changed(w);
                 pool_fail(p, why ?: "start limit hit");
                 return 0;
         }

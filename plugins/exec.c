@@ -68,7 +68,7 @@ typedef struct Exec {
 /*
  * One child and, until it is completed, its task. The task may end before the child does (time
  * limit, too much output): the ExecRun then lives on, with its pipes closed, until the pidfd
- * says the SIGKILLed child has exited and it is reaped.
+ * (or, without pidfds, the exit poll) says the SIGKILLed child has exited, and it is reaped.
  *
  * The child is not reaped when it exits, only after its pipes reached EOF: the zombie keeps its
  * PID, which is also the ID of the process group it leads, from being reused, so that killing
@@ -91,7 +91,9 @@ struct ExecRun {
         size_t payload_written;
 
         int stdin_fd, stdout_fd, stderr_fd;
-        apiary_source *stdin_source, *stdout_source, *stderr_source, *exit_source, *timer_source;
+        apiary_source *stdin_source, *stdout_source, *stderr_source;
+        apiary_source *exit_source;     /* the pidfd's watch, or the exit poll's timer */
+        apiary_source *timer_source;    /* TimeoutSec= */
 
         uint8_t *out;
         size_t out_size, out_allocated;
@@ -440,7 +442,7 @@ static void exec_run_free(ExecRun *run) {
 /*
  * Fails the task now, kills the child and its group, and lets go of the pipes: whatever else still
  * holds them (a grandchild that escaped the group) no longer keeps the task waiting. The child
- * is reaped when the pidfd says it has exited, or now if it already has.
+ * is reaped once it is seen to have exited, right now if it already has.
  */
 static APIARY_PRINTF(2, 3) void exec_run_abort(ExecRun *run, const char *format, ...) {
         const struct apiary_host *host = run->exec->host;

@@ -267,9 +267,17 @@ void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool
                 g_autofree char *arg_bus = g_strdup_printf("--bus=%s", b->address);
                 g_autofree char *arg_worker = g_strdup_printf("--worker-path=%s", worker);
 
+                const char *wrapper = getenv("APIARY_TEST_WRAPPER");
+
                 setenv("NOTIFY_SOCKET", notify_path, 1);
                 unsetenv("JOURNAL_STREAM");
-                execl(apiaryd, "apiaryd", arg_config, arg_bus, arg_worker, "--log-level=debug", (char *) NULL);
+                if (wrapper && wrapper[0]) {
+                        /* e.g. "valgrind --error-exitcode=99 --leak-check=full": apiaryd under a checker. */
+                        g_autofree char *cmd = g_strdup_printf("exec %s %s %s %s %s --log-level=debug", wrapper, apiaryd,
+                                                               arg_config, arg_bus, arg_worker);
+                        execl("/bin/sh", "sh", "-c", cmd, (char *) NULL);
+                } else
+                        execl(apiaryd, "apiaryd", arg_config, arg_bus, arg_worker, "--log-level=debug", (char *) NULL);
                 _exit(127);
         }
         d->pid = pid;

@@ -47,12 +47,13 @@ static void context_done(Context *c) {
 }
 
 static int parse_argv(Context *c, int argc, char *argv[]) {
-        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID };
+        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL };
         static const struct option options[] = {
                 { "bus-fd", required_argument, NULL, ARG_BUS_FD },
                 { "pool", required_argument, NULL, ARG_POOL },
                 { "slot", required_argument, NULL, ARG_SLOT },
                 { "supervisor-pid", required_argument, NULL, ARG_SUPERVISOR_PID },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 {}
         };
         int opt;
@@ -79,6 +80,16 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                         else
                                 c->supervisor = (pid_t) v;
                         break;
+                case ARG_LOG_LEVEL: {
+                        int level = log_level_from_string(optarg);
+
+                        if (level < 0) {
+                                fprintf(stderr, "apiary-worker: invalid log level \"%s\".\n", optarg);
+                                return -EINVAL;
+                        }
+                        log_set_max_level(level);
+                        break;
+                }
                 case ARG_POOL:
                         free(c->pool);
                         c->pool = strdup(optarg);
@@ -124,6 +135,10 @@ static void connect_output(const Context *c) {
         (void) dup2(fd, STDERR_FILENO);
         if (fd > STDERR_FILENO)
                 safe_close(fd);
+}
+
+static int on_link_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return sd_event_exit(sd_bus_get_event(sd_bus_message_get_bus(m)), WORKER_EXIT_LINK);
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -253,7 +268,11 @@ static int run(int argc, char *argv[]) {
                 log_error_errno(r, "Failed to connect to apiaryd: %m");
                 return WORKER_EXIT_LINK;
         }
-        (void) sd_bus_set_exit_on_disconnect(c.bus, true);
+        /* apiaryd gone (it should have killed us first): exit with WORKER_EXIT_LINK. */
+        r = sd_bus_match_signal(c.bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
+                                "Disconnected", on_link_disconnected, NULL);
+        if (r < 0)
+                return WORKER_EXIT_LINK;
 
         r = call_hello(&c, &path, &keys, &values, &n);
         if (r < 0) {
