@@ -316,10 +316,25 @@ int test_daemon_kill_and_wait(TestDaemon *d, int sig) {
         return d->exit_status;
 }
 
-void test_daemon_stop(TestDaemon *d) {
+int test_daemon_stop(TestDaemon *d) {
+        int result = 0;
+
+        /* A clean stop, so that apiaryd's own exit checks run (valgrind's and LeakSanitizer's
+         * among them), then SIGKILL if it does not come. */
         if (d->pid > 0) {
-                kill(d->pid, SIGKILL);
-                (void) waitpid(d->pid, NULL, 0);
+                int status = 0;
+
+                kill(d->pid, SIGTERM);
+                if (!pidfd_wait(d->pidfd, TEST_TIMEOUT_USEC)) {
+                        fprintf(stderr, "apiaryd did not stop within the test timeout, killing it\n");
+                        kill(d->pid, SIGKILL);
+                        result = -1;
+                }
+                (void) waitpid(d->pid, &status, 0);
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                        fprintf(stderr, "apiaryd exited uncleanly on SIGTERM (wait status 0x%x)\n", status);
+                        result = -1;
+                }
         }
         if (d->pidfd >= 0)
                 close(d->pidfd);
@@ -337,6 +352,7 @@ void test_daemon_stop(TestDaemon *d) {
         /* Reap whatever orphans came to us. */
         while (waitpid(-1, NULL, WNOHANG) > 0)
                 ;
+        return result;
 }
 
 /* ---- the API ---- */

@@ -53,8 +53,9 @@ void test_bus_stop(TestBus *b);
 void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready);
 /* Sends SIG and waits (bounded) for apiaryd to exit; returns d->exit_status. */
 int test_daemon_kill_and_wait(TestDaemon *d, int sig);
-/* Tears everything down, whatever state the test left it in. */
-void test_daemon_stop(TestDaemon *d);
+/* Tears everything down, whatever state the test left it in. A running apiaryd gets SIGTERM and
+ * must exit 0: returns -1 if it did not (a leak or error under APIARY_TEST_WRAPPER, say). */
+int test_daemon_stop(TestDaemon *d);
 
 /* Waits for a notify message that contains the line LINE (e.g. "READY=1"); returns it. */
 const char *test_daemon_wait_notify(TestDaemon *d, const char *prefix, usec_t timeout);

@@ -39,10 +39,11 @@ static int setup(void **state) {
 static int teardown(void **state) {
         Fixture *f = *state;
 
-        test_daemon_stop(&f->daemon);
+        int r = test_daemon_stop(&f->daemon);
+
         test_bus_stop(&f->bus);
         g_free(f);
-        return 0;
+        return r;
 }
 
 static const char *const two_pools =
