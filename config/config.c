@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -462,6 +464,73 @@ static int config_parse_log_level(const char *value, void *base, size_t offset) 
         return 0;
 }
 
+/* A list of users or groups: names resolved now (an unknown one is an error), or numbers. An
+ * empty value empties the list, so a drop-in can take back what the main file granted. */
+static int parse_id_list(const char *value, bool groups, IdList *ret) {
+        g_auto(GStrv) words = g_strsplit_set(value, " \t", -1);
+        IdList l = {};
+
+        for (size_t i = 0; words[i]; i++) {
+                unsigned id;
+
+                if (words[i][0] == '\0')
+                        continue;
+                if (parse_unsigned(words[i], &id) < 0) {
+                        if (groups) {
+                                struct group *gr = getgrnam(words[i]);
+                                if (!gr) {
+                                        free(l.ids);
+                                        return -ENOENT;
+                                }
+                                id = (unsigned) gr->gr_gid;
+                        } else {
+                                struct passwd *pw = getpwnam(words[i]);
+                                if (!pw) {
+                                        free(l.ids);
+                                        return -ENOENT;
+                                }
+                                id = (unsigned) pw->pw_uid;
+                        }
+                }
+                unsigned *ids = reallocarray(l.ids, l.n + 1, sizeof(unsigned));
+                if (!ids) {
+                        free(l.ids);
+                        return -ENOMEM;
+                }
+                l.ids = ids;
+                l.ids[l.n++] = id;
+        }
+        *ret = l;
+        return 0;
+}
+
+static int config_parse_id_list(const char *value, void *base, size_t offset, bool groups) {
+        IdList *field = FIELD(base, offset, IdList), l;
+        int r;
+
+        r = parse_id_list(value, groups, &l);
+        if (r < 0)
+                return r;
+        free(field->ids);
+        *field = l;
+        return 0;
+}
+
+static int config_parse_users(const char *value, void *base, size_t offset) {
+        return config_parse_id_list(value, base, offset, false);
+}
+
+static int config_parse_groups(const char *value, void *base, size_t offset) {
+        return config_parse_id_list(value, base, offset, true);
+}
+
+bool id_list_contains(const IdList *l, unsigned id) {
+        for (size_t i = 0; i < l->n; i++)
+                if (l->ids[i] == id)
+                        return true;
+        return false;
+}
+
 /* A file name looked up in PluginDirectory=, or an absolute path. */
 static int config_parse_plugin(const char *value, void *base, size_t offset) {
         if (value[0] != '/' &&
@@ -540,6 +609,14 @@ static const ConfigKey apiary_keys[] = {
           "\"system\", \"session\" or a D-Bus address such as unix:path=/run/bus" },
         { "LogLevel", config_parse_log_level, offsetof(Config, log_level),
           "a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7" },
+        { "SubmitUsers", config_parse_users, offsetof(Config, submit_users),
+          "user names or numeric UIDs, separated by spaces" },
+        { "SubmitGroups", config_parse_groups, offsetof(Config, submit_groups),
+          "group names or numeric GIDs, separated by spaces" },
+        { "ControlUsers", config_parse_users, offsetof(Config, control_users),
+          "user names or numeric UIDs, separated by spaces" },
+        { "ControlGroups", config_parse_groups, offsetof(Config, control_groups),
+          "group names or numeric GIDs, separated by spaces" },
 };
 
 /* To add a key: a field in PoolConfig, its default in pool_config_new(), a line here, a check in
@@ -959,6 +1036,10 @@ Config *config_free(Config *c) {
         free(c->bus_address);
         free(c->plugin_directory);
         free(c->path);
+        free(c->submit_users.ids);
+        free(c->submit_groups.ids);
+        free(c->control_users.ids);
+        free(c->control_groups.ids);
         free(c);
         return NULL;
 }

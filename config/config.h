@@ -39,6 +39,13 @@ typedef enum BusKind {
         _BUS_KIND_INVALID = -EINVAL,
 } BusKind;
 
+typedef struct IdList {
+        unsigned *ids;
+        size_t n;
+} IdList;
+
+bool id_list_contains(const IdList *l, unsigned id);
+
 typedef struct PoolConfig {
         char *name;                     /* NAME of [Pool NAME] */
         char *plugin;                   /* Plugin= as written */
@@ -74,6 +81,11 @@ typedef struct Config {
         BusKind bus;                    /* Bus=, default system */
         char *bus_address;              /* for BUS_KIND_ADDRESS */
         int log_level;                  /* LogLevel=, syslog priority, default LOG_INFO */
+
+        /* Who may call Submit/Run (Submit*) and the control methods (Control*), besides root and
+         * apiaryd's own user: SubmitUsers=, SubmitGroups=, ControlUsers=, ControlGroups=, lists of
+         * names or numbers, resolved when loaded. */
+        IdList submit_users, submit_groups, control_users, control_groups;
 
         PoolConfig **pools;             /* in order of first appearance */
         size_t n_pools;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "bus-api.h"
 #include "bus-tasks.h"
 #include "log.h"
@@ -92,6 +93,10 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, sd_bus_error *
         Task *t;
         int r;
 
+        r = auth_check(mgr, m, ACCESS_SUBMIT, error);
+        if (r < 0)
+                return r;
+
         r = sd_bus_message_read(m, "s", &name);
         if (r < 0)
                 return r;
@@ -142,6 +147,9 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
         Pool *p;
         int r;
 
+        r = auth_check(mgr, m, ACCESS_SUBMIT, error);
+        if (r < 0)
+                return r;
         r = sd_bus_message_read(m, "s", &name);
         if (r < 0)
                 return r;
@@ -200,6 +208,9 @@ int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Task *t;
         int r;
 
+        r = auth_check(mgr, m, ACCESS_SUBMIT, error);
+        if (r < 0)
+                return r;
         r = sd_bus_message_read(m, "t", &id);
         if (r < 0)
                 return r;

@@ -7,6 +7,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "build-config.h"
 #include "bus-api.h"
 #include "log.h"
@@ -231,6 +232,9 @@ int manager_connect_bus(Manager *m) {
         r = bus_api_register(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to register bus objects: %m");
+        r = auth_setup(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch for callers leaving the bus: %m");
 
         r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
                                       "Disconnected", on_bus_disconnected, NULL, m);
@@ -335,6 +339,7 @@ Manager *manager_free(Manager *m) {
                 pool_free(m->pools[i]);
         free(m->pools);
         m->status_source = sd_event_source_disable_unref(m->status_source);
+        auth_done(m);
         m->bus = sd_bus_flush_close_unref(m->bus);
         m->event = sd_event_unref(m->event);
         config_free(m->config);

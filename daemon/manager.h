@@ -34,6 +34,7 @@ typedef struct Manager {
         size_t n_pools;
 
         GHashTable *tasks;              /* uint64_t id → Task, every task not yet finished */
+        GHashTable *callers;            /* unique bus name → credentials (auth.c) */
         uint64_t next_task_id;
         uint64_t n_submitted, n_running, n_done, n_failed, n_queued;
 

@@ -39,9 +39,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
         Fixture *f = *state;
+        int r;
 
-        int r = test_daemon_stop(&f->daemon);
-
+        /* Non-zero unless apiaryd stopped cleanly on SIGTERM. */
+        r = test_daemon_stop(&f->daemon);
         test_bus_stop(&f->bus);
         g_free(f);
         return r;
@@ -284,7 +285,7 @@ static void test_max_output(void **state) {
         assert_string_equal(r.error_message, "output exceeded MaxOutput=1024 bytes");
         run_result_clear(&r);
 
-        test_daemon_stop(&f->daemon);
+        assert_int_equal(test_daemon_stop(&f->daemon), 0);
 
         /* Exactly MaxOutput= bytes is fine. */
         run_one(f, "Command=/usr/bin/head -c 1024 /dev/zero\nMaxOutput=1K\n", NULL, 0, &r);
@@ -407,7 +408,7 @@ static void test_child_environment(void **state) {
         run_one(f, "Command=/bin/sh -c \"ls /proc/$$/fd\"\n", NULL, 0, &r);
         assert_result(&r, "0\n1\n2\n", 6);
         run_result_clear(&r);
-        test_daemon_stop(&f->daemon);
+        assert_int_equal(test_daemon_stop(&f->daemon), 0);
 
         /* Nothing blocked and nothing ignored, though the worker blocks some and ignores SIGPIPE. */
         run_one(f, "Command=/bin/grep -E \"^(SigBlk|SigIgn)\" /proc/self/status\n", NULL, 0, &r);
@@ -609,7 +610,10 @@ static pid_t start_sleeps(TestDaemon *d, pid_t not_this_worker, unsigned n_send,
 static void test_worker_exit_kills_children(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
-        g_autofree char *config = exec_config("x", "Kind=io\nWorkers=1\nRestartSec=1ms\nTaskRetries=5\n",
+        /* StopTimeoutSec=: the teardown finds three commands running, which apiaryd waits for. */
+        g_autofree char *config = exec_config("x",
+                                              "Kind=io\nWorkers=1\nRestartSec=1ms\nTaskRetries=5\n"
+                                              "StopTimeoutSec=300ms\n",
                                               "Command=/bin/sleep 30\n");
         pid_t worker;
 

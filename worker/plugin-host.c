@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <dlfcn.h>
+#include <glib.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 struct apiary_task {
         PluginHost *host;
+        struct apiary_task *pending_next, *pending_prev;      /* in host->pending while pending */
         sd_bus_message *call;           /* the Worker1.Run call; the payload points into it */
         const void *payload;
         size_t payload_size;
@@ -29,8 +31,7 @@ struct apiary_source {
         apiary_io_fn io;
         apiary_timer_fn timer;
         void *userdata;
-        bool firing;                    /* inside the timer's callback */
-        bool freed;                     /* source_free() was called while firing */
+        bool firing;                    /* inside the timer's callback, which frees it afterwards */
 };
 
 typedef struct SubmitRequest {
@@ -102,6 +103,16 @@ static const void *host_task_payload(apiary_task *task, size_t *ret_size) {
         return task->payload;
 }
 
+static void pending_unlink(PluginHost *h, apiary_task *task) {
+        if (task->pending_prev)
+                task->pending_prev->pending_next = task->pending_next;
+        else
+                h->pending = task->pending_next;
+        if (task->pending_next)
+                task->pending_next->pending_prev = task->pending_prev;
+        task->pending_next = task->pending_prev = NULL;
+}
+
 static void task_free(apiary_task *task) {
         sd_bus_message_unref(task->call);
         free(task);
@@ -125,9 +136,12 @@ static int task_complete(apiary_task *task, bool ok, const void *data, size_t si
                         r = sd_bus_message_append_array(reply, 'y', data, size);
                 if (r >= 0)
                         r = sd_bus_send(NULL, reply, NULL);
-        } else
-                r = sd_bus_reply_method_errorf(task->call, WORKER_ERROR_TASK_FAILED, "%.*s", (int) size,
-                                               (const char *) data);
+        } else {
+                /* D-Bus strings must be UTF-8: a plugin's raw bytes are mended, not refused. */
+                g_autofree char *text = g_utf8_make_valid(data, (gssize) size);
+
+                r = sd_bus_reply_method_errorf(task->call, WORKER_ERROR_TASK_FAILED, "%s", text);
+        }
         if (r < 0)
                 /* The link is gone or the result is too big for a message: apiaryd learns of the
                  * first when we exit, and of the second from this error. */
@@ -135,8 +149,10 @@ static int task_complete(apiary_task *task, bool ok, const void *data, size_t si
                                                   "could not send the result: %s", strerror(-r));
 
         task->done = true;
-        if (task->pending)
+        if (task->pending) {
+                pending_unlink(h, task);
                 h->n_pending--;
+        }
         if (!task->in_run)
                 task_free(task);
         return 0;
@@ -188,6 +204,10 @@ int plugin_host_run(PluginHost *h, sd_bus_message *call) {
         }
         if (r == APIARY_TASK_PENDING) {
                 task->pending = true;
+                task->pending_next = h->pending;
+                if (h->pending)
+                        h->pending->pending_prev = task;
+                h->pending = task;
                 h->n_pending++;
                 return 1;
         }
@@ -286,11 +306,8 @@ static int host_timer_add(const struct apiary_host *host, uint64_t usec, apiary_
 static void host_source_free(apiary_source *src) {
         if (!src)
                 return;
-        if (src->firing) {
-                /* source_timer_cb() drops it once the callback returns. */
-                src->freed = true;
-                return;
-        }
+        if (src->firing)
+                return;         /* source_timer_cb() drops it once the callback returns */
         sd_event_source_disable_unref(src->source);
 }
 
@@ -462,6 +479,14 @@ int plugin_host_start(PluginHost *h) {
 void plugin_host_deinit(PluginHost *h) {
         if (h->initialized && h->plugin->fini)
                 h->plugin->fini(h->state);
+
+        /* Tasks still pending go unanswered: apiaryd sees the worker exit and re-queues them. */
+        while (h->pending) {
+                apiary_task *t = h->pending;
+
+                pending_unlink(h, t);
+                task_free(t);
+        }
         h->initialized = false;
         h->plugin = NULL;
         /* The object stays mapped: sources or callbacks the plugin left behind may still point

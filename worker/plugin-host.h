@@ -29,7 +29,8 @@ typedef struct PluginHost {
 
         sd_event *event;                /* the worker's loop, for io_add()/timer_add() */
         sd_bus *link;                   /* the link to apiaryd, for replies and submit() */
-        unsigned n_pending;             /* asynchronous tasks not completed yet */
+        struct apiary_task *pending;    /* asynchronous tasks not completed yet */
+        unsigned n_pending;
 
         char *error;                    /* last set_error() message, or a load failure */
 } PluginHost;
