@@ -13,6 +13,7 @@
 #include <string.h>
 #include <inttypes.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -87,6 +88,8 @@ void test_bus_start(TestBus *b) {
 
         b->dir = g_strdup("/tmp/apiary-test-bus-XXXXXX");
         assert_non_null(g_mkdtemp(b->dir));
+        /* Clients of other users (authorization tests) must reach the socket. */
+        assert_int_equal(chmod(b->dir, 0755), 0);
         conf_path = g_strdup_printf("%s/bus.conf", b->dir);
         conf = g_strdup_printf(
                 "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
@@ -673,4 +676,35 @@ const TestResult *test_result(TestDaemon *d, uint64_t id) {
 
 uint64_t test_get_manager_u64(TestDaemon *d, const char *property) {
         return test_get_u64(d, "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager", property);
+}
+
+int test_client(const TestBus *b, unsigned uid, char **ret_output, const char *const *args) {
+        GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *out = NULL, *err = NULL;
+        g_autoptr(GError) e = NULL;
+        int status = 0;
+
+        if (uid != 0) {
+                g_ptr_array_add(argv, g_strdup("setpriv"));
+                g_ptr_array_add(argv, g_strdup_printf("--reuid=%u", uid));
+                g_ptr_array_add(argv, g_strdup_printf("--regid=%u", uid));
+                g_ptr_array_add(argv, g_strdup("--clear-groups"));
+        }
+        /* Debian's interpreter, which has python3-dbus (not whatever python3 is first on PATH). */
+        g_ptr_array_add(argv, g_strdup("/usr/bin/python3"));
+        g_ptr_array_add(argv, g_strdup(env_or_fail("APIARY_TEST_CLIENT")));
+        g_ptr_array_add(argv, g_strdup(b->address));
+        for (size_t i = 0; args[i]; i++)
+                g_ptr_array_add(argv, g_strdup(args[i]));
+        g_ptr_array_add(argv, NULL);
+
+        if (!g_spawn_sync(NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, &e))
+                fail_msg("cannot run the python3-dbus client: %s", e->message);
+        g_ptr_array_free(argv, true);
+        if (err && err[0])
+                fprintf(stderr, "client.py: %s", err);
+        g_strchomp(out);
+        if (ret_output)
+                *ret_output = g_steal_pointer(&out);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }

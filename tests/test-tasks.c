@@ -640,6 +640,38 @@ static void test_shutdown_fails_queued_tasks(void **state) {
         assert_int_equal(test_daemon_kill_and_wait(d, 0), 0);
 }
 
+static void test_authorization(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *out = NULL;
+
+        test_daemon_start(d, &f->bus,
+                          "[Apiary]\nSubmitUsers=daemon\nSubmitGroups=bin\n"
+                          "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n", true);
+
+        /* root may; a stranger may not, on a private bus too, and reading stays open to all. */
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "run", "echo", "as root", NULL }), 0);
+        assert_string_equal(out, "as root");
+        g_clear_pointer(&out, g_free);
+
+        assert_int_equal(test_client(&f->bus, 65534, &out, (const char *[]) { "run", "echo", "x", NULL }), 1);
+        assert_string_equal(out, "org.freedesktop.DBus.Error.AccessDenied: User 65534 may not call Run(): not root and "
+                                 "not in SubmitUsers= or SubmitGroups=.");
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client(&f->bus, 65534, &out, (const char *[]) { "submit", "echo", "x", NULL }), 1);
+        assert_non_null(strstr(out, "org.freedesktop.DBus.Error.AccessDenied"));
+        g_clear_pointer(&out, g_free);
+
+        /* A user listed in SubmitUsers= may (daemon, UID 1), and so may a member of a group in
+         * SubmitGroups= (bin, GID 2; the client runs with --regid=2). */
+        assert_int_equal(test_client(&f->bus, 1, &out, (const char *[]) { "run", "echo", "listed", NULL }), 0);
+        assert_string_equal(out, "listed");
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client(&f->bus, 2, &out, (const char *[]) { "run", "echo", "by group", NULL }), 0);
+        assert_string_equal(out, "by group");
+        assert_counters_add_up(d, 3, 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_run_echo_and_primes, setup, teardown),
@@ -656,6 +688,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_plugin_submits_to_another_pool, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_max_tasks_per_worker_recycles, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_shutdown_fails_queued_tasks, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_authorization, setup, teardown),
         };
 
         if (getenv("TEST_FILTER"))
