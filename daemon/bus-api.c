@@ -6,6 +6,7 @@
 
 #include "build-config.h"
 #include "bus-api.h"
+#include "bus-control.h"
 #include "bus-tasks.h"
 #include "log.h"
 #include "macro.h"
@@ -144,7 +145,7 @@ static int property_get_pool_counts(sd_bus *bus, const char *path, const char *i
         Pool *p = userdata;
 
         if (streq(property, "WorkersWanted"))
-                return sd_bus_message_append(reply, "u", p->n_workers);
+                return sd_bus_message_append(reply, "u", p->n_wanted);
         if (streq(property, "WorkersReady"))
                 return sd_bus_message_append(reply, "u", pool_workers_ready(p));
         return -EINVAL;
@@ -180,6 +181,13 @@ static int property_get_pool_concurrency(sd_bus *bus, const char *path, const ch
         return sd_bus_message_append(reply, "u", p->config->concurrency);
 }
 
+static int property_get_pool_paused(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "b", (int) p->paused);
+}
+
 static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -187,8 +195,9 @@ static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_PROPERTY("Kind", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("State", "s", property_get_pool_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("FailureReason", "s", property_get_pool_failure, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Workers", "ao", property_get_pool_workers, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("WorkersWanted", "u", property_get_pool_counts, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Workers", "ao", property_get_pool_workers, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("WorkersWanted", "u", property_get_pool_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Paused", "b", property_get_pool_paused, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("WorkersReady", "u", property_get_pool_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Restarts", "t", NULL, offsetof(Pool, restarts), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("TasksSubmitted", "t", NULL, offsetof(Pool, n_submitted), 0),
@@ -198,6 +207,13 @@ static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Pool, n_failed), 0),
         SD_BUS_PROPERTY("QueueLimit", "u", property_get_pool_queue_limit, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Concurrency", "u", property_get_pool_concurrency, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD("Start", NULL, NULL, bus_pool_method_start, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Stop", NULL, NULL, bus_pool_method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Pause", NULL, NULL, bus_pool_method_pause, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Resume", NULL, NULL, bus_pool_method_resume, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Restart", NULL, NULL, bus_pool_method_restart, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Scale", SD_BUS_ARGS("u", workers), SD_BUS_NO_RESULT, bus_pool_method_scale,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 
@@ -272,6 +288,9 @@ static const sd_bus_vtable worker_vtable[] = {
         SD_BUS_PROPERTY("Restarts", "u", NULL, offsetof(Worker, restarts), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("StartedAt", "t", NULL, offsetof(Worker, started_at), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastExit", "s", property_get_worker_last_exit, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD("Restart", NULL, NULL, bus_worker_method_restart, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, bus_worker_method_kill,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

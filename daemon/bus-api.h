@@ -22,6 +22,9 @@
 #define APIARY_ERROR_INVALID_OPTION "org.apiary.Apiary1.Error.InvalidOption"
 #define APIARY_ERROR_TASK_FAILED "org.apiary.Apiary1.Error.TaskFailed"
 #define APIARY_ERROR_STOPPING "org.apiary.Apiary1.Error.Stopping"
+#define APIARY_ERROR_POOL_STOPPED "org.apiary.Apiary1.Error.PoolStopped"
+#define APIARY_ERROR_BUSY "org.apiary.Apiary1.Error.Busy"
+#define APIARY_ERROR_NOT_RUNNING "org.apiary.Apiary1.Error.NotRunning"
 
 int bus_api_register(Manager *m);
 

@@ -72,8 +72,9 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, Pool **ret, s
         if (p->state == POOL_FAILED)
                 return sd_bus_error_setf(error, APIARY_ERROR_POOL_FAILED, "Pool \"%s\" has failed: %s", name,
                                          strempty(p->failure_reason));
-        if (p->state == POOL_STOPPED)
-                return sd_bus_error_setf(error, APIARY_ERROR_POOL_FAILED, "Pool \"%s\" is stopped.", name);
+        if (p->state == POOL_STOPPED || p->stopping)
+                return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED, "Pool \"%s\" is %s.", name,
+                                         p->stopping ? "stopping" : "stopped");
         if (pool_queue_room(p) < n)
                 return sd_bus_error_setf(error, APIARY_ERROR_QUEUE_FULL,
                                          "Pool \"%s\" has room for %u more task%s (QueueLimit=%u), %u asked.",

@@ -83,7 +83,7 @@ static Worker *pool_pick_worker(Pool *p) {
 }
 
 void pool_dispatch(Pool *p) {
-        if (p->manager->state == MANAGER_STOPPING)
+        if (p->manager->state == MANAGER_STOPPING || p->paused)
                 return;
 
         while (p->queue.length > 0) {

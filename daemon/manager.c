@@ -75,7 +75,7 @@ static char *manager_format_status(Manager *m) {
         int k;
 
         for (size_t i = 0; i < m->n_pools; i++) {
-                wanted += m->pools[i]->n_workers;
+                wanted += m->pools[i]->n_wanted;
                 ready += pool_workers_ready(m->pools[i]);
                 if (m->pools[i]->state == POOL_FAILED)
                         failed++;

@@ -9,6 +9,7 @@
 #include "macro.h"
 #include "manager.h"
 #include "pool.h"
+#include "time-util.h"
 
 static const char *const pool_state_table[_POOL_STATE_MAX] = {
         [POOL_STARTING] = "starting",
@@ -61,20 +62,24 @@ static void pool_set_state(Pool *p, PoolState state) {
         manager_pool_changed(p->manager, p);
 }
 
+bool pool_is_active(const Pool *p) {
+        return !IN_SET(p->state, POOL_FAILED, POOL_STOPPED) && !p->stopping;
+}
+
 /* Derives starting/running/degraded from the slots; failed and stopped are left by hand only. */
 static void pool_update_state(Pool *p) {
         bool all_settled = true;
         unsigned ready;
 
-        if (IN_SET(p->state, POOL_FAILED, POOL_STOPPED) || p->stopping)
+        if (!pool_is_active(p))
                 return;
 
-        for (unsigned i = 0; i < p->n_workers; i++)
+        for (unsigned i = 0; i < p->n_wanted; i++)
                 if (!p->first_outcome[i])
                         all_settled = false;
 
         ready = pool_workers_ready(p);
-        if (ready == p->n_workers)
+        if (ready >= p->n_wanted)
                 pool_set_state(p, POOL_RUNNING);
         else if (!all_settled && p->state == POOL_STARTING)
                 ; /* still coming up */
@@ -82,9 +87,45 @@ static void pool_update_state(Pool *p) {
                 pool_set_state(p, POOL_DEGRADED);
 }
 
+/* Frees the slots above n_wanted once their workers are gone, highest first. */
+static void pool_trim(Pool *p) {
+        Manager *m = p->manager;
+
+        while (p->n_workers > p->n_wanted) {
+                Worker *w = p->workers[p->n_workers - 1];
+
+                if (w->state != WORKER_DEAD || worker_is_running(w) || w->revive)
+                        return;
+                if (m->bus)
+                        (void) sd_bus_emit_object_removed(m->bus, w->object_path);
+                worker_free(w);
+                p->workers[--p->n_workers] = NULL;
+                if (m->bus)
+                        (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "Workers",
+                                                              NULL);
+        }
+}
+
+static void pool_roll_next(Pool *p);
+
 void pool_worker_changed(Pool *p, Worker *w) {
         if (!IN_SET(w->state, WORKER_STARTING, WORKER_STOPPING))
                 p->first_outcome[w->slot] = true;
+
+        if (w->revive && w->state == WORKER_DEAD && !worker_is_running(w)) {
+                w->revive = false;
+                if (pool_is_active(p) && w->slot < p->n_wanted) {
+                        worker_reset(w);
+                        (void) worker_start(w);
+                        return;
+                }
+        }
+
+        if (p->rolling && w->slot == p->rolling_slot && IN_SET(w->state, WORKER_READY, WORKER_BUSY) &&
+            w->spawned_mono >= p->rolling_began) {
+                p->rolling_slot++;
+                pool_roll_next(p);
+        }
 
         if (p->stopping && pool_is_idle(p)) {
                 p->stopping = false;
@@ -92,10 +133,108 @@ void pool_worker_changed(Pool *p, Worker *w) {
                         pool_set_state(p, POOL_STOPPED);
         }
 
+        pool_trim(p);
         pool_update_state(p);
         if (pool_workers_ready(p) != p->ready_emitted || p->restarts != p->restarts_emitted)
                 bus_pool_emit_changed(p);
         manager_pool_changed(p->manager, p);
+}
+
+/* Replaces the worker of p->rolling_slot, or ends the roll after the last slot. */
+static void pool_roll_next(Pool *p) {
+        while (p->rolling && p->rolling_slot < p->n_wanted) {
+                Worker *w = p->workers[p->rolling_slot];
+
+                if (!pool_is_active(p))
+                        break;
+                if (worker_restart(w) >= 0)
+                        return;         /* pool_worker_changed() moves on once it is ready */
+                p->rolling_slot++;
+        }
+        if (p->rolling)
+                log_pool(LOG_INFO, p, "Rolling restart done.");
+        p->rolling = false;
+}
+
+void pool_restart(Pool *p) {
+        log_pool(LOG_INFO, p, "Rolling restart of %u worker%s.", p->n_wanted, p->n_wanted == 1 ? "" : "s");
+        p->rolling = true;
+        p->rolling_slot = 0;
+        p->rolling_began = now_usec(CLOCK_MONOTONIC);
+        pool_roll_next(p);
+}
+
+void pool_set_paused(Pool *p, bool paused) {
+        Manager *m = p->manager;
+
+        if (p->paused == paused)
+                return;
+        p->paused = paused;
+        log_pool(LOG_NOTICE, p, "Dispatch %s.", paused ? "paused" : "resumed");
+        if (m->bus)
+                (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "Paused", NULL);
+        if (!paused)
+                pool_dispatch(p);
+}
+
+int pool_scale(Pool *p, unsigned n) {
+        Manager *m = p->manager;
+        unsigned old = p->n_wanted;
+        int r;
+
+        if (n == p->n_wanted)
+                return 0;
+        log_pool(LOG_NOTICE, p, "Scaling from %u to %u worker%s.", old, n, n == 1 ? "" : "s");
+
+        if (n > p->n_workers) {
+                Worker **workers = reallocarray(p->workers, n, sizeof(Worker *));
+                bool *outcome;
+
+                if (!workers)
+                        return -ENOMEM;
+                p->workers = workers;
+                outcome = reallocarray(p->first_outcome, n, sizeof(bool));
+                if (!outcome)
+                        return -ENOMEM;
+                p->first_outcome = outcome;
+                for (unsigned i = p->n_workers; i < n; i++) {
+                        r = worker_new(&p->workers[i], p, i);
+                        if (r < 0)
+                                return r;
+                        p->first_outcome[i] = false;
+                        p->n_workers++;
+                        if (m->bus)
+                                (void) sd_bus_emit_object_added(m->bus, p->workers[i]->object_path);
+                }
+        }
+        p->n_wanted = n;
+
+        /* Slots below N run (a slot on its way out is revived once gone), slots from N go. */
+        for (unsigned i = 0; i < p->n_workers; i++) {
+                Worker *w = p->workers[i];
+
+                if (i < n) {
+                        if (!pool_is_active(p))
+                                continue;
+                        if (w->state == WORKER_STOPPING)
+                                w->revive = true;
+                        else if (w->state == WORKER_DEAD && !worker_is_running(w)) {
+                                worker_reset(w);
+                                (void) worker_start(w);
+                        }
+                } else {
+                        w->revive = false;
+                        worker_stop(w);
+                }
+        }
+
+        if (m->bus)
+                (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "Workers",
+                                                      "WorkersWanted", NULL);
+        pool_trim(p);
+        pool_update_state(p);
+        manager_pool_changed(m, p);
+        return 0;
 }
 
 static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -137,9 +276,9 @@ int pool_start(Pool *p) {
         }
         bus_pool_emit_changed(p);
 
-        log_pool(LOG_INFO, p, "Starting %u worker%s of plugin %s.", p->n_workers, p->n_workers == 1 ? "" : "s",
+        log_pool(LOG_INFO, p, "Starting %u worker%s of plugin %s.", p->n_wanted, p->n_wanted == 1 ? "" : "s",
                  p->config->plugin_path);
-        for (unsigned i = 0; i < p->n_workers && p->state != POOL_FAILED; i++) {
+        for (unsigned i = 0; i < p->n_wanted && p->state != POOL_FAILED; i++) {
                 r = worker_start(p->workers[i]);
                 if (r < 0)
                         return r;
@@ -151,6 +290,7 @@ int pool_start(Pool *p) {
 
 void pool_stop(Pool *p) {
         p->retry_source = sd_event_source_disable_unref(p->retry_source);
+        p->rolling = false;
         p->stopping = true;
         for (unsigned i = 0; i < p->n_workers; i++)
                 worker_stop(p->workers[i]);
@@ -224,6 +364,7 @@ int pool_new(Pool **ret, Manager *m, PoolConfig *config) {
                         return r;
                 p->n_workers++;
         }
+        p->n_wanted = config->workers;
 
         *ret = TAKE_PTR(p);
         return 0;

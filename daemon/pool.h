@@ -30,7 +30,8 @@ typedef struct Pool {
 
         PoolState state;
         Worker **workers;               /* one per slot */
-        unsigned n_workers;
+        unsigned n_workers;             /* slots that exist: n_wanted, plus any still being removed */
+        unsigned n_wanted;              /* Workers=, or what Scale() asked for */
         bool *first_outcome;            /* per slot: it has been ready or has failed at least once */
 
         uint64_t restarts;              /* worker restarts over the pool's life */
@@ -39,6 +40,11 @@ typedef struct Pool {
         char *failure_reason;           /* why the pool last went failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
         bool stopping;                  /* workers are being stopped; don't restart them */
+
+        bool paused;                    /* Pause(): tasks queue but are not dispatched */
+        bool rolling;                   /* Restart(): replacing the workers one slot at a time */
+        unsigned rolling_slot;
+        usec_t rolling_began;           /* CLOCK_MONOTONIC */
 
         GQueue queue;                   /* of Task, FIFO; links embedded in the tasks */
         unsigned dispatch_cursor;       /* where the search for a free worker starts */
@@ -54,6 +60,13 @@ static inline void pool_freep(Pool **p) {
 
 int pool_start(Pool *p);
 void pool_stop(Pool *p);
+/* Rolling restart: one slot at a time, each new worker ready before the next slot goes. */
+void pool_restart(Pool *p);
+/* Changes the number of workers: new slots start, the highest slots drain and go away. */
+int pool_scale(Pool *p, unsigned n);
+void pool_set_paused(Pool *p, bool paused);
+/* Whether the pool is meant to be running (not stopped, failed or stopping). */
+bool pool_is_active(const Pool *p);
 /* Stops every worker and marks the pool failed with REASON; retries after FailedRetrySec. */
 void pool_fail(Pool *p, const char *reason);
 

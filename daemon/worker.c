@@ -358,6 +358,8 @@ int worker_start(Worker *w) {
         int r;
 
         assert(!worker_is_running(w));
+        if (w->slot >= w->pool->n_wanted)
+                return -ESTALE;         /* scaled away meanwhile */
 
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
         r = worker_spawn(w);
@@ -439,6 +441,26 @@ void worker_update_load(Worker *w) {
                 return;
         default:
                 return;
+        }
+}
+
+int worker_restart(Worker *w) {
+        switch (w->state) {
+        case WORKER_READY:
+        case WORKER_BUSY:
+                w->recycling = true;
+                worker_stop(w);
+                return 0;
+        case WORKER_BACKOFF:
+        case WORKER_DEAD:
+                if (worker_is_running(w))
+                        return -EBUSY;
+                worker_reset(w);
+                return worker_start(w);
+        case WORKER_STARTING:
+        case WORKER_STOPPING:
+        default:
+                return -EBUSY;
         }
 }
 

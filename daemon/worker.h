@@ -62,6 +62,7 @@ typedef struct Worker {
         bool killed_for_timeout;        /* the kill in flight is for a task's timeout */
         bool gone;                      /* the process exited; its exit is being handled */
         bool term_sent;                 /* SIGTERM went out (a stop waits for tasks to drain first) */
+        bool revive;                    /* a slot being removed was wanted again: start once dead */
 
         char *last_exit;                /* "exited with status 3", "killed by SIGSEGV", ... */
         char *failure_message;          /* what the worker said in Failed(), for this process */
@@ -82,6 +83,8 @@ int worker_start(Worker *w);
 void worker_stop(Worker *w);
 /* Signals the current process through its pidfd. */
 void worker_kill(Worker *w, int sig);
+/* Restart(): a running worker drains and is replaced at once; a waiting or dead slot starts now. */
+int worker_restart(Worker *w);
 /* Forgets the tally and the backoff (a pool started anew by the operator or the retry timer). */
 void worker_reset(Worker *w);
 

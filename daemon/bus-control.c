@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+#include "auth.h"
+#include "bus-api.h"
+#include "bus-control.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "pool.h"
+#include "worker.h"
+
+#define WORKERS_MAX 4096u
+
+static int check(Pool *p, sd_bus_message *m, sd_bus_error *error) {
+        int r;
+
+        r = auth_check(p->manager, m, ACCESS_CONTROL, error);
+        if (r < 0)
+                return r;
+        LogContext ctx = { .pool = p->config->name, .slot = -1 };
+        log_ctx(LOG_NOTICE, &ctx, "%s() called by %s.", sd_bus_message_get_member(m),
+                strempty(sd_bus_message_get_sender(m)));
+        if (p->manager->state == MANAGER_STOPPING)
+                return sd_bus_error_set(error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
+        return 0;
+}
+
+int bus_pool_method_start(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+        int r;
+
+        r = check(p, m, error);
+        if (r < 0)
+                return r;
+        if (p->stopping)
+                return sd_bus_error_setf(error, APIARY_ERROR_BUSY, "Pool \"%s\" is still stopping its workers.",
+                                         p->config->name);
+        if (IN_SET(p->state, POOL_FAILED, POOL_STOPPED)) {
+                r = pool_start(p);
+                if (r < 0)
+                        return sd_bus_error_set_errnof(error, r, "Failed to start pool \"%s\": %m", p->config->name);
+        }
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_pool_method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+        int r;
+
+        r = check(p, m, error);
+        if (r < 0)
+                return r;
+        if (p->state != POOL_STOPPED && !p->stopping) {
+                /* Queued tasks would wait for a Start() nobody may send: they fail now. Running
+                 * ones finish first (StopTimeoutSec= bounds it). */
+                pool_fail_queued(p, "pool stopped");
+                pool_stop(p);
+        }
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_pool_method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+        int r;
+
+        r = check(p, m, error);
+        if (r < 0)
+                return r;
+        pool_set_paused(p, true);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_pool_method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+        int r;
+
+        r = check(p, m, error);
+        if (r < 0)
+                return r;
+        pool_set_paused(p, false);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_pool_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+        int r;
+
+        r = check(p, m, error);
+        if (r < 0)
+                return r;
+        if (!pool_is_active(p))
+                return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED,
+                                         "Pool \"%s\" is %s: Start() it instead.", p->config->name,
+                                         p->stopping ? "stopping" : pool_state_to_string(p->state));
+        pool_restart(p);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_pool_method_scale(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+        uint32_t n;
+        int r;
+
+        r = sd_bus_message_read(m, "u", &n);
+        if (r < 0)
+                return r;
+        r = check(p, m, error);
+        if (r < 0)
+                return r;
+        if (n < 1 || n > WORKERS_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Cannot scale to %u workers: expected 1 to %u.", n, WORKERS_MAX);
+        r = pool_scale(p, n);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to scale pool \"%s\": %m", p->config->name);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_worker_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        int r;
+
+        r = check(w->pool, m, error);
+        if (r < 0)
+                return r;
+        if (!pool_is_active(w->pool) || w->slot >= w->pool->n_wanted)
+                return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED, "Pool \"%s\" is not running this slot.",
+                                         w->pool->config->name);
+        r = worker_restart(w);
+        if (r == -EBUSY)
+                return sd_bus_error_setf(error, APIARY_ERROR_BUSY, "Worker %s/%u is %s; try again when it is not.",
+                                         w->pool->config->name, w->slot, worker_state_to_string(w->state));
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to restart worker: %m");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_worker_method_kill(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        int32_t sig;
+        int r;
+
+        r = sd_bus_message_read(m, "i", &sig);
+        if (r < 0)
+                return r;
+        if (sig < 1 || sig > SIGRTMAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid signal number %i: expected 1 to %i.",
+                                         sig, SIGRTMAX);
+        r = check(w->pool, m, error);
+        if (r < 0)
+                return r;
+        if (!worker_is_running(w))
+                return sd_bus_error_setf(error, APIARY_ERROR_NOT_RUNNING, "Worker %s/%u has no process (it is %s).",
+                                         w->pool->config->name, w->slot, worker_state_to_string(w->state));
+        worker_kill(w, sig);
+        return sd_bus_reply_method_return(m, NULL);
+}

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+/* The control methods of org.apiary.Apiary1.Pool and .Worker (vtables in bus-api.c). Every one
+ * needs ControlUsers=/ControlGroups= (or root). */
+
+int bus_pool_method_start(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_pool_method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_pool_method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_pool_method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_pool_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_pool_method_scale(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_worker_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_worker_method_kill(sd_bus_message *m, void *userdata, sd_bus_error *error);
