@@ -1068,6 +1068,10 @@ static bool plugin_settings_equal(const PoolConfig *a, const PoolConfig *b) {
         return true;
 }
 
+bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b) {
+        return streq_ptr(a->plugin_path, b->plugin_path) && plugin_settings_equal(a, b);
+}
+
 /* Every field but plugin_file, which only says where Plugin= was written. */
 bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
         if (a == b)

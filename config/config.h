@@ -114,6 +114,9 @@ static inline void pool_config_freep(PoolConfig **p) {
 }
 
 const PoolConfig *config_find_pool(const Config *c, const char *name);
+/* True when workers of A and B run the same plugin with the same [Pool NAME Plugin] settings:
+ * what a reload must restart workers for (the rest applies to running workers). */
+bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b);
 /* True when two pools would run the same workers the same way (used by reload). */
 bool pool_config_equal(const PoolConfig *a, const PoolConfig *b);
 

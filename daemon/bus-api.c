@@ -79,6 +79,7 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_ARGS("t", id),
                                 SD_BUS_RESULT("b", cancelled),
                                 bus_method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Reload", NULL, NULL, bus_manager_method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("TaskFinished",
                                 SD_BUS_ARGS("t", id, "s", pool, "b", ok, "ay", result), 0),
         SD_BUS_VTABLE_END

@@ -10,6 +10,7 @@
 #include "macro.h"
 #include "manager.h"
 #include "pool.h"
+#include "reload.h"
 #include "worker.h"
 
 #define WORKERS_MAX 4096u
@@ -156,5 +157,24 @@ int bus_worker_method_kill(sd_bus_message *m, void *userdata, sd_bus_error *erro
                 return sd_bus_error_setf(error, APIARY_ERROR_NOT_RUNNING, "Worker %s/%u has no process (it is %s).",
                                          w->pool->config->name, w->slot, worker_state_to_string(w->state));
         worker_kill(w, sig);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(freep) char *reason = NULL;
+        Manager *mgr = userdata;
+        int r;
+
+        r = auth_check(mgr, m, ACCESS_CONTROL, error);
+        if (r < 0)
+                return r;
+        log_notice("Reload() called by %s.", strempty(sd_bus_message_get_sender(m)));
+
+        r = manager_reload(mgr, &reason);
+        if (r == -ESHUTDOWN)
+                return sd_bus_error_set(error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
+        if (r < 0)
+                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_CONFIG, "%s",
+                                         reason ?: "the configuration could not be loaded");
         return sd_bus_reply_method_return(m, NULL);
 }

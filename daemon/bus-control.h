@@ -6,6 +6,7 @@
 /* The control methods of org.apiary.Apiary1.Pool and .Worker (vtables in bus-api.c). Every one
  * needs ControlUsers=/ControlGroups= (or root). */
 
+int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_pool_method_start(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_pool_method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_pool_method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error);

@@ -181,6 +181,8 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the supervisor: %m"), EXIT_FAILURE;
 
+        m->log_level_override = arg_log_level;
+
         r = manager_connect_bus(m);
         if (r < 0)
                 return EXIT_FAILURE;

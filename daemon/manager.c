@@ -13,6 +13,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "reload.h"
 
 extern char **environ;
 
@@ -142,6 +143,8 @@ static void manager_update_status(Manager *m) {
 
 void manager_pool_changed(Manager *m, Pool *p) {
         manager_update_status(m);
+        if (p && p->removing && pool_is_idle(p))
+                manager_schedule_gc(m);
 
         if (m->state == MANAGER_STARTING) {
                 for (size_t i = 0; i < m->n_pools; i++)
@@ -183,6 +186,14 @@ static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si,
 
         log_info("Received SIG%s.", sigabbrev_np((int) si->ssi_signo) ?: "?");
         manager_stop(m);
+        return 0;
+}
+
+static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+
+        log_info("Received SIGHUP.");
+        (void) manager_reload(m, NULL);
         return 0;
 }
 
@@ -264,9 +275,11 @@ int manager_start(Manager *m) {
         if (c->n_pools > 0 && !m->pools)
                 return log_oom();
         for (size_t i = 0; i < c->n_pools; i++) {
+                /* The pool owns its settings from here on: a reload may outlive this Config. */
                 r = pool_new(&m->pools[i], m, c->pools[i]);
                 if (r < 0)
                         return log_error_errno(r, "Failed to set up pool %s: %m", c->pools[i]->name);
+                c->pools[i] = NULL;
                 m->n_pools++;
         }
 
@@ -294,6 +307,7 @@ int manager_new(Manager **ret, Config *config, const char *worker_path) {
         m->worker_path = worker_path;
         m->state = MANAGER_STARTING;
         m->exit_status = EXIT_SUCCESS;
+        m->log_level_override = -1;
 
         m->tasks = g_hash_table_new(g_int64_hash, g_int64_equal);
         m->worker_env = make_worker_env();
@@ -311,6 +325,9 @@ int manager_new(Manager **ret, Config *config, const char *worker_path) {
         if (r < 0)
                 return r;
         r = sd_event_add_signal(m->event, NULL, SIGINT, on_stop_signal, m);
+        if (r < 0)
+                return r;
+        r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m);
         if (r < 0)
                 return r;
         r = sd_event_set_watchdog(m->event, true);
@@ -339,6 +356,7 @@ Manager *manager_free(Manager *m) {
                 pool_free(m->pools[i]);
         free(m->pools);
         m->status_source = sd_event_source_disable_unref(m->status_source);
+        m->gc_source = sd_event_source_disable_unref(m->gc_source);
         auth_done(m);
         m->bus = sd_bus_flush_close_unref(m->bus);
         m->event = sd_event_unref(m->event);

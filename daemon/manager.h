@@ -41,6 +41,8 @@ typedef struct Manager {
         ManagerState state;
         bool ready_sent;
         int exit_status;
+        int log_level_override;         /* --log-level, or -1: LogLevel= decides */
+        sd_event_source *gc_source;     /* frees pools a reload removed, once idle */
         bool exiting;                   /* the loop was told to exit */                /* what apiaryd exits with once stopped */
         char *status;                   /* last STATUS= sent */
         usec_t status_sent_usec;        /* CLOCK_MONOTONIC, when */

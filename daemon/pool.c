@@ -339,6 +339,24 @@ void pool_fail(Pool *p, const char *reason) {
                 log_pool(LOG_NOTICE, p, "Retrying in %s.", format_timespan(buf, sizeof(buf), retry));
 }
 
+static int pool_new_slots(Pool *p) {
+        unsigned n = p->config->workers;
+        int r;
+
+        p->workers = calloc(n, sizeof(Worker *));
+        p->first_outcome = calloc(n, sizeof(bool));
+        if (!p->workers || !p->first_outcome)
+                return -ENOMEM;
+        for (unsigned i = 0; i < n; i++) {
+                r = worker_new(&p->workers[i], p, i);
+                if (r < 0)
+                        return r;
+                p->n_workers++;
+        }
+        p->n_wanted = n;
+        return 0;
+}
+
 int pool_new(Pool **ret, Manager *m, PoolConfig *config) {
         _cleanup_(pool_freep) Pool *p = NULL;
         int r;
@@ -351,20 +369,12 @@ int pool_new(Pool **ret, Manager *m, PoolConfig *config) {
         p->state = POOL_STARTING;
 
         r = bus_pool_path(config->name, &p->object_path);
-        if (r < 0)
+        if (r >= 0)
+                r = pool_new_slots(p);
+        if (r < 0) {
+                p->config = NULL;       /* still the caller's */
                 return r;
-
-        p->workers = calloc(config->workers, sizeof(Worker *));
-        p->first_outcome = calloc(config->workers, sizeof(bool));
-        if (!p->workers || !p->first_outcome)
-                return -ENOMEM;
-        for (unsigned i = 0; i < config->workers; i++) {
-                r = worker_new(&p->workers[i], p, i);
-                if (r < 0)
-                        return r;
-                p->n_workers++;
         }
-        p->n_wanted = config->workers;
 
         *ret = TAKE_PTR(p);
         return 0;
@@ -381,6 +391,7 @@ Pool *pool_free(Pool *p) {
         sd_event_source_disable_unref(p->retry_source);
         free(p->object_path);
         free(p->failure_reason);
+        pool_config_free(p->config);
         free(p);
         return NULL;
 }

@@ -25,7 +25,7 @@ typedef enum PoolState {
 
 typedef struct Pool {
         Manager *manager;
-        PoolConfig *config;             /* owned by manager->config */
+        PoolConfig *config;             /* owned: replaced by a reload */
         char *object_path;
 
         PoolState state;
@@ -42,6 +42,7 @@ typedef struct Pool {
         bool stopping;                  /* workers are being stopped; don't restart them */
 
         bool paused;                    /* Pause(): tasks queue but are not dispatched */
+        bool removing;                  /* gone from the configuration: draining, then freed */
         bool rolling;                   /* Restart(): replacing the workers one slot at a time */
         unsigned rolling_slot;
         usec_t rolling_began;           /* CLOCK_MONOTONIC */
@@ -51,6 +52,7 @@ typedef struct Pool {
         uint64_t n_submitted, n_running, n_done, n_failed;
 } Pool;
 
+/* Takes CONFIG on success. */
 int pool_new(Pool **ret, Manager *m, PoolConfig *config);
 Pool *pool_free(Pool *p);
 static inline void pool_freep(Pool **p) {

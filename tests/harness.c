@@ -305,6 +305,12 @@ void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool
                 test_wait_until(d, name_has_owner, NULL, TEST_TIMEOUT_USEC, "apiaryd to own org.apiary.Apiary1");
 }
 
+void test_daemon_write_config(TestDaemon *d, const char *config) {
+        g_autofree char *text = substitute(config);
+
+        assert_true(g_file_set_contents(d->config_path, text, -1, NULL));
+}
+
 int test_daemon_kill_and_wait(TestDaemon *d, int sig) {
         int status;
 

@@ -51,6 +51,8 @@ void test_bus_stop(TestBus *b);
 /* Writes CONFIG to DIR/apiary.conf, replacing @TEST_PLUGINS@ and @PLUGINS@ with the build's plugin
  * directories, starts apiaryd on the bus and, if WAIT_READY, waits for READY=1. */
 void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready);
+/* Rewrites apiaryd's configuration file (same substitutions), for reload tests. */
+void test_daemon_write_config(TestDaemon *d, const char *config);
 /* Sends SIG and waits (bounded) for apiaryd to exit; returns d->exit_status. */
 int test_daemon_kill_and_wait(TestDaemon *d, int sig);
 /* Tears everything down, whatever state the test left it in. A running apiaryd gets SIGTERM and

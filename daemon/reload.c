@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Reload (SIGHUP, Manager.Reload(), systemctl reload): the new configuration is loaded and checked
+ * whole before anything changes; a bad one changes nothing. Then pools are matched by name:
+ * unchanged pools are not touched (same PIDs), new pools start, removed pools drain and go away,
+ * and changed pools take their new settings: a new plugin or new plugin settings roll over the
+ * workers slot by slot (no task lost), Workers= scales, everything else applies to the running
+ * workers at once. Bus= only takes effect on restart.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "bus-api.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "pool.h"
+#include "reload.h"
+
+static int on_gc(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+        size_t k = 0;
+        bool changed = false;
+
+        m->gc_source = sd_event_source_disable_unref(m->gc_source);
+        for (size_t i = 0; i < m->n_pools; i++) {
+                Pool *p = m->pools[i];
+
+                if (p->removing && !p->stopping && pool_is_idle(p) && p->queue.length == 0) {
+                        LogContext ctx = { .pool = p->config->name, .slot = -1 };
+
+                        log_ctx(LOG_INFO, &ctx, "Pool removed.");
+                        if (m->bus) {
+                                for (unsigned j = 0; j < p->n_workers; j++)
+                                        (void) sd_bus_emit_object_removed(m->bus, p->workers[j]->object_path);
+                                (void) sd_bus_emit_object_removed(m->bus, p->object_path);
+                        }
+                        pool_free(p);
+                        changed = true;
+                        continue;
+                }
+                m->pools[k++] = p;
+        }
+        m->n_pools = k;
+        if (changed && m->bus)
+                (void) sd_bus_emit_properties_changed(m->bus, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools",
+                                                      NULL);
+        return 0;
+}
+
+void manager_schedule_gc(Manager *m) {
+        if (m->gc_source)
+                return;
+        /* Deferred: pools are freed from the loop, never under a caller that still uses them. */
+        if (sd_event_add_defer(m->event, &m->gc_source, on_gc, m) < 0)
+                log_warning("Failed to schedule freeing removed pools, they stay listed.");
+}
+
+static void worker_limits_changed(Pool *p, unsigned old_burst) {
+        if (p->config->start_limit_burst == old_burst)
+                return;
+        for (unsigned i = 0; i < p->n_workers; i++) {
+                start_limit_deinit(&p->workers[i]->start_limit);
+                (void) start_limit_init(&p->workers[i]->start_limit, p->config->start_limit_burst);
+        }
+}
+
+/* Gives P its new settings PC (taken). */
+static void pool_apply(Pool *p, PoolConfig *pc) {
+        LogContext ctx = { .pool = pc->name, .slot = -1 };
+        bool same_code = pool_config_same_code(p->config, pc);
+        unsigned old_burst = p->config->start_limit_burst;
+        int r;
+
+        if (pool_config_equal(p->config, pc)) {
+                pool_config_free(pc);
+                return;
+        }
+
+        log_ctx(LOG_NOTICE, &ctx, "Settings changed%s.", same_code ? ", applied to the running workers" :
+                                                                      ", rolling the workers over");
+        pool_config_free(p->config);
+        p->config = pc;
+        worker_limits_changed(p, old_burst);
+
+        if (p->n_wanted != pc->workers) {
+                r = pool_scale(p, pc->workers);
+                if (r < 0)
+                        log_ctx(LOG_ERR, &ctx, "Failed to scale to %u workers: %s", pc->workers, strerror(-r));
+        }
+
+        if (!same_code) {
+                if (pool_is_active(p))
+                        pool_restart(p);
+                else if (p->state == POOL_FAILED && !p->stopping)
+                        /* New code for a failed pool: worth a try right away. */
+                        (void) pool_start(p);
+        }
+        pool_dispatch(p);       /* Concurrency= or QueueLimit= may have grown */
+}
+
+int manager_reload(Manager *m, char **ret_error) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(freep) char *error = NULL;
+        Pool **pools;
+        size_t n = 0;
+        long n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int r;
+
+        if (m->state == MANAGER_STOPPING)
+                return -ESHUTDOWN;
+
+        log_info("Reloading %s.", m->config->path);
+        r = config_load(m->config->path, n_cpus > 0 ? (unsigned) n_cpus : 1, &c, &error);
+        if (r < 0) {
+                log_error("Reload refused, the running configuration stays: %s", error ?: strerror(-r));
+                if (ret_error)
+                        *ret_error = TAKE_PTR(error);
+                return r;
+        }
+
+        (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading",
+                          (unsigned long long) now_usec(CLOCK_MONOTONIC));
+        m->state = MANAGER_RELOADING;
+        bus_manager_emit_changed(m);
+
+        /* What only a restart can change stays as it is. */
+        c->bus = m->config->bus;
+        free(c->bus_address);
+        c->bus_address = m->config->bus_address ? strdup(m->config->bus_address) : NULL;
+        if (m->log_level_override < 0)
+                log_set_max_level(c->log_level);
+
+        pools = calloc(c->n_pools + m->n_pools, sizeof(Pool *));
+        if (!pools)
+                return log_oom();
+
+        /* In the new file's order: kept pools with their new settings, and new pools. */
+        for (size_t i = 0; i < c->n_pools; i++) {
+                PoolConfig *pc = TAKE_PTR(c->pools[i]);
+                Pool *p = manager_find_pool(m, pc->name);
+
+                if (p && !p->removing) {
+                        pool_apply(p, pc);
+                        pools[n++] = p;
+                        continue;
+                }
+                if (p) {
+                        /* Removed by an earlier reload and back before it was gone: it gets a
+                         * fresh start once its old workers have left. */
+                        log_warning("Pool %s is still draining from an earlier reload; reload again once it is gone.",
+                                    pc->name);
+                        pool_config_free(pc);
+                        continue;
+                }
+
+                r = pool_new(&p, m, pc);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to set up the new pool %s: %m", pc->name);
+                        pool_config_free(pc);
+                        continue;
+                }
+                log_info("Pool %s added.", pc->name);
+                pools[n++] = p;
+                if (m->bus)
+                        (void) sd_bus_emit_object_added(m->bus, p->object_path);
+                r = pool_start(p);
+                if (r < 0)
+                        log_error_errno(r, "Failed to start the new pool %s: %m", pc->name);
+        }
+
+        /* Pools no longer configured drain: running tasks finish, queued ones fail. */
+        for (size_t i = 0; i < m->n_pools; i++) {
+                Pool *p = m->pools[i];
+                bool kept = false;
+
+                for (size_t j = 0; j < n; j++)
+                        if (pools[j] == p)
+                                kept = true;
+                if (kept)
+                        continue;
+                pools[n++] = p;
+                if (p->removing)
+                        continue;
+                log_info("Pool %s removed from the configuration, draining it.", p->config->name);
+                p->removing = true;
+                pool_fail_queued(p, "pool removed by a reload");
+                pool_stop(p);
+        }
+
+        free(m->pools);
+        m->pools = pools;
+        m->n_pools = n;
+
+        /* The new globals (authorization lists, plugin directory) take over. */
+        config_free(m->config);
+        m->config = TAKE_PTR(c);
+
+        m->state = MANAGER_RUNNING;
+        bus_manager_emit_changed(m);
+        if (m->bus)
+                (void) sd_bus_emit_properties_changed(m->bus, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools",
+                                                      NULL);
+        manager_schedule_gc(m);
+        (void) sd_notify(false, "READY=1");
+        manager_pool_changed(m, NULL);
+        log_info("Reloaded.");
+        return 0;
+}

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/* Reload: unchanged pools untouched, new ones started, removed ones drained away, changed ones
+ * rolled over with no task lost, and a bad configuration changes nothing. */
+#include <errno.h>
+#include <glib.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define POOL_IFACE "org.apiary.Apiary1.Pool"
+#define MANAGER_IFACE "org.apiary.Apiary1.Manager"
+
+typedef struct Fixture {
+        TestBus bus;
+        TestDaemon daemon;
+} Fixture;
+
+static int setup(void **state) {
+        Fixture *f = g_new0(Fixture, 1);
+
+        test_bus_start(&f->bus);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        Fixture *f = *state;
+        int r = test_daemon_stop(&f->daemon);
+
+        test_bus_stop(&f->bus);
+        g_free(f);
+        return r;
+}
+
+static const char *const before =
+        "[Pool keep]\nPlugin=@PLUGINS@/echo.so\nWorkers=2\n"
+        "[Pool change]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=2\n[Pool change Plugin]\nVersion=1\n"
+        "[Pool grow]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n"
+        "[Pool drop]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n";
+
+static const char *const after =
+        "[Pool keep]\nPlugin=@PLUGINS@/echo.so\nWorkers=2\n"
+        "[Pool change]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=2\n[Pool change Plugin]\nVersion=2\n"
+        "[Pool grow]\nPlugin=@PLUGINS@/echo.so\nWorkers=3\n"
+        "[Pool new]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n";
+
+static void reload_ok(TestDaemon *d) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        if (sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1", MANAGER_IFACE, "Reload", &error,
+                               NULL, NULL) < 0)
+                fail_msg("Reload: %s: %s", error.name, error.message);
+}
+
+typedef struct {
+        pid_t change[2];
+} Old;
+
+static bool reload_applied(TestDaemon *d, const void *userdata) {
+        const Old *old = userdata;
+        g_auto(GStrv) pools = test_get_object_paths(d, "/org/apiary/Apiary1", MANAGER_IFACE, "Pools");
+        g_autofree char *grow = test_pool_path("grow"), *newp = test_pool_path("new");
+
+        if (g_strv_length(pools) != 4)
+                return false;   /* "drop" still draining */
+        for (unsigned i = 0; i < 2; i++) {
+                pid_t pid = test_worker_pid(d, "change", i);
+                if (pid <= 0 || pid == old->change[i])
+                        return false;
+        }
+        return test_get_u32(d, grow, POOL_IFACE, "WorkersReady") == 3 &&
+                test_get_u32(d, newp, POOL_IFACE, "WorkersReady") == 1;
+}
+
+static void test_reload_applies_changes(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { N = 300 };
+        char **payloads = g_new0(char *, N);
+        uint64_t *ids = g_new(uint64_t, N);
+        pid_t keep0, keep1, drop0;
+        Old old;
+        g_autofree char *drop = test_pool_path("drop");
+
+        test_daemon_start(d, &f->bus, before, true);
+        test_collect_results(d);
+        keep0 = test_worker_pid(d, "keep", 0);
+        keep1 = test_worker_pid(d, "keep", 1);
+        old.change[0] = test_worker_pid(d, "change", 0);
+        old.change[1] = test_worker_pid(d, "change", 1);
+        drop0 = test_worker_pid(d, "drop", 0);
+        for (size_t i = 0; i < N; i++)
+                payloads[i] = g_strdup_printf("across reload %zu", i);
+
+        /* Tasks in the pool whose plugin settings change, before and after the reload. */
+        test_submit_batch(d, "change", payloads, N / 2, ids);
+        test_daemon_write_config(d, after);
+        reload_ok(d);
+        test_submit_batch(d, "change", payloads + N / 2, N / 2, ids + N / 2);
+
+        test_wait_until(d, reload_applied, &old, TEST_TIMEOUT_USEC, "the reload to be applied");
+        test_wait_results(d, N);
+        for (size_t i = 0; i < N; i++) {
+                const TestResult *r = test_result(d, ids[i]);
+
+                assert_true(r->ok);
+                assert_string_equal(r->data, payloads[i]);
+                g_free(payloads[i]);
+        }
+
+        /* Unchanged: the very same processes. Removed: gone, processes and object. */
+        assert_int_equal(test_worker_pid(d, "keep", 0), keep0);
+        assert_int_equal(test_worker_pid(d, "keep", 1), keep1);
+        assert_true(test_wait_pid_gone(drop0, TEST_TIMEOUT_USEC));
+        {
+                sd_bus_error error = SD_BUS_ERROR_NULL;
+                char *s = NULL;
+
+                assert_true(sd_bus_get_property_string(d->bus, "org.apiary.Apiary1", drop, POOL_IFACE, "State", &error,
+                                                       &s) < 0);
+                sd_bus_error_free(&error);
+        }
+        assert_non_null(test_daemon_wait_notify(d, "RELOADING=1", TEST_TIMEOUT_USEC));
+        assert_non_null(strstr(test_daemon_find_notify(d, "RELOADING=1"), "MONOTONIC_USEC="));
+        g_free(payloads);
+        g_free(ids);
+}
+
+static void test_bad_config_changes_nothing(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_auto(GStrv) pools = NULL;
+        pid_t keep0;
+
+        test_daemon_start(d, &f->bus, before, true);
+        keep0 = test_worker_pid(d, "keep", 0);
+
+        test_daemon_write_config(d, "[Pool keep]\nPlugin=@PLUGINS@/echo.so\nWorkers=many\n");
+        assert_true(sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1", MANAGER_IFACE, "Reload",
+                                       &error, NULL, NULL) < 0);
+        assert_string_equal(error.name, "org.apiary.Apiary1.Error.InvalidConfig");
+        assert_non_null(strstr(error.message, d->config_path));
+        assert_non_null(strstr(error.message, "[Pool keep] Workers=many: expected"));
+        sd_bus_error_free(&error);
+
+        /* SIGHUP with the same bad file: logged, and still nothing changes. */
+        assert_int_equal(kill(d->pid, SIGHUP), 0);
+
+        pools = test_get_object_paths(d, "/org/apiary/Apiary1", MANAGER_IFACE, "Pools");
+        assert_int_equal(g_strv_length(pools), 4);
+        assert_int_equal(test_worker_pid(d, "keep", 0), keep0);
+}
+
+static bool new_pool_running(TestDaemon *d, const void *userdata) {
+        g_auto(GStrv) pools = test_get_object_paths(d, "/org/apiary/Apiary1", MANAGER_IFACE, "Pools");
+        g_autofree char *path = test_pool_path("added");
+
+        for (size_t i = 0; pools[i]; i++)
+                if (strcmp(pools[i], path) == 0) {
+                        g_autofree char *s = test_pool_state(d, "added");
+                        return strcmp(s, "running") == 0;
+                }
+        return false;
+}
+
+static void test_sighup_reloads(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+
+        test_daemon_start(d, &f->bus, "[Pool keep]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n", true);
+        test_daemon_write_config(d, "[Pool keep]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n"
+                                    "[Pool added]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n");
+        assert_int_equal(kill(d->pid, SIGHUP), 0);
+        test_wait_until(d, new_pool_running, NULL, TEST_TIMEOUT_USEC, "the added pool to run");
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_reload_applies_changes, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bad_config_changes_nothing, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_sighup_reloads, setup, teardown),
+        };
+
+        if (getenv("TEST_FILTER"))
+                cmocka_set_test_filter(getenv("TEST_FILTER"));
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
