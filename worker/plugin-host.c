@@ -196,13 +196,13 @@ int plugin_host_run(PluginHost *h, sd_bus_message *call) {
 
         task->in_run = true;
         r = h->plugin->run(h->state, task);
-        task->in_run = false;
 
         if (task->done) {
                 task_free(task);
                 return 1;
         }
         if (r == APIARY_TASK_PENDING) {
+                task->in_run = false;
                 task->pending = true;
                 task->pending_next = h->pending;
                 if (h->pending)
