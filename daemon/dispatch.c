@@ -172,6 +172,7 @@ int worker_send_task(Worker *w, Task *t) {
         if (r < 0)
                 return r;
 
+        t->armed_timeout_usec = timeout;
         if (timeout != USEC_INFINITY) {
                 r = sd_event_add_time_relative(mgr->event, &t->timeout_source, CLOCK_MONOTONIC, timeout, USEC_PER_MSEC,
                                                on_task_timeout, t);
@@ -221,6 +222,11 @@ void worker_release_tasks(Worker *w, const char *reason) {
                         task_failf(t, "pool failed: %s", strempty(p->failure_reason));
                 else if (stopping)
                         task_fail(t, "apiaryd is stopping");
+                else if (p->removing)
+                        /* Nothing would ever run it: the pool is on its way out. */
+                        task_fail(t, "pool removed by a reload");
+                else if (p->stopping || p->state == POOL_STOPPED)
+                        task_fail(t, "pool stopped");
                 else if (t->attempts > p->config->task_retries)
                         task_failf(t, "worker crashed %u time%s running this task; last: %s", t->attempts,
                                    t->attempts == 1 ? "" : "s", strempty(reason));
@@ -231,7 +237,7 @@ void worker_release_tasks(Worker *w, const char *reason) {
 
 void worker_kill_for_timeout(Worker *w, Task *t) {
         char buf[FORMAT_TIMESPAN_MAX];
-        usec_t timeout = t->timeout_usec != USEC_INFINITY ? t->timeout_usec : w->pool->config->task_timeout_usec;
+        usec_t timeout = t->armed_timeout_usec;
         LogContext ctx = { .pool = w->pool->config->name, .slot = (int) w->slot, .pid = (int) w->pid };
 
         log_ctx(LOG_WARNING, &ctx, "Task %" PRIu64 " timed out after %s, killing its worker.", t->id,

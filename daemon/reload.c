@@ -86,6 +86,9 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
         pool_config_free(p->config);
         p->config = pc;
         worker_limits_changed(p, old_burst);
+        if (p->manager->bus)
+                (void) sd_bus_emit_properties_changed(p->manager->bus, p->object_path, APIARY_POOL_INTERFACE, "Plugin",
+                                                      "Kind", "QueueLimit", "Concurrency", NULL);
 
         if (p->n_wanted != pc->workers) {
                 r = pool_scale(p, pc->workers);

@@ -28,6 +28,14 @@ int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void
         t->payload_size = size;
         t->timeout_usec = timeout_usec;
         t->reply_to = sd_bus_message_ref(reply_to);
+        if (!reply_to && sd_bus_message_get_sender(payload_message)) {
+                t->submitter = strdup(sd_bus_message_get_sender(payload_message));
+                if (!t->submitter) {
+                        sd_bus_message_unref(t->payload_message);
+                        free(t);
+                        return -ENOMEM;
+                }
+        }
         t->queue_link.data = t;
         t->worker_link.data = t;
 
@@ -81,6 +89,9 @@ static void task_reply(Task *t, bool ok, const void *data, size_t size) {
         if (!m->bus)
                 return;
         r = sd_bus_message_new_signal(m->bus, &msg, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "TaskFinished");
+        /* To the submitter only: a result is its business, not every local user's. */
+        if (r >= 0 && t->submitter)
+                r = sd_bus_message_set_destination(msg, t->submitter);
         if (r >= 0)
                 r = sd_bus_message_append(msg, "tsb", t->id, t->pool->config->name, (int) ok);
         if (r >= 0)
@@ -135,6 +146,7 @@ Task *task_free(Task *t) {
         sd_bus_message_unref(t->payload_message);
         sd_bus_message_unref(t->reply_to);
         free(t->last_loss);
+        free(t->submitter);
         free(t);
         return NULL;
 }

@@ -34,11 +34,13 @@ typedef struct Task {
         const void *payload;
         size_t payload_size;
 
-        usec_t timeout_usec;            /* from dispatch to result; USEC_INFINITY for none */
+        usec_t timeout_usec;            /* the "timeout" option; USEC_INFINITY: the pool's */
+        usec_t armed_timeout_usec;      /* what the timer of the current dispatch was armed with */
         unsigned attempts;              /* dispatches that counted against TaskRetries= */
         char *last_loss;                /* how the last worker running it died */
 
         sd_bus_message *reply_to;       /* Run() (public bus or a worker's Submit): reply to this */
+        char *submitter;                /* Submit(): unique name TaskFinished is sent to */
 
         GList queue_link;               /* in pool->queue while in_queue (data = task) */
         bool in_queue;

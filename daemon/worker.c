@@ -528,10 +528,21 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         }
 
         /* A plugin that cannot be loaded will not load on the next try either. */
-        if (si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_LOAD) {
+        if (si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_LOAD && w->ready_mono == 0) {
                 w->state = WORKER_DEAD;
                 bus_worker_emit_changed(w);
                 pool_fail(p, w->last_exit ?: "plugin failed to load");
+                return 0;
+        }
+
+        if (w->killed_for_timeout) {
+                /* Killed for a task that ran too long: that task failed, the worker did not. */
+                w->restarts++;
+                p->restarts++;
+                pool_dispatch(p);
+                r = worker_start(w);
+                if (r < 0)
+                        log_worker_errno(LOG_ERR, r, w, "Failed to replace the worker: %m");
                 return 0;
         }
 

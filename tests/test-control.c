@@ -205,6 +205,28 @@ static void test_stop_start_pause_resume(void **state) {
         assert_string_equal(test_result(d, id)->data, "held");
 }
 
+static void test_stop_fails_what_cannot_finish(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *path = test_pool_path("slow");
+        uint64_t hang, queued;
+
+        test_daemon_start(d, &f->bus,
+                          "[Pool slow]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nStopTimeoutSec=100ms\n", true);
+        test_collect_results(d);
+        hang = test_submit(d, "slow", "hang", 4);
+        queued = test_submit(d, "slow", "later", 5);
+
+        /* The queued task fails at once; the hung one when StopTimeoutSec= kills its worker. Neither
+         * waits in a stopped pool for a Start() that may never come. */
+        call_ok(d, path, POOL_IFACE, "Stop", 0, 0);
+        test_wait_results(d, 2);
+        assert_string_equal(test_result(d, queued)->data, "pool stopped");
+        assert_string_equal(test_result(d, hang)->data, "pool stopped");
+        test_wait_pool_state(d, "slow", "stopped");
+        assert_int_equal(test_get_u64(d, path, POOL_IFACE, "TasksQueued"), 0);
+}
+
 static bool worker_replaced(TestDaemon *d, const void *userdata) {
         const pid_t *old = userdata;
         pid_t pid = test_worker_pid(d, "control", 0);
@@ -276,6 +298,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_rolling_restart_loses_nothing, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stop_start_pause_resume, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_worker_restart_and_kill, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_stop_fails_what_cannot_finish, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_control_authorization, setup, teardown),
         };
 

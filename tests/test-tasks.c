@@ -640,6 +640,42 @@ static void test_shutdown_fails_queued_tasks(void **state) {
         assert_int_equal(test_daemon_kill_and_wait(d, 0), 0);
 }
 
+static int count_signal(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        (*(unsigned *) userdata)++;
+        return 0;
+}
+
+static void test_task_finished_goes_to_submitter_only(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        sd_bus *other = NULL;
+        unsigned seen = 0;
+        uint64_t id;
+
+        test_daemon_start(d, &f->bus, pools, true);
+        test_collect_results(d);
+
+        assert_true(sd_bus_new(&other) >= 0);
+        assert_true(sd_bus_set_address(other, f->bus.address) >= 0);
+        assert_true(sd_bus_set_bus_client(other, true) >= 0);
+        assert_true(sd_bus_start(other) >= 0);
+        assert_true(sd_bus_match_signal(other, NULL, NULL, "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager",
+                                        "TaskFinished", count_signal, &seen) >= 0);
+
+        id = test_submit(d, "echo", "private", 7);
+        test_wait_results(d, 1);
+        assert_true(test_result(d, id)->ok);
+
+        /* apiaryd emitted the signal before it answers this Ping, and the bus keeps its order:
+         * had the signal been for everyone, OTHER would have it queued by now. */
+        assert_true(sd_bus_call_method(other, "org.apiary.Apiary1", "/org/apiary/Apiary1", "org.freedesktop.DBus.Peer",
+                                       "Ping", NULL, NULL, NULL) >= 0);
+        while (sd_bus_process(other, NULL) > 0)
+                ;
+        assert_int_equal(seen, 0);
+        sd_bus_flush_close_unref(other);
+}
+
 static void test_authorization(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
@@ -689,6 +725,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_max_tasks_per_worker_recycles, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_shutdown_fails_queued_tasks, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_authorization, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_task_finished_goes_to_submitter_only, setup, teardown),
         };
 
         if (getenv("TEST_FILTER"))
