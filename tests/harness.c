@@ -714,3 +714,20 @@ int test_client(const TestBus *b, unsigned uid, char **ret_output, const char *c
                 *ret_output = g_steal_pointer(&out);
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
+
+int test_fixture_setup(void **state) {
+        TestFixture *f = g_new0(TestFixture, 1);
+
+        test_bus_start(&f->bus);
+        *state = f;
+        return 0;
+}
+
+int test_fixture_teardown(void **state) {
+        TestFixture *f = *state;
+        int r = test_daemon_stop(&f->daemon);
+
+        test_bus_stop(&f->bus);
+        g_free(f);
+        return r;
+}

@@ -44,6 +44,16 @@ typedef struct TestResult {
         unsigned count;         /* how many TaskFinished came for this id: must be 1 */
 } TestResult;
 
+/* The usual fixture: a fresh bus per test, and the daemon the test starts on it. */
+typedef struct TestFixture {
+        TestBus bus;
+        TestDaemon daemon;
+} TestFixture;
+
+/* cmocka setup/teardown for a TestFixture; teardown fails if apiaryd did not stop cleanly. */
+int test_fixture_setup(void **state);
+int test_fixture_teardown(void **state);
+
 /* Starts a private dbus-daemon whose policy lets everyone own and call everything. */
 void test_bus_start(TestBus *b);
 void test_bus_stop(TestBus *b);

@@ -19,27 +19,7 @@
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define WORKER_IFACE "org.apiary.Apiary1.Worker"
 
-typedef struct Fixture {
-        TestBus bus;
-        TestDaemon daemon;
-} Fixture;
-
-static int setup(void **state) {
-        Fixture *f = g_new0(Fixture, 1);
-
-        test_bus_start(&f->bus);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state) {
-        Fixture *f = *state;
-        int r = test_daemon_stop(&f->daemon);
-
-        test_bus_stop(&f->bus);
-        g_free(f);
-        return r;
-}
+typedef TestFixture Fixture;
 
 static const char *const config =
         "[Apiary]\nControlUsers=daemon\nSubmitUsers=bin\n"
@@ -294,12 +274,12 @@ static void test_control_authorization(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_scale, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_rolling_restart_loses_nothing, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_stop_start_pause_resume, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_worker_restart_and_kill, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_stop_fails_what_cannot_finish, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_control_authorization, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_scale, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_rolling_restart_loses_nothing, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_stop_start_pause_resume, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_worker_restart_and_kill, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_stop_fails_what_cannot_finish, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_control_authorization, test_fixture_setup, test_fixture_teardown),
         };
 
         if (getenv("TEST_FILTER"))

@@ -24,29 +24,7 @@
 #define TASK_FAILED "org.apiary.Apiary1.Error.TaskFailed"
 #define RUN_TIMEOUT_USEC (30 * USEC_PER_SEC)
 
-typedef struct Fixture {
-        TestBus bus;
-        TestDaemon daemon;
-} Fixture;
-
-static int setup(void **state) {
-        Fixture *f = g_new0(Fixture, 1);
-
-        test_bus_start(&f->bus);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state) {
-        Fixture *f = *state;
-        int r;
-
-        /* Non-zero unless apiaryd stopped cleanly on SIGTERM. */
-        r = test_daemon_stop(&f->daemon);
-        test_bus_stop(&f->bus);
-        g_free(f);
-        return r;
-}
+typedef TestFixture Fixture;
 
 /* [Apiary] plus one pool NAME of the exec plugin, with the plugin group PLUGIN_KEYS. */
 static char *exec_config(const char *name, const char *pool_keys, const char *plugin_keys) {
@@ -637,23 +615,23 @@ static void test_worker_exit_kills_children(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_uppercase, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_big_roundtrip, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_exit_status, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_stderr_in_message, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_stderr_tail_and_sanitized, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_no_shell, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_max_output, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_timeout_kills_process_group, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_killed_by_signal, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_missing_binary, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_input_not_read, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_child_environment, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_bad_config_fails_pool, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_concurrent_tasks, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_tasks_overlap, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_worker_exit_kills_children, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_uppercase, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_big_roundtrip, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_exit_status, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_stderr_in_message, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_stderr_tail_and_sanitized, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_no_shell, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_max_output, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_timeout, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_timeout_kills_process_group, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_killed_by_signal, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_missing_binary, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_input_not_read, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_child_environment, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_bad_config_fails_pool, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_concurrent_tasks, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_tasks_overlap, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_worker_exit_kills_children, test_fixture_setup, test_fixture_teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,27 +19,7 @@
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define MANAGER_IFACE "org.apiary.Apiary1.Manager"
 
-typedef struct Fixture {
-        TestBus bus;
-        TestDaemon daemon;
-} Fixture;
-
-static int setup(void **state) {
-        Fixture *f = g_new0(Fixture, 1);
-
-        test_bus_start(&f->bus);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state) {
-        Fixture *f = *state;
-        int r = test_daemon_stop(&f->daemon);
-
-        test_bus_stop(&f->bus);
-        g_free(f);
-        return r;
-}
+typedef TestFixture Fixture;
 
 static const char *const before =
         "[Pool keep]\nPlugin=@PLUGINS@/echo.so\nWorkers=2\n"
@@ -186,9 +166,9 @@ static void test_sighup_reloads(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_reload_applies_changes, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_bad_config_changes_nothing, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_sighup_reloads, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reload_applies_changes, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_bad_config_changes_nothing, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_sighup_reloads, test_fixture_setup, test_fixture_teardown),
         };
 
         if (getenv("TEST_FILTER"))

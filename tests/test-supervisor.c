@@ -23,28 +23,7 @@
 #define WORKER_IFACE "org.apiary.Apiary1.Worker"
 #define MANAGER_IFACE "org.apiary.Apiary1.Manager"
 
-typedef struct Fixture {
-        TestBus bus;
-        TestDaemon daemon;
-} Fixture;
-
-static int setup(void **state) {
-        Fixture *f = g_new0(Fixture, 1);
-
-        test_bus_start(&f->bus);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state) {
-        Fixture *f = *state;
-
-        int r = test_daemon_stop(&f->daemon);
-
-        test_bus_stop(&f->bus);
-        g_free(f);
-        return r;
-}
+typedef TestFixture Fixture;
 
 static const char *const two_pools =
         "[Apiary]\n"
@@ -445,14 +424,14 @@ static void test_check_config(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_ready_status_and_objects, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_killed_worker_is_replaced, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_crash_loop_fails_only_its_pool, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_failed_pool_retries_by_itself, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_bad_plugins_fail_cleanly, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_sigterm_stops_everything, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_sigkill_of_supervisor_kills_workers, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_ready_status_and_objects, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_killed_worker_is_replaced, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_crash_loop_fails_only_its_pool, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_failed_pool_retries_by_itself, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_bad_plugins_fail_cleanly, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_sigterm_stops_everything, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_sigkill_of_supervisor_kills_workers, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test(test_check_config),
         };
 

@@ -22,28 +22,7 @@
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define WORKER_IFACE "org.apiary.Apiary1.Worker"
 
-typedef struct Fixture {
-        TestBus bus;
-        TestDaemon daemon;
-} Fixture;
-
-static int setup(void **state) {
-        Fixture *f = g_new0(Fixture, 1);
-
-        test_bus_start(&f->bus);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state) {
-        Fixture *f = *state;
-
-        int r = test_daemon_stop(&f->daemon);
-
-        test_bus_stop(&f->bus);
-        g_free(f);
-        return r;
-}
+typedef TestFixture Fixture;
 
 static const char *const pools =
         "[Apiary]\n"
@@ -710,22 +689,22 @@ static void test_authorization(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_run_echo_and_primes, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_10000_echo_tasks_in_batches, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_10000_echo_tasks_one_at_a_time, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_libdbus_runs_and_error_names, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_task_failure_reaches_signal_and_run, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_timeout_kills_worker, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_pool_task_timeout, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_queue_full_and_cancel, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_kills_during_load_lose_nothing, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_no_retries_fails_in_flight_task, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_async_sleep_tasks_overlap, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_plugin_submits_to_another_pool, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_max_tasks_per_worker_recycles, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_shutdown_fails_queued_tasks, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_authorization, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_task_finished_goes_to_submitter_only, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_run_echo_and_primes, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_10000_echo_tasks_in_batches, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_10000_echo_tasks_one_at_a_time, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_libdbus_runs_and_error_names, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_task_failure_reaches_signal_and_run, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_timeout_kills_worker, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_pool_task_timeout, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_queue_full_and_cancel, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_kills_during_load_lose_nothing, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_no_retries_fails_in_flight_task, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_async_sleep_tasks_overlap, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_plugin_submits_to_another_pool, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_max_tasks_per_worker_recycles, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_shutdown_fails_queued_tasks, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_authorization, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_task_finished_goes_to_submitter_only, test_fixture_setup, test_fixture_teardown),
         };
 
         if (getenv("TEST_FILTER"))
