@@ -3,7 +3,8 @@
  * apiary-worker: the host process of one worker. apiaryd spawns it with its end of a private
  * D-Bus connection as fd 3; it asks apiaryd what to run (Hello), loads the plugin, runs its
  * init(), reports Ready, and then serves tasks until it is told to stop (SIGTERM) or apiaryd
- * goes away. Plugin code runs here, never in apiaryd.
+ * goes away. Plugin code runs here, never in apiaryd. With --oneshot it runs one task of a plugin
+ * by hand instead (oneshot.c).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +21,7 @@
 #include "link.h"
 #include "log.h"
 #include "macro.h"
+#include "oneshot.h"
 #include "plugin-host.h"
 #include "protocol.h"
 #include "time-util.h"
@@ -101,7 +103,8 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                 }
         }
         if (c->bus_fd < 0 || !c->pool || c->supervisor <= 0) {
-                fprintf(stderr, "apiary-worker is started by apiaryd: --bus-fd=, --pool= and --supervisor-pid= are required.\n");
+                fprintf(stderr, "apiary-worker is started by apiaryd: --bus-fd=, --pool= and --supervisor-pid= are required.\n"
+                                "To run one task of a plugin by hand: apiary-worker --oneshot PLUGIN <PAYLOAD\n");
                 return -EINVAL;
         }
         return 0;
@@ -331,5 +334,7 @@ static int run(int argc, char *argv[]) {
 }
 
 int main(int argc, char *argv[]) {
+        if (oneshot_requested(argc, argv))
+                return oneshot_main(argc, argv);
         return run(argc, argv);
 }

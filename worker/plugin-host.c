@@ -17,9 +17,11 @@
 struct apiary_task {
         PluginHost *host;
         struct apiary_task *pending_next, *pending_prev;      /* in host->pending while pending */
-        sd_bus_message *call;           /* the Worker1.Run call; the payload points into it */
-        const void *payload;
+        const void *payload;            /* the caller's, e.g. inside the Worker1.Run call */
         size_t payload_size;
+        plugin_task_done_fn on_done;    /* where the result goes */
+        void (*destroy)(void *userdata);
+        void *userdata;
         bool in_run;                    /* run() has not returned yet: it frees the task */
         bool pending;                   /* run() returned APIARY_TASK_PENDING */
         bool done;
@@ -114,15 +116,14 @@ static void pending_unlink(PluginHost *h, apiary_task *task) {
 }
 
 static void task_free(apiary_task *task) {
-        sd_bus_message_unref(task->call);
+        if (task->destroy)
+                task->destroy(task->userdata);
         free(task);
 }
 
-/* Sends the reply of TASK, built from the plugin's own buffer (no copy of ours), and ends it. */
+/* Hands the plugin's own buffer (no copy of ours) to the task's owner, and ends the task. */
 static int task_complete(apiary_task *task, bool ok, const void *data, size_t size) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         PluginHost *h;
-        int r;
 
         if (!task || (!data && size > 0))
                 return -EINVAL;
@@ -130,23 +131,7 @@ static int task_complete(apiary_task *task, bool ok, const void *data, size_t si
                 return -EALREADY;
         h = task->host;
 
-        if (ok) {
-                r = sd_bus_message_new_method_return(task->call, &reply);
-                if (r >= 0)
-                        r = sd_bus_message_append_array(reply, 'y', data, size);
-                if (r >= 0)
-                        r = sd_bus_send(NULL, reply, NULL);
-        } else {
-                /* D-Bus strings must be UTF-8: a plugin's raw bytes are mended, not refused. */
-                g_autofree char *text = g_utf8_make_valid(data, (gssize) size);
-
-                r = sd_bus_reply_method_errorf(task->call, WORKER_ERROR_TASK_FAILED, "%s", text);
-        }
-        if (r < 0)
-                /* The link is gone or the result is too big for a message: apiaryd learns of the
-                 * first when we exit, and of the second from this error. */
-                (void) sd_bus_reply_method_errorf(task->call, WORKER_ERROR_TASK_FAILED,
-                                                  "could not send the result: %s", strerror(-r));
+        task->on_done(ok, data, size, task->userdata);
 
         task->done = true;
         if (task->pending) {
@@ -175,31 +160,31 @@ static int host_task_fail(apiary_task *task, const char *format, ...) {
         return task_complete(task, false, s, (size_t) k);
 }
 
-int plugin_host_run(PluginHost *h, sd_bus_message *call) {
+int plugin_host_run_task(PluginHost *h, const void *payload, size_t size, plugin_task_done_fn done,
+                         void (*destroy)(void *userdata), void *userdata) {
         apiary_task *task;
-        uint64_t id;
         int r;
 
+        if (!done || (!payload && size > 0))
+                return -EINVAL;
         task = calloc(1, sizeof(*task));
         if (!task)
                 return -ENOMEM;
-        task->host = h;
-        task->call = sd_bus_message_ref(call);
+        *task = (apiary_task) {
+                .host = h,
+                .payload = payload,
+                .payload_size = size,
+                .on_done = done,
+                .destroy = destroy,
+                .userdata = userdata,
+                .in_run = true,
+        };
 
-        r = sd_bus_message_read(call, "t", &id);
-        if (r >= 0)
-                r = sd_bus_message_read_array(call, 'y', &task->payload, &task->payload_size);
-        if (r < 0) {
-                task_free(task);
-                return r;
-        }
-
-        task->in_run = true;
         r = h->plugin->run(h->state, task);
 
         if (task->done) {
                 task_free(task);
-                return 1;
+                return 0;
         }
         if (r == APIARY_TASK_PENDING) {
                 task->in_run = false;
@@ -209,7 +194,7 @@ int plugin_host_run(PluginHost *h, sd_bus_message *call) {
                         h->pending->pending_prev = task;
                 h->pending = task;
                 h->n_pending++;
-                return 1;
+                return 0;
         }
 
         /* The plugin did not say how the task ended: supply a reason, as fwupd's runner does. */
@@ -219,6 +204,58 @@ int plugin_host_run(PluginHost *h, sd_bus_message *call) {
                 (void) host_task_fail(task, "plugin %s returned %i without completing the task",
                                       h->plugin->name ?: h->path, r);
         task_free(task);
+        return 0;
+}
+
+/* ---- tasks from apiaryd (Worker1.Run) ---- */
+
+/* Sends the reply of the Worker1.Run call CALL, built from the plugin's buffer. */
+static void bus_task_done(bool ok, const void *data, size_t size, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus_message *call = userdata;
+        int r;
+
+        if (ok) {
+                r = sd_bus_message_new_method_return(call, &reply);
+                if (r >= 0)
+                        r = sd_bus_message_append_array(reply, 'y', data, size);
+                if (r >= 0)
+                        r = sd_bus_send(NULL, reply, NULL);
+        } else {
+                /* D-Bus strings must be UTF-8: a plugin's raw bytes are mended, not refused. */
+                g_autofree char *text = g_utf8_make_valid(data, (gssize) size);
+
+                r = sd_bus_reply_method_errorf(call, WORKER_ERROR_TASK_FAILED, "%s", text);
+        }
+        if (r < 0)
+                /* The link is gone or the result is too big for a message: apiaryd learns of the
+                 * first when we exit, and of the second from this error. */
+                (void) sd_bus_reply_method_errorf(call, WORKER_ERROR_TASK_FAILED,
+                                                  "could not send the result: %s", strerror(-r));
+}
+
+static void bus_task_destroy(void *userdata) {
+        sd_bus_message_unref(userdata);
+}
+
+int plugin_host_run(PluginHost *h, sd_bus_message *call) {
+        const void *payload;
+        size_t size;
+        uint64_t id;
+        int r;
+
+        r = sd_bus_message_read(call, "t", &id);
+        if (r >= 0)
+                r = sd_bus_message_read_array(call, 'y', &payload, &size);
+        if (r < 0)
+                return r;
+
+        /* The payload points into CALL, which the task holds until it is freed. */
+        r = plugin_host_run_task(h, payload, size, bus_task_done, bus_task_destroy, sd_bus_message_ref(call));
+        if (r < 0) {
+                sd_bus_message_unref(call);
+                return r;
+        }
         return 1;
 }
 
@@ -349,6 +386,8 @@ static int host_submit(const struct apiary_host *host, const char *pool, const v
 
         if (!pool || !callback || (!payload && size > 0))
                 return -EINVAL;
+        if (!h->link)
+                return -ENOTCONN;       /* apiary-worker --oneshot: no apiaryd to submit to */
 
         r = sd_bus_message_new_method_call(h->link, &m, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Submit");
         if (r < 0)

@@ -28,14 +28,15 @@ typedef struct PluginHost {
         size_t n_config;
 
         sd_event *event;                /* the worker's loop, for io_add()/timer_add() */
-        sd_bus *link;                   /* the link to apiaryd, for replies and submit() */
+        sd_bus *link;                   /* the link to apiaryd, for submit(); NULL in --oneshot */
         struct apiary_task *pending;    /* asynchronous tasks not completed yet */
         unsigned n_pending;
 
         char *error;                    /* last set_error() message, or a load failure */
 } PluginHost;
 
-/* Fills the host table. KEYS/VALUES are copied; EVENT and LINK are borrowed. */
+/* Fills the host table. KEYS/VALUES are copied; EVENT and LINK are borrowed. Without a LINK,
+ * host->submit() fails with -ENOTCONN. */
 int plugin_host_init(PluginHost *h, const char *pool, unsigned slot, const char *path,
                      char *const *keys, char *const *values, size_t n, sd_event *event, sd_bus *link);
 
@@ -44,6 +45,23 @@ int plugin_host_load(PluginHost *h);
 
 /* Calls the plugin's init(). Returns 0, or a negative errno with h->error set. */
 int plugin_host_start(PluginHost *h);
+
+/*
+ * How a task ended: OK with its result, or not with the reason (a NUL-terminated text of SIZE
+ * bytes). DATA is valid only during the call.
+ */
+typedef void (*plugin_task_done_fn)(bool ok, const void *data, size_t size, void *userdata);
+
+/*
+ * Runs one task with PAYLOAD, which must stay valid until the task is freed. DONE is called
+ * exactly once when the task ends, maybe before this returns: completed by the plugin, or failed
+ * by the host if run() returned without completing it. A task still pending at
+ * plugin_host_deinit() gets no DONE call. DESTROY, if not NULL, is called with USERDATA when
+ * the task is freed, in both cases. Returns 0, or a negative errno if the task could not be
+ * started (then neither is called).
+ */
+int plugin_host_run_task(PluginHost *h, const void *payload, size_t size, plugin_task_done_fn done,
+                         void (*destroy)(void *userdata), void *userdata);
 
 /* Runs the task of the Worker1.Run call CALL; its reply is sent when the task completes. */
 int plugin_host_run(PluginHost *h, sd_bus_message *call);

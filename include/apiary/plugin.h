@@ -122,6 +122,7 @@ struct apiary_host {
          * Submits a task to POOL (any pool of this apiaryd, this one included) and calls CALLBACK
          * on this worker's loop when it ends. Returns 0 once the request is sent, or a negative
          * errno; errors of the submission itself (no such pool, queue full) reach CALLBACK.
+         * -ENOTCONN when there is no apiaryd to submit to (apiary-worker --oneshot).
          */
         int (*submit)(const struct apiary_host *host, const char *pool, const void *payload, size_t size,
                       apiary_result_fn callback, void *userdata);

@@ -1,0 +1,739 @@
+/* SPDX-License-Identifier: MIT */
+/* apiaryctl against a real apiaryd: every verb, its output and its exit status. The binary comes
+ * from $APIARYCTL and reaches the test bus with --address=. */
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define POOL_IFACE "org.apiary.Apiary1.Pool"
+#define WORKER_IFACE "org.apiary.Apiary1.Worker"
+
+typedef TestFixture Fixture;
+
+static const char *const config =
+        "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=2\n"
+        "[Pool control]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\n";
+
+/* ---- running apiaryctl ---- */
+
+typedef struct Ctl {
+        int status;             /* exit status, or 128 + signal */
+        char *out;              /* stdout, NUL-terminated after out_size bytes */
+        size_t out_size;
+        char *err;              /* stderr, NUL-terminated */
+} Ctl;
+
+static void ctl_clear(Ctl *c) {
+        g_free(c->out);
+        g_free(c->err);
+        *c = (Ctl) {};
+}
+
+/* apiaryctl --address=… ARGS, as UID (through setpriv) if it is not 0. */
+static GPtrArray *ctl_argv(const Fixture *f, unsigned uid, const char *const *args) {
+        const char *binary = getenv("APIARYCTL");
+        GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+
+        if (!binary)
+                fail_msg("$APIARYCTL is not set: run the tests through meson test");
+        if (uid != 0) {
+                g_ptr_array_add(argv, g_strdup("setpriv"));
+                g_ptr_array_add(argv, g_strdup_printf("--reuid=%u", uid));
+                g_ptr_array_add(argv, g_strdup_printf("--regid=%u", uid));
+                g_ptr_array_add(argv, g_strdup("--clear-groups"));
+        }
+        g_ptr_array_add(argv, g_strdup(binary));
+        g_ptr_array_add(argv, g_strdup_printf("--address=%s", f->bus.address));
+        for (size_t i = 0; args[i]; i++)
+                g_ptr_array_add(argv, g_strdup(args[i]));
+        g_ptr_array_add(argv, NULL);
+        return argv;
+}
+
+/* A test that fails half-way leaves no apiaryctl behind (unless setpriv's credential change
+ * cleared this; then the end of the test bus ends it). */
+static void child_setup(gpointer userdata) {
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static int memfd_with(const void *data, size_t size) {
+        int fd = memfd_create("apiaryctl-test", MFD_CLOEXEC);
+
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, data ?: "", size), (ssize_t) size);
+        assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+        return fd;
+}
+
+static char *memfd_read(int fd, size_t *ret_size) {
+        GByteArray *b = g_byte_array_new();
+        uint8_t buf[4096];
+        ssize_t k;
+
+        assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+        while ((k = read(fd, buf, sizeof(buf))) > 0)
+                g_byte_array_append(b, buf, (guint) k);
+        assert_true(k == 0);
+        if (ret_size)
+                *ret_size = b->len;
+        g_byte_array_append(b, (const guint8 *) "", 1);
+        return (char *) g_byte_array_free(b, false);
+}
+
+static int wait_child(pid_t pid) {
+        int pidfd = (int) syscall(SYS_pidfd_open, pid, 0), status = 0;
+        struct pollfd p = { .fd = pidfd, .events = POLLIN };
+        int r;
+
+        assert_true(pidfd >= 0);
+        do
+                r = poll(&p, 1, (int) (TEST_TIMEOUT_USEC / USEC_PER_MSEC));
+        while (r < 0 && errno == EINTR);
+        close(pidfd);
+        if (r == 0) {
+                kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                fail_msg("apiaryctl (PID %i) did not finish in time", (int) pid);
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Runs apiaryctl ARGS as UID with INPUT on stdin, and waits for it. */
+static void ctl_run_as(const Fixture *f, unsigned uid, const void *input, size_t input_size, Ctl *ret,
+                       const char *const *args) {
+        g_autoptr(GPtrArray) argv = ctl_argv(f, uid, args);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *cmdline = NULL;
+        int in = memfd_with(input, input_size), out = memfd_with(NULL, 0), err = memfd_with(NULL, 0);
+        GPid pid;
+
+        if (!g_spawn_async_with_fds(NULL, (char **) argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH,
+                                    child_setup, NULL, &pid, in, out, err, &error))
+                fail_msg("cannot run apiaryctl: %s", error->message);
+        ret->status = wait_child(pid);
+        ret->out = memfd_read(out, &ret->out_size);
+        ret->err = memfd_read(err, NULL);
+        close(in);
+        close(out);
+        close(err);
+        /* For the log: what apiaryctl said, when it said anything. */
+        if (ret->err[0]) {
+                cmdline = g_strjoinv(" ", (char **) args);
+                fprintf(stderr, "apiaryctl %s: exit status %i: %s", cmdline, ret->status, ret->err);
+        }
+}
+
+static void ctl_run(const Fixture *f, const void *input, size_t input_size, Ctl *ret, const char *const *args) {
+        ctl_run_as(f, 0, input, input_size, ret, args);
+}
+
+#define CTL(f, c, ...) ctl_run((f), NULL, 0, (c), (const char *const[]) { __VA_ARGS__, NULL })
+#define CTL_AS(f, uid, c, ...) ctl_run_as((f), (uid), NULL, 0, (c), (const char *const[]) { __VA_ARGS__, NULL })
+
+/* apiaryctl in the background, with its stdout and stderr as pipes. */
+typedef struct CtlProcess {
+        pid_t pid;
+        int out_fd;
+        int err_fd;
+        GString *out;
+        GString *err;
+} CtlProcess;
+
+static void ctl_spawn_as(const Fixture *f, unsigned uid, CtlProcess *p, const char *const *args) {
+        g_autoptr(GPtrArray) argv = ctl_argv(f, uid, args);
+        g_autoptr(GError) error = NULL;
+
+        /* stdin is /dev/null. */
+        if (!g_spawn_async_with_pipes(NULL, (char **) argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH,
+                                      child_setup, NULL, &p->pid, NULL, &p->out_fd, &p->err_fd, &error))
+                fail_msg("cannot run apiaryctl: %s", error->message);
+        p->out = g_string_new(NULL);
+        p->err = g_string_new(NULL);
+}
+
+static void ctl_spawn(const Fixture *f, CtlProcess *p, const char *const *args) {
+        ctl_spawn_as(f, 0, p, args);
+}
+
+/* Reads FD into BUF until BUF contains NEEDLE; false at EOF or after the test timeout. */
+static bool read_until(int fd, GString *buf, const char *needle) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + TEST_TIMEOUT_USEC;
+
+        while (!strstr(buf->str, needle)) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                usec_t now = now_usec(CLOCK_MONOTONIC);
+                char chunk[4096];
+                ssize_t k;
+
+                if (now >= deadline)
+                        return false;
+                if (poll(&p, 1, (int) ((deadline - now) / USEC_PER_MSEC) + 1) <= 0)
+                        continue;
+                k = read(fd, chunk, sizeof(chunk));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return false;
+                g_string_append_len(buf, chunk, k);
+        }
+        return true;
+}
+
+/* Waits for the process to exit and reads the rest of its output; returns its exit status. */
+static int ctl_finish(CtlProcess *p) {
+        int status = wait_child(p->pid);
+
+        (void) read_until(p->out_fd, p->out, "\x01never");
+        (void) read_until(p->err_fd, p->err, "\x01never");
+        close(p->out_fd);
+        close(p->err_fd);
+        return status;
+}
+
+static void ctl_process_free(CtlProcess *p) {
+        g_string_free(p->out, true);
+        g_string_free(p->err, true);
+}
+
+/* ---- predicates ---- */
+
+static bool pool_has_workers(TestDaemon *d, const void *userdata) {
+        const unsigned *n = userdata;
+        g_autofree char *path = test_pool_path("echo");
+        g_auto(GStrv) workers = test_get_object_paths(d, path, POOL_IFACE, "Workers");
+
+        return test_get_u32(d, path, POOL_IFACE, "WorkersReady") == *n && g_strv_length(workers) == *n;
+}
+
+typedef struct Slot {
+        const char *pool;
+        unsigned slot;
+        pid_t old_pid;
+} Slot;
+
+static bool worker_replaced(TestDaemon *d, const void *userdata) {
+        const Slot *s = userdata;
+        pid_t pid = test_worker_pid(d, s->pool, s->slot);
+        g_autofree char *state = test_worker_state(d, s->pool, s->slot);
+
+        return pid > 0 && pid != s->old_pid && strcmp(state, "ready") == 0;
+}
+
+static bool pool_paused(TestDaemon *d, const char *pool) {
+        g_autofree char *path = test_pool_path(pool);
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        int paused = -1;
+
+        if (sd_bus_get_property_trivial(d->bus, "org.apiary.Apiary1", path, POOL_IFACE, "Paused", &error, 'b',
+                                        &paused) < 0)
+                fail_msg("Paused of %s: %s", pool, error.message);
+        return paused;
+}
+
+/* The lines of S, without the empty last one. */
+static char **lines(const char *s) {
+        g_auto(GStrv) l = g_strsplit(s, "\n", -1);
+        guint n = g_strv_length(l);
+
+        if (n > 0 && l[n - 1][0] == '\0') {
+                g_free(l[n - 1]);
+                l[n - 1] = NULL;
+        }
+        return g_steal_pointer(&l);
+}
+
+/* ---- the tests ---- */
+
+static void test_run_and_submit(void **state) {
+        Fixture *f = *state;
+        uint8_t all[256];
+        Ctl c = {};
+        uint64_t id;
+        char *end;
+
+        test_daemon_start(&f->daemon, &f->bus, config, true);
+
+        /* The result exactly: no newline added. */
+        CTL(f, &c, "run", "echo", "hello");
+        assert_int_equal(c.status, 0);
+        assert_int_equal(c.out_size, 5);
+        assert_memory_equal(c.out, "hello", 5);
+        ctl_clear(&c);
+
+        /* Binary-safe both ways, through stdin: with "-" and without DATA. */
+        for (size_t i = 0; i < sizeof(all); i++)
+                all[i] = (uint8_t) i;
+        ctl_run(f, all, sizeof(all), &c, (const char *const[]) { "run", "echo", "-", NULL });
+        assert_int_equal(c.status, 0);
+        assert_int_equal(c.out_size, sizeof(all));
+        assert_memory_equal(c.out, all, sizeof(all));
+        ctl_clear(&c);
+        ctl_run(f, all, sizeof(all), &c, (const char *const[]) { "run", "echo", NULL });
+        assert_int_equal(c.status, 0);
+        assert_int_equal(c.out_size, sizeof(all));
+        assert_memory_equal(c.out, all, sizeof(all));
+        ctl_clear(&c);
+
+        /* A failed task: the reason on stderr, exit status 1. */
+        CTL(f, &c, "run", "control", "fail boom");
+        assert_int_equal(c.status, 1);
+        assert_int_equal(c.out_size, 0);
+        assert_non_null(strstr(c.err, "boom"));
+        ctl_clear(&c);
+
+        /* --timeout reaches apiaryd as the "timeout" option. */
+        CTL(f, &c, "--timeout=300ms", "run", "control", "hang");
+        assert_int_equal(c.status, 1);
+        assert_non_null(strstr(c.err, "timeout"));
+        ctl_clear(&c);
+        CTL(f, &c, "--timeout=soon", "run", "echo", "x");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+
+        /* submit prints the id; several DATA make a batch, one id a line. */
+        CTL(f, &c, "submit", "echo", "queued");
+        assert_int_equal(c.status, 0);
+        id = strtoull(c.out, &end, 10);
+        assert_true(id > 0);
+        assert_string_equal(end, "\n");
+        ctl_clear(&c);
+        CTL(f, &c, "--timeout=1min", "submit", "echo", "a", "b", "c");
+        assert_int_equal(c.status, 0);
+        {
+                g_auto(GStrv) l = lines(c.out);
+
+                assert_int_equal(g_strv_length(l), 3);
+                assert_true(strtoull(l[0], NULL, 10) > id);
+        }
+        ctl_clear(&c);
+
+        /* Unknown pool: 4; unknown task: 4 with apiaryd's message (and its name after -v). */
+        CTL(f, &c, "run", "nosuch", "x");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "No pool named \"nosuch\""));
+        ctl_clear(&c);
+        CTL(f, &c, "-v", "cancel", "999999");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "No task 999999"));
+        assert_non_null(strstr(c.err, "org.apiary.Apiary1.Error.NoSuchTask"));
+        ctl_clear(&c);
+}
+
+static void test_wait(void **state) {
+        Fixture *f = *state;
+        CtlProcess p = {};
+        Ctl c = {};
+        g_autofree char *id = NULL, *ids = NULL;
+
+        test_daemon_start(&f->daemon, &f->bus, config, true);
+
+        /* Paused, the task stays queued until wait has subscribed ("Waiting" after -v). */
+        CTL(f, &c, "pause", "echo");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        CTL(f, &c, "submit", "echo", "waited for");
+        assert_int_equal(c.status, 0);
+        id = g_strchomp(g_strdup(c.out));
+        ctl_clear(&c);
+
+        ctl_spawn(f, &p, (const char *const[]) { "-v", "wait", id, NULL });
+        assert_true(read_until(p.err_fd, p.err, "Waiting"));
+        CTL(f, &c, "resume", "echo");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        assert_int_equal(ctl_finish(&p), 0);
+        assert_string_equal(p.out->str, "waited for");
+        ctl_process_free(&p);
+
+        /* Several ids: a line each, and status 1 if one failed. */
+        CTL(f, &c, "pause", "control");
+        ctl_clear(&c);
+        CTL(f, &c, "submit", "control", "fine", "fail bad");
+        assert_int_equal(c.status, 0);
+        ids = g_strdup(c.out);
+        ctl_clear(&c);
+        {
+                g_auto(GStrv) l = lines(ids);
+
+                assert_int_equal(g_strv_length(l), 2);
+                ctl_spawn(f, &p, (const char *const[]) { "-v", "wait", l[0], l[1], NULL });
+                assert_true(read_until(p.err_fd, p.err, "Waiting"));
+                CTL(f, &c, "resume", "control");
+                ctl_clear(&c);
+                assert_int_equal(ctl_finish(&p), 1);
+                g_autofree char *ok = g_strdup_printf("%s control done \"fine\"\n", l[0]);
+                g_autofree char *bad = g_strdup_printf("%s control failed \"bad\"\n", l[1]);
+                assert_non_null(strstr(p.out->str, ok));
+                assert_non_null(strstr(p.out->str, bad));
+                ctl_process_free(&p);
+        }
+
+        /* submit --wait follows its own tasks on its own connection: no monitoring needed. */
+        CTL(f, &c, "submit", "--wait", "echo", "own");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "own");
+        ctl_clear(&c);
+        CTL(f, &c, "submit", "--wait", "control", "one", "fail two");
+        assert_int_equal(c.status, 1);
+        assert_non_null(strstr(c.out, " control done \"one\"\n"));
+        assert_non_null(strstr(c.out, " control failed \"two\"\n"));
+        ctl_clear(&c);
+        CTL(f, &c, "submit", "--wait", "control", "fail alone");
+        assert_int_equal(c.status, 1);
+        assert_int_equal(c.out_size, 0);
+        assert_non_null(strstr(c.err, "failed: alone"));
+        ctl_clear(&c);
+        CTL(f, &c, "--wait", "run", "echo", "x");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+
+        /* A task that never was (or finished already) is waited for until --timeout. */
+        CTL(f, &c, "--timeout=200ms", "wait", "999999");
+        assert_int_equal(c.status, 1);
+        assert_non_null(strstr(c.err, "Timed out"));
+        ctl_clear(&c);
+        CTL(f, &c, "wait", "0");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+}
+
+static void test_status_pools_workers(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        Ctl c = {};
+
+        /* Nobody on the bus yet. */
+        CTL(f, &c, "status");
+        assert_int_equal(c.status, 5);
+        assert_non_null(strstr(c.err, "not running"));
+        ctl_clear(&c);
+
+        test_daemon_start(d, &f->bus, config, true);
+
+        CTL(f, &c, "status");
+        assert_int_equal(c.status, 0);
+        assert_non_null(strstr(c.out, "apiaryd "));
+        assert_non_null(strstr(c.out, "echo: running, 2/2 workers ready"));
+        assert_non_null(strstr(c.out, "control: running, 1/1 workers ready"));
+        ctl_clear(&c);
+        /* No verb is status. */
+        ctl_run(f, NULL, 0, &c, (const char *const[]) { NULL });
+        assert_int_equal(c.status, 0);
+        assert_non_null(strstr(c.out, "echo: running"));
+        ctl_clear(&c);
+        CTL(f, &c, "status", "control");
+        assert_int_equal(c.status, 0);
+        assert_null(strstr(c.out, "echo:"));
+        ctl_clear(&c);
+        CTL(f, &c, "status", "nosuch");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "No pool named \"nosuch\""));
+        ctl_clear(&c);
+
+        CTL(f, &c, "pools");
+        assert_int_equal(c.status, 0);
+        assert_true(g_str_has_prefix(c.out, "POOL "));
+        assert_non_null(strstr(c.out, "2 pools listed."));
+        ctl_clear(&c);
+        CTL(f, &c, "--no-legend", "pools");
+        assert_int_equal(c.status, 0);
+        {
+                g_auto(GStrv) l = lines(c.out);
+
+                assert_int_equal(g_strv_length(l), 2);
+                assert_true(g_str_has_prefix(l[0], "echo "));
+                assert_non_null(strstr(l[0], " running 2/2 cpu no "));
+                assert_true(g_str_has_prefix(l[1], "control "));
+        }
+        ctl_clear(&c);
+
+        CTL(f, &c, "--no-legend", "workers", "echo");
+        assert_int_equal(c.status, 0);
+        {
+                g_auto(GStrv) l = lines(c.out);
+
+                assert_int_equal(g_strv_length(l), 2);
+                for (unsigned i = 0; i < 2; i++) {
+                        g_auto(GStrv) cols = g_strsplit_set(l[i], " ", -1);
+                        g_autofree char *slot = g_strdup_printf("%u", i);
+                        g_autofree char *pid = g_strdup_printf("%i", (int) test_worker_pid(d, "echo", i));
+                        guint n = 0;
+
+                        /* POOL SLOT PID STATE …, columns padded with spaces */
+                        for (guint k = 0; cols[k]; k++)
+                                if (cols[k][0])
+                                        cols[n++] = cols[k];
+                        assert_true(n >= 4);
+                        assert_string_equal(cols[0], "echo");
+                        assert_string_equal(cols[1], slot);
+                        assert_string_equal(cols[2], pid);
+                        assert_string_equal(cols[3], "ready");
+                }
+        }
+        ctl_clear(&c);
+
+        CTL(f, &c, "--json", "pools");
+        assert_int_equal(c.status, 0);
+        assert_true(g_str_has_prefix(c.out, "[{\"Path\":\"/org/apiary/Apiary1/pool/echo\",\"Name\":\"echo\","));
+        assert_non_null(strstr(c.out, "\"PoolName\":\"control\",\"Slot\":0,"));
+        ctl_clear(&c);
+        CTL(f, &c, "--json=pretty", "status");
+        assert_int_equal(c.status, 0);
+        assert_true(g_str_has_prefix(c.out, "{\n  \"Version\": "));
+        ctl_clear(&c);
+        CTL(f, &c, "--json", "scale", "echo", "2");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+}
+
+static void test_control(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *w0 = test_worker_path("control", 0), *last = NULL;
+        unsigned three = 3;
+        Slot s;
+        Ctl c = {};
+
+        test_daemon_start(d, &f->bus, config, true);
+
+        CTL(f, &c, "scale", "echo", "3");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        test_wait_until(d, pool_has_workers, &three, TEST_TIMEOUT_USEC, "echo to have 3 workers");
+        CTL(f, &c, "--no-legend", "workers", "echo");
+        {
+                g_auto(GStrv) l = lines(c.out);
+
+                assert_int_equal(g_strv_length(l), 3);
+                assert_true(g_str_has_prefix(l[2], "echo 2 "));
+        }
+        ctl_clear(&c);
+
+        CTL(f, &c, "stop", "echo");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        test_wait_pool_state(d, "echo", "stopped");
+        CTL(f, &c, "start", "echo");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        test_wait_pool_state(d, "echo", "running");
+
+        CTL(f, &c, "pause", "echo", "control");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        assert_true(pool_paused(d, "echo"));
+        assert_true(pool_paused(d, "control"));
+        CTL(f, &c, "status", "echo");
+        assert_non_null(strstr(c.out, "workers ready, paused\n"));
+        ctl_clear(&c);
+        CTL(f, &c, "resume", "echo", "control");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        assert_false(pool_paused(d, "echo"));
+        assert_false(pool_paused(d, "control"));
+
+        s = (Slot) { "control", 0, test_worker_pid(d, "control", 0) };
+        CTL(f, &c, "kill", "control/0", "KILL");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        test_wait_until(d, worker_replaced, &s, TEST_TIMEOUT_USEC, "control/0 to be replaced after SIGKILL");
+        last = test_get_string(d, w0, WORKER_IFACE, "LastExit");
+        assert_non_null(strstr(last, "killed by SIGKILL"));
+
+        s = (Slot) { "echo", 1, test_worker_pid(d, "echo", 1) };
+        CTL(f, &c, "restart", "echo/1");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        test_wait_until(d, worker_replaced, &s, TEST_TIMEOUT_USEC, "echo/1 to be restarted");
+
+        s = (Slot) { "echo", 0, test_worker_pid(d, "echo", 0) };
+        CTL(f, &c, "restart", "echo");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        test_wait_until(d, worker_replaced, &s, TEST_TIMEOUT_USEC, "echo/0 to be replaced by the rolling restart");
+
+        /* Reload is newer than the rest: an apiaryd without it answers UnknownMethod. */
+        CTL(f, &c, "-v", "reload");
+        if (c.status != 0) {
+                assert_int_equal(c.status, 1);
+                assert_non_null(strstr(c.err, "org.freedesktop.DBus.Error.UnknownMethod"));
+        }
+        ctl_clear(&c);
+
+        /* What does not exist: 4. */
+        CTL(f, &c, "stop", "nosuch");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "No pool named \"nosuch\""));
+        ctl_clear(&c);
+        CTL(f, &c, "kill", "echo/9");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "Pool \"echo\" has no slot 9"));
+        ctl_clear(&c);
+        CTL(f, &c, "restart", "nosuch/0");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "No pool named \"nosuch\""));
+        ctl_clear(&c);
+
+        /* Bad usage: 2, and nothing happens. */
+        CTL(f, &c, "scale", "echo");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+        CTL(f, &c, "scale", "echo", "many");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+        CTL(f, &c, "kill", "echo");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+        CTL(f, &c, "kill", "echo/0", "SIGNOPE");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+        CTL(f, &c, "stop", "echo/0");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+        CTL(f, &c, "frobnicate");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+        CTL(f, &c, "--frobnicate", "status");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+        CTL(f, &c, "pause", "echo", "nosuch/");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+        assert_false(pool_paused(d, "echo"));
+        /* Arguments apiaryd refuses as invalid: 2 as well. */
+        CTL(f, &c, "scale", "echo", "0");
+        assert_int_equal(c.status, 2);
+        assert_non_null(strstr(c.err, "Cannot scale to 0 workers"));
+        ctl_clear(&c);
+}
+
+static void test_access_denied(void **state) {
+        static const char *const restricted =
+                "[Apiary]\nControlUsers=daemon\nSubmitUsers=daemon\n"
+                "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n";
+        Fixture *f = *state;
+        CtlProcess p = {};
+        Ctl c = {};
+
+        if (geteuid() != 0)
+                skip();
+        test_daemon_start(&f->daemon, &f->bus, restricted, true);
+
+        /* nobody (65534) may look, but neither control nor submit: 3. */
+        CTL_AS(f, 65534, &c, "pools");
+        assert_int_equal(c.status, 0);
+        assert_non_null(strstr(c.out, "echo "));
+        ctl_clear(&c);
+        CTL_AS(f, 65534, &c, "pause", "echo");
+        assert_int_equal(c.status, 3);
+        assert_non_null(strstr(c.err, "may not call Pause()"));
+        ctl_clear(&c);
+        CTL_AS(f, 65534, &c, "-v", "run", "echo", "x");
+        assert_int_equal(c.status, 3);
+        assert_non_null(strstr(c.err, "org.freedesktop.DBus.Error.AccessDenied"));
+        ctl_clear(&c);
+        assert_false(pool_paused(&f->daemon, "echo"));
+
+        /* wait must monitor the bus (TaskFinished goes to the submitter only): not as nobody. */
+        CTL_AS(f, 65534, &c, "--timeout=1s", "wait", "1");
+        assert_int_equal(c.status, 3);
+        assert_non_null(strstr(c.err, "submit --wait"));
+        ctl_clear(&c);
+
+        /* monitor as nobody: the broadcast signals only. */
+        ctl_spawn_as(f, 65534, &p, (const char *const[]) { "-v", "monitor", NULL });
+        assert_true(read_until(p.err_fd, p.err, "Monitoring"));
+        assert_non_null(strstr(p.err->str, "Not allowed to monitor"));
+        CTL(f, &c, "restart", "echo/0");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        assert_true(read_until(p.out_fd, p.out, " worker echo/0 PID="));
+        kill(p.pid, SIGTERM);
+        assert_int_equal(ctl_finish(&p), 0);
+        ctl_process_free(&p);
+
+        /* daemon (1) may do both, and follow its own tasks. */
+        CTL_AS(f, 1, &c, "submit", "--wait", "echo", "mine");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "mine");
+        ctl_clear(&c);
+        CTL_AS(f, 1, &c, "run", "echo", "allowed");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "allowed");
+        ctl_clear(&c);
+}
+
+static void test_monitor(void **state) {
+        Fixture *f = *state;
+        CtlProcess p = {}, w = {};
+        Ctl c = {};
+
+        test_daemon_start(&f->daemon, &f->bus, config, true);
+
+        ctl_spawn(f, &p, (const char *const[]) { "-v", "monitor", NULL });
+        assert_true(read_until(p.err_fd, p.err, "Monitoring"));
+
+        CTL(f, &c, "submit", "echo", "seen");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        assert_true(read_until(p.out_fd, p.out, " echo done \"seen\"\n"));
+
+        CTL(f, &c, "restart", "control/0");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        assert_true(read_until(p.out_fd, p.out, " worker control/0 PID="));
+        assert_true(read_until(p.out_fd, p.out, " pool control State="));
+
+        kill(p.pid, SIGINT);
+        assert_int_equal(ctl_finish(&p), 0);
+        ctl_process_free(&p);
+
+        /* apiaryd goes: wait gives up (5), monitor says so and goes on, until the bus goes too. */
+        ctl_spawn(f, &w, (const char *const[]) { "-v", "wait", "999999", NULL });
+        assert_true(read_until(w.err_fd, w.err, "Waiting"));
+        ctl_spawn(f, &p, (const char *const[]) { "-v", "monitor", NULL });
+        assert_true(read_until(p.err_fd, p.err, "Monitoring"));
+        assert_int_equal(test_daemon_kill_and_wait(&f->daemon, SIGTERM), 0);
+        assert_int_equal(ctl_finish(&w), 5);
+        assert_non_null(strstr(w.err->str, "apiaryd left the bus before task 999999 finished."));
+        assert_true(read_until(p.out_fd, p.out, " apiaryd left the bus\n"));
+        test_bus_stop(&f->bus);
+        assert_int_equal(ctl_finish(&p), 5);
+        assert_non_null(strstr(p.err->str, "Lost the connection to the bus."));
+        ctl_process_free(&w);
+        ctl_process_free(&p);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_run_and_submit, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_wait, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_status_pools_workers, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_control, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_access_denied, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_monitor, test_fixture_setup, test_fixture_teardown),
+        };
+
+        if (getenv("TEST_FILTER"))
+                cmocka_set_test_filter(getenv("TEST_FILTER"));
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,915 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * apiaryctl: query and control apiaryd over its public D-Bus API, in the manner of systemctl.
+ * See docs/apiaryctl.md. This file holds the command line, the connection, error reporting and
+ * the verbs that are one method call each; ctl-show.c prints the state, ctl-watch.c follows
+ * signals.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <getopt.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <locale.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "ctl.h"
+#include "ctl-format.h"
+
+typedef enum BusKind {
+        BUS_SYSTEM,
+        BUS_USER,
+        BUS_ADDRESS,
+} BusKind;
+
+static BusKind arg_bus_kind = BUS_SYSTEM;
+static const char *arg_address = NULL;
+static bool arg_bus_given = false;
+static bool arg_no_color = false;
+static bool arg_timeout_given = false;
+bool arg_verbose = false;
+bool arg_wait = false;
+bool arg_legend = true;
+JsonMode arg_json = JSON_OFF;
+usec_t arg_timeout = USEC_INFINITY;
+
+/* ---- reporting ---- */
+
+void ctl_error(const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
+int ctl_usage_error(const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+        fputs("\nSee 'apiaryctl --help'.\n", stderr);
+        return CTL_EXIT_USAGE;
+}
+
+int ctl_oom(void) {
+        ctl_error("Out of memory.");
+        return CTL_EXIT_FAILURE;
+}
+
+static bool error_is_unreachable(const sd_bus_error *error) {
+        return sd_bus_error_has_name(error, SD_BUS_ERROR_SERVICE_UNKNOWN) ||
+               sd_bus_error_has_name(error, SD_BUS_ERROR_NAME_HAS_NO_OWNER);
+}
+
+int ctl_exit_status_for(int r, const sd_bus_error *error) {
+        /* sd-bus turns local failures into "System.Error.EFOO" errors: those go by their errno. */
+        if (sd_bus_error_is_set(error) && g_str_has_prefix(error->name, "System.Error."))
+                r = -sd_bus_error_get_errno(error);
+        else if (sd_bus_error_is_set(error)) {
+                if (sd_bus_error_has_name(error, APIARY_ERROR_NO_SUCH_POOL) ||
+                    sd_bus_error_has_name(error, APIARY_ERROR_NO_SUCH_TASK) ||
+                    sd_bus_error_has_name(error, SD_BUS_ERROR_UNKNOWN_OBJECT))
+                        return CTL_EXIT_NOT_FOUND;
+                if (sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED) ||
+                    sd_bus_error_has_name(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
+                        return CTL_EXIT_ACCESS_DENIED;
+                if (error_is_unreachable(error))
+                        return CTL_EXIT_UNREACHABLE;
+                if (sd_bus_error_has_name(error, SD_BUS_ERROR_INVALID_ARGS) ||
+                    sd_bus_error_has_name(error, APIARY_ERROR_INVALID_OPTION))
+                        return CTL_EXIT_USAGE;
+                return CTL_EXIT_FAILURE;
+        }
+        if (IN_SET(r, -EACCES, -EPERM))
+                return CTL_EXIT_ACCESS_DENIED;
+        if (IN_SET(r, -ECONNREFUSED, -ECONNRESET, -ENOTCONN, -ENOENT, -EHOSTDOWN))
+                return CTL_EXIT_UNREACHABLE;
+        return CTL_EXIT_FAILURE;
+}
+
+int ctl_bus_error(int r, const sd_bus_error *error, const char *format, ...) {
+        const char *message;
+        va_list ap;
+
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+
+        if (sd_bus_error_is_set(error)) {
+                /* dbus-daemon's "…was not provided by any .service files" says it obliquely. */
+                if (error_is_unreachable(error))
+                        message = "apiaryd is not running on this bus (nobody owns " APIARY_BUS_NAME ").";
+                else
+                        message = error->message ?: error->name;
+        } else
+                message = strerror(r < 0 ? -r : EIO);
+        fprintf(stderr, ": %s", message);
+        if (arg_verbose && sd_bus_error_is_set(error))
+                fprintf(stderr, " (%s)", error->name);
+        fputc('\n', stderr);
+        return ctl_exit_status_for(r, error);
+}
+
+/* ---- parsing ---- */
+
+static int parse_u64(const char *s, uint64_t *ret) {
+        unsigned long long v;
+        char *end;
+
+        /* strtoull() would take a sign, spaces and hex: only plain decimal digits here. */
+        if (!s || !g_ascii_isdigit(s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno != 0 || *end != '\0')
+                return -EINVAL;
+        *ret = (uint64_t) v;
+        return 0;
+}
+
+int parse_task_id(const char *s, uint64_t *ret) {
+        uint64_t id;
+
+        if (parse_u64(s, &id) < 0 || id == 0)
+                return -EINVAL;
+        *ret = id;
+        return 0;
+}
+
+static int parse_u32(const char *s, uint32_t *ret) {
+        uint64_t v;
+
+        if (parse_u64(s, &v) < 0 || v > UINT32_MAX)
+                return -EINVAL;
+        *ret = (uint32_t) v;
+        return 0;
+}
+
+/* "TERM", "SIGTERM", "sigterm", "15", "RTMIN+2". */
+static int parse_signal(const char *s, int *ret) {
+        uint32_t n;
+
+        if (parse_u32(s, &n) >= 0) {
+                if (n < 1 || n > (uint32_t) SIGRTMAX)
+                        return -ERANGE;
+                *ret = (int) n;
+                return 0;
+        }
+
+        if (g_ascii_strncasecmp(s, "SIG", 3) == 0)
+                s += 3;
+        for (int sig = 1; sig < SIGRTMIN; sig++) {
+                const char *name = sigabbrev_np(sig);
+
+                if (name && g_ascii_strcasecmp(name, s) == 0) {
+                        *ret = sig;
+                        return 0;
+                }
+        }
+        if (g_ascii_strncasecmp(s, "RTMIN", 5) == 0 || g_ascii_strncasecmp(s, "RTMAX", 5) == 0) {
+                bool min = g_ascii_toupper(s[4]) == 'N';
+                uint32_t off = 0;
+
+                if (s[5] != '\0' && (s[5] != (min ? '+' : '-') || parse_u32(s + 6, &off) < 0))
+                        return -EINVAL;
+                if (off > (uint32_t) (SIGRTMAX - SIGRTMIN))
+                        return -ERANGE;
+                *ret = min ? SIGRTMIN + (int) off : SIGRTMAX - (int) off;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+int write_all(int fd, const void *data, size_t size) {
+        const uint8_t *p = data;
+
+        while (size > 0) {
+                ssize_t k = write(fd, p, size);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += k;
+                size -= (size_t) k;
+        }
+        return 0;
+}
+
+static int read_all(int fd, GByteArray *ret) {
+        uint8_t buf[65536];
+
+        for (;;) {
+                ssize_t k = read(fd, buf, sizeof(buf));
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return 0;
+                g_byte_array_append(ret, buf, (guint) k);
+        }
+}
+
+/* ---- targets: POOL or POOL/SLOT ---- */
+
+typedef struct Target {
+        char *pool;
+        bool has_slot;
+        uint32_t slot;
+        char *path;
+        char *description;      /* pool "echo", worker echo/1 */
+} Target;
+
+static void target_done(Target *t) {
+        free(t->pool);
+        free(t->path);
+        free(t->description);
+}
+
+/* Pool names have no '/' (see pool_name_is_valid() in config/), so the last one splits off a slot. */
+static int target_parse(const char *s, bool slot_allowed, bool slot_required, Target *ret) {
+        _cleanup_(freep) char *pool = NULL, *pool_path = NULL, *path = NULL, *description = NULL;
+        const char *slash = strrchr(s, '/');
+        uint32_t slot = 0;
+        int r;
+
+        if (slash) {
+                if (!slot_allowed)
+                        return ctl_usage_error("Expected a pool name, not a worker: \"%s\".", s);
+                if (parse_u32(slash + 1, &slot) < 0 || slash == s)
+                        return ctl_usage_error("Expected POOL/SLOT with a decimal slot number: \"%s\".", s);
+                pool = strndup(s, (size_t) (slash - s));
+        } else {
+                if (slot_required)
+                        return ctl_usage_error("Expected a worker as POOL/SLOT, e.g. echo/0: \"%s\".", s);
+                pool = strdup(s);
+        }
+        if (!pool)
+                return ctl_oom();
+        if (pool[0] == '\0')
+                return ctl_usage_error("Expected a pool name, got an empty one.");
+
+        r = sd_bus_path_encode(APIARY_POOL_PREFIX, pool, &pool_path);
+        if (r < 0)
+                return ctl_oom();
+        if (slash) {
+                if (asprintf(&path, "%s/%" PRIu32, pool_path, slot) < 0 ||
+                    asprintf(&description, "worker %s/%" PRIu32, pool, slot) < 0)
+                        return ctl_oom();
+        } else {
+                path = TAKE_PTR(pool_path);
+                if (asprintf(&description, "pool \"%s\"", pool) < 0)
+                        return ctl_oom();
+        }
+
+        *ret = (Target) {
+                .pool = TAKE_PTR(pool),
+                .has_slot = slash != NULL,
+                .slot = slot,
+                .path = TAKE_PTR(path),
+                .description = TAKE_PTR(description),
+        };
+        return 0;
+}
+
+/* An object that does not exist gets UnknownObject, which does not say whether the pool or only
+ * the slot is missing: ask the pool. */
+static int target_not_found(sd_bus *bus, const Target *t, const char *verb, const sd_bus_error *error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(freep) char *pool_path = NULL, *name = NULL;
+        bool pool_exists = false;
+        int r;
+
+        if (t->has_slot && sd_bus_path_encode(APIARY_POOL_PREFIX, t->pool, &pool_path) >= 0) {
+                r = sd_bus_get_property_string(bus, APIARY_BUS_NAME, pool_path, APIARY_POOL_INTERFACE, "Name", &e,
+                                               &name);
+                pool_exists = r >= 0;
+        }
+
+        fprintf(stderr, "Failed to %s %s: ", verb, t->description);
+        if (pool_exists)
+                fprintf(stderr, "Pool \"%s\" has no slot %" PRIu32 ".", t->pool, t->slot);
+        else
+                fprintf(stderr, "No pool named \"%s\".", t->pool);
+        if (arg_verbose)
+                fprintf(stderr, " (%s)", error->name);
+        fputc('\n', stderr);
+        return CTL_EXIT_NOT_FOUND;
+}
+
+/* Calls METHOD on the pool or worker object of T, with arguments TYPES, ... (or none). */
+static int target_call(sd_bus *bus, const Target *t, const char *method, const char *verb, const char *types, ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, APIARY_BUS_NAME, t->path,
+                                           t->has_slot ? APIARY_WORKER_INTERFACE : APIARY_POOL_INTERFACE, method);
+        if (r < 0)
+                return ctl_bus_error(r, NULL, "Failed to create the %s() call", method);
+        if (types) {
+                va_list ap;
+
+                va_start(ap, types);
+                r = sd_bus_message_appendv(m, types, ap);
+                va_end(ap);
+                if (r < 0)
+                        return ctl_bus_error(r, NULL, "Failed to create the %s() call", method);
+        }
+
+        r = sd_bus_call(bus, m, 0, &error, NULL);
+        if (r >= 0)
+                return CTL_EXIT_SUCCESS;
+        if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT))
+                return target_not_found(bus, t, verb, &error);
+        return ctl_bus_error(r, &error, "Failed to %s %s", verb, t->description);
+}
+
+/* ---- verbs on pools and workers ---- */
+
+/* start, stop, pause, resume, restart: each target in turn; the first failure's status is
+ * returned, but the other targets are still tried, as systemctl does. */
+static int verb_pool_method(sd_bus *bus, int argc, char **argv) {
+        static const struct {
+                const char *verb;
+                const char *method;
+                bool slot_allowed;
+        } table[] = {
+                { "start", "Start", false },
+                { "stop", "Stop", false },
+                { "pause", "Pause", false },
+                { "resume", "Resume", false },
+                { "restart", "Restart", true },
+        };
+        const char *method = NULL;
+        bool slot_allowed = false;
+        int ret = CTL_EXIT_SUCCESS;
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                if (streq(table[i].verb, argv[0])) {
+                        method = table[i].method;
+                        slot_allowed = table[i].slot_allowed;
+                }
+        assert(method);
+
+        /* All targets are checked before anything is done: a typo must not leave half a job. */
+        for (int i = 1; i < argc; i++) {
+                Target t;
+                int r = target_parse(argv[i], slot_allowed, false, &t);
+
+                if (r != 0)
+                        return r;
+                target_done(&t);
+        }
+
+        for (int i = 1; i < argc; i++) {
+                Target t = {};
+                int r;
+
+                (void) target_parse(argv[i], slot_allowed, false, &t);
+                r = target_call(bus, &t, method, argv[0], NULL);
+                target_done(&t);
+                if (r != 0 && ret == CTL_EXIT_SUCCESS)
+                        ret = r;
+        }
+        return ret;
+}
+
+static int verb_scale(sd_bus *bus, int argc, char **argv) {
+        Target t;
+        uint32_t n;
+        int r;
+
+        if (parse_u32(argv[2], &n) < 0)
+                return ctl_usage_error("Expected a number of workers, got \"%s\".", argv[2]);
+        r = target_parse(argv[1], false, false, &t);
+        if (r != 0)
+                return r;
+        r = target_call(bus, &t, "Scale", "scale", "u", n);
+        target_done(&t);
+        return r;
+}
+
+static int verb_kill(sd_bus *bus, int argc, char **argv) {
+        Target t;
+        int sig = SIGTERM, r;
+
+        if (argc > 2) {
+                r = parse_signal(argv[2], &sig);
+                if (r < 0)
+                        return ctl_usage_error("Unknown signal \"%s\": expected a name (TERM, SIGKILL, RTMIN+1) "
+                                               "or a number from 1 to %i.", argv[2], SIGRTMAX);
+        }
+        r = target_parse(argv[1], true, true, &t);
+        if (r != 0)
+                return r;
+        r = target_call(bus, &t, "Kill", "kill", "i", (int32_t) sig);
+        target_done(&t);
+        return r;
+}
+
+static int verb_reload(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_call_method(bus, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Reload", &error,
+                               NULL, NULL);
+        if (r < 0)
+                return ctl_bus_error(r, &error, "Failed to reload apiaryd");
+        return CTL_EXIT_SUCCESS;
+}
+
+/* ---- tasks ---- */
+
+/* The payload of submit and run: the arguments after POOL, or stdin for none or "-". */
+static int read_payloads(int argc, char **argv, GPtrArray **ret) {
+        g_autoptr(GPtrArray) payloads = g_ptr_array_new_with_free_func((GDestroyNotify) g_bytes_unref);
+
+        if (argc <= 2 || (argc == 3 && streq(argv[2], "-"))) {
+                g_autoptr(GByteArray) data = g_byte_array_new();
+                int r;
+
+                r = read_all(STDIN_FILENO, data);
+                if (r < 0) {
+                        ctl_error("Failed to read the task's data from stdin: %s", strerror(-r));
+                        return CTL_EXIT_FAILURE;
+                }
+                g_ptr_array_add(payloads, g_byte_array_free_to_bytes(g_steal_pointer(&data)));
+        } else
+                for (int i = 2; i < argc; i++) {
+                        if (streq(argv[i], "-"))
+                                return ctl_usage_error("\"-\" (stdin) must be the only data argument.");
+                        g_ptr_array_add(payloads, g_bytes_new(argv[i], strlen(argv[i])));
+                }
+
+        *ret = g_steal_pointer(&payloads);
+        return 0;
+}
+
+static int append_options(sd_bus_message *m) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        if (arg_timeout != USEC_INFINITY) {
+                r = sd_bus_message_append(m, "{sv}", "timeout", "t", (uint64_t) arg_timeout);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(m);
+}
+
+static int append_payload(sd_bus_message *m, GBytes *b) {
+        gsize size;
+        const void *data = g_bytes_get_data(b, &size);
+
+        return sd_bus_message_append_array(m, 'y', data ?: "", size);
+}
+
+/* With --wait, the tasks are followed on this connection, the one that submits them: TaskFinished
+ * goes to the submitter only. The match is in place before the tasks exist. */
+static int verb_submit(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(task_wait_freep) TaskWait *w = NULL;
+        g_autoptr(GPtrArray) payloads = NULL;
+        bool batch;
+        uint64_t id;
+        int r;
+
+        r = read_payloads(argc, argv, &payloads);
+        if (r != 0)
+                return r;
+        batch = payloads->len > 1;
+        if (arg_wait) {
+                r = task_wait_new(bus, /* monitor= */ false, &w);
+                if (r != 0)
+                        return r;
+        }
+
+        r = sd_bus_message_new_method_call(bus, &m, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
+                                           batch ? "SubmitBatch" : "Submit");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", argv[1]);
+        if (r >= 0 && batch) {
+                r = sd_bus_message_open_container(m, 'a', "ay");
+                for (guint i = 0; r >= 0 && i < payloads->len; i++)
+                        r = append_payload(m, g_ptr_array_index(payloads, i));
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+        } else if (r >= 0)
+                r = append_payload(m, g_ptr_array_index(payloads, 0));
+        if (r >= 0)
+                r = append_options(m);
+        if (r < 0)
+                return ctl_bus_error(r, NULL, "Failed to create the Submit() call");
+
+        r = sd_bus_call(bus, m, 0, &error, &reply);
+        if (r < 0)
+                return ctl_bus_error(r, &error, "Failed to submit to pool \"%s\"", argv[1]);
+
+        if (!batch) {
+                r = sd_bus_message_read(reply, "t", &id);
+                if (r < 0)
+                        return ctl_bus_error(r, NULL, "Failed to read the reply of Submit()");
+                if (w)
+                        task_wait_add(w, id);
+                else
+                        printf("%" PRIu64 "\n", id);
+        } else {
+                r = sd_bus_message_enter_container(reply, 'a', "t");
+                while (r >= 0 && (r = sd_bus_message_read(reply, "t", &id)) > 0) {
+                        if (w)
+                                task_wait_add(w, id);
+                        else
+                                printf("%" PRIu64 "\n", id);
+                }
+                if (r < 0)
+                        return ctl_bus_error(r, NULL, "Failed to read the reply of SubmitBatch()");
+        }
+
+        /* --timeout is the tasks' own here: how long they may wait in the queue is not bounded. */
+        return w ? task_wait_run(w, bus, USEC_INFINITY) : CTL_EXIT_SUCCESS;
+}
+
+static int verb_run(sd_bus *bus, int argc, char **argv) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autoptr(GPtrArray) payloads = NULL;
+        const void *data;
+        size_t size;
+        int r;
+
+        r = read_payloads(argc, argv, &payloads);
+        if (r != 0)
+                return r;
+
+        r = sd_bus_message_new_method_call(bus, &m, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
+                                           "Run");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", argv[1]);
+        if (r >= 0)
+                r = append_payload(m, g_ptr_array_index(payloads, 0));
+        if (r >= 0)
+                r = append_options(m);
+        if (r < 0)
+                return ctl_bus_error(r, NULL, "Failed to create the Run() call");
+
+        /* No method call timeout: a task takes as long as it takes, and --timeout is apiaryd's to
+         * enforce (it fails the task with TaskFailed). */
+        r = sd_bus_call(bus, m, UINT64_MAX, &error, &reply);
+        if (r < 0) {
+                if (sd_bus_error_has_name(&error, APIARY_ERROR_TASK_FAILED)) {
+                        if (arg_verbose)
+                                ctl_error("Task failed: %s (%s)", strempty(error.message), error.name);
+                        else
+                                ctl_error("Task failed: %s", strempty(error.message));
+                        return CTL_EXIT_FAILURE;
+                }
+                return ctl_bus_error(r, &error, "Failed to run a task on pool \"%s\"", argv[1]);
+        }
+
+        r = sd_bus_message_read_array(reply, 'y', &data, &size);
+        if (r < 0)
+                return ctl_bus_error(r, NULL, "Failed to read the result of Run()");
+        r = write_all(STDOUT_FILENO, data, size);
+        if (r < 0) {
+                ctl_error("Failed to write the result: %s", strerror(-r));
+                return CTL_EXIT_FAILURE;
+        }
+        return CTL_EXIT_SUCCESS;
+}
+
+static int verb_cancel(sd_bus *bus, int argc, char **argv) {
+        int ret = CTL_EXIT_SUCCESS;
+
+        for (int i = 1; i < argc; i++) {
+                uint64_t id;
+
+                if (parse_task_id(argv[i], &id) < 0)
+                        return ctl_usage_error("Expected a task id (a number above 0), got \"%s\".", argv[i]);
+        }
+
+        for (int i = 1; i < argc; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+                uint64_t id = 0;
+                int cancelled = false, r;
+
+                (void) parse_task_id(argv[i], &id);
+                r = sd_bus_call_method(bus, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Cancel",
+                                       &error, &reply, "t", id);
+                if (r >= 0)
+                        r = sd_bus_message_read(reply, "b", &cancelled);
+                if (r < 0)
+                        r = ctl_bus_error(r, &error, "Failed to cancel task %" PRIu64, id);
+                else if (!cancelled) {
+                        ctl_error("Failed to cancel task %" PRIu64 ": it has started already, and runs to its end.",
+                                  id);
+                        r = CTL_EXIT_FAILURE;
+                } else
+                        r = CTL_EXIT_SUCCESS;
+                if (r != 0 && ret == CTL_EXIT_SUCCESS)
+                        ret = r;
+        }
+        return ret;
+}
+
+/* ---- the command line ---- */
+
+static void help(void) {
+        printf("apiaryctl [OPTIONS...] COMMAND ...\n\n"
+               "Query and control apiaryd, the Apiary supervisor, over D-Bus.\n\n"
+               "State:\n"
+               "  status [POOL...]           Show apiaryd, its pools and their workers (the default)\n"
+               "  pools                      List the pools, one line each\n"
+               "  workers [POOL...]          List the worker slots, one line each\n"
+               "  monitor                    Print task results and state changes as they come\n\n"
+               "Tasks:\n"
+               "  submit POOL [DATA...|-]    Queue a task for each DATA (stdin if none or -), print the ids\n"
+               "                             (with --wait, their results instead)\n"
+               "  run POOL [DATA|-]          Run a task and write its result to stdout\n"
+               "  wait ID...                 Wait until tasks submitted elsewhere finish and print their\n"
+               "                             results (needs the right to monitor the bus)\n"
+               "  cancel ID...               Cancel tasks that are still queued\n\n"
+               "Pools and workers:\n"
+               "  start POOL...              Start stopped or failed pools\n"
+               "  stop POOL...               Stop pools; their queued tasks fail\n"
+               "  pause POOL...              Hold back the queued tasks of pools\n"
+               "  resume POOL...             Dispatch them again\n"
+               "  restart POOL[/SLOT]...     Replace the workers of a pool one by one, or one worker\n"
+               "  scale POOL N               Run N workers in a pool\n"
+               "  kill POOL/SLOT [SIGNAL]    Send a signal (default TERM) to a worker\n"
+               "  reload                     Reload apiaryd's configuration\n\n"
+               "Options:\n"
+               "  -h --help                  Show this help\n"
+               "     --version               Show the version\n"
+               "     --system                Connect to the system bus (the default)\n"
+               "     --user, --session       Connect to the session bus\n"
+               "     --address=ADDRESS       Connect to the bus at ADDRESS ($APIARY_BUS_ADDRESS, if set,\n"
+               "                             is used when no bus option is given)\n"
+               "     --timeout=SPAN          submit, run: fail the task after SPAN (500ms, 2s, 1min);\n"
+               "                             wait: give up after SPAN\n"
+               "     --wait                  submit: wait for the tasks and print their results\n"
+               "     --json=short|pretty     status, pools, workers: print JSON\n"
+               "     --no-legend             Print no column headers and footers\n"
+               "     --no-color              Print no colours (nor with $NO_COLOR set)\n"
+               "  -v --verbose               Show D-Bus error names, and progress on stderr\n\n"
+               "Exit status: 0 done, 1 failed, 2 bad usage, 3 access denied,\n"
+               "4 no such pool, worker or task, 5 no bus or no apiaryd on it.\n"
+               "See docs/apiaryctl.md.\n");
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_SYSTEM,
+                ARG_USER,
+                ARG_ADDRESS,
+                ARG_TIMEOUT,
+                ARG_JSON,
+                ARG_NO_LEGEND,
+                ARG_NO_COLOR,
+                ARG_WAIT,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "system", no_argument, NULL, ARG_SYSTEM },
+                { "user", no_argument, NULL, ARG_USER },
+                { "session", no_argument, NULL, ARG_USER },
+                { "address", required_argument, NULL, ARG_ADDRESS },
+                { "timeout", required_argument, NULL, ARG_TIMEOUT },
+                { "json", optional_argument, NULL, ARG_JSON },
+                { "no-legend", no_argument, NULL, ARG_NO_LEGEND },
+                { "no-color", no_argument, NULL, ARG_NO_COLOR },
+                { "wait", no_argument, NULL, ARG_WAIT },
+                { "verbose", no_argument, NULL, 'v' },
+                {}
+        };
+        const char *e;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("apiaryctl %s\n", APIARY_VERSION);
+                        return 0;
+                case ARG_SYSTEM:
+                        arg_bus_kind = BUS_SYSTEM;
+                        arg_bus_given = true;
+                        break;
+                case ARG_USER:
+                        arg_bus_kind = BUS_USER;
+                        arg_bus_given = true;
+                        break;
+                case ARG_ADDRESS:
+                        arg_bus_kind = BUS_ADDRESS;
+                        arg_address = optarg;
+                        arg_bus_given = true;
+                        break;
+                case ARG_TIMEOUT:
+                        r = parse_timespan(optarg, USEC_PER_SEC, &arg_timeout);
+                        if (r < 0) {
+                                ctl_usage_error("Invalid time span \"%s\": expected e.g. 500ms, 2s or 1min.", optarg);
+                                return -EINVAL;
+                        }
+                        if (arg_timeout == 0) {
+                                ctl_usage_error("The timeout must be above 0.");
+                                return -EINVAL;
+                        }
+                        arg_timeout_given = true;
+                        break;
+                case ARG_JSON:
+                        if (!optarg || streq(optarg, "short"))
+                                arg_json = JSON_SHORT;
+                        else if (streq(optarg, "pretty"))
+                                arg_json = JSON_PRETTY;
+                        else if (streq(optarg, "off"))
+                                arg_json = JSON_OFF;
+                        else {
+                                ctl_usage_error("Unknown --json= mode \"%s\": expected short, pretty or off.", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_NO_LEGEND:
+                        arg_legend = false;
+                        break;
+                case ARG_NO_COLOR:
+                        arg_no_color = true;
+                        break;
+                case ARG_WAIT:
+                        arg_wait = true;
+                        break;
+                case 'v':
+                        arg_verbose = true;
+                        break;
+                case '?':
+                        /* getopt_long() has said what is wrong. */
+                        return -EINVAL;
+                default:
+                        abort();
+                }
+
+        e = getenv("APIARY_BUS_ADDRESS");
+        if (!arg_bus_given && e && e[0] != '\0') {
+                arg_bus_kind = BUS_ADDRESS;
+                arg_address = e;
+        }
+        return 1;
+}
+
+int ctl_bus_open(sd_bus **ret) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        int r;
+
+        switch (arg_bus_kind) {
+        case BUS_SYSTEM:
+                r = sd_bus_open_system(&bus);
+                break;
+        case BUS_USER:
+                r = sd_bus_open_user(&bus);
+                break;
+        default:
+                r = sd_bus_new(&bus);
+                if (r >= 0)
+                        r = sd_bus_set_address(bus, arg_address);
+                if (r >= 0)
+                        r = sd_bus_set_bus_client(bus, true);
+                if (r >= 0)
+                        r = sd_bus_start(bus);
+        }
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(bus);
+        return 0;
+}
+
+static int bus_connect(sd_bus **ret) {
+        int r;
+
+        r = ctl_bus_open(ret);
+        if (r < 0) {
+                ctl_error("Failed to connect to %s: %s",
+                          arg_bus_kind == BUS_SYSTEM ? "the system bus" :
+                          arg_bus_kind == BUS_USER ? "the session bus" : arg_address,
+                          strerror(-r));
+                return CTL_EXIT_UNREACHABLE;
+        }
+        return CTL_EXIT_SUCCESS;
+}
+
+typedef enum VerbFlags {
+        VERB_JSON = 1 << 0,             /* takes --json */
+        VERB_TIMEOUT = 1 << 1,          /* takes --timeout */
+        VERB_WAIT = 1 << 2,             /* takes --wait */
+} VerbFlags;
+
+typedef struct Verb {
+        const char *name;
+        unsigned min_args, max_args;    /* after the verb */
+        int (*run)(sd_bus *bus, int argc, char **argv);
+        VerbFlags flags;
+} Verb;
+
+static const Verb verbs[] = {
+        { "status", 0, UINT_MAX, verb_status, VERB_JSON },
+        { "pools", 0, 0, verb_pools, VERB_JSON },
+        { "workers", 0, UINT_MAX, verb_workers, VERB_JSON },
+        { "monitor", 0, 0, verb_monitor, 0 },
+        { "submit", 1, UINT_MAX, verb_submit, VERB_TIMEOUT | VERB_WAIT },
+        { "run", 1, 2, verb_run, VERB_TIMEOUT },
+        { "wait", 1, UINT_MAX, verb_wait, VERB_TIMEOUT },
+        { "cancel", 1, UINT_MAX, verb_cancel, 0 },
+        { "start", 1, UINT_MAX, verb_pool_method, 0 },
+        { "stop", 1, UINT_MAX, verb_pool_method, 0 },
+        { "pause", 1, UINT_MAX, verb_pool_method, 0 },
+        { "resume", 1, UINT_MAX, verb_pool_method, 0 },
+        { "restart", 1, UINT_MAX, verb_pool_method, 0 },
+        { "scale", 2, 2, verb_scale, 0 },
+        { "kill", 1, 2, verb_kill, 0 },
+        { "reload", 0, 0, verb_reload, 0 },
+        { "help", 0, UINT_MAX, NULL, 0 },
+};
+
+static bool want_colors(void) {
+        const char *no_color = getenv("NO_COLOR"), *term = getenv("TERM");
+
+        if (arg_no_color || (no_color && no_color[0] != '\0'))
+                return false;
+        if (term && streq(term, "dumb"))
+                return false;
+        return isatty(STDOUT_FILENO) > 0;
+}
+
+int main(int argc, char *argv[]) {
+        static char *default_argv[] = { (char *) "status", NULL };
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        const Verb *verb = NULL;
+        unsigned n_args;
+        int r;
+
+        setlocale(LC_ALL, "");
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? CTL_EXIT_USAGE : CTL_EXIT_SUCCESS;
+        argc -= optind;
+        argv += optind;
+        if (argc == 0) {
+                argc = 1;
+                argv = default_argv;
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].name, argv[0]))
+                        verb = &verbs[i];
+        if (!verb)
+                return ctl_usage_error("Unknown command \"%s\".", argv[0]);
+        n_args = (unsigned) argc - 1;
+        if (n_args < verb->min_args)
+                return ctl_usage_error("Too few arguments for \"%s\".", verb->name);
+        if (n_args > verb->max_args)
+                return ctl_usage_error("Too many arguments for \"%s\".", verb->name);
+        if (arg_json != JSON_OFF && !(verb->flags & VERB_JSON))
+                return ctl_usage_error("--json works with status, pools and workers only.");
+        if (arg_timeout_given && !(verb->flags & VERB_TIMEOUT))
+                return ctl_usage_error("--timeout works with submit, run and wait only.");
+        if (arg_wait && !(verb->flags & VERB_WAIT))
+                return ctl_usage_error("--wait works with submit only.");
+        if (!verb->run) {
+                help();
+                return CTL_EXIT_SUCCESS;
+        }
+
+        colors_set(want_colors());
+
+        r = bus_connect(&bus);
+        if (r != 0)
+                return r;
+        r = verb->run(bus, argc, argv);
+        if (fflush(stdout) != 0 && r == CTL_EXIT_SUCCESS) {
+                ctl_error("Failed to write to stdout: %s", strerror(errno));
+                return CTL_EXIT_FAILURE;
+        }
+        return r;
+}

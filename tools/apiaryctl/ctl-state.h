@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The state of apiaryd as its bus API shows it: the manager, every pool, every worker slot. */
+
+#include <glib.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+
+#include "macro.h"
+
+typedef struct WorkerInfo {
+        char *path;
+        const char *pool_name;          /* borrowed from the pool */
+        char *pool_path;
+        uint32_t slot;
+        uint32_t pid;
+        char *state;
+        uint32_t restarts;
+        uint64_t started_at;            /* µs since the epoch, 0 if never */
+        char *last_exit;
+} WorkerInfo;
+
+typedef struct PoolInfo {
+        char *path;
+        char *name;
+        char *plugin;
+        char *kind;
+        char *state;
+        char *failure_reason;
+        char **worker_paths;
+        uint32_t workers_wanted;
+        uint32_t workers_ready;
+        int paused;
+        uint64_t restarts;
+        uint64_t tasks_submitted, tasks_queued, tasks_running, tasks_done, tasks_failed;
+        uint32_t queue_limit;
+        uint32_t concurrency;
+        GPtrArray *workers;             /* of WorkerInfo, in the order of Workers */
+} PoolInfo;
+
+typedef struct ManagerInfo {
+        char *version;
+        char *state;
+        char **pool_paths;
+        uint64_t tasks_submitted, tasks_queued, tasks_running, tasks_done, tasks_failed;
+} ManagerInfo;
+
+typedef struct Snapshot {
+        ManagerInfo manager;
+        GPtrArray *pools;               /* of PoolInfo, in the order of Manager.Pools */
+} Snapshot;
+
+/* Two calls: Properties.GetAll on the manager, ObjectManager.GetManagedObjects for the rest, both
+ * without D-Bus activation. A pool or slot that went away between the two is left out. */
+int snapshot_load(sd_bus *bus, Snapshot **ret, sd_bus_error *error);
+Snapshot *snapshot_free(Snapshot *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Snapshot *, snapshot_free);
+
+PoolInfo *snapshot_find_pool(const Snapshot *s, const char *name);
