@@ -61,7 +61,7 @@ static GPtrArray *ctl_argv(const Fixture *f, unsigned uid, const char *const *ar
                 g_ptr_array_add(argv, g_strdup("--clear-groups"));
         }
         g_ptr_array_add(argv, g_strdup(binary));
-        g_ptr_array_add(argv, g_strdup_printf("--address=%s", f->bus.address));
+        g_ptr_array_add(argv, g_strdup_printf("--bus=%s", f->bus.address));
         for (size_t i = 0; args[i]; i++)
                 g_ptr_array_add(argv, g_strdup(args[i]));
         g_ptr_array_add(argv, NULL);

@@ -661,6 +661,7 @@ static void help(void) {
                "     --version               Show the version\n"
                "     --system                Connect to the system bus (the default)\n"
                "     --user, --session       Connect to the session bus\n"
+               "     --bus=BUS               system, session, or a D-Bus address, as for apiaryd\n"
                "     --address=ADDRESS       Connect to the bus at ADDRESS ($APIARY_BUS_ADDRESS, if set,\n"
                "                             is used when no bus option is given)\n"
                "     --timeout=SPAN          submit, run: fail the task after SPAN (500ms, 2s, 1min);\n"
@@ -681,6 +682,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_SYSTEM,
                 ARG_USER,
                 ARG_ADDRESS,
+                ARG_BUS,
                 ARG_TIMEOUT,
                 ARG_JSON,
                 ARG_NO_LEGEND,
@@ -694,6 +696,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "user", no_argument, NULL, ARG_USER },
                 { "session", no_argument, NULL, ARG_USER },
                 { "address", required_argument, NULL, ARG_ADDRESS },
+                { "bus", required_argument, NULL, ARG_BUS },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "json", optional_argument, NULL, ARG_JSON },
                 { "no-legend", no_argument, NULL, ARG_NO_LEGEND },
@@ -724,6 +727,21 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_ADDRESS:
                         arg_bus_kind = BUS_ADDRESS;
                         arg_address = optarg;
+                        arg_bus_given = true;
+                        break;
+                case ARG_BUS:
+                        /* apiaryd's own spelling: --bus=system|session|ADDRESS. */
+                        if (streq(optarg, "system"))
+                                arg_bus_kind = BUS_SYSTEM;
+                        else if (streq(optarg, "session") || streq(optarg, "user"))
+                                arg_bus_kind = BUS_USER;
+                        else if (strchr(optarg, ':')) {
+                                arg_bus_kind = BUS_ADDRESS;
+                                arg_address = optarg;
+                        } else {
+                                ctl_usage_error("Invalid --bus=%s: expected system, session or a D-Bus address.", optarg);
+                                return -EINVAL;
+                        }
                         arg_bus_given = true;
                         break;
                 case ARG_TIMEOUT:
