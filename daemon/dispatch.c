@@ -146,8 +146,10 @@ static int on_task_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
                         task_finish(t, true, data, size);
         }
 
-        worker_update_load(w);
+        /* Dispatch first: a worker that gets its next task at once stays "busy", and no
+         * PropertiesChanged goes out for a flip to "ready" and back (two signals per task). */
         pool_dispatch(w->pool);
+        worker_update_load(w);
         return 0;
 }
 

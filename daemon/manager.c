@@ -13,6 +13,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "notify.h"
 #include "reload.h"
 
 extern char **environ;
@@ -109,7 +110,15 @@ static void manager_send_status(Manager *m, const char *extra) {
         if (!extra && m->status && streq(m->status, status))
                 return;
 
-        (void) sd_notifyf(false, "%sSTATUS=%s", strempty(extra), status);
+        if (extra)
+                (void) sd_notifyf(false, "%sSTATUS=%s", extra, status);
+        else {
+                /* A status nobody reads must not stop the supervisor: never block for it. */
+                _cleanup_(freep) char *line = NULL;
+
+                if (asprintf(&line, "STATUS=%s", status) >= 0)
+                        (void) notify_nonblocking(line);
+        }
         m->status_sent_usec = now_usec(CLOCK_MONOTONIC);
         free(m->status);
         m->status = TAKE_PTR(status);
