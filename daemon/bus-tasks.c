@@ -203,6 +203,74 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
         return 1;
 }
 
+int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
+        Manager *mgr = userdata;
+        const char *name;
+        TaskBatch *batch;
+        TaskOptions o;
+        Payload pl;
+        Pool *p;
+        int r;
+
+        r = auth_check(mgr, m, ACCESS_SUBMIT, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "s", &name);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(m, 'a', "ay");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_read_array(m, 'y', &pl.data, &pl.size)) > 0)
+                g_array_append_val(payloads, pl);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        r = read_options(m, &o, error);
+        if (r < 0 || sd_bus_error_is_set(error))
+                return r;
+        r = find_pool_for(mgr, name, payloads->len, &p, error);
+        if (r < 0)
+                return r;
+
+        if (payloads->len == 0)
+                return sd_bus_reply_method_return(m, "a(bay)", 0);
+
+        /* One reply for all of them, when the last one ends: no signal per task. */
+        r = task_batch_new(&batch, m, payloads->len);
+        if (r < 0)
+                return r;
+        for (guint i = 0; i < payloads->len; i++) {
+                Payload *e = &g_array_index(payloads, Payload, i);
+                Task *t;
+
+                r = task_new(&t, p, m, e->data, e->size, o.timeout_usec, NULL);
+                if (r < 0 && i == 0) {
+                        task_batch_free(batch);
+                        return r;
+                }
+                if (r < 0) {
+                        /* Out of memory halfway: the rest fail, the reply comes with the others. */
+                        batch->remaining -= payloads->len - i;
+                        for (guint j = i; j < payloads->len; j++) {
+                                batch->results[j].data = strdup("out of memory");
+                                batch->results[j].size = batch->results[j].data ? strlen(batch->results[j].data) : 0;
+                        }
+                        break;
+                }
+                free(t->submitter);
+                t->submitter = NULL;
+                t->batch = batch;
+                t->batch_index = i;
+                pool_enqueue(p, t);
+        }
+        pool_dispatch(p);
+        return 1;
+}
+
 int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Manager *mgr = userdata;
         uint64_t id;

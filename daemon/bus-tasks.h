@@ -12,6 +12,7 @@
 int bus_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_method_run(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error);
 
 /* org.apiary.Supervisor1.Submit(s pool, ay payload) → (ay result), from a plugin; USERDATA is

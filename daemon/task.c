@@ -65,10 +65,94 @@ static void task_detach(Task *t) {
         }
 }
 
+int task_batch_new(TaskBatch **ret, sd_bus_message *call, unsigned n) {
+        TaskBatch *b;
+
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        b->results = calloc(n, sizeof(TaskBatchResult));
+        if (!b->results && n > 0) {
+                free(b);
+                return -ENOMEM;
+        }
+        b->call = sd_bus_message_ref(call);
+        b->n = b->remaining = n;
+        *ret = b;
+        return 0;
+}
+
+void task_batch_free(TaskBatch *b) {
+        for (unsigned i = 0; i < b->n; i++)
+                free(b->results[i].data);
+        free(b->results);
+        sd_bus_message_unref(b->call);
+        free(b);
+}
+
+/* Sends RunBatch's reply, a(bay): per task in order, ok and its result (or its reason). */
+static int task_batch_reply(TaskBatch *b) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(b->call, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(bay)");
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < b->n; i++) {
+                r = sd_bus_message_open_container(reply, 'r', "bay");
+                if (r >= 0)
+                        r = sd_bus_message_append(reply, "b", (int) b->results[i].ok);
+                if (r >= 0)
+                        r = sd_bus_message_append_array(reply, 'y', b->results[i].data, b->results[i].size);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+/* Keeps one task's end in its batch; the last one sends the reply. Whatever the reply's fate,
+ * the batch goes away with its last task. */
+static void task_batch_store(TaskBatch *b, unsigned i, bool ok, const void *data, size_t size) {
+        int r;
+
+        b->results[i].ok = ok;
+        b->results[i].size = size;
+        b->results[i].data = size > 0 ? malloc(size) : NULL;
+        if (size > 0 && b->results[i].data)
+                memcpy(b->results[i].data, data, size);
+        else if (size > 0) {
+                static const char oom[] = "out of memory keeping the result";
+                b->results[i].ok = false;
+                b->results[i].data = strdup(oom);
+                b->results[i].size = b->results[i].data ? sizeof(oom) - 1 : 0;
+        }
+
+        if (--b->remaining > 0)
+                return;
+        r = task_batch_reply(b);
+        if (r < 0)
+                log_debug_errno(r, "Failed to send a RunBatch reply, ignoring: %m");
+        task_batch_free(b);
+}
+
 static void task_reply(Task *t, bool ok, const void *data, size_t size) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
         Manager *m = t->pool->manager;
         int r;
+
+        if (t->batch) {
+                task_batch_store(t->batch, t->batch_index, ok, data, size);
+                t->batch = NULL;
+                return;
+        }
 
         if (t->reply_to) {
                 /* A caller that went away meanwhile just does not get its reply. */

@@ -13,6 +13,22 @@
 typedef struct Pool Pool;
 typedef struct Worker Worker;
 
+/* RunBatch(): one reply for many tasks, sent when the last of them ends. */
+typedef struct TaskBatchResult {
+        bool ok;
+        void *data;                     /* the result, or the failure reason */
+        size_t size;
+} TaskBatchResult;
+
+typedef struct TaskBatch {
+        sd_bus_message *call;
+        unsigned n, remaining;
+        TaskBatchResult *results;       /* in the order of the payloads */
+} TaskBatch;
+
+int task_batch_new(TaskBatch **ret, sd_bus_message *call, unsigned n);
+void task_batch_free(TaskBatch *b);
+
 typedef enum TaskState {
         TASK_QUEUED,
         TASK_RUNNING,
@@ -41,6 +57,8 @@ typedef struct Task {
 
         sd_bus_message *reply_to;       /* Run() (public bus or a worker's Submit): reply to this */
         char *submitter;                /* Submit(): unique name TaskFinished is sent to */
+        TaskBatch *batch;               /* RunBatch(): where the result goes instead */
+        unsigned batch_index;
 
         GList queue_link;               /* in pool->queue while in_queue (data = task) */
         bool in_queue;

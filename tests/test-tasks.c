@@ -619,6 +619,75 @@ static void test_shutdown_fails_queued_tasks(void **state) {
         assert_int_equal(test_daemon_kill_and_wait(d, 0), 0);
 }
 
+/* RunBatch(POOL, PAYLOADS) → a(bay): checks each result against EXPECT_OK/EXPECT. */
+static void run_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, const bool *expect_ok,
+                      char **expect) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus_message *m = NULL, *reply = NULL;
+        size_t k = 0;
+        int r, ok;
+
+        assert_true(sd_bus_message_new_method_call(d->bus, &m, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                                   "org.apiary.Apiary1.Manager", "RunBatch") >= 0);
+        assert_true(sd_bus_message_append(m, "s", pool) >= 0);
+        assert_true(sd_bus_message_open_container(m, 'a', "ay") >= 0);
+        for (size_t i = 0; i < n; i++)
+                assert_true(sd_bus_message_append_array(m, 'y', payloads[i], strlen(payloads[i])) >= 0);
+        assert_true(sd_bus_message_close_container(m) >= 0);
+        assert_true(sd_bus_message_append(m, "a{sv}", 0) >= 0);
+        r = sd_bus_call(d->bus, m, 60 * USEC_PER_SEC, &error, &reply);
+        if (r < 0)
+                fail_msg("RunBatch: %s: %s", error.name, error.message);
+        assert_true(sd_bus_message_enter_container(reply, 'a', "(bay)") > 0);
+        while ((r = sd_bus_message_enter_container(reply, 'r', "bay")) > 0) {
+                const void *p;
+                size_t size;
+
+                assert_true(k < n);
+                assert_true(sd_bus_message_read(reply, "b", &ok) > 0);
+                assert_true(sd_bus_message_read_array(reply, 'y', &p, &size) >= 0);
+                assert_int_equal(!!ok, expect_ok[k]);
+                assert_int_equal(size, strlen(expect[k]));
+                assert_memory_equal(p, expect[k], size);
+                assert_true(sd_bus_message_exit_container(reply) >= 0);
+                k++;
+        }
+        assert_true(r >= 0);
+        assert_int_equal(k, n);
+        sd_bus_message_unref(m);
+        sd_bus_message_unref(reply);
+}
+
+static void test_run_batch(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { N = 5000 };
+        char **payloads = g_new0(char *, N);
+        bool *oks = g_new(bool, N);
+        char *mixed[] = { (char *) "first", (char *) "fail second broke", (char *) "third" };
+        char *mixed_expect[] = { (char *) "first", (char *) "second broke", (char *) "third" };
+        const bool mixed_ok[] = { true, false, true };
+
+        test_daemon_start(d, &f->bus, pools, true);
+        test_collect_results(d);
+
+        for (size_t i = 0; i < N; i++) {
+                payloads[i] = g_strdup_printf("batched %zu", i);
+                oks[i] = true;
+        }
+        run_batch(d, "echo", payloads, N, oks, payloads);
+        run_batch(d, "control", mixed, 3, mixed_ok, mixed_expect);
+        run_batch(d, "echo", NULL, 0, NULL, NULL);
+
+        /* One reply carried them all: no TaskFinished went out. */
+        assert_int_equal(d->n_finished, 0);
+        assert_counters_add_up(d, N + 2, 1);
+        for (size_t i = 0; i < N; i++)
+                g_free(payloads[i]);
+        g_free(payloads);
+        g_free(oks);
+}
+
 static int count_signal(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         (*(unsigned *) userdata)++;
         return 0;
@@ -704,6 +773,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_max_tasks_per_worker_recycles, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_shutdown_fails_queued_tasks, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_authorization, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_run_batch, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_task_finished_goes_to_submitter_only, test_fixture_setup, test_fixture_teardown),
         };
 
