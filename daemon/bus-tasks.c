@@ -138,14 +138,13 @@ typedef struct Payload {
         size_t size;
 } Payload;
 
-int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
-        Manager *mgr = userdata;
+/* The common part of SubmitBatch and RunBatch: (s pool, aay payloads, a{sv} options), checked
+ * all or nothing against the pool, so that the caller knows exactly which tasks exist. Returns 0
+ * with the payloads (pointing into M), options and pool, or a negative errno with ERROR set. */
+static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOptions *ret_options, Pool **ret_pool,
+                      sd_bus_error *error) {
         const char *name;
-        TaskOptions o;
         Payload pl;
-        Pool *p;
         int r;
 
         r = auth_check(mgr, m, ACCESS_SUBMIT, error);
@@ -164,13 +163,23 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
         r = sd_bus_message_exit_container(m);
         if (r < 0)
                 return r;
-        r = read_options(m, &o, error);
-        if (r < 0 || sd_bus_error_is_set(error))
+        r = read_options(m, ret_options, error);
+        if (r < 0)
                 return r;
+        if (sd_bus_error_is_set(error))
+                return -EINVAL;
+        return find_pool_for(mgr, name, payloads->len, ret_pool, error);
+}
 
-        /* All or nothing: a batch that does not fit is refused whole, so the caller knows exactly
-         * which tasks exist. */
-        r = find_pool_for(mgr, name, payloads->len, &p, error);
+int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
+        Manager *mgr = userdata;
+        TaskOptions o;
+        Pool *p;
+        int r;
+
+        r = read_batch(m, mgr, payloads, &o, &p, error);
         if (r < 0)
                 return r;
 
@@ -206,33 +215,12 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
 int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
         Manager *mgr = userdata;
-        const char *name;
         TaskBatch *batch;
         TaskOptions o;
-        Payload pl;
         Pool *p;
         int r;
 
-        r = auth_check(mgr, m, ACCESS_SUBMIT, error);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(m, "s", &name);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(m, 'a', "ay");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_read_array(m, 'y', &pl.data, &pl.size)) > 0)
-                g_array_append_val(payloads, pl);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(m);
-        if (r < 0)
-                return r;
-        r = read_options(m, &o, error);
-        if (r < 0 || sd_bus_error_is_set(error))
-                return r;
-        r = find_pool_for(mgr, name, payloads->len, &p, error);
+        r = read_batch(m, mgr, payloads, &o, &p, error);
         if (r < 0)
                 return r;
 
