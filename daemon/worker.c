@@ -511,18 +511,19 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         free(w->failure_message);
         w->failure_error = w->failure_message = NULL;
 
-        if (w->recycling && !p->stopping) {
-                w->restarts++;
-                p->restarts++;
-                r = worker_start(w);
-                if (r < 0)
-                        log_worker_errno(LOG_ERR, r, w, "Failed to start the recycled worker: %m");
-                pool_dispatch(p);
-                return 0;
-        }
+        if (w->slot >= p->n_wanted || was == WORKER_STOPPING || w->stop_wanted || p->stopping) {
+                /* Asked for, or scaled away (a recycle included): nothing to restart. The pool
+                 * may free W here, so nothing touches it after this. */
+                bool recycle = w->recycling && w->slot < p->n_wanted && !p->stopping;
 
-        if (was == WORKER_STOPPING || w->stop_wanted || p->stopping) {
-                worker_set_state(w, WORKER_DEAD);
+                if (recycle) {
+                        w->restarts++;
+                        p->restarts++;
+                        r = worker_start(w);
+                        if (r < 0)
+                                log_worker_errno(LOG_ERR, r, w, "Failed to start the recycled worker: %m");
+                } else
+                        worker_set_state(w, WORKER_DEAD);
                 pool_dispatch(p);
                 return 0;
         }
