@@ -84,19 +84,23 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, Pool **ret, s
         return 0;
 }
 
-/* Submit and Run: (s pool, ay payload, a{sv} options); Run replies when the task is done. */
-static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, sd_bus_error *error) {
+/* Submit and Run: (s pool, ay payload, a{sv} options); Run replies when the task is done. A
+ * plugin's Submit through its worker's link is a Run without options, and needs no check: the
+ * worker is ours. */
+static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_worker, sd_bus_error *error) {
+        TaskOptions o = { .timeout_usec = USEC_INFINITY };
         const char *name;
         const void *payload;
         size_t size;
-        TaskOptions o;
         Pool *p;
         Task *t;
         int r;
 
-        r = auth_check(mgr, m, ACCESS_SUBMIT, error);
-        if (r < 0)
-                return r;
+        if (!from_worker) {
+                r = auth_check(mgr, m, ACCESS_SUBMIT, error);
+                if (r < 0)
+                        return r;
+        }
 
         r = sd_bus_message_read(m, "s", &name);
         if (r < 0)
@@ -104,9 +108,11 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, sd_bus_error *
         r = sd_bus_message_read_array(m, 'y', &payload, &size);
         if (r < 0)
                 return r;
-        r = read_options(m, &o, error);
-        if (r < 0 || sd_bus_error_is_set(error))
-                return r;
+        if (!from_worker) {
+                r = read_options(m, &o, error);
+                if (r < 0 || sd_bus_error_is_set(error))
+                        return r;
+        }
         r = find_pool_for(mgr, name, 1, &p, error);
         if (r < 0)
                 return r;
@@ -126,11 +132,11 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, sd_bus_error *
 }
 
 int bus_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return submit_one(m, userdata, false, error);
+        return submit_one(m, userdata, false, false, error);
 }
 
 int bus_method_run(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return submit_one(m, userdata, true, error);
+        return submit_one(m, userdata, true, false, error);
 }
 
 typedef struct Payload {
@@ -288,28 +294,5 @@ int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
 }
 
 int link_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Manager *mgr = userdata;
-        const char *name;
-        const void *payload;
-        size_t size;
-        Pool *p;
-        Task *t;
-        int r;
-
-        r = sd_bus_message_read(m, "s", &name);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read_array(m, 'y', &payload, &size);
-        if (r < 0)
-                return r;
-        r = find_pool_for(mgr, name, 1, &p, error);
-        if (r < 0)
-                return r;
-
-        r = task_new(&t, p, m, payload, size, USEC_INFINITY, m);
-        if (r < 0)
-                return r;
-        pool_enqueue(p, t);
-        pool_dispatch(p);
-        return 1;
+        return submit_one(m, userdata, true, true, error);
 }
