@@ -138,3 +138,37 @@ int auth_check(Manager *m, sd_bus_message *msg, AccessKind kind, sd_bus_error *e
                 caller_free(c);
         return allowed ? 0 : -EACCES;
 }
+
+int auth_caller_uid(Manager *m, sd_bus_message *msg, uid_t *ret) {
+        Caller *c;
+        int r;
+
+        r = caller_get(m, msg, &c);
+        if (r < 0)
+                return r;
+        *ret = c->euid;
+        if (r > 0)
+                caller_free(c);
+        return 0;
+}
+
+int auth_check_cancel(Manager *m, sd_bus_message *msg, uid_t owner, sd_bus_error *error) {
+        uid_t uid;
+        int r;
+
+        r = auth_caller_uid(m, msg, &uid);
+        if (r < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Could not determine the caller's credentials.");
+        if (uid == owner)
+                return 0;
+        /* Someone else's task: only those who may steer apiaryd may cancel it. */
+        r = auth_check(m, msg, ACCESS_CONTROL, error);
+        if (r < 0) {
+                sd_bus_error_free(error);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "User %u may not cancel a task of user %u: not root and not in "
+                                         "ControlUsers= or ControlGroups=.", (unsigned) uid, (unsigned) owner);
+        }
+        return 0;
+}

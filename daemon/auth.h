@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <sys/types.h>
 #include <systemd/sd-bus.h>
 
 typedef struct Manager Manager;
@@ -21,6 +22,12 @@ typedef enum AccessKind {
  * -EACCES. Credentials are cached per unique bus name until it leaves the bus.
  */
 int auth_check(Manager *m, sd_bus_message *msg, AccessKind kind, sd_bus_error *error);
+
+/* The caller's effective UID (cached like auth_check()'s credentials). */
+int auth_caller_uid(Manager *m, sd_bus_message *msg, uid_t *ret);
+
+/* Cancel of a task submitted by OWNER: its owner may, and whoever has control rights. */
+int auth_check_cancel(Manager *m, sd_bus_message *msg, uid_t owner, sd_bus_error *error);
 
 /* Watches for callers leaving the bus, to drop their cached credentials. */
 int auth_setup(Manager *m);

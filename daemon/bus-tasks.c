@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "bus-api.h"
@@ -89,6 +90,7 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, Pool **ret, s
  * worker is ours. */
 static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_worker, sd_bus_error *error) {
         TaskOptions o = { .timeout_usec = USEC_INFINITY };
+        uid_t owner = geteuid();        /* a plugin's tasks are apiaryd's own */
         const char *name;
         const void *payload;
         size_t size;
@@ -98,6 +100,9 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_work
 
         if (!from_worker) {
                 r = auth_check(mgr, m, ACCESS_SUBMIT, error);
+                if (r < 0)
+                        return r;
+                r = auth_caller_uid(mgr, m, &owner);
                 if (r < 0)
                         return r;
         }
@@ -120,6 +125,7 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_work
         r = task_new(&t, p, m, payload, size, o.timeout_usec, wait ? m : NULL);
         if (r < 0)
                 return r;
+        t->owner = owner;
         pool_enqueue(p, t);
 
         if (!wait) {
@@ -148,12 +154,15 @@ typedef struct Payload {
  * all or nothing against the pool, so that the caller knows exactly which tasks exist. Returns 0
  * with the payloads (pointing into M), options and pool, or a negative errno with ERROR set. */
 static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOptions *ret_options, Pool **ret_pool,
-                      sd_bus_error *error) {
+                      uid_t *ret_owner, sd_bus_error *error) {
         const char *name;
         Payload pl;
         int r;
 
         r = auth_check(mgr, m, ACCESS_SUBMIT, error);
+        if (r < 0)
+                return r;
+        r = auth_caller_uid(mgr, m, ret_owner);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(m, "s", &name);
@@ -182,10 +191,11 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
         g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
         Manager *mgr = userdata;
         TaskOptions o;
+        uid_t owner;
         Pool *p;
         int r;
 
-        r = read_batch(m, mgr, payloads, &o, &p, error);
+        r = read_batch(m, mgr, payloads, &o, &p, &owner, error);
         if (r < 0)
                 return r;
 
@@ -202,6 +212,7 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
                 r = task_new(&t, p, m, e->data, e->size, o.timeout_usec, NULL);
                 if (r < 0)
                         return r;
+                t->owner = owner;
                 pool_enqueue(p, t);
                 r = sd_bus_message_append(reply, "t", t->id);
                 if (r < 0)
@@ -223,10 +234,11 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
         Manager *mgr = userdata;
         TaskBatch *batch;
         TaskOptions o;
+        uid_t owner;
         Pool *p;
         int r;
 
-        r = read_batch(m, mgr, payloads, &o, &p, error);
+        r = read_batch(m, mgr, payloads, &o, &p, &owner, error);
         if (r < 0)
                 return r;
 
@@ -259,6 +271,7 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 t->submitter = NULL;
                 t->batch = batch;
                 t->batch_index = i;
+                t->owner = owner;
                 pool_enqueue(p, t);
         }
         pool_dispatch(p);
@@ -282,6 +295,9 @@ int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         if (!t)
                 return sd_bus_error_setf(error, APIARY_ERROR_NO_SUCH_TASK,
                                          "No task %" PRIu64 " (it never existed or has finished).", id);
+        r = auth_check_cancel(mgr, m, t->owner, error);
+        if (r < 0)
+                return r;
 
         /* Like concurrent.futures: a task that has started runs to its end. */
         if (t->state != TASK_QUEUED)

@@ -4,6 +4,7 @@
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
@@ -57,6 +58,7 @@ typedef struct Task {
 
         sd_bus_message *reply_to;       /* Run() (public bus or a worker's Submit): reply to this */
         char *submitter;                /* Submit(): unique name TaskFinished is sent to */
+        uid_t owner;                    /* who submitted it: only they (or control users) cancel it */
         TaskBatch *batch;               /* RunBatch(): where the result goes instead */
         unsigned batch_index;
 

@@ -5,6 +5,7 @@ message on one line and exits 1.
 
     client.py ADDRESS run POOL TEXT
     client.py ADDRESS submit POOL TEXT
+    client.py ADDRESS cancel ID
     client.py ADDRESS call-pool POOL METHOD [ARGS...]     (unsigned ints for Scale)
     client.py ADDRESS call-worker POOL SLOT METHOD [ARGS...]
     client.py ADDRESS call-manager METHOD
@@ -31,6 +32,8 @@ def main():
         elif verb == "submit":
             print(int(manager.Submit(sys.argv[3], dbus.ByteArray(sys.argv[4].encode()),
                                      dbus.Dictionary({}, signature="sv"))))
+        elif verb == "cancel":
+            print(bool(manager.Cancel(dbus.UInt64(int(sys.argv[3])))))
         elif verb == "call-pool":
             obj = bus.get_object("org.apiary.Apiary1", "/org/apiary/Apiary1/pool/" + path_escape(sys.argv[3]))
             args = [dbus.UInt32(int(a)) for a in sys.argv[5:]]

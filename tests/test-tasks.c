@@ -5,6 +5,7 @@
  */
 #include <dbus/dbus.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <glib.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -731,7 +732,8 @@ static void test_authorization(void **state) {
 
         test_daemon_start(d, &f->bus,
                           "[Apiary]\nSubmitUsers=daemon\nSubmitGroups=bin\n"
-                          "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n", true);
+                          "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n"
+                          "[Pool stuck]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nStopTimeoutSec=200ms\n", true);
 
         /* root may; a stranger may not, on a private bus too, and reading stays open to all. */
         assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "run", "echo", "as root", NULL }), 0);
@@ -753,7 +755,23 @@ static void test_authorization(void **state) {
         g_clear_pointer(&out, g_free);
         assert_int_equal(test_client(&f->bus, 2, &out, (const char *[]) { "run", "echo", "by group", NULL }), 0);
         assert_string_equal(out, "by group");
+        g_clear_pointer(&out, g_free);
         assert_counters_add_up(d, 3, 0);
+
+        /* A task is cancelled by its owner or by those with control rights, not by another
+         * submitter. */
+        {
+                uint64_t hang = test_submit(d, "stuck", "hang", 4), queued = test_submit(d, "stuck", "later", 5);
+                g_autofree char *id = g_strdup_printf("%" PRIu64, queued);
+
+                (void) hang;
+                assert_int_equal(test_client(&f->bus, 2, &out, (const char *[]) { "cancel", id, NULL }), 1);
+                assert_string_equal(out, "org.freedesktop.DBus.Error.AccessDenied: User 2 may not cancel a task of "
+                                         "user 0: not root and not in ControlUsers= or ControlGroups=.");
+                g_clear_pointer(&out, g_free);
+                assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "cancel", id, NULL }), 0);
+                assert_string_equal(out, "True");
+        }
 }
 
 int main(void) {
