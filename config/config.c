@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -447,6 +448,49 @@ static int config_parse_bus(const char *value, void *base, size_t offset) {
         return 0;
 }
 
+/* Fills Config.private_socket(_set); BASE is the Config. */
+static int config_parse_private_socket(const char *value, void *base, size_t offset) {
+        Config *c = base;
+        int r;
+
+        if (value[0] == '\0' || strcmp(value, "no") == 0) {
+                free(c->private_socket);
+                c->private_socket = NULL;
+                c->private_socket_set = true;
+                return 0;
+        }
+        /* sun_path holds 108 bytes with its NUL. */
+        if (value[0] != '/' || strlen(value) >= sizeof_field(struct sockaddr_un, sun_path))
+                return -EINVAL;
+        r = replace_string(&c->private_socket, value);
+        if (r < 0)
+                return r;
+        c->private_socket_set = true;
+        return 0;
+}
+
+char *config_private_socket(const Config *c) {
+        const char *runtime;
+
+        if (c->private_socket_set)
+                return c->private_socket ? strdup(c->private_socket) : NULL;
+        switch (c->bus) {
+        case BUS_KIND_SYSTEM:
+                return strdup(APIARY_PRIVATE_SOCKET);
+        case BUS_KIND_SESSION:
+                runtime = getenv("XDG_RUNTIME_DIR");
+                if (!runtime || runtime[0] != '/')
+                        return NULL;
+                {
+                        char *path;
+
+                        return asprintf(&path, "%s/apiary/bus", runtime) < 0 ? NULL : path;
+                }
+        default:
+                return NULL;
+        }
+}
+
 static int config_parse_log_level(const char *value, void *base, size_t offset) {
         unsigned n;
         int level;
@@ -607,6 +651,8 @@ static const ConfigKey apiary_keys[] = {
           "an absolute path" },
         { "Bus", config_parse_bus, offsetof(Config, bus),
           "\"system\", \"session\" or a D-Bus address such as unix:path=/run/bus" },
+        { "PrivateSocket", config_parse_private_socket, offsetof(Config, private_socket),
+          "an absolute path (of at most 107 bytes) or \"no\"" },
         { "LogLevel", config_parse_log_level, offsetof(Config, log_level),
           "a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7" },
         { "SubmitUsers", config_parse_users, offsetof(Config, submit_users),
@@ -1034,6 +1080,7 @@ Config *config_free(Config *c) {
                 pool_config_free(c->pools[i]);
         free(c->pools);
         free(c->bus_address);
+        free(c->private_socket);
         free(c->plugin_directory);
         free(c->path);
         free(c->submit_users.ids);

@@ -80,6 +80,11 @@ typedef struct Config {
         char *plugin_directory;         /* PluginDirectory=, default APIARY_PLUGIN_DIR */
         BusKind bus;                    /* Bus=, default system */
         char *bus_address;              /* for BUS_KIND_ADDRESS */
+        /* PrivateSocket=: where the same API is served peer-to-peer. private_socket_set: the
+         * key was given (then NULL means "no"); unset, the default follows Bus= (see
+         * config_private_socket()). */
+        char *private_socket;
+        bool private_socket_set;
         int log_level;                  /* LogLevel=, syslog priority, default LOG_INFO */
 
         /* Who may call Submit/Run (Submit*) and the control methods (Control*), besides root and
@@ -112,6 +117,11 @@ static inline void pool_config_freep(PoolConfig **p) {
         if (*p)
                 pool_config_free(*p);
 }
+
+/* The path of the private socket to serve, or NULL for none: PrivateSocket= if given, otherwise
+ * /run/apiary/bus for the system bus, $XDG_RUNTIME_DIR/apiary/bus for the session bus, and none
+ * for an explicit address. Returns a malloc()ed string, or NULL (no socket, or no memory: errno). */
+char *config_private_socket(const Config *c);
 
 const PoolConfig *config_find_pool(const Config *c, const char *name);
 /* True when workers of A and B run the same plugin with the same [Pool NAME Plugin] settings:

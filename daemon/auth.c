@@ -9,6 +9,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "peer.h"
 
 typedef struct Caller {
         uid_t euid;
@@ -17,11 +18,15 @@ typedef struct Caller {
         size_t n_groups;
 } Caller;
 
-static void caller_free(gpointer p) {
-        Caller *c = p;
-
+void auth_caller_free(Caller *c) {
+        if (!c)
+                return;
         free(c->groups);
         free(c);
+}
+
+static void caller_free(gpointer p) {
+        auth_caller_free(p);
 }
 
 static int on_name_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -52,6 +57,7 @@ void auth_done(Manager *m) {
 static int caller_get(Manager *m, sd_bus_message *msg, Caller **ret) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         const char *sender = sd_bus_message_get_sender(msg);
+        Peer *peer = NULL;
         const gid_t *gids;
         Caller *c;
         int r, n;
@@ -62,9 +68,17 @@ static int caller_get(Manager *m, sd_bus_message *msg, Caller **ret) {
                         *ret = c;
                         return 0;
                 }
+        } else {
+                /* A connection to the private socket: one peer, whose credentials never change. */
+                peer = peer_find(m, sd_bus_message_get_bus(msg));
+                if (peer && peer->caller) {
+                        *ret = peer->caller;
+                        return 0;
+                }
         }
 
-        /* dbus-daemon gives the UID; the groups come from /proc/PID/status (AUGMENT). */
+        /* dbus-daemon gives the UID, a peer's socket its SO_PEERCRED; the groups come from
+         * /proc/PID/status (AUGMENT). */
         r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_EGID | SD_BUS_CREDS_SUPPLEMENTARY_GIDS |
                                       SD_BUS_CREDS_PID | SD_BUS_CREDS_AUGMENT, &creds);
         if (r < 0)
@@ -93,8 +107,14 @@ static int caller_get(Manager *m, sd_bus_message *msg, Caller **ret) {
 
         if (sender)
                 g_hash_table_replace(m->callers, strdup(sender), c);
+        else if (peer)
+                peer->caller = c;
+        else {
+                *ret = c;
+                return 1;       /* not cached, the caller frees it */
+        }
         *ret = c;
-        return sender ? 0 : 1;  /* 1: not cached, the caller frees it */
+        return 0;
 }
 
 static bool caller_allowed(const Caller *c, const IdList *users, const IdList *groups) {
@@ -119,7 +139,7 @@ int auth_check(Manager *m, sd_bus_message *msg, AccessKind kind, sd_bus_error *e
         r = caller_get(m, msg, &c);
         if (r < 0) {
                 log_warning_errno(r, "Failed to get the credentials of %s, denying: %m",
-                                  strempty(sd_bus_message_get_sender(msg)));
+                                  sd_bus_message_get_sender(msg) ?: "a private connection");
                 sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Could not determine the caller's credentials.");
                 return -EACCES;
         }

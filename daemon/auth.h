@@ -29,6 +29,9 @@ int auth_caller_uid(Manager *m, sd_bus_message *msg, uid_t *ret);
 /* Cancel of a task submitted by OWNER: its owner may, and whoever has control rights. */
 int auth_check_cancel(Manager *m, sd_bus_message *msg, uid_t owner, sd_bus_error *error);
 
+typedef struct Caller Caller;
+void auth_caller_free(Caller *c);
+
 /* Watches for callers leaving the bus, to drop their cached credentials. */
 int auth_setup(Manager *m);
 void auth_done(Manager *m);

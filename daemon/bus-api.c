@@ -9,6 +9,7 @@
 #include "bus-control.h"
 #include "bus-tasks.h"
 #include "log.h"
+#include "peer.h"
 #include "macro.h"
 
 int bus_pool_path(const char *name, char **ret) {
@@ -84,6 +85,8 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_RESULT("b", cancelled),
                                 bus_method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Reload", NULL, NULL, bus_manager_method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Subscribe", NULL, NULL, bus_method_subscribe, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Unsubscribe", NULL, NULL, bus_method_unsubscribe, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("TaskFinished",
                                 SD_BUS_ARGS("t", id, "s", pool, "b", ok, "ay", result), 0),
         SD_BUS_VTABLE_END
@@ -335,48 +338,87 @@ oom:
         return -ENOMEM;
 }
 
-int bus_api_register(Manager *m) {
+int bus_api_register(Manager *m, sd_bus *bus) {
         int r;
 
-        r = sd_bus_add_object_vtable(m->bus, NULL, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, manager_vtable, m);
+        r = sd_bus_add_object_vtable(bus, NULL, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, manager_vtable, m);
         if (r < 0)
                 return r;
-        r = sd_bus_add_fallback_vtable(m->bus, NULL, APIARY_POOL_PREFIX, APIARY_POOL_INTERFACE, pool_vtable,
+        r = sd_bus_add_fallback_vtable(bus, NULL, APIARY_POOL_PREFIX, APIARY_POOL_INTERFACE, pool_vtable,
                                        pool_object_find, m);
         if (r < 0)
                 return r;
-        r = sd_bus_add_fallback_vtable(m->bus, NULL, APIARY_POOL_PREFIX, APIARY_WORKER_INTERFACE, worker_vtable,
+        r = sd_bus_add_fallback_vtable(bus, NULL, APIARY_POOL_PREFIX, APIARY_WORKER_INTERFACE, worker_vtable,
                                        worker_object_find, m);
         if (r < 0)
                 return r;
-        r = sd_bus_add_node_enumerator(m->bus, NULL, APIARY_POOL_PREFIX, pool_nodes_enumerate, m);
+        r = sd_bus_add_node_enumerator(bus, NULL, APIARY_POOL_PREFIX, pool_nodes_enumerate, m);
         if (r < 0)
                 return r;
-        return sd_bus_add_object_manager(m->bus, NULL, APIARY_OBJECT_PATH);
+        return sd_bus_add_object_manager(bus, NULL, APIARY_OBJECT_PATH);
+}
+
+/* The connections that see signals: the bus, then each subscribed private connection. */
+static sd_bus **buses_collect(Manager *m, size_t *ret_n) {
+        GHashTableIter it;
+        gpointer key, value;
+        sd_bus **buses;
+        size_t n = 0;
+
+        buses = malloc(sizeof(sd_bus *) * (1 + (m->peers ? g_hash_table_size(m->peers) : 0)));
+        if (!buses)
+                return NULL;
+        if (m->bus)
+                buses[n++] = m->bus;
+        if (m->peers) {
+                g_hash_table_iter_init(&it, m->peers);
+                while (g_hash_table_iter_next(&it, &key, &value))
+                        if (((Peer *) value)->subscribed)
+                                buses[n++] = key;
+        }
+        *ret_n = n;
+        return buses;
+}
+
+void bus_emit_properties_changed_strv(Manager *m, const char *path, const char *interface, char **names) {
+        _cleanup_(freep) sd_bus **buses = NULL;
+        size_t n;
+
+        buses = buses_collect(m, &n);
+        for (size_t i = 0; buses && i < n; i++)
+                (void) sd_bus_emit_properties_changed_strv(buses[i], path, interface, names);
+}
+
+void bus_emit_object_added(Manager *m, const char *path) {
+        _cleanup_(freep) sd_bus **buses = NULL;
+        size_t n;
+
+        buses = buses_collect(m, &n);
+        for (size_t i = 0; buses && i < n; i++)
+                (void) sd_bus_emit_object_added(buses[i], path);
+}
+
+void bus_emit_object_removed(Manager *m, const char *path) {
+        _cleanup_(freep) sd_bus **buses = NULL;
+        size_t n;
+
+        buses = buses_collect(m, &n);
+        for (size_t i = 0; buses && i < n; i++)
+                (void) sd_bus_emit_object_removed(buses[i], path);
 }
 
 void bus_manager_emit_changed(Manager *m) {
-        if (!m->bus)
-                return;
-        (void) sd_bus_emit_properties_changed(m->bus, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State", NULL);
+        bus_emit_properties_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State");
 }
 
 void bus_pool_emit_changed(Pool *p) {
-        Manager *m = p->manager;
-
         p->ready_emitted = pool_workers_ready(p);
         p->restarts_emitted = p->restarts;
-        if (!m->bus)
-                return;
-        (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "State",
-                                              "FailureReason", "WorkersReady", "Restarts", NULL);
+        bus_emit_properties_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "State", "FailureReason",
+                                    "WorkersReady", "Restarts");
 }
 
 void bus_worker_emit_changed(Worker *w) {
-        Manager *m = w->pool->manager;
-
-        if (!m->bus)
-                return;
-        (void) sd_bus_emit_properties_changed(m->bus, w->object_path, APIARY_WORKER_INTERFACE, "PID", "State",
-                                              "Restarts", "StartedAt", "LastExit", NULL);
+        bus_emit_properties_changed(w->pool->manager, w->object_path, APIARY_WORKER_INTERFACE, "PID", "State",
+                                    "Restarts", "StartedAt", "LastExit");
 }

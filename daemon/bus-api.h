@@ -27,7 +27,15 @@
 #define APIARY_ERROR_INVALID_CONFIG "org.apiary.Apiary1.Error.InvalidConfig"
 #define APIARY_ERROR_NOT_RUNNING "org.apiary.Apiary1.Error.NotRunning"
 
-int bus_api_register(Manager *m);
+/* Serves the objects on BUS: the public bus, or a connection to the private socket. */
+int bus_api_register(Manager *m, sd_bus *bus);
+
+/* Signals go to the public bus and to every private connection. */
+void bus_emit_properties_changed_strv(Manager *m, const char *path, const char *interface, char **names);
+#define bus_emit_properties_changed(m, path, interface, ...) \
+        bus_emit_properties_changed_strv(m, path, interface, (char *[]) { __VA_ARGS__, NULL })
+void bus_emit_object_added(Manager *m, const char *path);
+void bus_emit_object_removed(Manager *m, const char *path);
 
 int bus_pool_path(const char *name, char **ret);
 int bus_worker_path(const char *pool_name, unsigned slot, char **ret);

@@ -269,6 +269,7 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 }
                 free(t->submitter);
                 t->submitter = NULL;
+                t->notify_bus = sd_bus_unref(t->notify_bus);
                 t->batch = batch;
                 t->batch_index = i;
                 t->owner = owner;

@@ -14,6 +14,7 @@
 #include "macro.h"
 #include "manager.h"
 #include "notify.h"
+#include "peer.h"
 #include "reload.h"
 
 extern char **environ;
@@ -249,7 +250,7 @@ int manager_connect_bus(Manager *m) {
                                        c->bus == BUS_KIND_ADDRESS ? " at " : "",
                                        c->bus == BUS_KIND_ADDRESS ? c->bus_address : "");
 
-        r = bus_api_register(m);
+        r = bus_api_register(m, m->bus);
         if (r < 0)
                 return log_error_errno(r, "Failed to register bus objects: %m");
         r = auth_setup(m);
@@ -273,7 +274,9 @@ int manager_connect_bus(Manager *m) {
         r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
-        return 0;
+
+        /* Only once the name is ours: a socket in the way is then a dead apiaryd's. */
+        return peer_server_start(m);
 }
 
 int manager_start(Manager *m) {
@@ -366,6 +369,7 @@ Manager *manager_free(Manager *m) {
         free(m->pools);
         m->status_source = sd_event_source_disable_unref(m->status_source);
         m->gc_source = sd_event_source_disable_unref(m->gc_source);
+        peer_server_stop(m);
         auth_done(m);
         m->bus = sd_bus_flush_close_unref(m->bus);
         m->event = sd_event_unref(m->event);

@@ -96,13 +96,10 @@ static void pool_trim(Pool *p) {
 
                 if (w->state != WORKER_DEAD || worker_is_running(w) || w->revive)
                         return;
-                if (m->bus)
-                        (void) sd_bus_emit_object_removed(m->bus, w->object_path);
+                bus_emit_object_removed(m, w->object_path);
                 worker_free(w);
                 p->workers[--p->n_workers] = NULL;
-                if (m->bus)
-                        (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "Workers",
-                                                              NULL);
+                bus_emit_properties_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers");
         }
 }
 
@@ -171,8 +168,7 @@ void pool_set_paused(Pool *p, bool paused) {
                 return;
         p->paused = paused;
         log_pool(LOG_NOTICE, p, "Dispatch %s.", paused ? "paused" : "resumed");
-        if (m->bus)
-                (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "Paused", NULL);
+        bus_emit_properties_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Paused");
         if (!paused)
                 pool_dispatch(p);
 }
@@ -203,8 +199,7 @@ int pool_scale(Pool *p, unsigned n) {
                                 return r;
                         p->first_outcome[i] = false;
                         p->n_workers++;
-                        if (m->bus)
-                                (void) sd_bus_emit_object_added(m->bus, p->workers[i]->object_path);
+                        bus_emit_object_added(m, p->workers[i]->object_path);
                 }
         }
         p->n_wanted = n;
@@ -228,9 +223,7 @@ int pool_scale(Pool *p, unsigned n) {
                 }
         }
 
-        if (m->bus)
-                (void) sd_bus_emit_properties_changed(m->bus, p->object_path, APIARY_POOL_INTERFACE, "Workers",
-                                                      "WorkersWanted", NULL);
+        bus_emit_properties_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers", "WorkersWanted");
         pool_trim(p);
         pool_update_state(p);
         manager_pool_changed(m, p);

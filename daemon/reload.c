@@ -34,11 +34,9 @@ static int on_gc(sd_event_source *s, void *userdata) {
                         LogContext ctx = { .pool = p->config->name, .slot = -1 };
 
                         log_ctx(LOG_INFO, &ctx, "Pool removed.");
-                        if (m->bus) {
-                                for (unsigned j = 0; j < p->n_workers; j++)
-                                        (void) sd_bus_emit_object_removed(m->bus, p->workers[j]->object_path);
-                                (void) sd_bus_emit_object_removed(m->bus, p->object_path);
-                        }
+                        for (unsigned j = 0; j < p->n_workers; j++)
+                                bus_emit_object_removed(m, p->workers[j]->object_path);
+                        bus_emit_object_removed(m, p->object_path);
                         pool_free(p);
                         changed = true;
                         continue;
@@ -46,9 +44,8 @@ static int on_gc(sd_event_source *s, void *userdata) {
                 m->pools[k++] = p;
         }
         m->n_pools = k;
-        if (changed && m->bus)
-                (void) sd_bus_emit_properties_changed(m->bus, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools",
-                                                      NULL);
+        if (changed)
+                bus_emit_properties_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools");
         return 0;
 }
 
@@ -86,9 +83,8 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
         pool_config_free(p->config);
         p->config = pc;
         worker_limits_changed(p, old_burst);
-        if (p->manager->bus)
-                (void) sd_bus_emit_properties_changed(p->manager->bus, p->object_path, APIARY_POOL_INTERFACE, "Plugin",
-                                                      "Kind", "QueueLimit", "Concurrency", NULL);
+        bus_emit_properties_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
+                                    "Concurrency");
 
         if (p->n_wanted != pc->workers) {
                 r = pool_scale(p, pc->workers);
@@ -135,6 +131,9 @@ int manager_reload(Manager *m, char **ret_error) {
         c->bus = m->config->bus;
         free(c->bus_address);
         c->bus_address = m->config->bus_address ? strdup(m->config->bus_address) : NULL;
+        free(c->private_socket);
+        c->private_socket = m->config->private_socket ? strdup(m->config->private_socket) : NULL;
+        c->private_socket_set = m->config->private_socket_set;
         if (m->log_level_override < 0)
                 log_set_max_level(c->log_level);
 
@@ -169,8 +168,7 @@ int manager_reload(Manager *m, char **ret_error) {
                 }
                 log_info("Pool %s added.", pc->name);
                 pools[n++] = p;
-                if (m->bus)
-                        (void) sd_bus_emit_object_added(m->bus, p->object_path);
+                bus_emit_object_added(m, p->object_path);
                 r = pool_start(p);
                 if (r < 0)
                         log_error_errno(r, "Failed to start the new pool %s: %m", pc->name);
@@ -205,9 +203,7 @@ int manager_reload(Manager *m, char **ret_error) {
 
         m->state = MANAGER_RUNNING;
         bus_manager_emit_changed(m);
-        if (m->bus)
-                (void) sd_bus_emit_properties_changed(m->bus, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools",
-                                                      NULL);
+        bus_emit_properties_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools");
         manager_schedule_gc(m);
         (void) sd_notify(false, "READY=1");
         manager_pool_changed(m, NULL);

@@ -28,9 +28,12 @@ int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void
         t->payload_size = size;
         t->timeout_usec = timeout_usec;
         t->reply_to = sd_bus_message_ref(reply_to);
+        if (!reply_to)
+                t->notify_bus = sd_bus_ref(sd_bus_message_get_bus(payload_message));
         if (!reply_to && sd_bus_message_get_sender(payload_message)) {
                 t->submitter = strdup(sd_bus_message_get_sender(payload_message));
                 if (!t->submitter) {
+                        sd_bus_unref(t->notify_bus);
                         sd_bus_message_unref(t->payload_message);
                         free(t);
                         return -ENOMEM;
@@ -145,7 +148,6 @@ static void task_batch_store(TaskBatch *b, unsigned i, bool ok, const void *data
 
 static void task_reply(Task *t, bool ok, const void *data, size_t size) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
-        Manager *m = t->pool->manager;
         int r;
 
         if (t->batch) {
@@ -170,9 +172,10 @@ static void task_reply(Task *t, bool ok, const void *data, size_t size) {
                 return;
         }
 
-        if (!m->bus)
+        if (!t->notify_bus)
                 return;
-        r = sd_bus_message_new_signal(m->bus, &msg, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "TaskFinished");
+        r = sd_bus_message_new_signal(t->notify_bus, &msg, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
+                                      "TaskFinished");
         /* To the submitter only: a result is its business, not every local user's. */
         if (r >= 0 && t->submitter)
                 r = sd_bus_message_set_destination(msg, t->submitter);
@@ -229,6 +232,7 @@ Task *task_free(Task *t) {
         sd_bus_slot_unref(t->slot);
         sd_bus_message_unref(t->payload_message);
         sd_bus_message_unref(t->reply_to);
+        sd_bus_unref(t->notify_bus);
         free(t->last_loss);
         free(t->submitter);
         free(t);

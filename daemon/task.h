@@ -57,7 +57,8 @@ typedef struct Task {
         char *last_loss;                /* how the last worker running it died */
 
         sd_bus_message *reply_to;       /* Run() (public bus or a worker's Submit): reply to this */
-        char *submitter;                /* Submit(): unique name TaskFinished is sent to */
+        sd_bus *notify_bus;             /* Submit(): the connection TaskFinished is sent on */
+        char *submitter;                /* Submit(): its unique name there (none on a private one) */
         uid_t owner;                    /* who submitted it: only they (or control users) cancel it */
         TaskBatch *batch;               /* RunBatch(): where the result goes instead */
         unsigned batch_index;

@@ -9,6 +9,9 @@ message on one line and exits 1.
     client.py ADDRESS call-pool POOL METHOD [ARGS...]     (unsigned ints for Scale)
     client.py ADDRESS call-worker POOL SLOT METHOD [ARGS...]
     client.py ADDRESS call-manager METHOD
+    client.py ADDRESS get PROPERTY                        (of the Manager)
+
+ADDRESS "peer:unix:path=..." connects peer-to-peer, to apiaryd's private socket.
 """
 import sys
 
@@ -22,8 +25,13 @@ def path_escape(name):
 
 def main():
     address, verb = sys.argv[1], sys.argv[2]
-    bus = dbus.bus.BusConnection(address)
-    manager = dbus.Interface(bus.get_object("org.apiary.Apiary1", "/org/apiary/Apiary1"),
+    if address.startswith("peer:"):
+        conn = dbus.connection.Connection(address[len("peer:"):])
+        get_object = lambda name, path: conn.get_object(None, path, introspect=False)
+    else:
+        bus = dbus.bus.BusConnection(address)
+        get_object = lambda name, path: bus.get_object(name, path)
+    manager = dbus.Interface(get_object("org.apiary.Apiary1", "/org/apiary/Apiary1"),
                              "org.apiary.Apiary1.Manager")
     try:
         if verb == "run":
@@ -35,14 +43,18 @@ def main():
         elif verb == "cancel":
             print(bool(manager.Cancel(dbus.UInt64(int(sys.argv[3])))))
         elif verb == "call-pool":
-            obj = bus.get_object("org.apiary.Apiary1", "/org/apiary/Apiary1/pool/" + path_escape(sys.argv[3]))
+            obj = get_object("org.apiary.Apiary1", "/org/apiary/Apiary1/pool/" + path_escape(sys.argv[3]))
             args = [dbus.UInt32(int(a)) for a in sys.argv[5:]]
             print(getattr(dbus.Interface(obj, "org.apiary.Apiary1.Pool"), sys.argv[4])(*args))
         elif verb == "call-worker":
-            obj = bus.get_object("org.apiary.Apiary1",
-                                 "/org/apiary/Apiary1/pool/%s/%s" % (path_escape(sys.argv[3]), sys.argv[4]))
+            obj = get_object("org.apiary.Apiary1",
+                             "/org/apiary/Apiary1/pool/%s/%s" % (path_escape(sys.argv[3]), sys.argv[4]))
             args = [dbus.Int32(int(a)) for a in sys.argv[6:]]
             print(getattr(dbus.Interface(obj, "org.apiary.Apiary1.Worker"), sys.argv[5])(*args))
+        elif verb == "get":
+            props = dbus.Interface(get_object("org.apiary.Apiary1", "/org/apiary/Apiary1"),
+                                   "org.freedesktop.DBus.Properties")
+            print(props.Get("org.apiary.Apiary1.Manager", sys.argv[3]))
         elif verb == "call-manager":
             print(getattr(manager, sys.argv[3])())
         else:

@@ -305,6 +305,21 @@ void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool
                 test_wait_until(d, name_has_owner, NULL, TEST_TIMEOUT_USEC, "apiaryd to own org.apiary.Apiary1");
 }
 
+void test_daemon_connect_private(TestDaemon *d, const char *path) {
+        g_autofree char *address = g_strdup_printf("unix:path=%s", path);
+        sd_bus *bus;
+
+        assert_int_equal(sd_bus_new(&bus), 0);
+        assert_true(sd_bus_set_address(bus, address) >= 0);
+        assert_true(sd_bus_start(bus) >= 0);
+        /* No bus daemon, no AddMatch: apiaryd sends us its signals once subscribed. */
+        assert_true(sd_bus_call_method(bus, NULL, "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager", "Subscribe",
+                                       NULL, NULL, NULL) >= 0);
+        sd_bus_flush_close_unref(d->bus);
+        d->bus = bus;
+        d->private = true;
+}
+
 void test_daemon_write_config(TestDaemon *d, const char *config) {
         g_autofree char *text = substitute(config);
 
@@ -655,7 +670,8 @@ static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *err
 void test_collect_results(TestDaemon *d) {
         if (!d->results)
                 d->results = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, result_free);
-        assert_true(sd_bus_match_signal(d->bus, NULL, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+        /* Peer-to-peer, signals have no sender. */
+        assert_true(sd_bus_match_signal(d->bus, NULL, d->private ? NULL : "org.apiary.Apiary1", "/org/apiary/Apiary1",
                                         "org.apiary.Apiary1.Manager", "TaskFinished", on_task_finished, d) >= 0);
 }
 
@@ -685,6 +701,10 @@ uint64_t test_get_manager_u64(TestDaemon *d, const char *property) {
 }
 
 int test_client(const TestBus *b, unsigned uid, char **ret_output, const char *const *args) {
+        return test_client_at(b->address, uid, ret_output, args);
+}
+
+int test_client_at(const char *address, unsigned uid, char **ret_output, const char *const *args) {
         GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
         g_autofree char *out = NULL, *err = NULL;
         g_autoptr(GError) e = NULL;
@@ -699,7 +719,7 @@ int test_client(const TestBus *b, unsigned uid, char **ret_output, const char *c
         /* Debian's interpreter, which has python3-dbus (not whatever python3 is first on PATH). */
         g_ptr_array_add(argv, g_strdup("/usr/bin/python3"));
         g_ptr_array_add(argv, g_strdup(env_or_fail("APIARY_TEST_CLIENT")));
-        g_ptr_array_add(argv, g_strdup(b->address));
+        g_ptr_array_add(argv, g_strdup(address));
         for (size_t i = 0; args[i]; i++)
                 g_ptr_array_add(argv, g_strdup(args[i]));
         g_ptr_array_add(argv, NULL);

@@ -34,6 +34,7 @@ typedef struct TestDaemon {
         int exit_status;        /* after test_daemon_wait(): exit code, or 128+signal */
         void *results;          /* GHashTable: task id → TestResult, from TaskFinished */
         uint64_t n_finished;    /* TaskFinished signals received, duplicates included */
+        bool private;           /* bus is a connection to apiaryd's private socket */
 } TestDaemon;
 
 /* One TaskFinished, as received. */
@@ -68,6 +69,10 @@ int test_daemon_kill_and_wait(TestDaemon *d, int sig);
 /* Tears everything down, whatever state the test left it in. A running apiaryd gets SIGTERM and
  * must exit 0: returns -1 if it did not (a leak or error under APIARY_TEST_WRAPPER, say). */
 int test_daemon_stop(TestDaemon *d);
+
+/* Replaces d->bus with a peer-to-peer connection to apiaryd's private socket at PATH: every
+ * helper below then talks to apiaryd there, without the bus daemon. */
+void test_daemon_connect_private(TestDaemon *d, const char *path);
 
 /* Waits for a notify message that contains the line LINE (e.g. "READY=1"); returns it. */
 const char *test_daemon_wait_notify(TestDaemon *d, const char *prefix, usec_t timeout);
@@ -115,6 +120,8 @@ uint64_t test_get_manager_u64(TestDaemon *d, const char *property);
 /* Runs tests/client.py (python3-dbus) with ARGS, as UID if it is not 0. Returns its exit status
  * and its output (stdout, without the trailing newline) in *RET_OUTPUT. */
 int test_client(const TestBus *b, unsigned uid, char **ret_output, const char *const *args);
+/* The same on ADDRESS; "peer:unix:path=..." makes client.py connect peer-to-peer. */
+int test_client_at(const char *address, unsigned uid, char **ret_output, const char *const *args);
 
 /* Waits for a process that is not our child to be gone (pidfd). Returns true if it went. */
 bool test_wait_pid_gone(pid_t pid, usec_t timeout);

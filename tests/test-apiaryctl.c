@@ -682,6 +682,48 @@ static void test_access_denied(void **state) {
         ctl_clear(&c);
 }
 
+/* --private: the same commands peer-to-peer on apiaryd's private socket, with the same
+ * authorization, and what needs the bus said so. */
+static void test_private_socket(void **state) {
+        Fixture *f = *state;
+        g_autofree char *path = g_strdup_printf("%s/apiary-private", f->bus.dir);
+        g_autofree char *conf = g_strdup_printf("[Apiary]\nPrivateSocket=%s\n%s", path, config);
+        g_autofree char *opt = g_strdup_printf("--private=%s", path);
+        Ctl c = {};
+
+        test_daemon_start(&f->daemon, &f->bus, conf, true);
+
+        CTL(f, &c, opt, "run", "echo", "peer");
+        assert_int_equal(c.status, 0);
+        assert_int_equal(c.out_size, 4);
+        assert_memory_equal(c.out, "peer", 4);
+        ctl_clear(&c);
+
+        CTL(f, &c, opt, "submit", "--wait", "echo", "a", "b");
+        assert_int_equal(c.status, 0);
+        assert_non_null(strstr(c.out, "done \"a\""));
+        assert_non_null(strstr(c.out, "done \"b\""));
+        ctl_clear(&c);
+
+        CTL(f, &c, opt, "pools");
+        assert_int_equal(c.status, 0);
+        assert_non_null(strstr(c.out, "echo "));
+        ctl_clear(&c);
+
+        /* Others' TaskFinished never reach a peer: wait needs the bus. */
+        CTL(f, &c, opt, "--timeout=1s", "wait", "1");
+        assert_int_equal(c.status, 2);
+        assert_non_null(strstr(c.err, "submitter only"));
+        ctl_clear(&c);
+
+        if (geteuid() == 0) {
+                CTL_AS(f, 65534, &c, opt, "-v", "run", "echo", "x");
+                assert_int_equal(c.status, 3);
+                assert_non_null(strstr(c.err, "org.freedesktop.DBus.Error.AccessDenied"));
+                ctl_clear(&c);
+        }
+}
+
 static void test_monitor(void **state) {
         Fixture *f = *state;
         CtlProcess p = {}, w = {};
@@ -731,6 +773,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_control, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_access_denied, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_monitor, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_private_socket, test_fixture_setup, test_fixture_teardown),
         };
 
         if (getenv("TEST_FILTER"))

@@ -12,6 +12,7 @@
 #define _noreturn_ __attribute__((noreturn))
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+#define sizeof_field(type, member) sizeof(((type *) 0)->member)
 
 /* Hands ownership of *ptr out of a _cleanup_ scope: returns the pointer and leaves NULL behind. */
 #define TAKE_PTR(ptr)                                   \

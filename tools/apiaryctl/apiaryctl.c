@@ -27,10 +27,14 @@ typedef enum BusKind {
         BUS_SYSTEM,
         BUS_USER,
         BUS_ADDRESS,
+        BUS_PRIVATE,            /* arg_address is unix:path=..., peer-to-peer */
 } BusKind;
 
 static BusKind arg_bus_kind = BUS_SYSTEM;
 static const char *arg_address = NULL;
+static bool arg_private = false;
+static const char *arg_private_path = NULL;
+static char arg_private_address[sizeof("unix:path=") + 108];  /* arg_address with --private */
 static bool arg_bus_given = false;
 static bool arg_no_color = false;
 static bool arg_timeout_given = false;
@@ -664,6 +668,8 @@ static void help(void) {
                "     --bus=BUS               system, session, or a D-Bus address, as for apiaryd\n"
                "     --address=ADDRESS       Connect to the bus at ADDRESS ($APIARY_BUS_ADDRESS, if set,\n"
                "                             is used when no bus option is given)\n"
+               "     --private[=PATH]        Connect to apiaryd's private socket, without the bus daemon\n"
+               "                             (default /run/apiary/bus, with --user $XDG_RUNTIME_DIR/apiary/bus)\n"
                "     --timeout=SPAN          submit, run: fail the task after SPAN (500ms, 2s, 1min);\n"
                "                             wait: give up after SPAN\n"
                "     --wait                  submit: wait for the tasks and print their results\n"
@@ -688,6 +694,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_NO_LEGEND,
                 ARG_NO_COLOR,
                 ARG_WAIT,
+                ARG_PRIVATE,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -702,6 +709,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "no-legend", no_argument, NULL, ARG_NO_LEGEND },
                 { "no-color", no_argument, NULL, ARG_NO_COLOR },
                 { "wait", no_argument, NULL, ARG_WAIT },
+                { "private", optional_argument, NULL, ARG_PRIVATE },
                 { "verbose", no_argument, NULL, 'v' },
                 {}
         };
@@ -777,6 +785,14 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_WAIT:
                         arg_wait = true;
                         break;
+                case ARG_PRIVATE:
+                        if (optarg && optarg[0] != '/') {
+                                ctl_usage_error("Invalid --private=%s: expected the absolute path of a socket.", optarg);
+                                return -EINVAL;
+                        }
+                        arg_private = true;
+                        arg_private_path = optarg;
+                        break;
                 case 'v':
                         arg_verbose = true;
                         break;
@@ -791,6 +807,31 @@ static int parse_argv(int argc, char *argv[]) {
         if (!arg_bus_given && e && e[0] != '\0') {
                 arg_bus_kind = BUS_ADDRESS;
                 arg_address = e;
+        }
+
+        if (arg_private) {
+                /* The socket next to the bus chosen, as apiaryd's PrivateSocket= defaults. */
+                if (!arg_private_path && arg_bus_kind == BUS_USER) {
+                        e = getenv("XDG_RUNTIME_DIR");
+                        if (!e || e[0] != '/') {
+                                ctl_usage_error("--private --user needs $XDG_RUNTIME_DIR, or give the path.");
+                                return -EINVAL;
+                        }
+                        if (snprintf(arg_private_address, sizeof(arg_private_address), "unix:path=%s/apiary/bus",
+                                     e) >= (int) sizeof(arg_private_address)) {
+                                ctl_usage_error("$XDG_RUNTIME_DIR is too long for a socket path.");
+                                return -EINVAL;
+                        }
+                } else if (!arg_private_path && arg_bus_kind == BUS_ADDRESS) {
+                        ctl_usage_error("--private with a bus address needs the socket's path: --private=PATH.");
+                        return -EINVAL;
+                } else if (snprintf(arg_private_address, sizeof(arg_private_address), "unix:path=%s",
+                                    arg_private_path ?: APIARY_PRIVATE_SOCKET) >= (int) sizeof(arg_private_address)) {
+                        ctl_usage_error("--private=%s: too long for a socket path.", arg_private_path);
+                        return -EINVAL;
+                }
+                arg_bus_kind = BUS_PRIVATE;
+                arg_address = arg_private_address;
         }
         return 1;
 }
@@ -810,7 +851,8 @@ int ctl_bus_open(sd_bus **ret) {
                 r = sd_bus_new(&bus);
                 if (r >= 0)
                         r = sd_bus_set_address(bus, arg_address);
-                if (r >= 0)
+                /* A peer of apiaryd's private socket is no bus client: no Hello(). */
+                if (r >= 0 && arg_bus_kind != BUS_PRIVATE)
                         r = sd_bus_set_bus_client(bus, true);
                 if (r >= 0)
                         r = sd_bus_start(bus);
@@ -820,6 +862,10 @@ int ctl_bus_open(sd_bus **ret) {
 
         *ret = TAKE_PTR(bus);
         return 0;
+}
+
+bool ctl_bus_is_private(void) {
+        return arg_bus_kind == BUS_PRIVATE;
 }
 
 static int bus_connect(sd_bus **ret) {

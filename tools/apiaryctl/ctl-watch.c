@@ -274,7 +274,16 @@ int task_wait_new(sd_bus *bus, bool monitor, TaskWait **ret) {
 
         /* Subscribe first, then look: whatever finishes from now on is seen. A task that finished
          * before this point is never seen again, and the API has no way to ask about it. */
-        if (monitor) {
+        if (monitor && ctl_bus_is_private()) {
+                task_wait_free(w);
+                ctl_error("Cannot follow tasks that another connection submitted on the private socket: "
+                          "TaskFinished goes to the submitter only. Use 'apiaryctl submit --wait' or "
+                          "'apiaryctl run', or the bus.");
+                return CTL_EXIT_USAGE;
+        } else if (ctl_bus_is_private()) {
+                /* Peer-to-peer, our TaskFinished come to us unasked; the filter sees them. */
+                w->bus = sd_bus_ref(bus);
+        } else if (monitor) {
                 char *rules[] = { (char *) MATCH_TASK_FINISHED, (char *) MATCH_NAME_OWNER, NULL };
 
                 r = monitor_open(rules, &w->bus, &error);
@@ -321,8 +330,9 @@ int task_wait_run(TaskWait *w, sd_bus *bus, usec_t timeout) {
         if (g_hash_table_size(w->pending) == 0)
                 return CTL_EXIT_SUCCESS;
 
-        /* Subscribed: now make sure that there is an apiaryd to wait for. */
-        r = name_has_owner(bus, &error);
+        /* Subscribed: now make sure that there is an apiaryd to wait for (on the private socket,
+         * apiaryd is the peer itself). */
+        r = ctl_bus_is_private() ? 1 : name_has_owner(bus, &error);
         if (r < 0)
                 return ctl_bus_error(r, &error, "Failed to ask the bus whether apiaryd is running");
         if (r == 0) {
@@ -651,8 +661,14 @@ int verb_monitor(sd_bus *bus, int argc, char **argv) {
 
         /* TaskFinished goes to each submitter only: only a monitor of the bus sees them all. Where
          * that is not allowed, the broadcast signals are still worth following. */
-        r = monitor_open(rules, &monitor, &error);
-        if (r < 0) {
+        if (ctl_bus_is_private()) {
+                r = sd_bus_call_method(bus, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Subscribe",
+                                       &error, NULL, NULL);
+                if (r < 0)
+                        return ctl_bus_error(r, &error, "Failed to subscribe to the signals of apiaryd");
+                ctl_error("On the private socket: task results, which go to their submitters only, are not shown.");
+                listen = bus;
+        } else if ((r = monitor_open(rules, &monitor, &error)) < 0) {
                 if (!sd_bus_error_has_name(&error, SD_BUS_ERROR_ACCESS_DENIED))
                         return ctl_bus_error(r, &error, "Failed to monitor the bus");
                 ctl_error("Not allowed to monitor this bus (only root or the bus's own user is): task results, "
@@ -674,7 +690,7 @@ int verb_monitor(sd_bus *bus, int argc, char **argv) {
 
         /* Not an error: monitor also waits for an apiaryd that has yet to start. */
         sd_bus_error_free(&error);
-        r = name_has_owner(bus, &error);
+        r = ctl_bus_is_private() ? 1 : name_has_owner(bus, &error);
         if (r == 0)
                 ctl_error("apiaryd is not running on this bus yet (nobody owns " APIARY_BUS_NAME ").");
 

@@ -50,6 +50,9 @@ extern usec_t arg_timeout;              /* USEC_INFINITY: not given */
 
 /* Opens a connection to the bus the options chose; a negative errno on failure. */
 int ctl_bus_open(sd_bus **ret);
+/* True with --private: the connection is to apiaryd's private socket, peer-to-peer, with no bus
+ * daemon (no names, no NameOwnerChanged, no monitoring; signals after Manager.Subscribe()). */
+bool ctl_bus_is_private(void);
 
 /* One line to stderr. */
 void ctl_error(const char *format, ...) _printf_(1, 2);

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "bus-api.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "peer.h"
+
+/* Enough for every local client at once; past it a new one is turned away, not the old ones. */
+#define PEERS_MAX 1024u
+
+static void peer_free(Peer *p) {
+        if (!p)
+                return;
+        if (p->bus) {
+                (void) sd_bus_detach_event(p->bus);
+                p->bus = sd_bus_flush_close_unref(p->bus);
+        }
+        auth_caller_free(p->caller);
+        sd_event_source_disable_unref(p->handshake_source);
+        free(p);
+}
+
+Peer *peer_find(Manager *m, sd_bus *bus) {
+        return m->peers ? g_hash_table_lookup(m->peers, bus) : NULL;
+}
+
+static int set_subscribed(sd_bus_message *msg, Manager *m, bool b) {
+        Peer *p = peer_find(m, sd_bus_message_get_bus(msg));
+
+        if (p)
+                p->subscribed = b;
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+int bus_method_subscribe(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return set_subscribed(msg, userdata, true);
+}
+
+int bus_method_unsubscribe(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return set_subscribed(msg, userdata, false);
+}
+
+static int on_peer_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Peer *p = userdata;
+        Manager *m = p->manager;
+
+        log_debug("Private connection closed.");
+        /* Its tasks run on; what they send it is dropped. */
+        g_hash_table_remove(m->peers, p->bus);
+        return 0;
+}
+
+/*
+ * sd-bus (as of systemd 252) as a server may leave the handshake unfinished: a client's BEGIN,
+ * and the call right behind it, read while our OK was still being written, wait in its buffer
+ * with the socket quiet, and nothing wakes it up again (systemd#24875). So until the handshake
+ * is done, after each loop iteration that did something, let it go on where it stopped, then
+ * dispatch what it had buffered. No wakeups of our own: this runs only after other events.
+ */
+static int on_handshake(sd_event_source *s, void *userdata) {
+        Peer *p = userdata;
+        /* A Disconnected callback run from here frees P: keep what we touch after it. */
+        _cleanup_(sd_event_source_unrefp) sd_event_source *self = sd_event_source_ref(s);
+        _cleanup_(sd_bus_unrefp) sd_bus *bus = sd_bus_ref(p->bus);
+        int r;
+
+        do
+                r = sd_bus_process(bus, NULL);
+        while (r > 0);
+        if (r < 0 || sd_bus_is_ready(bus) > 0)
+                (void) sd_event_source_set_enabled(self, SD_EVENT_OFF);
+        return 0;
+}
+
+static int peer_new(Manager *m, int fd) {
+        _cleanup_(closep) int fd_close = fd;
+        Peer *p;
+        int r;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->manager = m;
+
+        r = sd_bus_new(&p->bus);
+        if (r < 0)
+                goto fail;
+        r = sd_bus_set_fd(p->bus, fd, fd);
+        if (r < 0)
+                goto fail;
+        fd_close = -EBADF;              /* the bus owns it now */
+        r = sd_bus_set_server(p->bus, true, m->link_id);
+        if (r < 0)
+                goto fail;
+        r = sd_bus_set_description(p->bus, "private");
+        if (r < 0)
+                goto fail;
+        r = sd_bus_set_exit_on_disconnect(p->bus, false);
+        if (r < 0)
+                goto fail;
+        r = bus_api_register(m, p->bus);
+        if (r < 0)
+                goto fail;
+        r = sd_bus_match_signal(p->bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
+                                "Disconnected", on_peer_disconnected, p);
+        if (r < 0)
+                goto fail;
+        r = sd_bus_start(p->bus);
+        if (r < 0)
+                goto fail;
+        r = sd_bus_attach_event(p->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                goto fail;
+
+        /* See on_handshake(). */
+        r = sd_event_add_post(m->event, &p->handshake_source, on_handshake, p);
+        if (r < 0)
+                goto fail;
+
+        g_hash_table_insert(m->peers, p->bus, p);
+        return 0;
+
+fail:
+        peer_free(p);
+        return r;
+}
+
+static int on_connection(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        int nfd, r;
+
+        nfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (nfd < 0) {
+                if (!IN_SET(errno, EAGAIN, EINTR, ECONNABORTED))
+                        log_warning_errno(errno, "Failed to accept a private connection: %m");
+                return 0;
+        }
+        if (g_hash_table_size(m->peers) >= PEERS_MAX) {
+                log_warning("Refusing a private connection: %u are open already.", PEERS_MAX);
+                close(nfd);
+                return 0;
+        }
+
+        r = peer_new(m, nfd);
+        if (r < 0)
+                log_warning_errno(r, "Failed to set up a private connection: %m");
+        return 0;
+}
+
+/* Makes the socket's directory if missing, e.g. /run/apiary outside systemd's RuntimeDirectory=. */
+static int make_parent(const char *path) {
+        _cleanup_(freep) char *dir = strdup(path);
+        char *slash;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (!slash || slash == dir)
+                return 0;
+        *slash = '\0';
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+int peer_server_start(Manager *m) {
+        _cleanup_(freep) char *path = NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int r;
+
+        errno = 0;
+        path = config_private_socket(m->config);
+        if (!path)
+                return errno == ENOMEM ? log_oom() : 0;
+
+        m->peers = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, (GDestroyNotify) peer_free);
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to create the private socket: %m");
+        r = make_parent(path);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the directory of %s: %m", path);
+
+        /* We own the bus name by now, so a socket left here is a dead apiaryd's. */
+        (void) unlink(path);
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return log_error_errno(errno, "Failed to bind the private socket %s: %m", path);
+        m->peer_path = TAKE_PTR(path);
+        /* Anyone may connect; each call is authorized from the caller's credentials. */
+        if (chmod(m->peer_path, 0666) < 0)
+                return log_error_errno(errno, "Failed to make %s accessible: %m", m->peer_path);
+        if (listen(fd, SOMAXCONN) < 0)
+                return log_error_errno(errno, "Failed to listen on %s: %m", m->peer_path);
+
+        r = sd_event_add_io(m->event, &m->peer_source, fd, EPOLLIN, on_connection, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch %s: %m", m->peer_path);
+        r = sd_event_source_set_io_fd_own(m->peer_source, true);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch %s: %m", m->peer_path);
+        fd = -EBADF;
+
+        log_debug("Serving the API privately on %s.", m->peer_path);
+        return 0;
+}
+
+void peer_server_stop(Manager *m) {
+        m->peer_source = sd_event_source_disable_unref(m->peer_source);
+        if (m->peer_path) {
+                (void) unlink(m->peer_path);
+                free(m->peer_path);
+                m->peer_path = NULL;
+        }
+        if (m->peers) {
+                g_hash_table_destroy(m->peers);
+                m->peers = NULL;
+        }
+}
