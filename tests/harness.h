@@ -118,7 +118,8 @@ const TestResult *test_result(TestDaemon *d, uint64_t id);
 uint64_t test_get_manager_u64(TestDaemon *d, const char *property);
 
 /* Runs tests/client.py (python3-dbus) with ARGS, as UID if it is not 0. Returns its exit status
- * and its output (stdout, without the trailing newline) in *RET_OUTPUT. */
+ * and its output (stdout, without the trailing newline) in *RET_OUTPUT. Skips the calling test
+ * unless run as root. */
 int test_client(const TestBus *b, unsigned uid, char **ret_output, const char *const *args);
 /* The same on ADDRESS; "peer:unix:path=..." makes client.py connect peer-to-peer. */
 int test_client_at(const char *address, unsigned uid, char **ret_output, const char *const *args);
