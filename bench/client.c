@@ -9,6 +9,10 @@
  *                     submitted and not yet finished; results come as TaskFinished signals
  *   --mode=submit     Submit() pipelined: up to --inflight= tasks submitted and not yet finished
  *   --mode=run        Run(), one call at a time: prints the latency percentiles
+ *   --mode=runbatch   RunBatch() of --batch= payloads each, up to --inflight= tasks in flight:
+ *                     the results come in the replies, no signal per task
+ *   --private         ADDRESS is apiaryd's private socket (PrivateSocket=): connect as a peer,
+ *                     not as a bus client
  *   --size=BYTES      payload size (default 64); every payload is different, and each result
  *                     must be exactly its payload (the echo plugin)
  *   --text=TEXT --expect=RESULT
@@ -37,7 +41,7 @@
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
-typedef enum { MODE_BATCH, MODE_SUBMIT, MODE_RUN } Mode;
+typedef enum { MODE_BATCH, MODE_SUBMIT, MODE_RUN, MODE_RUNBATCH } Mode;
 
 typedef struct Slot {
         uint64_t id;            /* 0: empty */
@@ -172,8 +176,35 @@ static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) 
         int r;
 
         if (sd_bus_message_is_method_error(m, NULL)) {
-                fail_with(c, -EIO, c->mode == MODE_BATCH ? "SubmitBatch" : "Submit", sd_bus_message_get_error(m));
+                fail_with(c, -EIO, c->mode == MODE_BATCH ? "SubmitBatch" : c->mode == MODE_RUNBATCH ? "RunBatch" : "Submit",
+                          sd_bus_message_get_error(m));
                 goto finish;
+        }
+        if (c->mode == MODE_RUNBATCH) {
+                unsigned long k = 0;
+                const void *data;
+                int ok;
+
+                r = sd_bus_message_enter_container(m, 'a', "(bay)");
+                while (r >= 0 && (r = sd_bus_message_enter_container(m, 'r', "bay")) > 0) {
+                        r = sd_bus_message_read(m, "b", &ok);
+                        if (r >= 0)
+                                r = sd_bus_message_read_array(m, 'y', &data, &size);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(m);
+                        if (r < 0 || k >= call->count)
+                                break;
+                        record_result(c, call->first + k, ok, data, size);
+                        k++;
+                }
+                if (r < 0 || k != call->count) {
+                        fail_with(c, r < 0 ? r : -EBADMSG, "reading the reply of RunBatch", NULL);
+                        goto finish;
+                }
+                c->finished += k;
+                c->outstanding -= k;
+                free(call);
+                return submit_more(c);
         }
         if (c->mode == MODE_BATCH) {
                 r = sd_bus_message_read_array(m, 't', (const void **) &ids, &size);
@@ -215,13 +246,17 @@ static int submit_one_call(Context *c, unsigned long count) {
         Call *call;
         int r;
 
-        r = sd_bus_message_new_method_call(c->bus, &m, DEST, PATH, IFACE, c->mode == MODE_BATCH ? "SubmitBatch" : "Submit");
+        bool batch = c->mode == MODE_BATCH || c->mode == MODE_RUNBATCH;
+
+        r = sd_bus_message_new_method_call(c->bus, &m, DEST, PATH, IFACE,
+                                           c->mode == MODE_BATCH ? "SubmitBatch" :
+                                           c->mode == MODE_RUNBATCH ? "RunBatch" : "Submit");
         if (r < 0)
                 return r;
         r = sd_bus_message_append(m, "s", c->pool);
         if (r < 0)
                 return r;
-        if (c->mode == MODE_BATCH) {
+        if (batch) {
                 r = sd_bus_message_open_container(m, 'a', "ay");
                 if (r < 0)
                         return r;
@@ -232,7 +267,7 @@ static int submit_one_call(Context *c, unsigned long count) {
                 if (r < 0)
                         return r;
         }
-        if (c->mode == MODE_BATCH) {
+        if (batch) {
                 r = sd_bus_message_close_container(m);
                 if (r < 0)
                         return r;
@@ -256,7 +291,7 @@ static int submit_one_call(Context *c, unsigned long count) {
 }
 
 static int submit_more(Context *c) {
-        unsigned long per_call = c->mode == MODE_BATCH ? c->batch : 1;
+        unsigned long per_call = c->mode == MODE_BATCH || c->mode == MODE_RUNBATCH ? c->batch : 1;
 
         while (!c->error && c->next < c->n_tasks) {
                 unsigned long count = per_call;
@@ -333,7 +368,7 @@ static int run_sequential(Context *c, uint64_t *latencies) {
 
 int main(int argc, char *argv[]) {
         enum { ARG_ADDRESS = 0x100, ARG_POOL, ARG_MODE, ARG_TASKS, ARG_SIZE, ARG_BATCH, ARG_INFLIGHT, ARG_TEXT,
-               ARG_EXPECT, ARG_TIMEOUT };
+               ARG_EXPECT, ARG_TIMEOUT, ARG_PRIVATE };
         static const struct option options[] = {
                 { "address", required_argument, NULL, ARG_ADDRESS },
                 { "pool", required_argument, NULL, ARG_POOL },
@@ -345,11 +380,13 @@ int main(int argc, char *argv[]) {
                 { "text", required_argument, NULL, ARG_TEXT },
                 { "expect", required_argument, NULL, ARG_EXPECT },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
+                { "private", no_argument, NULL, ARG_PRIVATE },
                 {}
         };
         Context c = { .size = 64, .batch = 500, .inflight = 1000, .n_tasks = 1000 };
         const char *address = NULL;
         unsigned long timeout_sec = 120;
+        bool private = false;
         struct rusage ru0, ru1;
         uint64_t start, elapsed, deadline, *latencies = NULL;
         int opt, r;
@@ -365,6 +402,8 @@ int main(int argc, char *argv[]) {
                                 c.mode = MODE_SUBMIT;
                         else if (strcmp(optarg, "run") == 0)
                                 c.mode = MODE_RUN;
+                        else if (strcmp(optarg, "runbatch") == 0)
+                                c.mode = MODE_RUNBATCH;
                         else {
                                 fprintf(stderr, "bench-client: unknown mode %s\n", optarg);
                                 return 2;
@@ -377,6 +416,7 @@ int main(int argc, char *argv[]) {
                 case ARG_TEXT: c.text = optarg; break;
                 case ARG_EXPECT: c.expect = optarg; break;
                 case ARG_TIMEOUT: timeout_sec = strtoul(optarg, NULL, 10); break;
+                case ARG_PRIVATE: private = true; break;
                 default: return 2;
                 }
         }
@@ -391,7 +431,7 @@ int main(int argc, char *argv[]) {
         r = sd_bus_new(&c.bus);
         if (r >= 0)
                 r = sd_bus_set_address(c.bus, address);
-        if (r >= 0)
+        if (r >= 0 && !private)
                 r = sd_bus_set_bus_client(c.bus, true);
         if (r >= 0)
                 r = sd_bus_start(c.bus);

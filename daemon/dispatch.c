@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The queue: every pool keeps its tasks in a FIFO and hands them to workers with room, as
- * pipelined Worker1.Run calls on their private links, up to Concurrency= each. A worker that
+ * The queue: every pool keeps its tasks in a FIFO and hands them to workers with room, up to
+ * Concurrency= each, as Worker1.Dispatch messages on their private links that carry as many tasks
+ * as the worker takes; results come back the same way, in Supervisor1.Results. A worker that
  * dies takes nothing with it: its tasks go back to the head of the queue, or fail once they have
  * used up TaskRetries=.
  */
 #include <errno.h>
+#include <glib.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,44 +72,20 @@ bool worker_has_capacity(const Worker *w) {
                 w->in_flight.length < w->pool->config->concurrency;
 }
 
-/* Round robin over the slots, starting after the last one used, so load spreads evenly. */
-static Worker *pool_pick_worker(Pool *p) {
-        for (unsigned i = 0; i < p->n_workers; i++) {
-                unsigned k = (p->dispatch_cursor + i) % p->n_workers;
+/* What a worker takes now: its free places, and no more than it may run before its recycling. */
+static unsigned worker_room(const Worker *w) {
+        const PoolConfig *c = w->pool->config;
+        unsigned room;
 
-                if (worker_has_capacity(p->workers[k])) {
-                        p->dispatch_cursor = k + 1;
-                        return p->workers[k];
-                }
+        if (!worker_has_capacity(w))
+                return 0;
+        room = c->concurrency - w->in_flight.length;
+        if (c->max_tasks_per_worker > 0) {
+                uint64_t left = c->max_tasks_per_worker - MIN(w->n_dispatched, (uint64_t) c->max_tasks_per_worker);
+
+                room = (unsigned) MIN((uint64_t) room, left);
         }
-        return NULL;
-}
-
-void pool_dispatch(Pool *p) {
-        if (p->manager->state == MANAGER_STOPPING || p->paused)
-                return;
-
-        while (p->queue.length > 0) {
-                Worker *w = pool_pick_worker(p);
-                Task *t;
-                int r;
-
-                if (!w)
-                        return;
-                t = pool_dequeue(p);
-                r = worker_send_task(w, t);
-                if (r < 0 && !sd_bus_is_open(w->link)) {
-                        /* The worker died and we have not heard of its exit yet: take another. */
-                        w->gone = true;
-                        pool_requeue_front(p, t);
-                        continue;
-                }
-                if (r < 0) {
-                        task_failf(t, "could not send the task to worker %u: %s", w->slot, strerror(-r));
-                        continue;
-                }
-                worker_update_load(w);
-        }
+        return room;
 }
 
 static int on_task_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -117,71 +96,20 @@ static int on_task_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static int on_task_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
-        Task *t = userdata;
-        Worker *w = t->worker;
-        const sd_bus_error *e;
-        const void *data;
-        size_t size;
-        int r;
-
-        /* The call is answered: the slot is spent, whatever happens below. */
-        t->slot = sd_bus_slot_unref(t->slot);
-
-        e = sd_bus_message_get_error(reply);
-        if (e && !sd_bus_error_has_name(e, WORKER_ERROR_TASK_FAILED)) {
-                /* Not the plugin's answer but the link's: the worker is gone or going. Its exit
-                 * handler decides what happens to the task. */
-                if (!sd_bus_is_open(w->link) || sd_bus_error_has_names(e, SD_BUS_ERROR_NO_REPLY,
-                                                                        SD_BUS_ERROR_DISCONNECTED))
-                        return 0;
-                task_failf(t, "worker %u answered %s: %s", w->slot, e->name, strempty(e->message));
-        } else if (e)
-                task_fail(t, strempty(e->message));
-        else {
-                r = sd_bus_message_read_array(reply, 'y', &data, &size);
-                if (r < 0)
-                        task_failf(t, "worker %u sent a malformed result: %s", w->slot, strerror(-r));
-                else
-                        task_finish(t, true, data, size);
-        }
-
-        /* Dispatch first: a worker that gets its next task at once stays "busy", and no
-         * PropertiesChanged goes out for a flip to "ready" and back (two signals per task). */
-        pool_dispatch(w->pool);
-        worker_update_load(w);
-        return 0;
-}
-
-int worker_send_task(Worker *w, Task *t) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+/* T is on its way to W: running, counted, its timeout armed (from now: dispatch). */
+static void worker_take_task(Worker *w, Task *t) {
         Pool *p = w->pool;
         Manager *mgr = p->manager;
         usec_t timeout = t->timeout_usec != USEC_INFINITY ? t->timeout_usec : p->config->task_timeout_usec;
         int r;
 
-        r = sd_bus_message_new_method_call(w->link, &m, NULL, WORKER_OBJECT_PATH, WORKER_INTERFACE, "Run");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "t", t->id);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append_array(m, 'y', t->payload, t->payload_size);
-        if (r < 0)
-                return r;
-        /* No bus timeout: TaskTimeoutSec= is ours to enforce, by killing the worker. */
-        r = sd_bus_call_async(w->link, &t->slot, m, on_task_reply, t, UINT64_MAX);
-        if (r < 0)
-                return r;
-
         t->armed_timeout_usec = timeout;
         if (timeout != USEC_INFINITY) {
                 r = sd_event_add_time_relative(mgr->event, &t->timeout_source, CLOCK_MONOTONIC, timeout, USEC_PER_MSEC,
                                                on_task_timeout, t);
-                if (r < 0) {
-                        t->slot = sd_bus_slot_unref(t->slot);
-                        return r;
-                }
+                if (r < 0)
+                        log_warning_errno(r, "Failed to arm the timeout of task %" PRIu64 ", it runs without: %m",
+                                          t->id);
         }
 
         t->state = TASK_RUNNING;
@@ -194,7 +122,193 @@ int worker_send_task(Worker *w, Task *t) {
         w->n_dispatched++;
         if (p->config->max_tasks_per_worker > 0 && w->n_dispatched >= p->config->max_tasks_per_worker)
                 w->retiring = true;
-        return 0;
+}
+
+/* Takes T back from W before it ever reached it (the send failed). */
+static void worker_untake_task(Worker *w, Task *t) {
+        Pool *p = w->pool;
+
+        g_queue_unlink(&w->in_flight, &t->worker_link);
+        t->worker = NULL;
+        t->timeout_source = sd_event_source_disable_unref(t->timeout_source);
+        t->attempts--;
+        w->n_dispatched--;
+        p->n_running--;
+        p->manager->n_running--;
+}
+
+/*
+ * Sends up to N tasks from the head of the queue to W in one Worker1.Dispatch(a(tay)) message,
+ * which wants no reply: the results come back in Supervisor1.Results() messages, many per message
+ * too. A deep queue thus costs a few messages, not two per task.
+ */
+static int worker_send_tasks(Worker *w, unsigned n) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        Pool *p = w->pool;
+        Task *first = NULL;
+        size_t bytes = 0;
+        unsigned k = 0;
+        int r;
+
+        r = sd_bus_message_new_method_call(w->link, &m, NULL, WORKER_OBJECT_PATH, WORKER_INTERFACE, "Dispatch");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_set_expect_reply(m, false);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(m, 'a', "(tay)");
+        if (r < 0)
+                return r;
+
+        /* The payloads are copied into the message: keep one message reasonably sized. */
+        while (k < n && p->queue.length > 0 && (k == 0 || bytes < DISPATCH_BYTES_MAX)) {
+                Task *t = g_queue_peek_head(&p->queue);
+
+                r = sd_bus_message_open_container(m, 'r', "tay");
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "t", t->id);
+                if (r >= 0)
+                        r = sd_bus_message_append_array(m, 'y', t->payload, t->payload_size);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+                if (r < 0) {
+                        if (k == 0)
+                                /* Not even alone: too big for a message, say. */
+                                task_failf(pool_dequeue(p), "could not send the task to worker %u: %s", w->slot,
+                                           strerror(-r));
+                        break;
+                }
+                (void) pool_dequeue(p);
+                worker_take_task(w, t);
+                if (!first)
+                        first = t;
+                bytes += t->payload_size;
+                k++;
+        }
+        if (k == 0)
+                return 0;
+
+        r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_send(w->link, m, NULL);
+        if (r < 0) {
+                /* Nothing went out: the tasks go back to the head of the queue, in order. */
+                GList *l = g_queue_peek_tail_link(&w->in_flight);
+
+                while (l) {
+                        Task *t = l->data;
+                        GList *prev = l->prev;
+
+                        worker_untake_task(w, t);
+                        pool_requeue_front(p, t);
+                        if (t == first)
+                                break;
+                        l = prev;
+                }
+                return r;
+        }
+        return (int) k;
+}
+
+void pool_dispatch(Pool *p) {
+        if (p->manager->state == MANAGER_STOPPING || p->paused)
+                return;
+
+        /* Round robin over the slots, starting after the last one served, each taking an even
+         * share of what is queued (as much as it has room for when the queue is deep). */
+        while (p->queue.length > 0) {
+                unsigned n_open = 0, share, served = 0;
+
+                for (unsigned i = 0; i < p->n_workers; i++)
+                        if (worker_room(p->workers[i]) > 0)
+                                n_open++;
+                if (n_open == 0)
+                        return;
+                share = (p->queue.length + n_open - 1) / n_open;
+
+                for (unsigned i = 0; i < p->n_workers && p->queue.length > 0; i++) {
+                        unsigned slot = (p->dispatch_cursor + i) % p->n_workers;
+                        Worker *w = p->workers[slot];
+                        unsigned room = worker_room(w);
+                        int r;
+
+                        if (room == 0)
+                                continue;
+                        r = worker_send_tasks(w, MIN(room, share));
+                        if (r < 0 && !sd_bus_is_open(w->link)) {
+                                /* The worker died and we have not heard of its exit yet: skip it. */
+                                w->gone = true;
+                                continue;
+                        }
+                        if (r < 0) {
+                                Task *t = pool_dequeue(p);
+
+                                /* Cannot say why the link refuses: fail one task rather than spin. */
+                                task_failf(t, "could not send the task to worker %u: %s", w->slot, strerror(-r));
+                                continue;
+                        }
+                        p->dispatch_cursor = slot + 1;
+                        served++;
+                        worker_update_load(w);
+                }
+                if (served == 0)
+                        return;
+        }
+}
+
+/* Supervisor1.Results(a(tbay)): the ends of tasks, as many as the worker had ready. A result
+ * for a task that is no longer this worker's (it timed out meanwhile) is dropped. */
+int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        Manager *mgr = w->pool->manager;
+        const void *data;
+        size_t size;
+        uint64_t id;
+        int ok, r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "(tbay)");
+        if (r < 0)
+                goto bad;
+        while ((r = sd_bus_message_enter_container(msg, 'r', "tbay")) > 0) {
+                Task *t;
+
+                r = sd_bus_message_read(msg, "tb", &id, &ok);
+                if (r < 0)
+                        goto bad;
+                r = sd_bus_message_read_array(msg, 'y', &data, &size);
+                if (r < 0)
+                        goto bad;
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        goto bad;
+
+                t = g_hash_table_lookup(mgr->tasks, &id);
+                if (!t || t->worker != w)
+                        continue;
+                if (ok)
+                        task_finish(t, true, data, size);
+                else {
+                        /* The reason reaches D-Bus error messages: mend what is not UTF-8. */
+                        g_autofree char *reason = g_utf8_make_valid(data, (gssize) size);
+
+                        task_fail(t, reason);
+                }
+        }
+        if (r < 0)
+                goto bad;
+
+        /* Dispatch first: a worker that gets its next tasks at once stays "busy", and no
+         * PropertiesChanged goes out for a flip to "ready" and back. */
+        pool_dispatch(w->pool);
+        worker_update_load(w);
+        return 1;
+
+bad:
+        /* Only our own apiary-worker talks here: garbage means it is broken. */
+        LogContext ctx = { .pool = w->pool->config->name, .slot = (int) w->slot, .pid = (int) w->pid };
+        log_ctx(LOG_ERR, &ctx, "Worker sent malformed results (%s), killing it.", strerror(-r));
+        worker_kill(w, SIGKILL);
+        return 1;
 }
 
 void worker_release_tasks(Worker *w, const char *reason) {
@@ -209,7 +323,6 @@ void worker_release_tasks(Worker *w, const char *reason) {
                 g_queue_unlink(&w->in_flight, l);
                 t->worker = NULL;
                 t->timeout_source = sd_event_source_disable_unref(t->timeout_source);
-                t->slot = sd_bus_slot_unref(t->slot);
                 p->n_running--;
                 p->manager->n_running--;
 

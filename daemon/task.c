@@ -54,7 +54,6 @@ static void task_detach(Task *t) {
         Manager *m = p->manager;
 
         t->timeout_source = sd_event_source_disable_unref(t->timeout_source);
-        t->slot = sd_bus_slot_unref(t->slot);
 
         if (t->in_queue) {
                 g_queue_unlink(&p->queue, &t->queue_link);
@@ -229,7 +228,6 @@ Task *task_free(Task *t) {
         if (!t)
                 return NULL;
         sd_event_source_disable_unref(t->timeout_source);
-        sd_bus_slot_unref(t->slot);
         sd_bus_message_unref(t->payload_message);
         sd_bus_message_unref(t->reply_to);
         sd_bus_unref(t->notify_bus);

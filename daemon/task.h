@@ -67,7 +67,6 @@ typedef struct Task {
         bool in_queue;
         GList worker_link;              /* in worker->in_flight while running */
         Worker *worker;
-        sd_bus_slot *slot;              /* the pending Worker1.Run call */
         sd_event_source *timeout_source;
 } Task;
 

@@ -198,6 +198,10 @@ static const sd_bus_vtable link_supervisor_vtable[] = {
                                 SD_BUS_ARGS("s", pool, "ay", payload),
                                 SD_BUS_RESULT("ay", result),
                                 link_method_submit_from_worker, 0),
+        SD_BUS_METHOD_WITH_ARGS("Results",
+                                SD_BUS_ARGS("a(tbay)", results),
+                                SD_BUS_NO_RESULT,
+                                link_method_results, SD_BUS_VTABLE_METHOD_NO_REPLY),
         SD_BUS_VTABLE_END
 };
 

@@ -91,8 +91,8 @@ void worker_reset(Worker *w);
 bool worker_is_running(const Worker *w);
 /* Whether the worker takes another task now. */
 bool worker_has_capacity(const Worker *w);
-/* Sends T to the worker (dispatch.c). */
-int worker_send_task(Worker *w, Task *t);
+/* Supervisor1.Results on a worker's link (dispatch.c). */
+int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 /* Recomputes ready/busy after tasks came or went, and recycles a drained retiring worker. */
 void worker_update_load(Worker *w);
 /* Kills the worker for the overdue task T, which fails with "timeout". */

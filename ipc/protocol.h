@@ -17,7 +17,13 @@
 
 #define WORKER_ERROR_LOAD "org.apiary.Worker1.Error.Load"
 #define WORKER_ERROR_INIT "org.apiary.Worker1.Error.Init"
-#define WORKER_ERROR_TASK_FAILED "org.apiary.Worker1.Error.TaskFailed"
+
+/* A Worker1.Dispatch message carries tasks until their payloads reach this many bytes. */
+#define DISPATCH_BYTES_MAX (1024u * 1024u)
+/* A Supervisor1.Results message carries results until they reach this many bytes, and a result
+ * may be at most RESULT_BYTES_MAX (a D-Bus array holds 64 MiB). */
+#define RESULTS_BYTES_MAX (1024u * 1024u)
+#define RESULT_BYTES_MAX (32u * 1024u * 1024u)
 
 /* The fd number apiary-worker finds its end of the socketpair on. */
 #define WORKER_BUS_FD 3

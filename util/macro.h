@@ -13,6 +13,9 @@
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define sizeof_field(type, member) sizeof(((type *) 0)->member)
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
 
 /* Hands ownership of *ptr out of a _cleanup_ scope: returns the pointer and leaves NULL behind. */
 #define TAKE_PTR(ptr)                                   \

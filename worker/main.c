@@ -23,6 +23,7 @@
 #include "macro.h"
 #include "oneshot.h"
 #include "plugin-host.h"
+#include "task-link.h"
 #include "protocol.h"
 #include "time-util.h"
 
@@ -31,6 +32,8 @@ typedef struct Context {
         sd_bus *bus;
         PluginHost plugin;
         bool plugin_set;
+        TaskLink tasks;
+        bool tasks_set;
 
         char *pool;
         unsigned slot;
@@ -41,6 +44,9 @@ typedef struct Context {
 } Context;
 
 static void context_done(Context *c) {
+        /* Results of this last turn first, then the plugin's fini(). */
+        if (c->tasks_set)
+                task_link_done(&c->tasks);
         if (c->plugin_set)
                 plugin_host_deinit(&c->plugin);
         c->bus = sd_bus_flush_close_unref(c->bus);
@@ -213,21 +219,6 @@ static int report_failure(Context *c, const char *error_name, const char *messag
         return r;
 }
 
-static int method_run(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Context *c = userdata;
-
-        return plugin_host_run(&c->plugin, msg);
-}
-
-static const sd_bus_vtable worker_vtable[] = {
-        SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD_WITH_ARGS("Run",
-                                SD_BUS_ARGS("t", id, "ay", payload),
-                                SD_BUS_RESULT("ay", result),
-                                method_run, 0),
-        SD_BUS_VTABLE_END
-};
-
 static int run(int argc, char *argv[]) {
         _cleanup_(context_done) Context c = { .exit_status = WORKER_EXIT_FAILURE };
         char *path = NULL, **keys = NULL, **values = NULL;
@@ -310,7 +301,8 @@ static int run(int argc, char *argv[]) {
                 return WORKER_EXIT_INIT;
         }
 
-        r = sd_bus_add_object_vtable(c.bus, NULL, WORKER_OBJECT_PATH, WORKER_INTERFACE, worker_vtable, &c);
+        r = task_link_init(&c.tasks, &c.plugin, c.bus, c.event);
+        c.tasks_set = true;
         if (r < 0) {
                 log_error_errno(r, "Failed to register the worker object: %m");
                 return WORKER_EXIT_FAILURE;

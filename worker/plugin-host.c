@@ -207,58 +207,6 @@ int plugin_host_run_task(PluginHost *h, const void *payload, size_t size, plugin
         return 0;
 }
 
-/* ---- tasks from apiaryd (Worker1.Run) ---- */
-
-/* Sends the reply of the Worker1.Run call CALL, built from the plugin's buffer. */
-static void bus_task_done(bool ok, const void *data, size_t size, void *userdata) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        sd_bus_message *call = userdata;
-        int r;
-
-        if (ok) {
-                r = sd_bus_message_new_method_return(call, &reply);
-                if (r >= 0)
-                        r = sd_bus_message_append_array(reply, 'y', data, size);
-                if (r >= 0)
-                        r = sd_bus_send(NULL, reply, NULL);
-        } else {
-                /* D-Bus strings must be UTF-8: a plugin's raw bytes are mended, not refused. */
-                g_autofree char *text = g_utf8_make_valid(data, (gssize) size);
-
-                r = sd_bus_reply_method_errorf(call, WORKER_ERROR_TASK_FAILED, "%s", text);
-        }
-        if (r < 0)
-                /* The link is gone or the result is too big for a message: apiaryd learns of the
-                 * first when we exit, and of the second from this error. */
-                (void) sd_bus_reply_method_errorf(call, WORKER_ERROR_TASK_FAILED,
-                                                  "could not send the result: %s", strerror(-r));
-}
-
-static void bus_task_destroy(void *userdata) {
-        sd_bus_message_unref(userdata);
-}
-
-int plugin_host_run(PluginHost *h, sd_bus_message *call) {
-        const void *payload;
-        size_t size;
-        uint64_t id;
-        int r;
-
-        r = sd_bus_message_read(call, "t", &id);
-        if (r >= 0)
-                r = sd_bus_message_read_array(call, 'y', &payload, &size);
-        if (r < 0)
-                return r;
-
-        /* The payload points into CALL, which the task holds until it is freed. */
-        r = plugin_host_run_task(h, payload, size, bus_task_done, bus_task_destroy, sd_bus_message_ref(call));
-        if (r < 0) {
-                sd_bus_message_unref(call);
-                return r;
-        }
-        return 1;
-}
-
 /* ---- the event loop ---- */
 
 static int source_io_cb(sd_event_source *s, int fd, uint32_t revents, void *userdata) {

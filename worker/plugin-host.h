@@ -63,8 +63,5 @@ typedef void (*plugin_task_done_fn)(bool ok, const void *data, size_t size, void
 int plugin_host_run_task(PluginHost *h, const void *payload, size_t size, plugin_task_done_fn done,
                          void (*destroy)(void *userdata), void *userdata);
 
-/* Runs the task of the Worker1.Run call CALL; its reply is sent when the task completes. */
-int plugin_host_run(PluginHost *h, sd_bus_message *call);
-
 /* Calls fini() if init() succeeded, unloads, and frees everything. */
 void plugin_host_deinit(PluginHost *h);

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macro.h"
+#include "protocol.h"
+#include "task-link.h"
+
+typedef struct LinkTask {
+        TaskLink *link;
+        uint64_t id;
+        sd_bus_message *dispatch;       /* holds the payload */
+} LinkTask;
+
+static int results_send(TaskLink *l) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = TAKE_PTR(l->results);
+        int r;
+
+        l->results_bytes = 0;
+        l->n_results = 0;
+        if (!m)
+                return 0;
+        r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r;
+        return sd_bus_send(l->link, m, NULL);
+}
+
+static int on_flush(sd_event_source *s, void *userdata) {
+        TaskLink *l = userdata;
+        int r;
+
+        r = results_send(l);
+        if (r < 0)
+                /* The link is gone (we exit when we notice) or broken: either way apiaryd sees us
+                 * exit and runs the tasks elsewhere. */
+                log_debug_errno(r, "Failed to send results to apiaryd: %m");
+        return 0;
+}
+
+static int results_append(TaskLink *l, uint64_t id, bool ok, const void *data, size_t size) {
+        int r;
+
+        /* Keep messages moderate: start a new one before a big result. */
+        if (l->results && l->results_bytes + size > RESULTS_BYTES_MAX) {
+                r = results_send(l);
+                if (r < 0)
+                        return r;
+        }
+        if (!l->results) {
+                r = sd_bus_message_new_method_call(l->link, &l->results, NULL, SUPERVISOR_OBJECT_PATH,
+                                                   SUPERVISOR_INTERFACE, "Results");
+                if (r >= 0)
+                        r = sd_bus_message_set_expect_reply(l->results, false);
+                if (r >= 0)
+                        r = sd_bus_message_open_container(l->results, 'a', "(tbay)");
+                if (r < 0) {
+                        l->results = sd_bus_message_unref(l->results);
+                        return r;
+                }
+        }
+
+        r = sd_bus_message_open_container(l->results, 'r', "tbay");
+        if (r >= 0)
+                r = sd_bus_message_append(l->results, "tb", id, (int) ok);
+        if (r >= 0)
+                r = sd_bus_message_append_array(l->results, 'y', data, size);
+        if (r >= 0)
+                r = sd_bus_message_close_container(l->results);
+        if (r < 0)
+                return r;
+        l->results_bytes += size;
+        l->n_results++;
+        return sd_event_source_set_enabled(l->flush_source, SD_EVENT_ONESHOT);
+}
+
+static void link_task_done(bool ok, const void *data, size_t size, void *userdata) {
+        LinkTask *t = userdata;
+        char reason[128];
+        int r;
+
+        if (size > RESULT_BYTES_MAX) {
+                int k = snprintf(reason, sizeof(reason), "result too large: %zu bytes (at most %u)", size,
+                                 RESULT_BYTES_MAX);
+
+                ok = false;
+                data = reason;
+                size = (size_t) k;
+        }
+        r = results_append(t->link, t->id, ok, data, size);
+        if (r < 0) {
+                /* A result that cannot be sent must not be lost quietly: exiting makes apiaryd
+                 * take back every task we hold and run it again. */
+                log_error_errno(r, "Cannot send the result of task %" PRIu64 " to apiaryd, exiting: %m", t->id);
+                _exit(1);
+        }
+}
+
+static void link_task_free(void *userdata) {
+        LinkTask *t = userdata;
+
+        sd_bus_message_unref(t->dispatch);
+        free(t);
+}
+
+/* Worker1.Dispatch(a(tay)): runs each task; synchronous plugins complete them right here, and
+ * their results go back together at the end of this turn of the loop. */
+static int method_dispatch(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        TaskLink *l = userdata;
+        const void *payload;
+        uint64_t id;
+        size_t size;
+        int r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "(tay)");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'r', "tay")) > 0) {
+                LinkTask *t;
+
+                r = sd_bus_message_read(msg, "t", &id);
+                if (r >= 0)
+                        r = sd_bus_message_read_array(msg, 'y', &payload, &size);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+
+                t = malloc(sizeof(*t));
+                if (!t) {
+                        (void) results_append(l, id, false, "out of memory", strlen("out of memory"));
+                        continue;
+                }
+                *t = (LinkTask) { .link = l, .id = id, .dispatch = sd_bus_message_ref(msg) };
+                /* The payload points into MSG, which the task holds until it is freed. */
+                r = plugin_host_run_task(l->host, payload, size, link_task_done, link_task_free, t);
+                if (r < 0) {
+                        link_task_free(t);
+                        (void) results_append(l, id, false, "could not start the task", strlen("could not start the task"));
+                }
+        }
+        if (r < 0)
+                return r;
+        return 1;
+}
+
+static const sd_bus_vtable worker_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Dispatch",
+                                SD_BUS_ARGS("a(tay)", tasks),
+                                SD_BUS_NO_RESULT,
+                                method_dispatch, SD_BUS_VTABLE_METHOD_NO_REPLY),
+        SD_BUS_VTABLE_END
+};
+
+int task_link_init(TaskLink *l, PluginHost *host, sd_bus *link, sd_event *event) {
+        int r;
+
+        *l = (TaskLink) { .host = host, .link = link };
+        r = sd_event_add_defer(event, &l->flush_source, on_flush, l);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(l->flush_source, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        return sd_bus_add_object_vtable(link, NULL, WORKER_OBJECT_PATH, WORKER_INTERFACE, worker_vtable, l);
+}
+
+void task_link_done(TaskLink *l) {
+        if (l->link && l->results)
+                (void) results_send(l);
+        l->results = sd_bus_message_unref(l->results);
+        l->flush_source = sd_event_source_disable_unref(l->flush_source);
+}
