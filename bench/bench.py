@@ -162,6 +162,10 @@ class Procs:
         self.procs = []
 
 
+# The keys of the Apiary rows in bench_throughput()'s medians.
+APIARY_KEYS = ("batch", "submit", "batch16", "pbatch16", "runbatch", "prunbatch", "runbatch16", "prunbatch16")
+
+
 class Bus:
     """A private dbus-daemon, like tests/harness.c's, with limits raised for pipelined clients."""
 
@@ -218,8 +222,11 @@ class Apiaryd:
         self.bench = bench
         self.dir = tempfile.mkdtemp(prefix="apiaryd-", dir=bench.tmp)
         self.config_path = os.path.join(self.dir, "apiary.conf")
+        # The private socket (PrivateSocket=): the same API peer-to-peer, without dbus-daemon.
+        self.private_socket = os.path.join(self.dir, "private")
         with open(self.config_path, "w") as f:
-            f.write("[Apiary]\nPluginDirectory=%s\n\n%s" % (bench.plugins, config))
+            f.write("[Apiary]\nPluginDirectory=%s\nPrivateSocket=%s\n\n%s" % (bench.plugins, self.private_socket,
+                                                                                config))
         notify_path = os.path.join(self.dir, "notify")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(notify_path)
@@ -482,12 +489,14 @@ class Bench:
         cpu_rows = []
         run_rows = {}
 
-        def apiary(label, pool, w, extra, tasks, cpu_label=None):
+        def apiary(label, pool, w, extra, tasks, cpu_label=None, private=False):
             values = []
             cpu = []
+            where = (["--private", "--address=unix:path=" + d.private_socket] if private
+                     else ["--address=" + bus.address])
             for k in range(1 + runs):
                 before = self.cpu_snapshot(d, bus)
-                lines = run_cmd([client, "--address=" + bus.address, "--pool=" + pool, "--tasks=%d" % tasks] + extra,
+                lines = run_cmd([client] + where + ["--pool=" + pool, "--tasks=%d" % tasks] + extra,
                                 timeout=300)
                 after = self.cpu_snapshot(d, bus)
                 res = parse_kv(lines[-1])
@@ -514,20 +523,37 @@ class Bench:
             medians[("batch16", w)] = apiary("Apiary SubmitBatch(500), Concurrency=16", "e%dc16" % w, w,
                                              ["--mode=batch", "--batch=500", "--inflight=2000"], p["tp_tasks"],
                                              "Apiary SubmitBatch(500), Concurrency=16")
+            medians[("pbatch16", w)] = apiary("Apiary SubmitBatch(500), C=16, private socket", "e%dc16" % w, w,
+                                              ["--mode=batch", "--batch=500", "--inflight=2000"], p["tp_tasks"],
+                                              private=True)
+            medians[("runbatch", w)] = apiary("Apiary RunBatch(500), Concurrency=1", "e%d" % w, w,
+                                              ["--mode=runbatch", "--batch=500", "--inflight=2000"], p["tp_tasks"])
+            medians[("prunbatch", w)] = apiary("Apiary RunBatch(500), C=1, private socket", "e%d" % w, w,
+                                               ["--mode=runbatch", "--batch=500", "--inflight=2000"], p["tp_tasks"],
+                                               private=True)
+            medians[("runbatch16", w)] = apiary("Apiary RunBatch(500), Concurrency=16", "e%dc16" % w, w,
+                                                ["--mode=runbatch", "--batch=500", "--inflight=2000"],
+                                                p["tp_tasks"] * 4, "Apiary RunBatch(500), Concurrency=16")
+            medians[("prunbatch16", w)] = apiary("Apiary RunBatch(500), C=16, private socket", "e%dc16" % w, w,
+                                                 ["--mode=runbatch", "--batch=500", "--inflight=2000"],
+                                                 p["tp_tasks"] * 4, "Apiary RunBatch(500), C=16, private socket",
+                                                 private=True)
 
         # Run(), one call at a time: the round-trip latency.
-        for w in (2,):
+        for w, where in ((2, "bus"), (2, "private socket")):
             p50s, p99s = [], []
+            addr = (["--private", "--address=unix:path=" + d.private_socket] if where != "bus"
+                    else ["--address=" + bus.address])
             for k in range(1 + runs):
-                lines = run_cmd([client, "--address=" + bus.address, "--pool=e%d" % w, "--mode=run",
-                                 "--tasks=%d" % p["run_calls"]], timeout=300)
+                lines = run_cmd([client] + addr + ["--pool=e%d" % w, "--mode=run",
+                                                   "--tasks=%d" % p["run_calls"]], timeout=300)
                 res = parse_kv(lines[-1])
                 verify_tasks(res, "Run")
                 self.checks += 1
                 if k:
                     p50s.append(res["p50_us"])
                     p99s.append(res["p99_us"])
-            run_rows[w] = (p50s, p99s)
+            run_rows[(w, where)] = (p50s, p99s)
         d.stop()
         bus.stop()
 
@@ -569,6 +595,14 @@ class Bench:
                   "the issue's aspiration: Apiary within 2x of the bare socketpair floor, i.e. a ratio >= 0.5")
         for w in (2, 4):
             for a, b, label in [
+                    ("prunbatch16", "apply_async", "Apiary RunBatch C=16 private / Python apply_async"),
+                    ("runbatch16", "apply_async", "Apiary RunBatch C=16 bus / Python apply_async"),
+                    ("prunbatch16", "imap_unordered--chunksize1", "Apiary RunBatch C=16 private / Python imap(1)"),
+                    ("prunbatch16", "imap_unordered--chunksize100",
+                     "Apiary RunBatch C=16 private / Python imap(100)"),
+                    ("pbatch16", "apply_async", "Apiary SubmitBatch C=16 private / Python apply_async"),
+                    ("prunbatch", "apply_async", "Apiary RunBatch C=1 private / Python apply_async"),
+                    ("prunbatch16", "bare16", "Apiary RunBatch C=16 private / bare socketpair (16)"),
                     ("batch", "apply_async", "Apiary SubmitBatch / Python apply_async"),
                     ("batch", "imap_unordered--chunksize1", "Apiary SubmitBatch / Python imap_unordered(1)"),
                     ("submit", "apply_async", "Apiary Submit / Python apply_async"),
@@ -578,15 +612,17 @@ class Bench:
                     ("batch", "bare1", "Apiary SubmitBatch / bare socketpair (1 in flight)")]:
                 t.row(label, w, "x", median=medians[(a, w)] / medians[(b, w)], check="")
         for w in (2, 4):
-            best = max(medians[("batch", w)], medians[("submit", w)], medians[("batch16", w)])
+            best = max(v for (k, ww), v in medians.items() if ww == w and k in APIARY_KEYS)
+            t.row("target: best Apiary >= 10x Python apply_async", w, "",
+                  median="MET" if best >= 10 * medians[("apply_async", w)] else "NOT MET", check="")
             t.row("aspiration: best Apiary within 2x of bare (16)", w, "",
                   median="MET" if best >= 0.5 * medians[("bare16", w)] else "NOT MET", check="")
 
         t.section("1c. Round trip, one task at a time (lower is better); median/min/max over %d runs of %d calls"
                   % (runs, p["run_calls"]))
-        for w, (p50s, p99s) in run_rows.items():
-            t.row("Apiary Run() round trip, p50", w, "us", p50s)
-            t.row("Apiary Run() round trip, p99", w, "us", p99s)
+        for (w, where), (p50s, p99s) in run_rows.items():
+            t.row("Apiary Run() round trip (%s), p50" % where, w, "us", p50s)
+            t.row("Apiary Run() round trip (%s), p99" % where, w, "us", p99s)
         for w in (2,):
             lines = run_cmd([self.python, py, "--workers", str(w), "--tasks", str(p["run_calls"]), "--mode", "apply",
                              "--runs", str(runs), "--warmup", "1"], timeout=300)
@@ -596,7 +632,7 @@ class Bench:
                 self.checks += 1
             t.row("Python Pool.apply() round trip, p50", w, "us", [r["p50_us"] for r in res])
             t.row("Python Pool.apply() round trip, p99", w, "us", [r["p99_us"] for r in res])
-        self.echo_run_p50 = statistics.median(run_rows[2][0])
+        self.echo_run_p50 = statistics.median(run_rows[(2, "bus")][0])
 
         t.section("1d. CPU time per task, by process, during the SubmitBatch runs (us CPU/task, lower is better)",
                   "from /proc/PID/schedstat (apiaryd, dbus-daemon, workers) and getrusage (client)")
