@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -394,6 +395,23 @@ static int parse_sec(const char *value, usec_t min, bool allow_infinity, usec_t 
         return 0;
 }
 
+static int config_parse_bool(const char *value, void *base, size_t offset) {
+        static const char *const yes[] = { "1", "yes", "y", "true", "t", "on" };
+        static const char *const no[] = { "0", "no", "n", "false", "f", "off" };
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                if (strcasecmp(value, yes[i]) == 0) {
+                        *FIELD(base, offset, bool) = true;
+                        return 0;
+                }
+                if (strcasecmp(value, no[i]) == 0) {
+                        *FIELD(base, offset, bool) = false;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
 static int config_parse_sec(const char *value, void *base, size_t offset) {
         return parse_sec(value, 0, false, FIELD(base, offset, usec_t));
 }
@@ -700,6 +718,8 @@ static const ConfigKey pool_keys[] = {
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "MaxTasksPerWorker", config_parse_unsigned, offsetof(PoolConfig, max_tasks_per_worker),
           "a non-negative integer (0: no limit)" },
+        { "Zygote", config_parse_bool, offsetof(PoolConfig, zygote),
+          "a boolean (yes/no, true/false, on/off, 1/0)" },
 };
 
 static const ConfigKey *config_key_find(const ConfigKey *table, size_t n, const char *key) {
@@ -1145,6 +1165,7 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->task_retries == b->task_retries &&
                 a->task_timeout_usec == b->task_timeout_usec &&
                 a->max_tasks_per_worker == b->max_tasks_per_worker &&
+                a->zygote == b->zygote &&
                 plugin_settings_equal(a, b);
 }
 

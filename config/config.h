@@ -68,6 +68,7 @@ typedef struct PoolConfig {
         unsigned task_retries;          /* TaskRetries=, default 2: re-runs after the worker died under a task */
         usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from dispatch to result */
         unsigned max_tasks_per_worker;  /* MaxTasksPerWorker=, default 0 (none): recycle after this many */
+        bool zygote;                    /* Zygote=, default no: fork workers from a loaded copy */
 
         /* [Pool NAME Plugin]: free-form, in order of first appearance; later files override values. */
         char **plugin_keys;

@@ -196,6 +196,15 @@ static int property_get_pool_paused(sd_bus *bus, const char *path, const char *i
         return sd_bus_message_append(reply, "b", (int) p->paused);
 }
 
+static int property_get_pool_zygote_pid(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "u",
+                                     (uint32_t) (p->zygote && p->zygote->state == ZYGOTE_READY ? p->zygote->pid : 0));
+}
+
 static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -215,6 +224,7 @@ static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Pool, n_failed), 0),
         SD_BUS_PROPERTY("QueueLimit", "u", property_get_pool_queue_limit, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Concurrency", "u", property_get_pool_concurrency, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ZygotePID", "u", property_get_pool_zygote_pid, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD("Start", NULL, NULL, bus_pool_method_start, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Stop", NULL, NULL, bus_pool_method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Pause", NULL, NULL, bus_pool_method_pause, SD_BUS_VTABLE_UNPRIVILEGED),

@@ -271,6 +271,10 @@ int pool_start(Pool *p) {
 
         log_pool(LOG_INFO, p, "Starting %u worker%s of plugin %s.", p->n_wanted, p->n_wanted == 1 ? "" : "s",
                  p->config->plugin_path);
+        /* The first workers are spawned; the zygote forks those that follow, once it is ready. */
+        r = zygote_start(p);
+        if (r < 0)
+                log_pool(LOG_WARNING, p, "Failed to start the zygote, workers are spawned instead: %s", strerror(-r));
         for (unsigned i = 0; i < p->n_wanted && p->state != POOL_FAILED; i++) {
                 r = worker_start(p->workers[i]);
                 if (r < 0)
@@ -282,6 +286,7 @@ int pool_start(Pool *p) {
 }
 
 void pool_stop(Pool *p) {
+        zygote_stop(p);
         p->retry_source = sd_event_source_disable_unref(p->retry_source);
         p->rolling = false;
         p->stopping = true;
@@ -377,6 +382,7 @@ Pool *pool_free(Pool *p) {
         if (!p)
                 return NULL;
 
+        zygote_stop(p);
         for (unsigned i = 0; i < p->n_workers; i++)
                 worker_free(p->workers[i]);
         free(p->workers);

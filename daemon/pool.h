@@ -10,6 +10,7 @@
 #include "config.h"
 #include "task.h"
 #include "worker.h"
+#include "zygote.h"
 
 typedef struct Manager Manager;
 
@@ -46,6 +47,8 @@ typedef struct Pool {
         bool rolling;                   /* Restart(): replacing the workers one slot at a time */
         unsigned rolling_slot;
         usec_t rolling_began;           /* CLOCK_MONOTONIC */
+
+        Zygote *zygote;                 /* Zygote=yes: forks its workers (zygote.c) */
 
         GQueue queue;                   /* of Task, FIFO; links embedded in the tasks */
         unsigned dispatch_cursor;       /* where the search for a free worker starts */

@@ -92,6 +92,12 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
                         log_ctx(LOG_ERR, &ctx, "Failed to scale to %u workers: %s", pc->workers, strerror(-r));
         }
 
+        /* A new zygote for new code (or none, if no longer wanted): the workers to come fork from it. */
+        if (!same_code || !pc->zygote)
+                zygote_stop(p);
+        if (pool_is_active(p))
+                (void) zygote_start(p);
+
         if (!same_code) {
                 if (pool_is_active(p))
                         pool_restart(p);

@@ -22,6 +22,7 @@
 #include "protocol.h"
 #include "task.h"
 #include "worker.h"
+#include "zygote.h"
 
 static const char *const worker_state_table[_WORKER_STATE_MAX] = {
         [WORKER_DEAD] = "dead",
@@ -38,23 +39,9 @@ const char *worker_state_to_string(WorkerState s) {
         return worker_state_table[s];
 }
 
-static LogContext worker_log_context(const Worker *w) {
-        return (LogContext) { .pool = w->pool->config->name, .slot = (int) w->slot, .pid = (int) w->pid };
-}
-
-#define log_worker(level, w, ...)                                       \
-        ({                                                              \
-                LogContext _ctx = worker_log_context(w);                \
-                log_ctx((level), &_ctx, __VA_ARGS__);                   \
-        })
-#define log_worker_errno(level, error, w, ...)                          \
-        ({                                                              \
-                LogContext _ctx = worker_log_context(w);                \
-                log_ctx_errno((level), (error), &_ctx, __VA_ARGS__);    \
-        })
 
 bool worker_is_running(const Worker *w) {
-        return w->pid > 0;
+        return w->pid > 0 || w->fork_slot;      /* or the zygote is forking it */
 }
 
 static void worker_set_state(Worker *w, WorkerState state) {
@@ -75,15 +62,21 @@ static int worker_arm_timer(Worker *w, usec_t usec, sd_event_time_handler_t hand
 }
 
 static void worker_drop_process(Worker *w) {
+        w->fork_slot = sd_bus_slot_unref(w->fork_slot);
         w->child_source = sd_event_source_disable_unref(w->child_source);
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
         w->link = sd_bus_flush_close_unref(w->link);
         w->pid = 0;
+        w->pending_signal = 0;
 }
 
 void worker_kill(Worker *w, int sig) {
-        if (w->pid <= 0)
+        if (w->pid <= 0) {
+                /* Still being forked by the zygote: delivered once its PID is known. */
+                if (w->fork_slot && (sig == SIGKILL || w->pending_signal != SIGKILL))
+                        w->pending_signal = sig;
                 return;
+        }
         /* sd-event holds the child's pidfd, so the signal cannot reach a recycled PID. */
         if (sd_event_source_send_child_signal(w->child_source, sig, NULL, 0) < 0)
                 (void) kill(w->pid, sig);
@@ -92,9 +85,13 @@ void worker_kill(Worker *w, int sig) {
 /* ---- the private link: what apiary-worker asks of us ---- */
 
 static int link_method_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Worker *w = userdata;
-        PoolConfig *c = w->pool->config;
+
+        return link_reply_hello(msg, w->pool->config, error);
+}
+
+int link_reply_hello(sd_bus_message *msg, const PoolConfig *c, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         uint32_t abi;
         int r;
 
@@ -255,40 +252,29 @@ static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static int worker_spawn(Worker *w) {
-        Manager *m = w->pool->manager;
-        PoolConfig *c = w->pool->config;
-        _cleanup_(closep) int fd_worker = -1, fd_supervisor = -1;
-        char arg_fd[32], arg_slot[32], arg_supervisor[32], description[256];
+int host_spawn(Manager *m, const char *pool, const char *role, int fd_worker, pid_t *ret_pid) {
+        char arg_fd[32], arg_supervisor[32], arg_log[32];
         _cleanup_(freep) char *arg_pool = NULL;
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
+        _cleanup_(closep) int fd_moved = -1;
         sigset_t mask;
-        pid_t pid;
-        int sv[2], r;
-
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-                return -errno;
-        fd_supervisor = sv[0];
-        fd_worker = sv[1];
+        int r;
 
         snprintf(arg_fd, sizeof(arg_fd), "--bus-fd=%i", WORKER_BUS_FD);
-        snprintf(arg_slot, sizeof(arg_slot), "--slot=%u", w->slot);
         snprintf(arg_supervisor, sizeof(arg_supervisor), "--supervisor-pid=%i", (int) getpid());
-        if (asprintf(&arg_pool, "--pool=%s", c->name) < 0)
+        if (asprintf(&arg_pool, "--pool=%s", pool) < 0)
                 return -ENOMEM;
-        char arg_log[32];
         snprintf(arg_log, sizeof(arg_log), "--log-level=%s", log_level_to_string(log_get_max_level()) ?: "info");
-        char *argv[] = { (char *) "apiary-worker", arg_pool, arg_slot, arg_fd, arg_supervisor, arg_log, NULL };
+        char *argv[] = { (char *) "apiary-worker", arg_pool, (char *) role, arg_fd, arg_supervisor, arg_log, NULL };
 
         /* dup2() onto WORKER_BUS_FD clears O_CLOEXEC in the child, unless the fd already is that
          * number, where dup2() does nothing: move it out of the way first. */
         if (fd_worker == WORKER_BUS_FD) {
-                int fd = fcntl(fd_worker, F_DUPFD_CLOEXEC, WORKER_BUS_FD + 1);
-                if (fd < 0)
+                fd_moved = fcntl(fd_worker, F_DUPFD_CLOEXEC, WORKER_BUS_FD + 1);
+                if (fd_moved < 0)
                         return -errno;
-                safe_close(fd_worker);
-                fd_worker = fd;
+                fd_worker = fd_moved;
         }
 
         r = posix_spawn_file_actions_init(&actions);
@@ -314,13 +300,14 @@ static int worker_spawn(Worker *w) {
         /* A session of its own: a terminal's Ctrl-C is for apiaryd, which stops workers in order. */
         (void) posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
 
-        r = posix_spawn(&pid, m->worker_path, &actions, &attr, argv, m->worker_env);
+        r = posix_spawn(ret_pid, m->worker_path, &actions, &attr, argv, m->worker_env);
         posix_spawn_file_actions_destroy(&actions);
         posix_spawnattr_destroy(&attr);
-        if (r != 0)
-                return log_worker_errno(LOG_ERR, r, w, "Failed to spawn %s: %m", m->worker_path);
-        fd_worker = safe_close(fd_worker);
+        return -r;
+}
 
+/* A new process for the slot is on its way (PID, or 0 until the zygote says): fresh bookkeeping. */
+void worker_process_begins(Worker *w, pid_t pid) {
         w->pid = pid;
         w->started_at = now_usec(CLOCK_REALTIME);
         w->spawned_mono = now_usec(CLOCK_MONOTONIC);
@@ -333,21 +320,75 @@ static int worker_spawn(Worker *w) {
         w->recycling = false;
         w->killed_for_timeout = false;
         w->n_dispatched = 0;
+}
 
-        /* From here on the child exists: whatever fails below, its exit still gets handled. */
-        r = sd_event_add_child(m->event, &w->child_source, pid, WEXITED, on_worker_exit, w);
+/* Watches the process W->pid, from its PIDFD if one is given (consumed). */
+int worker_watch_process(Worker *w, int pidfd) {
+        Manager *m = w->pool->manager;
+        int r;
+
+        if (pidfd >= 0) {
+                r = sd_event_add_child_pidfd(m->event, &w->child_source, pidfd, WEXITED, on_worker_exit, w);
+                if (r >= 0)
+                        r = sd_event_source_set_child_pidfd_own(w->child_source, true);
+                if (r < 0 && !w->child_source)
+                        safe_close(pidfd);
+        } else
+                r = sd_event_add_child(m->event, &w->child_source, w->pid, WEXITED, on_worker_exit, w);
         if (r < 0) {
-                (void) kill(pid, SIGKILL);
-                (void) waitpid(pid, NULL, 0);
+                (void) kill(w->pid, SIGKILL);
+                (void) waitpid(w->pid, NULL, 0);
+                w->child_source = sd_event_source_disable_unref(w->child_source);
                 w->pid = 0;
                 return log_worker_errno(LOG_ERR, r, w, "Failed to watch worker: %m");
         }
+        /* A signal asked for while the zygote was still forking it. */
+        if (w->pending_signal > 0)
+                worker_kill(w, w->pending_signal);
+        w->pending_signal = 0;
+        return 0;
+}
 
-        snprintf(description, sizeof(description), "worker-%s-%u", c->name, w->slot);
-        r = link_server_new(&w->link, TAKE_FD(fd_supervisor), m->link_id, m->event, description);
+/* The server end of a new process's link. */
+int worker_link_new(Worker *w, int fd) {
+        Manager *m = w->pool->manager;
+        char description[256];
+        int r;
+
+        snprintf(description, sizeof(description), "worker-%s-%u", w->pool->config->name, w->slot);
+        r = link_server_new(&w->link, fd, m->link_id, m->event, description);
         if (r >= 0)
                 r = sd_bus_add_object_vtable(w->link, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE,
                                              link_supervisor_vtable, w);
+        return r;
+}
+
+static int worker_spawn_exec(Worker *w) {
+        Manager *m = w->pool->manager;
+        PoolConfig *c = w->pool->config;
+        _cleanup_(closep) int fd_worker = -1, fd_supervisor = -1;
+        char arg_slot[32];
+        pid_t pid;
+        int sv[2], r;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        fd_supervisor = sv[0];
+        fd_worker = sv[1];
+
+        snprintf(arg_slot, sizeof(arg_slot), "--slot=%u", w->slot);
+        r = host_spawn(m, c->name, arg_slot, fd_worker, &pid);
+        if (r < 0)
+                return log_worker_errno(LOG_ERR, r, w, "Failed to spawn %s: %m", m->worker_path);
+        fd_worker = safe_close(fd_worker);
+
+        worker_process_begins(w, pid);
+        /* From here on the child exists: whatever fails below, its exit still gets handled. */
+        r = worker_watch_process(w, -1);
+        if (r < 0)
+                return r;
+
+        r = worker_link_new(w, TAKE_FD(fd_supervisor));
         if (r < 0) {
                 log_worker_errno(LOG_ERR, r, w, "Failed to set up the link to the worker, killing it: %m");
                 worker_kill(w, SIGKILL);
@@ -356,6 +397,27 @@ static int worker_spawn(Worker *w) {
 
         log_worker(LOG_DEBUG, w, "Spawned worker.");
         return 0;
+}
+
+static int worker_spawn(Worker *w) {
+        /* A forked copy of the pool's zygote, if it has one ready: no exec, no dynamic linking. */
+        if (zygote_fork(w->pool, w) >= 0)
+                return 0;
+        return worker_spawn_exec(w);
+}
+
+/* Not even a process: treated like a start that failed at once. */
+static void worker_spawn_failed(Worker *w) {
+        free(w->last_exit);
+        w->last_exit = strdup("failed to spawn apiary-worker");
+        w->state = WORKER_DEAD;
+        bus_worker_emit_changed(w);
+        pool_fail(w->pool, "failed to spawn apiary-worker");
+}
+
+void worker_respawn(Worker *w) {
+        if (worker_spawn_exec(w) < 0)
+                worker_spawn_failed(w);
 }
 
 int worker_start(Worker *w) {
@@ -368,12 +430,7 @@ int worker_start(Worker *w) {
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
         r = worker_spawn(w);
         if (r < 0) {
-                /* Not even a process: treat it like a start that failed at once. */
-                free(w->last_exit);
-                w->last_exit = strdup("failed to spawn apiary-worker");
-                w->state = WORKER_DEAD;
-                bus_worker_emit_changed(w);
-                pool_fail(w->pool, "failed to spawn apiary-worker");
+                worker_spawn_failed(w);
                 return r;
         }
 

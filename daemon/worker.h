@@ -7,9 +7,12 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "config.h"
+#include "log.h"
 #include "restart.h"
 #include "time-util.h"
 
+typedef struct Manager Manager;
 typedef struct Pool Pool;
 typedef struct Task Task;
 
@@ -64,6 +67,9 @@ typedef struct Worker {
         bool term_sent;                 /* SIGTERM went out (a stop waits for tasks to drain first) */
         bool revive;                    /* a slot being removed was wanted again: start once dead */
 
+        sd_bus_slot *fork_slot;         /* the zygote's Fork() for this slot, until it answers */
+        int pending_signal;             /* what worker_kill() could not send yet, for lack of a PID */
+
         char *last_exit;                /* "exited with status 3", "killed by SIGSEGV", ... */
         char *failure_message;          /* what the worker said in Failed(), for this process */
         char *failure_error;            /* the error name it gave */
@@ -91,6 +97,30 @@ void worker_reset(Worker *w);
 bool worker_is_running(const Worker *w);
 /* Whether the worker takes another task now. */
 bool worker_has_capacity(const Worker *w);
+#define log_worker(level, w, ...)                                                                       \
+        ({                                                                                              \
+                LogContext _ctx = { .pool = (w)->pool->config->name, .slot = (int) (w)->slot,            \
+                                    .pid = (int) (w)->pid };                                             \
+                log_ctx((level), &_ctx, __VA_ARGS__);                                                   \
+        })
+#define log_worker_errno(level, error, w, ...)                                                          \
+        ({                                                                                              \
+                LogContext _ctx = { .pool = (w)->pool->config->name, .slot = (int) (w)->slot,            \
+                                    .pid = (int) (w)->pid };                                             \
+                log_ctx_errno((level), (error), &_ctx, __VA_ARGS__);                                    \
+        })
+
+/* Spawns apiary-worker for POOL with ROLE ("--slot=N" or "--zygote") and FD as its link (fd 3). */
+int host_spawn(Manager *m, const char *pool, const char *role, int fd, pid_t *ret_pid);
+/* Replies to Supervisor1.Hello with what workers of the pool C run. */
+int link_reply_hello(sd_bus_message *msg, const PoolConfig *c, sd_bus_error *error);
+/* For zygote.c: the steps of a worker start that worker_spawn() takes for a spawned process. */
+void worker_process_begins(Worker *w, pid_t pid);
+/* The zygote could not fork W's process: spawn it the usual way. */
+void worker_respawn(Worker *w);
+int worker_watch_process(Worker *w, int pidfd);
+int worker_link_new(Worker *w, int fd);
+
 /* Supervisor1.Results on a worker's link (dispatch.c). */
 int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 /* Recomputes ready/busy after tasks came or went, and recycles a drained retiring worker. */

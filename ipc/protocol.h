@@ -15,6 +15,10 @@
 #define WORKER_OBJECT_PATH "/org/apiary/Worker"
 #define WORKER_INTERFACE "org.apiary.Worker1"
 
+/* Served by apiary-worker --zygote on its connection. */
+#define ZYGOTE_OBJECT_PATH "/org/apiary/Zygote"
+#define ZYGOTE_INTERFACE "org.apiary.Zygote1"
+
 #define WORKER_ERROR_LOAD "org.apiary.Worker1.Error.Load"
 #define WORKER_ERROR_INIT "org.apiary.Worker1.Error.Init"
 

@@ -24,26 +24,12 @@
 #include "oneshot.h"
 #include "plugin-host.h"
 #include "task-link.h"
+#include "worker-context.h"
+#include "zygote.h"
 #include "protocol.h"
 #include "time-util.h"
 
-typedef struct Context {
-        sd_event *event;
-        sd_bus *bus;
-        PluginHost plugin;
-        bool plugin_set;
-        TaskLink tasks;
-        bool tasks_set;
-
-        char *pool;
-        unsigned slot;
-        pid_t supervisor;
-        int bus_fd;
-
-        int exit_status;
-} Context;
-
-static void context_done(Context *c) {
+void context_done(Context *c) {
         /* Results of this last turn first, then the plugin's fini(). */
         if (c->tasks_set)
                 task_link_done(&c->tasks);
@@ -55,8 +41,9 @@ static void context_done(Context *c) {
 }
 
 static int parse_argv(Context *c, int argc, char *argv[]) {
-        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL };
+        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL, ARG_ZYGOTE };
         static const struct option options[] = {
+                { "zygote", no_argument, NULL, ARG_ZYGOTE },
                 { "bus-fd", required_argument, NULL, ARG_BUS_FD },
                 { "pool", required_argument, NULL, ARG_POOL },
                 { "slot", required_argument, NULL, ARG_SLOT },
@@ -98,6 +85,9 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                         log_set_max_level(level);
                         break;
                 }
+                case ARG_ZYGOTE:
+                        c->zygote = true;
+                        break;
                 case ARG_POOL:
                         free(c->pool);
                         c->pool = strdup(optarg);
@@ -117,7 +107,7 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
 }
 
 /* Dies with the supervisor, even if it is SIGKILLed, and refuses to start if it is already gone. */
-static int bind_to_supervisor(pid_t supervisor) {
+int bind_to_supervisor(pid_t supervisor) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
                 return -errno;
         if (getppid() != supervisor)
@@ -127,14 +117,17 @@ static int bind_to_supervisor(pid_t supervisor) {
 
 /* Under journald, plugin output gets a journal stream of this process's own, so that every line
  * carries the worker's _PID and a tag naming pool and slot, without apiaryd copying any byte. */
-static void connect_output(const Context *c) {
+void connect_output(const Context *c) {
         char identifier[256];
         int fd;
 
         if (!log_to_journal())
                 return;
 
-        snprintf(identifier, sizeof(identifier), "apiary-worker[%s/%u]", c->pool, c->slot);
+        if (c->zygote)
+                snprintf(identifier, sizeof(identifier), "apiary-worker[%s/zygote]", c->pool);
+        else
+                snprintf(identifier, sizeof(identifier), "apiary-worker[%s/%u]", c->pool, c->slot);
         fd = sd_journal_stream_fd(identifier, LOG_INFO, false);
         if (fd < 0) {
                 log_debug_errno(fd, "Failed to open a journal stream, plugin output goes to the inherited stderr: %m");
@@ -207,7 +200,7 @@ static void strv_free_n(char **v, size_t n) {
 }
 
 /* Tells apiaryd why this worker cannot start, then the caller exits with STATUS. */
-static int report_failure(Context *c, const char *error_name, const char *message) {
+int report_failure(Context *c, const char *error_name, const char *message) {
         LogContext ctx = { .pool = c->pool, .slot = (int) c->slot, .pid = (int) getpid() };
         int r;
 
@@ -216,6 +209,72 @@ static int report_failure(Context *c, const char *error_name, const char *messag
                                NULL, NULL, "ss", error_name, message);
         if (r < 0)
                 log_debug_errno(r, "Failed to report the failure to apiaryd, ignoring: %m");
+        return r;
+}
+
+/* The event loop and the link to apiaryd on fd 3, for a worker or a zygote (or a zygote's child,
+ * which builds its own after the fork). */
+int context_connect(Context *c) {
+        sigset_t mask;
+        int r;
+
+        /* sd-event needs the signals it handles blocked; apiaryd spawned us with an empty mask. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        (void) sigprocmask(SIG_SETMASK, &mask, NULL);
+
+        r = sd_event_new(&c->event);
+        if (r < 0)
+                return r;
+        (void) sd_event_add_signal(c->event, NULL, SIGTERM, on_signal, NULL);
+        (void) sd_event_add_signal(c->event, NULL, SIGINT, on_signal, NULL);
+
+        c->bus_fd = -1;         /* the link owns fd 3 from here on */
+        r = link_client_new(&c->bus, WORKER_BUS_FD, c->event, "apiaryd");
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to apiaryd: %m");
+        /* apiaryd gone (it should have killed us first): exit with WORKER_EXIT_LINK. */
+        return sd_bus_match_signal(c->bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
+                                   "Disconnected", on_link_disconnected, NULL);
+}
+
+/* From a loaded plugin to serving tasks: init(), the Worker1 object, Ready(), the loop. */
+int worker_serve(Context *c) {
+        int r;
+
+        r = plugin_host_start(&c->plugin);
+        if (r < 0) {
+                _cleanup_(freep) char *msg = NULL;
+
+                if (asprintf(&msg, "plugin %s: init failed: %s", c->plugin.plugin->name ?: c->plugin.path,
+                             c->plugin.error) < 0)
+                        return WORKER_EXIT_INIT;
+                report_failure(c, WORKER_ERROR_INIT, msg);
+                return WORKER_EXIT_INIT;
+        }
+
+        r = task_link_init(&c->tasks, &c->plugin, c->bus, c->event);
+        c->tasks_set = true;
+        if (r < 0) {
+                log_error_errno(r, "Failed to register the worker object: %m");
+                return WORKER_EXIT_FAILURE;
+        }
+
+        r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Ready",
+                               NULL, NULL, "sst",
+                               strempty(c->plugin.plugin->name), strempty(c->plugin.plugin->version),
+                               (uint64_t) now_usec(CLOCK_MONOTONIC));
+        if (r < 0) {
+                log_error_errno(r, "Failed to report readiness to apiaryd: %m");
+                return WORKER_EXIT_LINK;
+        }
+
+        r = sd_event_loop(c->event);
+        if (r < 0) {
+                log_error_errno(r, "Event loop failed: %m");
+                return WORKER_EXIT_FAILURE;
+        }
         return r;
 }
 
@@ -244,29 +303,9 @@ static int run(int argc, char *argv[]) {
         log_setup("apiary-worker");
         connect_output(&c);
 
-        /* sd-event needs the signals it handles blocked; apiaryd spawned us with an empty mask. */
-        sigset_t mask;
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        (void) sigprocmask(SIG_BLOCK, &mask, NULL);
-
-        r = sd_event_new(&c.event);
+        r = context_connect(&c);
         if (r < 0)
-                return WORKER_EXIT_FAILURE;
-        (void) sd_event_add_signal(c.event, NULL, SIGTERM, on_signal, NULL);
-        (void) sd_event_add_signal(c.event, NULL, SIGINT, on_signal, NULL);
-
-        r = link_client_new(&c.bus, TAKE_FD(c.bus_fd), c.event, "apiaryd");
-        if (r < 0) {
-                log_error_errno(r, "Failed to connect to apiaryd: %m");
-                return WORKER_EXIT_LINK;
-        }
-        /* apiaryd gone (it should have killed us first): exit with WORKER_EXIT_LINK. */
-        r = sd_bus_match_signal(c.bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
-                                "Disconnected", on_link_disconnected, NULL);
-        if (r < 0)
-                return WORKER_EXIT_LINK;
+                return r == -ENOMEM ? WORKER_EXIT_FAILURE : WORKER_EXIT_LINK;
 
         r = call_hello(&c, &path, &keys, &values, &n);
         if (r < 0) {
@@ -290,39 +329,9 @@ static int run(int argc, char *argv[]) {
                 return WORKER_EXIT_LOAD;
         }
 
-        r = plugin_host_start(&c.plugin);
-        if (r < 0) {
-                _cleanup_(freep) char *msg = NULL;
-
-                if (asprintf(&msg, "plugin %s: init failed: %s", c.plugin.plugin->name ?: c.plugin.path,
-                             c.plugin.error) < 0)
-                        return WORKER_EXIT_INIT;
-                report_failure(&c, WORKER_ERROR_INIT, msg);
-                return WORKER_EXIT_INIT;
-        }
-
-        r = task_link_init(&c.tasks, &c.plugin, c.bus, c.event);
-        c.tasks_set = true;
-        if (r < 0) {
-                log_error_errno(r, "Failed to register the worker object: %m");
-                return WORKER_EXIT_FAILURE;
-        }
-
-        r = sd_bus_call_method(c.bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Ready",
-                               NULL, NULL, "sst",
-                               strempty(c.plugin.plugin->name), strempty(c.plugin.plugin->version),
-                               (uint64_t) now_usec(CLOCK_MONOTONIC));
-        if (r < 0) {
-                log_error_errno(r, "Failed to report readiness to apiaryd: %m");
-                return WORKER_EXIT_LINK;
-        }
-
-        r = sd_event_loop(c.event);
-        if (r < 0) {
-                log_error_errno(r, "Event loop failed: %m");
-                return WORKER_EXIT_FAILURE;
-        }
-        return r;
+        if (c.zygote)
+                return zygote_serve(&c);
+        return worker_serve(&c);
 }
 
 int main(int argc, char *argv[]) {

@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bus-api.h"
+#include "link.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "pool.h"
+#include "protocol.h"
+#include "worker.h"
+#include "zygote.h"
+
+#define ZYGOTE_RETRY_USEC (1 * USEC_PER_SEC)
+#define ZYGOTE_RETRY_MAX_USEC (60 * USEC_PER_SEC)
+#define FORK_TIMEOUT_USEC (5 * USEC_PER_SEC)
+
+#define log_zygote(level, z, ...)                                                                       \
+        ({                                                                                              \
+                LogContext _ctx = { .pool = (z)->pool->config->name, .slot = -1, .pid = (int) (z)->pid }; \
+                log_ctx(level, &_ctx, __VA_ARGS__);                                                     \
+        })
+
+static void zygote_set_state(Zygote *z, ZygoteState state) {
+        if (z->state == state)
+                return;
+        z->state = state;
+        if (z->pool)
+                bus_emit_properties_changed(z->pool->manager, z->pool->object_path, APIARY_POOL_INTERFACE,
+                                            "ZygotePID");
+}
+
+static void zygote_drop_process(Zygote *z) {
+        z->child_source = sd_event_source_disable_unref(z->child_source);
+        z->link = sd_bus_flush_close_unref(z->link);
+        zygote_set_state(z, ZYGOTE_DEAD);
+        z->pid = 0;
+}
+
+static void zygote_free(Zygote *z) {
+        z->retry_source = sd_event_source_disable_unref(z->retry_source);
+        z->link = sd_bus_flush_close_unref(z->link);
+        free(z);
+}
+
+static int zygote_spawn(Zygote *z);
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Zygote *z = userdata;
+
+        z->retry_source = sd_event_source_disable_unref(z->retry_source);
+        (void) zygote_spawn(z);
+        return 0;
+}
+
+static int on_zygote_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Zygote *z = userdata;
+        Pool *p = z->pool;
+        usec_t delay;
+
+
+        if (si->si_code == CLD_EXITED && IN_SET(si->si_status, WORKER_EXIT_LOAD, WORKER_EXIT_USAGE))
+                z->given_up = true;
+        log_zygote(z->given_up ? LOG_NOTICE : LOG_WARNING, z, "Zygote %s %i%s.",
+                   si->si_code == CLD_EXITED ? "exited with status" : "killed by signal", si->si_status,
+                   z->given_up ? "; workers of this pool are spawned instead" : "");
+        zygote_drop_process(z);
+
+        if (z->given_up || !pool_is_active(p))
+                return 0;
+        /* Not the pool's failure (its workers run on): just try again, more slowly each time. */
+        delay = ZYGOTE_RETRY_USEC << MIN(z->failures, 6u);
+        delay = MIN(delay, ZYGOTE_RETRY_MAX_USEC);
+        z->failures++;
+        if (sd_event_add_time_relative(p->manager->event, &z->retry_source, CLOCK_MONOTONIC, delay, USEC_PER_MSEC,
+                                       on_retry, z) < 0)
+                log_zygote(LOG_WARNING, z, "Cannot schedule a new zygote; workers are spawned instead.");
+        return 0;
+}
+
+static int zygote_method_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Zygote *z = userdata;
+
+        return link_reply_hello(msg, z->pool->config, error);
+}
+
+static int zygote_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Zygote *z = userdata;
+
+        z->failures = 0;
+        zygote_set_state(z, ZYGOTE_READY);
+        log_zygote(LOG_DEBUG, z, "Zygote ready.");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int zygote_method_failed(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Zygote *z = userdata;
+        const char *name, *message;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &name, &message);
+        if (r < 0)
+                return r;
+        log_zygote(LOG_NOTICE, z, "Zygote cannot load the plugin: %s", message);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static const sd_bus_vtable zygote_link_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Hello",
+                                SD_BUS_ARGS("u", abi_version),
+                                SD_BUS_RESULT("s", plugin_path, "a(ss)", config),
+                                zygote_method_hello, 0),
+        SD_BUS_METHOD_WITH_ARGS("Ready",
+                                SD_BUS_ARGS("s", plugin_name, "s", plugin_version, "t", monotonic_usec),
+                                SD_BUS_NO_RESULT,
+                                zygote_method_ready, 0),
+        SD_BUS_METHOD_WITH_ARGS("Failed",
+                                SD_BUS_ARGS("s", error_name, "s", message),
+                                SD_BUS_NO_RESULT,
+                                zygote_method_failed, 0),
+        SD_BUS_VTABLE_END
+};
+
+static int zygote_spawn(Zygote *z) {
+        Pool *p = z->pool;
+        Manager *m = p->manager;
+        _cleanup_(closep) int fd_zygote = -1, fd_supervisor = -1;
+        char description[256];
+        int sv[2], r;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        fd_supervisor = sv[0];
+        fd_zygote = sv[1];
+
+        r = host_spawn(m, p->config->name, "--zygote", fd_zygote, &z->pid);
+        if (r < 0) {
+                log_zygote(LOG_WARNING, z, "Failed to spawn the zygote, workers are spawned instead: %s",
+                           strerror(-r));
+                z->pid = 0;
+                return r;
+        }
+        z->state = ZYGOTE_STARTING;
+
+        r = sd_event_add_child(m->event, &z->child_source, z->pid, WEXITED, on_zygote_exit, z);
+        if (r < 0) {
+                (void) kill(z->pid, SIGKILL);
+                (void) waitpid(z->pid, NULL, 0);
+                zygote_drop_process(z);
+                return r;
+        }
+        snprintf(description, sizeof(description), "zygote-%s", p->config->name);
+        r = link_server_new(&z->link, TAKE_FD(fd_supervisor), m->link_id, m->event, description);
+        if (r >= 0)
+                r = sd_bus_add_object_vtable(z->link, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE,
+                                             zygote_link_vtable, z);
+        if (r < 0) {
+                (void) kill(z->pid, SIGKILL);   /* its exit is handled as usual */
+                return r;
+        }
+        return 0;
+}
+
+int zygote_start(Pool *p) {
+        Zygote *z = p->zygote;
+
+        if (!p->config->zygote)
+                return 0;
+        if (!z) {
+                z = calloc(1, sizeof(*z));
+                if (!z)
+                        return -ENOMEM;
+                z->pool = p;
+                z->state = ZYGOTE_DEAD;
+                p->zygote = z;
+        }
+        if (z->pid > 0 || z->retry_source)
+                return 0;
+        z->given_up = false;
+        return zygote_spawn(z);
+}
+
+void zygote_stop(Pool *p) {
+        Zygote *z = TAKE_PTR(p->zygote);
+
+        if (!z)
+                return;
+        if (z->state == ZYGOTE_READY)
+                bus_emit_properties_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "ZygotePID");
+        if (z->pid > 0 && z->child_source) {
+                /* It holds no task and sits in epoll_wait(): SIGKILL ends it at once, and we reap
+                 * it right here, so that no zombie stays behind, not even when apiaryd exits next.
+                 * (sd-event has not reaped it: its exit would have dropped the child source.) */
+                if (sd_event_source_send_child_signal(z->child_source, SIGKILL, NULL, 0) < 0)
+                        (void) kill(z->pid, SIGKILL);
+                (void) waitid(P_PID, (id_t) z->pid, &(siginfo_t) {}, WEXITED);
+        }
+        zygote_drop_process(z);
+        zygote_free(z);
+}
+
+/* The answer to Fork(): the new worker's PID, or why there is none (then: spawn). */
+static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Worker *w = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        uint32_t pid;
+        int pidfd, r;
+
+        w->fork_slot = sd_bus_slot_unref(w->fork_slot);
+
+        if (e || sd_bus_message_read(reply, "u", &pid) <= 0 || pid == 0) {
+                log_worker(LOG_WARNING, w, "The zygote did not fork the worker (%s), spawning it instead.",
+                           e ? e->message ?: e->name : "malformed reply");
+                w->link = sd_bus_flush_close_unref(w->link);
+                worker_respawn(w);
+                return 0;
+        }
+
+        /* Our child (CLONE_PARENT): only we reap it, so its PID cannot be reused before we do. */
+        pidfd = (int) syscall(SYS_pidfd_open, (pid_t) pid, 0);
+        w->pid = (pid_t) pid;
+        r = worker_watch_process(w, pidfd);     /* falls back to the PID if PIDFD < 0 */
+        if (r < 0)
+                w->link = sd_bus_flush_close_unref(w->link);
+        return 0;
+}
+
+int zygote_fork(Pool *p, Worker *w) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(closep) int fd_worker = -1, fd_supervisor = -1;
+        Zygote *z = p->zygote;
+        int sv[2], r;
+
+        if (!z || z->state != ZYGOTE_READY)
+                return -EAGAIN;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        fd_supervisor = sv[0];
+        fd_worker = sv[1];
+
+        r = sd_bus_message_new_method_call(z->link, &m, NULL, ZYGOTE_OBJECT_PATH, ZYGOTE_INTERFACE, "Fork");
+        if (r < 0)
+                return r;
+        /* sd-bus sends a copy of the fd; ours is closed on return. */
+        r = sd_bus_message_append(m, "uh", (uint32_t) w->slot, fd_worker);
+        if (r < 0)
+                return r;
+        r = sd_bus_call_async(z->link, &w->fork_slot, m, on_fork_reply, w, FORK_TIMEOUT_USEC);
+        if (r < 0)
+                return r;
+
+        worker_process_begins(w, 0);
+        r = worker_link_new(w, TAKE_FD(fd_supervisor));
+        if (r < 0) {
+                /* No link, no worker: let the fork come, and kill it once we know its PID. */
+                log_worker_errno(LOG_ERR, r, w, "Failed to set up the link to the worker, killing it: %m");
+                worker_kill(w, SIGKILL);
+        }
+        return 0;
+}

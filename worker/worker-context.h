@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "plugin-host.h"
+#include "task-link.h"
+
+/* One apiary-worker process: a worker, or a pool's zygote (zygote.c), or a zygote's child. */
+typedef struct Context {
+        sd_event *event;
+        sd_bus *bus;                    /* the link to apiaryd, on fd 3 */
+        PluginHost plugin;
+        bool plugin_set;
+        TaskLink tasks;
+        bool tasks_set;
+
+        char *pool;
+        unsigned slot;
+        bool zygote;                    /* --zygote: load the plugin once, fork workers on request */
+        pid_t supervisor;
+        int bus_fd;
+
+        int exit_status;
+} Context;
+
+void context_done(Context *c);
+/* Makes the event loop and the link to apiaryd on fd 3. */
+int context_connect(Context *c);
+/* With the plugin loaded: init(), Ready(), then tasks until told to stop. Returns the exit status. */
+int worker_serve(Context *c);
+/* Dies with apiaryd (PR_SET_PDEATHSIG), and fails if apiaryd is not our parent. */
+int bind_to_supervisor(pid_t supervisor);
+/* Under journald, stdout and stderr become a journal stream tagged with pool and slot. */
+void connect_output(const Context *c);
+/* Tells apiaryd why we cannot start. */
+int report_failure(Context *c, const char *error_name, const char *message);

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macro.h"
+#include "protocol.h"
+#include "time-util.h"
+#include "zygote.h"
+
+/* In the new child: becomes the worker of SLOT on the link FD, and never returns. */
+static _noreturn_ void child_run(Context *c, unsigned slot, int fd) {
+        int status;
+
+        /* The link as fd 3, nothing else but stdio: the zygote's link, loop and signalfd go. The
+         * zygote's sd-bus and sd-event objects are left alone (they belong to the zygote). */
+        if (dup2(fd, WORKER_BUS_FD) < 0)
+                _exit(WORKER_EXIT_LINK);
+        (void) close_range(WORKER_BUS_FD + 1, ~0U, 0);
+
+        /* What posix_spawn() gives a spawned worker: a session of its own, no signal blocked. */
+        (void) setsid();
+        sigset_t none;
+        sigemptyset(&none);
+        (void) sigprocmask(SIG_SETMASK, &none, NULL);
+        if (bind_to_supervisor(c->supervisor) < 0)
+                _exit(WORKER_EXIT_LINK);
+
+        c->zygote = false;
+        c->slot = slot;
+        c->event = NULL;
+        c->bus = NULL;
+        connect_output(c);
+
+        if (context_connect(c) < 0)
+                _exit(WORKER_EXIT_LINK);
+        c->plugin.event = c->event;
+        c->plugin.link = c->bus;
+        c->plugin.host.slot = slot;
+
+        status = worker_serve(c);
+        if (c->tasks_set)
+                task_link_done(&c->tasks);
+        plugin_host_deinit(&c->plugin);
+        sd_bus_flush_close_unref(c->bus);
+        fflush(NULL);
+        /* Not exit(): atexit handlers and destructors are the zygote's business. */
+        _exit(status);
+}
+
+/* Zygote1.Fork(u slot, h link) → (u pid) */
+static int method_fork(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Context *c = userdata;
+        uint32_t slot;
+        pid_t pid;
+        int fd, r;
+
+        r = sd_bus_message_read(msg, "uh", &slot, &fd);
+        if (r < 0)
+                return r;
+
+        /*
+         * CLONE_PARENT: the child is apiaryd's, not ours, so apiaryd waits for it and gets its
+         * exit status as for a spawned worker. A raw clone() runs no atfork handlers: the child
+         * only uses the plugin (loaded, not initialized) and objects it makes anew. glibc (≥ 2.34)
+         * asks the kernel for the thread id where it matters (raise(), abort()).
+         */
+        pid = (pid_t) syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
+        if (pid < 0)
+                return sd_bus_error_set_errnof(error, errno, "Cannot fork a worker: %m");
+        if (pid == 0)
+                child_run(c, slot, fd);
+
+        return sd_bus_reply_method_return(msg, "u", (uint32_t) pid);
+}
+
+static const sd_bus_vtable zygote_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Fork",
+                                SD_BUS_ARGS("u", slot, "h", link),
+                                SD_BUS_RESULT("u", pid),
+                                method_fork, 0),
+        SD_BUS_VTABLE_END
+};
+
+int zygote_serve(Context *c) {
+        int r;
+
+        r = sd_bus_add_object_vtable(c->bus, NULL, ZYGOTE_OBJECT_PATH, ZYGOTE_INTERFACE, zygote_vtable, c);
+        if (r < 0) {
+                log_error_errno(r, "Failed to register the zygote object: %m");
+                return WORKER_EXIT_FAILURE;
+        }
+
+        /* Loaded: apiaryd may ask for workers now. */
+        r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Ready", NULL, NULL,
+                               "sst", strempty(c->plugin.plugin->name), strempty(c->plugin.plugin->version),
+                               (uint64_t) now_usec(CLOCK_MONOTONIC));
+        if (r < 0) {
+                log_error_errno(r, "Failed to report readiness to apiaryd: %m");
+                return WORKER_EXIT_LINK;
+        }
+
+        r = sd_event_loop(c->event);
+        if (r < 0) {
+                log_error_errno(r, "Event loop failed: %m");
+                return WORKER_EXIT_FAILURE;
+        }
+        return r;
+}
