@@ -591,6 +591,20 @@ class Bench:
                 t.row("bare socketpair echo, %d in flight per child" % depth, w, "tasks/s", values)
                 medians[("bare%d" % depth, w)] = statistics.median(values)
 
+        # The other floor: plain sd-bus method calls peer-to-peer, pipelined (no supervisor).
+        for depth in (1, 16):
+            for w in (2, 4):
+                values = []
+                for k in range(1 + runs):
+                    res = parse_kv(run_cmd([self.helper("sdbus-p2p"), str(w), str(p["bare_tasks"]), str(depth), "64"],
+                                           timeout=300)[-1])
+                    verify_tasks(res, "sd-bus p2p")
+                    self.checks += 1
+                    if k:
+                        values.append(res["rate"])
+                t.row("bare sd-bus p2p Echo(ay) calls, %d in flight per child" % depth, w, "tasks/s", values)
+                medians[("sdbus%d" % depth, w)] = statistics.median(values)
+
         t.section("1b. Ratios of the medians above (Apiary / other; above 1 means Apiary is faster)",
                   "the issue's aspiration: Apiary within 2x of the bare socketpair floor, i.e. a ratio >= 0.5")
         for w in (2, 4):
@@ -603,6 +617,8 @@ class Bench:
                     ("pbatch16", "apply_async", "Apiary SubmitBatch C=16 private / Python apply_async"),
                     ("prunbatch", "apply_async", "Apiary RunBatch C=1 private / Python apply_async"),
                     ("prunbatch16", "bare16", "Apiary RunBatch C=16 private / bare socketpair (16)"),
+                    ("prunbatch16", "sdbus16", "Apiary RunBatch C=16 private / sd-bus p2p (16)"),
+                    ("prunbatch", "sdbus1", "Apiary RunBatch C=1 private / sd-bus p2p (1)"),
                     ("batch", "apply_async", "Apiary SubmitBatch / Python apply_async"),
                     ("batch", "imap_unordered--chunksize1", "Apiary SubmitBatch / Python imap_unordered(1)"),
                     ("submit", "apply_async", "Apiary Submit / Python apply_async"),
@@ -615,6 +631,8 @@ class Bench:
             best = max(v for (k, ww), v in medians.items() if ww == w and k in APIARY_KEYS)
             t.row("target: best Apiary >= 10x Python apply_async", w, "",
                   median="MET" if best >= 10 * medians[("apply_async", w)] else "NOT MET", check="")
+            t.row("target: best Apiary within 2x of sd-bus p2p (16)", w, "",
+                  median="MET" if best >= 0.5 * medians[("sdbus16", w)] else "NOT MET", check="")
             t.row("aspiration: best Apiary within 2x of bare (16)", w, "",
                   median="MET" if best >= 0.5 * medians[("bare16", w)] else "NOT MET", check="")
 
