@@ -671,6 +671,8 @@ static const ConfigKey apiary_keys[] = {
           "\"system\", \"session\" or a D-Bus address such as unix:path=/run/bus" },
         { "PrivateSocket", config_parse_private_socket, offsetof(Config, private_socket),
           "an absolute path (of at most 107 bytes) or \"no\"" },
+        { "MaxTasksPerCaller", config_parse_unsigned, offsetof(Config, max_tasks_per_caller),
+          "a non-negative integer (0: no limit)" },
         { "LogLevel", config_parse_log_level, offsetof(Config, log_level),
           "a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7" },
         { "SubmitUsers", config_parse_users, offsetof(Config, submit_users),
@@ -935,6 +937,7 @@ static int config_new(const char *path, Config **ret) {
                 return -ENOMEM;
         c->bus = BUS_KIND_SYSTEM;
         c->log_level = LOG_INFO;
+        c->max_tasks_per_caller = MAX_TASKS_PER_CALLER_DEFAULT;
         c->path = strdup(path);
         c->plugin_directory = strdup(APIARY_PLUGIN_DIR);
         if (!c->path || !c->plugin_directory)

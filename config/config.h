@@ -15,6 +15,7 @@
  */
 
 #define CONCURRENCY_IO_DEFAULT 64u
+#define MAX_TASKS_PER_CALLER_DEFAULT 16384u
 
 typedef enum PoolKind {
         POOL_KIND_CPU,
@@ -87,6 +88,7 @@ typedef struct Config {
         char *private_socket;
         bool private_socket_set;
         int log_level;                  /* LogLevel=, syslog priority, default LOG_INFO */
+        unsigned max_tasks_per_caller;  /* MaxTasksPerCaller=, default 16384; 0: no limit */
 
         /* Who may call Submit/Run (Submit*) and the control methods (Control*), besides root and
          * apiaryd's own user: SubmitUsers=, SubmitGroups=, ControlUsers=, ControlGroups=, lists of

@@ -23,6 +23,7 @@
 #define APIARY_ERROR_TASK_FAILED "org.apiary.Apiary1.Error.TaskFailed"
 #define APIARY_ERROR_STOPPING "org.apiary.Apiary1.Error.Stopping"
 #define APIARY_ERROR_POOL_STOPPED "org.apiary.Apiary1.Error.PoolStopped"
+#define APIARY_ERROR_TOO_MANY_TASKS "org.apiary.Apiary1.Error.TooManyTasks"
 #define APIARY_ERROR_BUSY "org.apiary.Apiary1.Error.Busy"
 #define APIARY_ERROR_INVALID_CONFIG "org.apiary.Apiary1.Error.InvalidConfig"
 #define APIARY_ERROR_NOT_RUNNING "org.apiary.Apiary1.Error.NotRunning"

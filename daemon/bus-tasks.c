@@ -90,6 +90,7 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, Pool **ret, s
  * worker is ours. */
 static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_worker, sd_bus_error *error) {
         TaskOptions o = { .timeout_usec = USEC_INFINITY };
+        CallerTasks *caller = NULL;
         uid_t owner = geteuid();        /* a plugin's tasks are apiaryd's own */
         const char *name;
         const void *payload;
@@ -121,11 +122,20 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_work
         r = find_pool_for(mgr, name, 1, &p, error);
         if (r < 0)
                 return r;
+        if (!from_worker) {
+                r = caller_tasks_check(mgr, m, 1, &caller, error);
+                if (r < 0)
+                        return r;
+        }
 
         r = task_new(&t, p, m, payload, size, o.timeout_usec, wait ? m : NULL);
-        if (r < 0)
+        if (r < 0) {
+                caller_tasks_forget_unused(mgr, caller);
                 return r;
+        }
         t->owner = owner;
+        if (caller)
+                task_set_caller(t, caller);
         pool_enqueue(p, t);
 
         if (!wait) {
@@ -154,7 +164,7 @@ typedef struct Payload {
  * all or nothing against the pool, so that the caller knows exactly which tasks exist. Returns 0
  * with the payloads (pointing into M), options and pool, or a negative errno with ERROR set. */
 static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOptions *ret_options, Pool **ret_pool,
-                      uid_t *ret_owner, sd_bus_error *error) {
+                      uid_t *ret_owner, CallerTasks **ret_caller, sd_bus_error *error) {
         const char *name;
         Payload pl;
         int r;
@@ -183,19 +193,23 @@ static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOpt
                 return r;
         if (sd_bus_error_is_set(error))
                 return -EINVAL;
-        return find_pool_for(mgr, name, payloads->len, ret_pool, error);
+        r = find_pool_for(mgr, name, payloads->len, ret_pool, error);
+        if (r < 0)
+                return r;
+        return caller_tasks_check(mgr, m, payloads->len, ret_caller, error);
 }
 
 int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
         Manager *mgr = userdata;
+        CallerTasks *caller;
         TaskOptions o;
         uid_t owner;
         Pool *p;
         int r;
 
-        r = read_batch(m, mgr, payloads, &o, &p, &owner, error);
+        r = read_batch(m, mgr, payloads, &o, &p, &owner, &caller, error);
         if (r < 0)
                 return r;
 
@@ -210,14 +224,18 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
                 Task *t;
 
                 r = task_new(&t, p, m, e->data, e->size, o.timeout_usec, NULL);
-                if (r < 0)
+                if (r < 0) {
+                        caller_tasks_forget_unused(mgr, caller);
                         return r;
+                }
                 t->owner = owner;
+                task_set_caller(t, caller);
                 pool_enqueue(p, t);
                 r = sd_bus_message_append(reply, "t", t->id);
                 if (r < 0)
                         return r;
         }
+        caller_tasks_forget_unused(mgr, caller);         /* an empty batch */
         r = sd_bus_message_close_container(reply);
         if (r < 0)
                 return r;
@@ -233,22 +251,27 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
         g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
         Manager *mgr = userdata;
         TaskBatch *batch;
+        CallerTasks *caller;
         TaskOptions o;
         uid_t owner;
         Pool *p;
         int r;
 
-        r = read_batch(m, mgr, payloads, &o, &p, &owner, error);
+        r = read_batch(m, mgr, payloads, &o, &p, &owner, &caller, error);
         if (r < 0)
                 return r;
 
-        if (payloads->len == 0)
+        if (payloads->len == 0) {
+                caller_tasks_forget_unused(mgr, caller);
                 return sd_bus_reply_method_return(m, "a(bay)", 0);
+        }
 
         /* One reply for all of them, when the last one ends: no signal per task. */
         r = task_batch_new(&batch, m, payloads->len);
-        if (r < 0)
+        if (r < 0) {
+                caller_tasks_forget_unused(mgr, caller);
                 return r;
+        }
         for (guint i = 0; i < payloads->len; i++) {
                 Payload *e = &g_array_index(payloads, Payload, i);
                 Task *t;
@@ -256,6 +279,7 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 r = task_new(&t, p, m, e->data, e->size, o.timeout_usec, NULL);
                 if (r < 0 && i == 0) {
                         task_batch_free(batch);
+                        caller_tasks_forget_unused(mgr, caller);
                         return r;
                 }
                 if (r < 0) {
@@ -273,6 +297,7 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 t->batch = batch;
                 t->batch_index = i;
                 t->owner = owner;
+                task_set_caller(t, caller);
                 pool_enqueue(p, t);
         }
         pool_dispatch(p);

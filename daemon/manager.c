@@ -364,6 +364,8 @@ Manager *manager_free(Manager *m) {
                         task_free(task);
                 g_hash_table_destroy(m->tasks);
         }
+        if (m->caller_tasks)
+                g_hash_table_destroy(m->caller_tasks);
         for (size_t i = 0; i < m->n_pools; i++)
                 pool_free(m->pools[i]);
         free(m->pools);

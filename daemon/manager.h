@@ -35,8 +35,10 @@ typedef struct Manager {
 
         GHashTable *tasks;              /* uint64_t id → Task, every task not yet finished */
         GHashTable *callers;            /* unique bus name → credentials (auth.c) */
+        GHashTable *caller_tasks;       /* caller → CallerTasks, while it has unfinished tasks */
         GHashTable *peers;              /* sd_bus * → Peer, the private socket's connections */
         char *peer_path;                /* the private socket we listen on, or NULL */
+        uint64_t next_peer_id;
         sd_event_source *peer_source;
         uint64_t next_task_id;
         uint64_t n_submitted, n_running, n_done, n_failed, n_queued;

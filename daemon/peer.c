@@ -91,6 +91,7 @@ static int peer_new(Manager *m, int fd) {
         if (!p)
                 return -ENOMEM;
         p->manager = m;
+        p->id = ++m->next_peer_id;
 
         r = sd_bus_new(&p->bus);
         if (r < 0)

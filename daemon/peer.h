@@ -18,6 +18,7 @@ typedef struct Peer {
         Manager *manager;
         sd_bus *bus;
         Caller *caller;         /* its credentials, once a call needed them (auth.c) */
+        uint64_t id;            /* counts from 1: names it in MaxTasksPerCaller= accounting */
         bool subscribed;        /* Subscribe() called: it gets the signals the bus would broadcast */
         sd_event_source *handshake_source;
 } Peer;

@@ -9,8 +9,65 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "peer.h"
 #include "pool.h"
 #include "task.h"
+
+static void caller_tasks_free(gpointer p) {
+        CallerTasks *c = p;
+
+        free(c->key);
+        free(c);
+}
+
+int caller_tasks_check(Manager *m, sd_bus_message *msg, unsigned n, CallerTasks **ret, sd_bus_error *error) {
+        unsigned limit = m->config->max_tasks_per_caller;
+        _cleanup_(freep) char *key = NULL;
+        const char *sender = sd_bus_message_get_sender(msg);
+        CallerTasks *c;
+
+        if (!m->caller_tasks)
+                m->caller_tasks = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, caller_tasks_free);
+
+        if (sender)
+                key = strdup(sender);
+        else {
+                Peer *p = peer_find(m, sd_bus_message_get_bus(msg));
+
+                if (asprintf(&key, "private connection %" PRIu64, p ? p->id : 0) < 0)
+                        key = NULL;
+        }
+        if (!key)
+                return -ENOMEM;
+
+        c = g_hash_table_lookup(m->caller_tasks, key);
+        if (!c) {
+                c = calloc(1, sizeof(*c));
+                if (!c)
+                        return -ENOMEM;
+                c->key = TAKE_PTR(key);
+                g_hash_table_insert(m->caller_tasks, c->key, c);
+        }
+        if (limit > 0 && (c->n > limit || n > limit - c->n)) {
+                caller_tasks_forget_unused(m, c);
+                return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
+                                         "%s has %u unfinished task%s and asked for %u more; "
+                                         "MaxTasksPerCaller=%u.", sender ?: "This private connection", c->n,
+                                         c->n == 1 ? "" : "s", n, limit);
+        }
+        *ret = c;
+        return 0;
+}
+
+void caller_tasks_forget_unused(Manager *m, CallerTasks *c) {
+        if (c && c->n == 0)
+                g_hash_table_remove(m->caller_tasks, c->key);
+}
+
+void task_set_caller(Task *t, CallerTasks *c) {
+        t->caller = c;
+        c->n++;
+}
 
 int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
              usec_t timeout_usec, sd_bus_message *reply_to) {
@@ -227,6 +284,8 @@ void task_failf(Task *t, const char *format, ...) {
 Task *task_free(Task *t) {
         if (!t)
                 return NULL;
+        if (t->caller && --t->caller->n == 0)
+                g_hash_table_remove(t->pool->manager->caller_tasks, t->caller->key);
         sd_event_source_disable_unref(t->timeout_source);
         sd_bus_message_unref(t->payload_message);
         sd_bus_message_unref(t->reply_to);

@@ -11,6 +11,7 @@
 #include "macro.h"
 #include "time-util.h"
 
+typedef struct Manager Manager;
 typedef struct Pool Pool;
 typedef struct Worker Worker;
 
@@ -29,6 +30,18 @@ typedef struct TaskBatch {
 
 int task_batch_new(TaskBatch **ret, sd_bus_message *call, unsigned n);
 void task_batch_free(TaskBatch *b);
+
+/* The unfinished tasks of one caller (a unique bus name, or a private connection), against
+ * MaxTasksPerCaller=: a client that floods apiaryd fills its own share, not everyone's queue. */
+typedef struct CallerTasks {
+        char *key;
+        unsigned n;
+} CallerTasks;
+
+/* Whether the caller of MSG may have N more tasks: returns 0 with its entry in *RET (count them
+ * with task_set_caller()), or sets org.apiary.Apiary1.Error.TooManyTasks in ERROR. */
+int caller_tasks_check(Manager *m, sd_bus_message *msg, unsigned n, CallerTasks **ret, sd_bus_error *error);
+void caller_tasks_forget_unused(Manager *m, CallerTasks *c);
 
 typedef enum TaskState {
         TASK_QUEUED,
@@ -60,6 +73,7 @@ typedef struct Task {
         sd_bus *notify_bus;             /* Submit(): the connection TaskFinished is sent on */
         char *submitter;                /* Submit(): its unique name there (none on a private one) */
         uid_t owner;                    /* who submitted it: only they (or control users) cancel it */
+        CallerTasks *caller;            /* counted there until it ends; NULL for a plugin's task */
         TaskBatch *batch;               /* RunBatch(): where the result goes instead */
         unsigned batch_index;
 
@@ -79,5 +93,8 @@ int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void
 void task_finish(Task *t, bool ok, const void *data, size_t size);
 void task_fail(Task *t, const char *reason);
 _printf_(2, 3) void task_failf(Task *t, const char *format, ...);
+
+/* Counts T as one of C's tasks until it is freed. */
+void task_set_caller(Task *t, CallerTasks *c);
 
 Task *task_free(Task *t);

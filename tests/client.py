@@ -10,6 +10,7 @@ message on one line and exits 1.
     client.py ADDRESS call-worker POOL SLOT METHOD [ARGS...]
     client.py ADDRESS call-manager METHOD
     client.py ADDRESS get PROPERTY                        (of the Manager)
+    client.py ADDRESS submit-many POOL N TEXT             N Submit calls on one connection
 
 ADDRESS "peer:unix:path=..." connects peer-to-peer, to apiaryd's private socket.
 """
@@ -51,6 +52,10 @@ def main():
                              "/org/apiary/Apiary1/pool/%s/%s" % (path_escape(sys.argv[3]), sys.argv[4]))
             args = [dbus.Int32(int(a)) for a in sys.argv[6:]]
             print(getattr(dbus.Interface(obj, "org.apiary.Apiary1.Worker"), sys.argv[5])(*args))
+        elif verb == "submit-many":
+            for _ in range(int(sys.argv[4])):
+                manager.Submit(sys.argv[3], dbus.ByteArray(sys.argv[5].encode()), dbus.Dictionary({}, signature="sv"))
+            print("all accepted")
         elif verb == "get":
             props = dbus.Interface(get_object("org.apiary.Apiary1", "/org/apiary/Apiary1"),
                                    "org.freedesktop.DBus.Properties")

@@ -238,6 +238,45 @@ static void test_private_socket_lifetime(void **state) {
         assert_int_equal(errno, ENOENT);
 }
 
+/* MaxTasksPerCaller=: a client at its limit is refused with TooManyTasks, on the bus and on the
+ * private socket, while other clients still get their tasks in. */
+static void test_caller_limit(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *path = socket_path(f), *config = NULL, *out = NULL;
+        g_autofree char *peer = g_strdup_printf("peer:unix:path=%s", path);
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        char *payloads[4] = { (char *) "5000", (char *) "5000", (char *) "5000", (char *) "5000" };
+        uint64_t ids[4];
+        size_t size;
+        void *result = NULL;
+
+        config = g_strdup_printf("[Apiary]\nPluginDirectory=@PLUGINS@\nPrivateSocket=%s\nMaxTasksPerCaller=4\n"
+                                 "[Pool sleep]\nPlugin=sleep.so\nKind=io\nWorkers=1\nStopTimeoutSec=200ms\n"
+                                 "[Pool echo]\nPlugin=echo.so\nWorkers=1\n", path);
+        test_daemon_start(d, &f->bus, config, true);
+
+        /* Our connection takes its 4: the 5th is refused, whatever the pool. */
+        test_submit_batch(d, "sleep", payloads, 4, ids);
+        assert_true(test_run(d, "echo", "x", 1, 0, &result, &size, &error) < 0);
+        assert_true(sd_bus_error_has_name(&error, "org.apiary.Apiary1.Error.TooManyTasks"));
+        assert_non_null(strstr(error.message, "MaxTasksPerCaller=4"));
+
+        /* Others are not starved: a libdbus client on the bus, and one on the private socket,
+         * each get their own 4, and not a 5th. */
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "submit-many", "sleep", "4", "5000", NULL }),
+                         0);
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "submit-many", "sleep", "5", "5000", NULL }),
+                         1);
+        assert_true(g_str_has_prefix(out, "org.apiary.Apiary1.Error.TooManyTasks: "));
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client_at(peer, 0, &out, (const char *[]) { "submit-many", "sleep", "5", "5000", NULL }),
+                         1);
+        assert_true(g_str_has_prefix(out, "org.apiary.Apiary1.Error.TooManyTasks: This private connection has 4"));
+        assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 4 + 4 + 4 + 4);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_private_serves_the_api, test_fixture_setup, test_fixture_teardown),
@@ -249,6 +288,7 @@ int main(void) {
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_private_socket_lifetime, test_fixture_setup,
                                                 test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_caller_limit, test_fixture_setup, test_fixture_teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
