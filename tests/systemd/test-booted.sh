@@ -33,7 +33,8 @@
 #
 # Needs root, systemd-nspawn (systemd-container), systemd, dbus (dbus.service) and meson;
 # exits 77 (skip) without them, or where the container cannot be set up at all (no mount or
-# cgroup rights, e.g. an unprivileged CI container).
+# cgroup rights, e.g. an unprivileged CI container); with APIARY_TEST_SYSTEMD_REQUIRED=1, it fails
+# instead.
 #
 # Usage: test-booted.sh SOURCE_ROOT [MESON_SETUP_OPTION...]
 #   The options go to the meson setup of the build installed into the container (tests/systemd/
@@ -50,7 +51,13 @@ setup_options=("$@")
 
 exec 3>&2
 
+# APIARY_TEST_SYSTEMD_REQUIRED=1 (for a CI that is known to be able to run it) turns a skip into a
+# failure, so that the test cannot quietly stop running.
 skip() {
+        if [ -n "${APIARY_TEST_SYSTEMD_REQUIRED:-}" ]; then
+                echo "FAIL: cannot run, and APIARY_TEST_SYSTEMD_REQUIRED is set: $*" >&2
+                exit 1
+        fi
         echo "SKIP: $*"
         exit 77
 }
