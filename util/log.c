@@ -80,7 +80,7 @@ const char *log_level_to_string(int level) {
 
 int log_internalv(int level, int error, const LogContext *ctx, const char *file, int line,
                   const char *func, const char *format, va_list ap) {
-        char msg[2048];
+        char msg[2048], prefix[320] = "";
         int saved_errno = errno;
 
         if (error < 0)
@@ -92,9 +92,18 @@ int log_internalv(int level, int error, const LogContext *ctx, const char *file,
         errno = error;
         (void) vsnprintf(msg, sizeof(msg), format, ap);
 
+        /* The pool, slot and worker PID lead the message in the journal too, as systemd's "UNIT: "
+         * does, so that `journalctl -u apiary` tells the workers apart without -o verbose. */
+        if (ctx && ctx->pool && ctx->slot >= 0 && ctx->pid > 0)
+                snprintf(prefix, sizeof(prefix), "%s/%i[%i]: ", ctx->pool, ctx->slot, ctx->pid);
+        else if (ctx && ctx->pool && ctx->slot >= 0)
+                snprintf(prefix, sizeof(prefix), "%s/%i: ", ctx->pool, ctx->slot);
+        else if (ctx && ctx->pool)
+                snprintf(prefix, sizeof(prefix), "%s: ", ctx->pool);
+
         if (log_to_journal()) {
-                char f_msg[sizeof(msg) + 16], f_prio[32], f_file[256], f_line[32], f_func[256],
-                        f_id[128], f_errno[32], f_pool[256], f_slot[32], f_pid[32];
+                char f_msg[sizeof(prefix) + sizeof(msg) + 16], f_prio[32], f_file[256], f_line[32],
+                        f_func[256], f_id[128], f_errno[32], f_pool[256], f_slot[32], f_pid[32];
                 struct iovec iov[10];
                 size_t n = 0;
 
@@ -107,7 +116,7 @@ int log_internalv(int level, int error, const LogContext *ctx, const char *file,
                         };                                                              \
                 } while (0)
 
-                IOV_PRINTF(f_msg, "MESSAGE=%s", msg);
+                IOV_PRINTF(f_msg, "MESSAGE=%s%s", prefix, msg);
                 IOV_PRINTF(f_prio, "PRIORITY=%i", level);
                 IOV_PRINTF(f_id, "SYSLOG_IDENTIFIER=%s", log_identifier);
                 IOV_PRINTF(f_file, "CODE_FILE=%s", file);
@@ -123,17 +132,8 @@ int log_internalv(int level, int error, const LogContext *ctx, const char *file,
                         IOV_PRINTF(f_pid, "APIARY_WORKER_PID=%i", ctx->pid);
 #undef IOV_PRINTF
                 (void) sd_journal_sendv(iov, (int) n);
-        } else {
-                char prefix[320] = "";
-
-                if (ctx && ctx->pool && ctx->slot >= 0 && ctx->pid > 0)
-                        snprintf(prefix, sizeof(prefix), "%s/%i[%i]: ", ctx->pool, ctx->slot, ctx->pid);
-                else if (ctx && ctx->pool && ctx->slot >= 0)
-                        snprintf(prefix, sizeof(prefix), "%s/%i: ", ctx->pool, ctx->slot);
-                else if (ctx && ctx->pool)
-                        snprintf(prefix, sizeof(prefix), "%s: ", ctx->pool);
+        } else
                 fprintf(stderr, "%s[%i]: %s%s\n", log_identifier, (int) getpid(), prefix, msg);
-        }
 
         errno = saved_errno;
         return -error;

@@ -116,11 +116,15 @@ int bind_to_supervisor(pid_t supervisor) {
 }
 
 /* Under journald, plugin output gets a journal stream of this process's own, so that every line
- * carries the worker's _PID and a tag naming pool and slot, without apiaryd copying any byte. */
+ * carries the worker's _PID and a tag naming pool and slot, without apiaryd copying any byte.
+ * Wherever it goes, stdout is line-buffered: stdio fully buffers a stream that is not a terminal
+ * (the journal's socket, a pipe), and a plugin's printf() would show up only when the buffer
+ * fills or the worker exits, or never if it is killed. */
 void connect_output(const Context *c) {
         char identifier[256];
         int fd;
 
+        (void) setvbuf(stdout, NULL, _IOLBF, 0);
         if (!log_to_journal())
                 return;
 

@@ -5,6 +5,7 @@
  *   InitMode=ok|fail|crash|hang|exit   what init() does (default ok)
  *   ExitCode=N                         the status for InitMode=exit (default 7)
  *   CrashAfterMs=N                     after a successful init(), die by SIGALRM N ms later
+ *   InitDelayMs=N                      take N ms in init() before doing what InitMode says
  *   OnlySlots=0,2                      apply InitMode/CrashAfterMs only in these slots (default all)
  *
  * Tasks: the payload is echoed, except for these commands:
@@ -13,6 +14,8 @@
  *   "hang"           never return
  *   "exit N"         _exit(N)
  *   "pid"            return the worker's PID (decimal)
+ *   "print TEXT"     write "stdout: TEXT" to stdout (stdio, not flushed) and "stderr: TEXT" to
+ *                    stderr, return "printed"
  *   "relay POOL DATA" submit DATA to POOL, return "relayed:" + its result (asynchronously)
  *   "return-nothing" return from run() without completing the task
  */
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <apiary/plugin.h>
@@ -42,10 +46,19 @@ static int slot_applies(const struct apiary_host *host) {
 static int control_init(const struct apiary_host *host, void **ret_state) {
         const char *mode = host->config_get(host, "InitMode");
         const char *crash_after = host->config_get(host, "CrashAfterMs");
+        const char *delay = host->config_get(host, "InitDelayMs");
 
         *ret_state = (void *) host;
         if (!slot_applies(host))
                 return 0;
+
+        if (delay) {
+                long ms = atol(delay);
+                struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+                while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                        ;
+        }
 
         if (mode && strcmp(mode, "fail") == 0) {
                 host->set_error(host, "told to fail by InitMode=fail");
@@ -115,6 +128,12 @@ static int control_run(void *state, apiary_task *task) {
                 char buf[32];
                 int k = snprintf(buf, sizeof(buf), "%i", (int) getpid());
                 return host->task_return(task, buf, (size_t) k);
+        }
+        if (n > 6 && memcmp(p, "print ", 6) == 0) {
+                /* No fflush(): what the host makes of a plugin's buffered stdout is under test. */
+                printf("stdout: %.*s\n", (int) (n - 6), p + 6);
+                fprintf(stderr, "stderr: %.*s\n", (int) (n - 6), p + 6);
+                return host->task_return(task, "printed", 7);
         }
         if (n == 14 && memcmp(p, "return-nothing", 14) == 0)
                 return 0;
