@@ -21,6 +21,7 @@
 #include "pool.h"
 #include "protocol.h"
 #include "task.h"
+#include "task-codec.h"
 #include "worker.h"
 
 bool pool_accepts_tasks(const Pool *p) {
@@ -256,58 +257,41 @@ void pool_dispatch(Pool *p) {
         }
 }
 
+static int on_result(uint64_t id, bool ok, const void *data, size_t size, void *userdata) {
+        Worker *w = userdata;
+        Task *t = g_hash_table_lookup(w->pool->manager->tasks, &id);
+
+        if (!t || t->worker != w)
+                return 0;
+        if (ok)
+                task_finish(t, true, data, size);
+        else {
+                /* The reason reaches D-Bus error messages: mend what is not UTF-8. */
+                g_autofree char *reason = g_utf8_make_valid(data, (gssize) size);
+
+                task_fail(t, reason);
+        }
+        return 0;
+}
+
 /* Supervisor1.Results(a(tbay)): the ends of tasks, as many as the worker had ready. A result
  * for a task that is no longer this worker's (it timed out meanwhile) is dropped. */
 int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Worker *w = userdata;
-        Manager *mgr = w->pool->manager;
-        const void *data;
-        size_t size;
-        uint64_t id;
-        int ok, r;
+        int r;
 
-        r = sd_bus_message_enter_container(msg, 'a', "(tbay)");
-        if (r < 0)
-                goto bad;
-        while ((r = sd_bus_message_enter_container(msg, 'r', "tbay")) > 0) {
-                Task *t;
-
-                r = sd_bus_message_read(msg, "tb", &id, &ok);
-                if (r < 0)
-                        goto bad;
-                r = sd_bus_message_read_array(msg, 'y', &data, &size);
-                if (r < 0)
-                        goto bad;
-                r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        goto bad;
-
-                t = g_hash_table_lookup(mgr->tasks, &id);
-                if (!t || t->worker != w)
-                        continue;
-                if (ok)
-                        task_finish(t, true, data, size);
-                else {
-                        /* The reason reaches D-Bus error messages: mend what is not UTF-8. */
-                        g_autofree char *reason = g_utf8_make_valid(data, (gssize) size);
-
-                        task_fail(t, reason);
-                }
+        r = task_codec_read_results(msg, on_result, w);
+        if (r < 0) {
+                /* Only our own apiary-worker talks here: garbage means it is broken. */
+                log_worker(LOG_ERR, w, "Worker sent malformed results (%s), killing it.", strerror(-r));
+                worker_kill(w, SIGKILL);
+                return 1;
         }
-        if (r < 0)
-                goto bad;
 
         /* Dispatch first: a worker that gets its next tasks at once stays "busy", and no
          * PropertiesChanged goes out for a flip to "ready" and back. */
         pool_dispatch(w->pool);
         worker_update_load(w);
-        return 1;
-
-bad:
-        /* Only our own apiary-worker talks here: garbage means it is broken. */
-        LogContext ctx = { .pool = w->pool->config->name, .slot = (int) w->slot, .pid = (int) w->pid };
-        log_ctx(LOG_ERR, &ctx, "Worker sent malformed results (%s), killing it.", strerror(-r));
-        worker_kill(w, SIGKILL);
         return 1;
 }
 

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "macro.h"
 #include "protocol.h"
+#include "task-codec.h"
 #include "task-link.h"
 
 typedef struct LinkTask {
@@ -108,44 +109,42 @@ static void link_task_free(void *userdata) {
         free(t);
 }
 
+typedef struct DispatchContext {
+        TaskLink *link;
+        sd_bus_message *msg;
+} DispatchContext;
+
+static int on_task(uint64_t id, const void *payload, size_t size, void *userdata) {
+        DispatchContext *d = userdata;
+        TaskLink *l = d->link;
+        LinkTask *t;
+        int r;
+
+        t = malloc(sizeof(*t));
+        if (!t)
+                return results_append(l, id, false, "out of memory", strlen("out of memory"));
+        *t = (LinkTask) { .link = l, .id = id, .dispatch = sd_bus_message_ref(d->msg) };
+        /* The payload points into the message, which the task holds until it is freed. */
+        r = plugin_host_run_task(l->host, payload, size, link_task_done, link_task_free, t);
+        if (r < 0) {
+                link_task_free(t);
+                return results_append(l, id, false, "could not start the task", strlen("could not start the task"));
+        }
+        return 0;
+}
+
 /* Worker1.Dispatch(a(tay)): runs each task; synchronous plugins complete them right here, and
  * their results go back together at the end of this turn of the loop. */
 static int method_dispatch(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        TaskLink *l = userdata;
-        const void *payload;
-        uint64_t id;
-        size_t size;
+        DispatchContext d = { .link = userdata, .msg = msg };
         int r;
 
-        r = sd_bus_message_enter_container(msg, 'a', "(tay)");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(msg, 'r', "tay")) > 0) {
-                LinkTask *t;
-
-                r = sd_bus_message_read(msg, "t", &id);
-                if (r >= 0)
-                        r = sd_bus_message_read_array(msg, 'y', &payload, &size);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-
-                t = malloc(sizeof(*t));
-                if (!t) {
-                        (void) results_append(l, id, false, "out of memory", strlen("out of memory"));
-                        continue;
-                }
-                *t = (LinkTask) { .link = l, .id = id, .dispatch = sd_bus_message_ref(msg) };
-                /* The payload points into MSG, which the task holds until it is freed. */
-                r = plugin_host_run_task(l->host, payload, size, link_task_done, link_task_free, t);
-                if (r < 0) {
-                        link_task_free(t);
-                        (void) results_append(l, id, false, "could not start the task", strlen("could not start the task"));
-                }
+        r = task_codec_read_dispatch(msg, on_task, &d);
+        if (r < 0) {
+                /* apiaryd sent what we cannot read: exiting gives every task we hold back to it. */
+                log_error_errno(r, "Malformed Dispatch from apiaryd, exiting: %m");
+                _exit(WORKER_EXIT_LINK);
         }
-        if (r < 0)
-                return r;
         return 1;
 }
 
