@@ -578,6 +578,64 @@ static int config_parse_id_list(const char *value, void *base, size_t offset, bo
         return 0;
 }
 
+/* User=: a name or a UID; empty: none. Fills PoolConfig.user and .user_gid; BASE is the PoolConfig. */
+static int config_parse_user(const char *value, void *base, size_t offset) {
+        PoolConfig *c = base;
+        struct passwd *pw;
+        unsigned id;
+
+        if (value[0] == '\0') {
+                c->user = (uid_t) -1;
+                c->user_gid = (gid_t) -1;
+                return 0;
+        }
+        if (parse_unsigned(value, &id) >= 0) {
+                if (id == (unsigned) (uid_t) -1)
+                        return -ERANGE;
+                pw = getpwuid((uid_t) id);
+                c->user = (uid_t) id;
+                c->user_gid = pw ? pw->pw_gid : (gid_t) id;
+                return 0;
+        }
+        pw = getpwnam(value);
+        if (!pw)
+                return -ENOENT;
+        c->user = pw->pw_uid;
+        c->user_gid = pw->pw_gid;
+        return 0;
+}
+
+/* Group=: a name or a GID; empty: the user's. */
+static int config_parse_group(const char *value, void *base, size_t offset) {
+        gid_t *field = FIELD(base, offset, gid_t);
+        struct group *gr;
+        unsigned id;
+
+        if (value[0] == '\0') {
+                *field = (gid_t) -1;
+                return 0;
+        }
+        if (parse_unsigned(value, &id) >= 0) {
+                if (id == (unsigned) (gid_t) -1)
+                        return -ERANGE;
+                *field = (gid_t) id;
+                return 0;
+        }
+        gr = getgrnam(value);
+        if (!gr)
+                return -ENOENT;
+        *field = gr->gr_gid;
+        return 0;
+}
+
+uid_t pool_config_uid(const PoolConfig *c) {
+        return c->user;
+}
+
+gid_t pool_config_gid(const PoolConfig *c) {
+        return c->group != (gid_t) -1 ? c->group : c->user_gid;
+}
+
 static int config_parse_users(const char *value, void *base, size_t offset) {
         return config_parse_id_list(value, base, offset, false);
 }
@@ -722,6 +780,10 @@ static const ConfigKey pool_keys[] = {
           "a non-negative integer (0: no limit)" },
         { "Zygote", config_parse_bool, offsetof(PoolConfig, zygote),
           "a boolean (yes/no, true/false, on/off, 1/0)" },
+        { "User", config_parse_user, offsetof(PoolConfig, user),
+          "a user name that exists, or a numeric UID" },
+        { "Group", config_parse_group, offsetof(PoolConfig, group),
+          "a group name that exists, or a numeric GID" },
 };
 
 static const ConfigKey *config_key_find(const ConfigKey *table, size_t n, const char *key) {
@@ -810,6 +872,9 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .task_retries = 2,
                 .task_timeout_usec = USEC_INFINITY,
                 .max_tasks_per_worker = 0,
+                .user = (uid_t) -1,
+                .user_gid = (gid_t) -1,
+                .group = (gid_t) -1,
         };
         p->name = strdup(name);
         if (!p->name)
@@ -1139,7 +1204,9 @@ static bool plugin_settings_equal(const PoolConfig *a, const PoolConfig *b) {
 }
 
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b) {
-        return streq_ptr(a->plugin_path, b->plugin_path) && plugin_settings_equal(a, b);
+        /* Workers switch users only when they start: a new User= or Group= needs new workers. */
+        return streq_ptr(a->plugin_path, b->plugin_path) && plugin_settings_equal(a, b) &&
+                pool_config_uid(a) == pool_config_uid(b) && pool_config_gid(a) == pool_config_gid(b);
 }
 
 /* Every field but plugin_file, which only says where Plugin= was written. */
@@ -1169,6 +1236,8 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->task_timeout_usec == b->task_timeout_usec &&
                 a->max_tasks_per_worker == b->max_tasks_per_worker &&
                 a->zygote == b->zygote &&
+                pool_config_uid(a) == pool_config_uid(b) &&
+                pool_config_gid(a) == pool_config_gid(b) &&
                 plugin_settings_equal(a, b);
 }
 

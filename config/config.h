@@ -70,6 +70,11 @@ typedef struct PoolConfig {
         usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from dispatch to result */
         unsigned max_tasks_per_worker;  /* MaxTasksPerWorker=, default 0 (none): recycle after this many */
         bool zygote;                    /* Zygote=, default no: fork workers from a loaded copy */
+        /* User=, Group=: who the workers run as; (uid_t) -1 / (gid_t) -1: apiaryd's own. User=
+         * also gives the group, the user's primary one, unless Group= says otherwise. */
+        uid_t user;
+        gid_t user_gid;
+        gid_t group;
 
         /* [Pool NAME Plugin]: free-form, in order of first appearance; later files override values. */
         char **plugin_keys;
@@ -132,6 +137,9 @@ const PoolConfig *config_find_pool(const Config *c, const char *name);
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b);
 /* True when two pools would run the same workers the same way (used by reload). */
 bool pool_config_equal(const PoolConfig *a, const PoolConfig *b);
+/* The UID and GID the pool's workers switch to; (uid_t) -1 / (gid_t) -1 for none. */
+uid_t pool_config_uid(const PoolConfig *c);
+gid_t pool_config_gid(const PoolConfig *c);
 
 const char *pool_kind_to_string(PoolKind k);
 PoolKind pool_kind_from_string(const char *s);

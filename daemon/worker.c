@@ -252,8 +252,8 @@ static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-int host_spawn(Manager *m, const char *pool, const char *role, int fd_worker, pid_t *ret_pid) {
-        char arg_fd[32], arg_supervisor[32], arg_log[32];
+int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd_worker, pid_t *ret_pid) {
+        char arg_fd[32], arg_supervisor[32], arg_log[32], arg_uid[32] = "", arg_gid[32] = "";
         _cleanup_(freep) char *arg_pool = NULL;
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
@@ -263,10 +263,21 @@ int host_spawn(Manager *m, const char *pool, const char *role, int fd_worker, pi
 
         snprintf(arg_fd, sizeof(arg_fd), "--bus-fd=%i", WORKER_BUS_FD);
         snprintf(arg_supervisor, sizeof(arg_supervisor), "--supervisor-pid=%i", (int) getpid());
-        if (asprintf(&arg_pool, "--pool=%s", pool) < 0)
+        if (asprintf(&arg_pool, "--pool=%s", c->name) < 0)
                 return -ENOMEM;
         snprintf(arg_log, sizeof(arg_log), "--log-level=%s", log_level_to_string(log_get_max_level()) ?: "info");
-        char *argv[] = { (char *) "apiary-worker", arg_pool, (char *) role, arg_fd, arg_supervisor, arg_log, NULL };
+        /* User=, Group=: the worker switches once connected, before it loads the plugin. */
+        if (pool_config_uid(c) != (uid_t) -1)
+                snprintf(arg_uid, sizeof(arg_uid), "--uid=%u", (unsigned) pool_config_uid(c));
+        if (pool_config_gid(c) != (gid_t) -1)
+                snprintf(arg_gid, sizeof(arg_gid), "--gid=%u", (unsigned) pool_config_gid(c));
+        char *argv[] = { (char *) "apiary-worker", arg_pool, (char *) role, arg_fd, arg_supervisor, arg_log,
+                         arg_uid[0] ? arg_uid : NULL, arg_gid[0] ? arg_gid : NULL, NULL };
+        /* No --uid: let --gid take its place in argv. */
+        if (!argv[6]) {
+                argv[6] = argv[7];
+                argv[7] = NULL;
+        }
 
         /* dup2() onto WORKER_BUS_FD clears O_CLOEXEC in the child, unless the fd already is that
          * number, where dup2() does nothing: move it out of the way first. */
@@ -377,7 +388,7 @@ static int worker_spawn_exec(Worker *w) {
         fd_worker = sv[1];
 
         snprintf(arg_slot, sizeof(arg_slot), "--slot=%u", w->slot);
-        r = host_spawn(m, c->name, arg_slot, fd_worker, &pid);
+        r = host_spawn(m, c, arg_slot, fd_worker, &pid);
         if (r < 0)
                 return log_worker_errno(LOG_ERR, r, w, "Failed to spawn %s: %m", m->worker_path);
         fd_worker = safe_close(fd_worker);

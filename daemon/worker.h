@@ -111,7 +111,7 @@ bool worker_has_capacity(const Worker *w);
         })
 
 /* Spawns apiary-worker for POOL with ROLE ("--slot=N" or "--zygote") and FD as its link (fd 3). */
-int host_spawn(Manager *m, const char *pool, const char *role, int fd, pid_t *ret_pid);
+int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd, pid_t *ret_pid);
 /* Replies to Supervisor1.Hello with what workers of the pool C run. */
 int link_reply_hello(sd_bus_message *msg, const PoolConfig *c, sd_bus_error *error);
 /* For zygote.c: the steps of a worker start that worker_spawn() takes for a spawned process. */

@@ -140,7 +140,7 @@ static int zygote_spawn(Zygote *z) {
         fd_supervisor = sv[0];
         fd_zygote = sv[1];
 
-        r = host_spawn(m, p->config->name, "--zygote", fd_zygote, &z->pid);
+        r = host_spawn(m, p->config, "--zygote", fd_zygote, &z->pid);
         if (r < 0) {
                 log_zygote(LOG_WARNING, z, "Failed to spawn the zygote, workers are spawned instead: %s",
                            strerror(-r));

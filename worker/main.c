@@ -7,11 +7,13 @@
  * by hand instead (oneshot.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
@@ -41,8 +43,10 @@ void context_done(Context *c) {
 }
 
 static int parse_argv(Context *c, int argc, char *argv[]) {
-        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL, ARG_ZYGOTE };
+        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL, ARG_ZYGOTE, ARG_UID, ARG_GID };
         static const struct option options[] = {
+                { "uid", required_argument, NULL, ARG_UID },
+                { "gid", required_argument, NULL, ARG_GID },
                 { "zygote", no_argument, NULL, ARG_ZYGOTE },
                 { "bus-fd", required_argument, NULL, ARG_BUS_FD },
                 { "pool", required_argument, NULL, ARG_POOL },
@@ -54,6 +58,8 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
         int opt;
 
         c->bus_fd = -1;
+        c->uid = (uid_t) -1;
+        c->gid = (gid_t) -1;
         while ((opt = getopt_long(argc, argv, "", options, NULL)) >= 0) {
                 char *end;
                 long v;
@@ -62,6 +68,8 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                 case ARG_BUS_FD:
                 case ARG_SLOT:
                 case ARG_SUPERVISOR_PID:
+                case ARG_UID:
+                case ARG_GID:
                         errno = 0;
                         v = strtol(optarg, &end, 10);
                         if (errno != 0 || *end != '\0' || v < 0 || v > INT32_MAX) {
@@ -72,6 +80,10 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                                 c->bus_fd = (int) v;
                         else if (opt == ARG_SLOT)
                                 c->slot = (unsigned) v;
+                        else if (opt == ARG_UID)
+                                c->uid = (uid_t) v;
+                        else if (opt == ARG_GID)
+                                c->gid = (gid_t) v;
                         else
                                 c->supervisor = (pid_t) v;
                         break;
@@ -216,6 +228,37 @@ int report_failure(Context *c, const char *error_name, const char *message) {
         return r;
 }
 
+/* User=, Group=: supplementary groups cleared, then GID, then UID (all three of each), and in
+ * any case no new privileges through exec (setuid binaries, file capabilities). Failing to switch
+ * is reported like a load failure: trying again would not help. */
+static int drop_privileges(Context *c) {
+        _cleanup_(freep) char *msg = NULL;
+        const char *what = NULL;
+
+        if (c->gid != (gid_t) -1) {
+                if (setgroups(0, NULL) < 0)
+                        what = "clear the supplementary groups";
+                else if (setresgid(c->gid, c->gid, c->gid) < 0)
+                        what = "switch to the group";
+        }
+        if (!what && c->uid != (uid_t) -1) {
+                if (c->gid == (gid_t) -1 && setgroups(0, NULL) < 0)
+                        what = "clear the supplementary groups";
+                else if (setresuid(c->uid, c->uid, c->uid) < 0)
+                        what = "switch to the user";
+        }
+        if (!what && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                what = "set no_new_privs";
+        if (!what)
+                return 0;
+
+        if (asprintf(&msg, "cannot %s (User=%d, Group=%d): %s", what, c->uid == (uid_t) -1 ? -1 : (int) c->uid,
+                     c->gid == (gid_t) -1 ? -1 : (int) c->gid, strerror(errno)) < 0)
+                return -ENOMEM;
+        report_failure(c, WORKER_ERROR_LOAD, msg);
+        return -EPERM;
+}
+
 /* The event loop and the link to apiaryd on fd 3, for a worker or a zygote (or a zygote's child,
  * which builds its own after the fork). */
 int context_connect(Context *c) {
@@ -234,6 +277,9 @@ int context_connect(Context *c) {
         (void) sd_event_add_signal(c->event, NULL, SIGTERM, on_signal, NULL);
         (void) sd_event_add_signal(c->event, NULL, SIGINT, on_signal, NULL);
 
+        /* Programs a plugin runs must not inherit the link: only this process speaks for the
+         * worker (dup2() onto fd 3 cleared the flag). */
+        (void) fcntl(WORKER_BUS_FD, F_SETFD, FD_CLOEXEC);
         c->bus_fd = -1;         /* the link owns fd 3 from here on */
         r = link_client_new(&c->bus, WORKER_BUS_FD, c->event, "apiaryd");
         if (r < 0)
@@ -326,6 +372,12 @@ static int run(int argc, char *argv[]) {
         free(path);
         if (r < 0)
                 return WORKER_EXIT_FAILURE;
+
+        /* The link is authenticated (Hello answered): now become the pool's user, for good, before
+         * any plugin code runs. A zygote does so too, and its children inherit it. */
+        r = drop_privileges(&c);
+        if (r < 0)
+                return WORKER_EXIT_LOAD;
 
         r = plugin_host_load(&c.plugin);
         if (r < 0) {
