@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -137,6 +138,12 @@ static int link_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *
                 return sd_bus_reply_method_return(msg, NULL);
         if (w->state != WORKER_STARTING)
                 return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "Ready() is only valid while starting.");
+
+        if (!worker_check_peer(w)) {
+                log_worker(LOG_ERR, w, "The link's other end is not the worker's: killing it.");
+                worker_kill(w, SIGKILL);
+                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Not the worker of this link.");
+        }
 
         w->ready_mono = now_usec(CLOCK_MONOTONIC);
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
@@ -333,6 +340,34 @@ void worker_process_begins(Worker *w, pid_t pid) {
         w->n_dispatched = 0;
 }
 
+void worker_note_link_end(Worker *w, int fd) {
+        struct stat st;
+
+        w->link_ino = fstat(fd, &st) >= 0 ? st.st_ino : 0;
+}
+
+/*
+ * The link is a socketpair made for this one process, so SO_PEERCRED would only name us (its
+ * creator). What identifies the peer is who holds the other end: the process we started must
+ * have it as its fd 3 (close-on-exec there, so programs a plugin runs do not inherit it).
+ */
+bool worker_check_peer(Worker *w) {
+        char path[64], target[64], expect[64];
+        ssize_t n;
+
+        if (w->pid <= 0 || w->link_ino == 0)
+                return true;    /* nothing to check against yet */
+        snprintf(path, sizeof(path), "/proc/%i/fd/%i", (int) w->pid, WORKER_BUS_FD);
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0)
+                /* Gone (its exit comes next), /proc not mounted, or not ours to look at: nothing
+                 * to tell either way. */
+                return true;
+        target[n] = '\0';
+        snprintf(expect, sizeof(expect), "socket:[%llu]", (unsigned long long) w->link_ino);
+        return streq(target, expect);
+}
+
 /* Watches the process W->pid, from its PIDFD if one is given (consumed). */
 int worker_watch_process(Worker *w, int pidfd) {
         Manager *m = w->pool->manager;
@@ -388,6 +423,7 @@ static int worker_spawn_exec(Worker *w) {
         fd_worker = sv[1];
 
         snprintf(arg_slot, sizeof(arg_slot), "--slot=%u", w->slot);
+        worker_note_link_end(w, fd_worker);
         r = host_spawn(m, c, arg_slot, fd_worker, &pid);
         if (r < 0)
                 return log_worker_errno(LOG_ERR, r, w, "Failed to spawn %s: %m", m->worker_path);

@@ -67,6 +67,7 @@ typedef struct Worker {
         bool term_sent;                 /* SIGTERM went out (a stop waits for tasks to drain first) */
         bool revive;                    /* a slot being removed was wanted again: start once dead */
 
+        ino_t link_ino;                 /* the inode of the link's worker end, checked at Ready() */
         sd_bus_slot *fork_slot;         /* the zygote's Fork() for this slot, until it answers */
         int pending_signal;             /* what worker_kill() could not send yet, for lack of a PID */
 
@@ -120,6 +121,10 @@ void worker_process_begins(Worker *w, pid_t pid);
 void worker_respawn(Worker *w);
 int worker_watch_process(Worker *w, int pidfd);
 int worker_link_new(Worker *w, int fd);
+/* Remembers which socket is the worker's end of its link (FD), for worker_check_peer(). */
+void worker_note_link_end(Worker *w, int fd);
+/* Whether the process W->pid holds the worker end of W's link as its fd 3. */
+bool worker_check_peer(Worker *w);
 
 /* Supervisor1.Results on a worker's link (dispatch.c). */
 int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error);

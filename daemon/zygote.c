@@ -227,8 +227,15 @@ static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
         pidfd = (int) syscall(SYS_pidfd_open, (pid_t) pid, 0);
         w->pid = (pid_t) pid;
         r = worker_watch_process(w, pidfd);     /* falls back to the PID if PIDFD < 0 */
-        if (r < 0)
+        if (r < 0) {
                 w->link = sd_bus_flush_close_unref(w->link);
+                return 0;
+        }
+        /* Ready() may have come first, when the PID was not known: check the peer now. */
+        if (w->ready_mono > 0 && !worker_check_peer(w)) {
+                log_worker(LOG_ERR, w, "The link's other end is not the worker's: killing it.");
+                worker_kill(w, SIGKILL);
+        }
         return 0;
 }
 
@@ -250,6 +257,7 @@ int zygote_fork(Pool *p, Worker *w) {
         if (r < 0)
                 return r;
         /* sd-bus sends a copy of the fd; ours is closed on return. */
+        worker_note_link_end(w, fd_worker);
         r = sd_bus_message_append(m, "uh", (uint32_t) w->slot, fd_worker);
         if (r < 0)
                 return r;
