@@ -78,20 +78,16 @@ static int run_file(const char *path) {
         return 0;
 }
 
-static int cmp_names(const void *a, const void *b) {
-        return strcmp(*(char * const *) a, *(char * const *) b);
-}
 
 static int run_dir(const char *path, size_t *n_run) {
         struct dirent **entries = NULL;
         int n, r = 0;
 
-        n = scandir(path, &entries, NULL, NULL);
+        n = scandir(path, &entries, NULL, alphasort);
         if (n < 0) {
                 fprintf(stderr, "%s: %s\n", path, strerror(errno));
                 return -errno;
         }
-        qsort(entries, (size_t) n, sizeof(entries[0]), cmp_names);
         for (int i = 0; i < n; i++) {
                 char *file;
                 struct stat st;
