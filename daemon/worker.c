@@ -486,6 +486,12 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         w->exited_mono = now;
         w->gone = true;
 
+        /* What the plugin started dies with the worker. The worker leads a process group of its
+         * own (POSIX_SPAWN_SETSID), and is still a zombie here, so the group's ID cannot have been
+         * reused: every process still in it is one of the worker's own, forked by its plugin. */
+        if (w->pid > 0)
+                (void) kill(-w->pid, SIGKILL);
+
         /* Results the worker sent before it died are still in the socket: take them first, so
          * that no finished task runs twice. */
         while (w->link && sd_bus_process(w->link, NULL) > 0)
@@ -635,6 +641,7 @@ Worker *worker_free(Worker *w) {
 
         if (w->pid > 0) {
                 /* Only reached on a failed startup or at exit after the loop: make sure of it. */
+                (void) kill(-w->pid, SIGKILL);
                 (void) kill(w->pid, SIGKILL);
                 (void) waitpid(w->pid, NULL, 0);
         }
