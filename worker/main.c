@@ -141,7 +141,13 @@ static void connect_output(const Context *c) {
 }
 
 static int on_link_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return sd_event_exit(sd_bus_get_event(sd_bus_message_get_bus(m)), WORKER_EXIT_LINK);
+        Context *c = userdata;
+        LogContext ctx = { .pool = c->pool, .slot = (int) c->slot, .pid = (int) getpid() };
+
+        log_ctx(LOG_WARNING, &ctx, "The link to apiaryd closed, exiting.");
+        /* Not sd_bus_get_event() of the message's bus: sd-bus detaches a closed bus from its event
+         * loop before it dispatches Disconnected, and sd_event_exit(NULL) would do nothing. */
+        return sd_event_exit(c->event, WORKER_EXIT_LINK);
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -273,7 +279,7 @@ static int run(int argc, char *argv[]) {
         }
         /* apiaryd gone (it should have killed us first): exit with WORKER_EXIT_LINK. */
         r = sd_bus_match_signal(c.bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
-                                "Disconnected", on_link_disconnected, NULL);
+                                "Disconnected", on_link_disconnected, &c);
         if (r < 0)
                 return WORKER_EXIT_LINK;
 
