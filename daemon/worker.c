@@ -77,6 +77,7 @@ static int worker_arm_timer(Worker *w, usec_t usec, sd_event_time_handler_t hand
 static void worker_drop_process(Worker *w) {
         w->child_source = sd_event_source_disable_unref(w->child_source);
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        w->link_source = sd_event_source_disable_unref(w->link_source);
         w->link = sd_bus_flush_close_unref(w->link);
         w->pid = 0;
 }
@@ -178,6 +179,42 @@ static int link_method_submit_from_worker(sd_bus_message *msg, void *userdata, s
         Worker *w = userdata;
 
         return link_method_submit(msg, w->pool->manager, error);
+}
+
+static int on_link_lost_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+        char buf[FORMAT_TIMESPAN_MAX];
+
+        w->link_source = sd_event_source_disable_unref(w->link_source);
+        log_worker(LOG_WARNING, w,
+                   "Lost the link to the worker (it closed it, or sent what is not D-Bus), and it did not exit "
+                   "within %s, killing it.",
+                   format_timespan(buf, sizeof(buf), w->pool->config->stop_timeout_usec));
+        w->link_lost = true;
+        worker_kill(w, SIGKILL);
+        return 0;
+}
+
+/* The link is the only way to the worker: one that closed it, or sent what is not D-Bus (which
+ * makes sd-bus close it), can take no task and report no result, and would hold its slot and its
+ * tasks for good. But a worker that exits closes its link too, a little before the kernel tells us
+ * of the exit, and its exit must keep its own cause: so it gets StopTimeoutSec= to exit first. */
+static int on_link_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        usec_t grace = w->pool->config->stop_timeout_usec;
+        int r;
+
+        if (!worker_is_running(w) || w->link_source)
+                return 0;
+        if (w->state == WORKER_STOPPING || grace == USEC_INFINITY)
+                return 0;       /* StopTimeoutSec= ends it, or nothing does, as configured */
+
+        log_worker(LOG_DEBUG, w, "The link to the worker closed.");
+        r = sd_event_add_time_relative(w->pool->manager->event, &w->link_source, CLOCK_MONOTONIC, grace, USEC_PER_MSEC,
+                                       on_link_lost_timeout, w);
+        if (r < 0)
+                (void) on_link_lost_timeout(NULL, 0, w);
+        return 0;
 }
 
 static const sd_bus_vtable link_supervisor_vtable[] = {
@@ -328,6 +365,7 @@ static int worker_spawn(Worker *w) {
         w->retiring = false;
         w->recycling = false;
         w->killed_for_timeout = false;
+        w->link_lost = false;
         w->n_dispatched = 0;
 
         /* From here on the child exists: whatever fails below, its exit still gets handled. */
@@ -344,6 +382,9 @@ static int worker_spawn(Worker *w) {
         if (r >= 0)
                 r = sd_bus_add_object_vtable(w->link, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE,
                                              link_supervisor_vtable, w);
+        if (r >= 0)
+                r = sd_bus_match_signal(w->link, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
+                                        "Disconnected", on_link_disconnected, w);
         if (r < 0) {
                 log_worker_errno(LOG_ERR, r, w, "Failed to set up the link to the worker, killing it: %m");
                 worker_kill(w, SIGKILL);
@@ -503,6 +544,8 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                 r = asprintf(&w->last_exit, "start timed out, %s", strempty(reason));
         else if (w->failure_message)
                 r = asprintf(&w->last_exit, "%s (%s)", strempty(reason), w->failure_message);
+        else if (w->link_lost)
+                r = asprintf(&w->last_exit, "%s (lost its link to apiaryd)", strempty(reason));
         else
                 r = asprintf(&w->last_exit, "%s", strempty(reason));
         if (r < 0)

@@ -43,6 +43,7 @@ typedef struct Worker {
         sd_event_source *child_source;
         sd_event_source *timer_source;  /* start timeout, stop timeout or backoff, by state */
         sd_bus *link;                   /* private connection to this worker's apiary-worker */
+        sd_event_source *link_source;   /* the link closed under a running worker: SIGKILL at StopTimeoutSec */
 
         unsigned restarts;              /* processes started in this slot after the first */
         unsigned failures;              /* failed runs in a row, for the backoff */
@@ -62,6 +63,7 @@ typedef struct Worker {
         bool killed_for_timeout;        /* the kill in flight is for a task's timeout */
         bool gone;                      /* the process exited; its exit is being handled */
         bool term_sent;                 /* SIGTERM went out (a stop waits for tasks to drain first) */
+        bool link_lost;                 /* the link closed and the process did not exit: we killed it */
         bool revive;                    /* a slot being removed was wanted again: start once dead */
 
         char *last_exit;                /* "exited with status 3", "killed by SIGSEGV", ... */
