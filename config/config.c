@@ -582,6 +582,20 @@ static int config_parse_concurrency(const char *value, void *base, size_t offset
         return config_parse_positive(value, base, offset);
 }
 
+/* A size in bytes, > 0, or "infinity" (UINT64_MAX). */
+static int config_parse_size_limit(const char *value, void *base, size_t offset) {
+        uint64_t v;
+        int r;
+
+        r = parse_size(value, &v);
+        if (r < 0)
+                return r;
+        if (v == 0)
+                return -ERANGE;
+        *FIELD(base, offset, uint64_t) = v;
+        return 0;
+}
+
 static int config_parse_pool_kind(const char *value, void *base, size_t offset) {
         PoolKind k = pool_kind_from_string(value);
 
@@ -654,6 +668,8 @@ static const ConfigKey pool_keys[] = {
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "MaxTasksPerWorker", config_parse_unsigned, offsetof(PoolConfig, max_tasks_per_worker),
           "a non-negative integer (0: no limit)" },
+        { "LimitDATA", config_parse_size_limit, offsetof(PoolConfig, limit_data),
+          "a positive size (e.g. 512M, 2G) or \"infinity\"" },
 };
 
 static const ConfigKey *config_key_find(const ConfigKey *table, size_t n, const char *key) {
@@ -742,6 +758,7 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .task_retries = 2,
                 .task_timeout_usec = USEC_INFINITY,
                 .max_tasks_per_worker = 0,
+                .limit_data = UINT64_MAX,
         };
         p->name = strdup(name);
         if (!p->name)
@@ -1069,7 +1086,9 @@ static bool plugin_settings_equal(const PoolConfig *a, const PoolConfig *b) {
 }
 
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b) {
-        return streq_ptr(a->plugin_path, b->plugin_path) && plugin_settings_equal(a, b);
+        /* A running worker keeps the limits it was started with: a new one needs new workers. */
+        return streq_ptr(a->plugin_path, b->plugin_path) && plugin_settings_equal(a, b) &&
+                a->limit_data == b->limit_data;
 }
 
 /* Every field but plugin_file, which only says where Plugin= was written. */
@@ -1098,6 +1117,7 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->task_retries == b->task_retries &&
                 a->task_timeout_usec == b->task_timeout_usec &&
                 a->max_tasks_per_worker == b->max_tasks_per_worker &&
+                a->limit_data == b->limit_data &&
                 plugin_settings_equal(a, b);
 }
 

@@ -310,9 +310,11 @@ static int worker_spawn(Worker *w) {
         snprintf(arg_supervisor, sizeof(arg_supervisor), "--supervisor-pid=%i", (int) getpid());
         if (asprintf(&arg_pool, "--pool=%s", c->name) < 0)
                 return -ENOMEM;
-        char arg_log[32];
+        char arg_log[32], arg_limit[48];
         snprintf(arg_log, sizeof(arg_log), "--log-level=%s", log_level_to_string(log_get_max_level()) ?: "info");
-        char *argv[] = { (char *) "apiary-worker", arg_pool, arg_slot, arg_fd, arg_supervisor, arg_log, NULL };
+        snprintf(arg_limit, sizeof(arg_limit), "--limit-data=%" PRIu64, c->limit_data);
+        char *argv[] = { (char *) "apiary-worker", arg_pool, arg_slot, arg_fd, arg_supervisor, arg_log,
+                         c->limit_data != UINT64_MAX ? arg_limit : NULL, NULL };
 
         /* dup2() onto WORKER_BUS_FD clears O_CLOEXEC in the child, unless the fd already is that
          * number, where dup2() does nothing: move it out of the way first. */

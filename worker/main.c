@@ -8,11 +8,13 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 #include <systemd/sd-journal.h>
@@ -36,6 +38,7 @@ typedef struct Context {
         unsigned slot;
         pid_t supervisor;
         int bus_fd;
+        uint64_t limit_data;            /* --limit-data=: RLIMIT_DATA for the plugin; UINT64_MAX: none */
 
         int exit_status;
 } Context;
@@ -49,18 +52,20 @@ static void context_done(Context *c) {
 }
 
 static int parse_argv(Context *c, int argc, char *argv[]) {
-        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL };
+        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL, ARG_LIMIT_DATA };
         static const struct option options[] = {
                 { "bus-fd", required_argument, NULL, ARG_BUS_FD },
                 { "pool", required_argument, NULL, ARG_POOL },
                 { "slot", required_argument, NULL, ARG_SLOT },
                 { "supervisor-pid", required_argument, NULL, ARG_SUPERVISOR_PID },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "limit-data", required_argument, NULL, ARG_LIMIT_DATA },
                 {}
         };
         int opt;
 
         c->bus_fd = -1;
+        c->limit_data = UINT64_MAX;
         while ((opt = getopt_long(argc, argv, "", options, NULL)) >= 0) {
                 char *end;
                 long v;
@@ -92,6 +97,18 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                         log_set_max_level(level);
                         break;
                 }
+                case ARG_LIMIT_DATA: {
+                        unsigned long long bytes;
+
+                        errno = 0;
+                        bytes = strtoull(optarg, &end, 10);
+                        if (errno != 0 || *end != '\0' || optarg[0] < '0' || optarg[0] > '9' || bytes == 0) {
+                                fprintf(stderr, "apiary-worker: invalid size \"%s\".\n", optarg);
+                                return -EINVAL;
+                        }
+                        c->limit_data = bytes;
+                        break;
+                }
                 case ARG_POOL:
                         free(c->pool);
                         c->pool = strdup(optarg);
@@ -107,6 +124,20 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                                 "To run one task of a plugin by hand: apiary-worker --oneshot PLUGIN <PAYLOAD\n");
                 return -EINVAL;
         }
+        return 0;
+}
+
+/* LimitDATA=: soft and hard, so that the plugin cannot raise it again. Set just before the plugin
+ * loads, so that its constructors count too, and the host's own start-up does not. */
+static int apply_limits(const Context *c) {
+        struct rlimit rl;
+
+        if (c->limit_data == UINT64_MAX)
+                return 0;
+        rl.rlim_cur = rl.rlim_max = (rlim_t) c->limit_data;
+        if (setrlimit(RLIMIT_DATA, &rl) < 0)
+                return log_error_errno(errno, "Failed to set RLIMIT_DATA to %" PRIu64 " bytes (LimitDATA=): %m",
+                                       c->limit_data);
         return 0;
 }
 
@@ -296,6 +327,10 @@ static int run(int argc, char *argv[]) {
         strv_free_n(keys, n);
         strv_free_n(values, n);
         free(path);
+        if (r < 0)
+                return WORKER_EXIT_FAILURE;
+
+        r = apply_limits(&c);
         if (r < 0)
                 return WORKER_EXIT_FAILURE;
 
