@@ -186,8 +186,13 @@ static int control_run(void *state, apiary_task *task) {
         if (n == 4 && memcmp(p, "hang", 4) == 0)
                 for (;;)
                         pause();
-        if (n > 5 && memcmp(p, "exit ", 5) == 0)
-                _exit(atoi(p + 5));
+        if (n > 5 && n < 16 && memcmp(p, "exit ", 5) == 0) {
+                char num[16];   /* the payload is not NUL-terminated */
+
+                memcpy(num, p + 5, n - 5);
+                num[n - 5] = '\0';
+                _exit(atoi(num));
+        }
         if (n >= 5 && memcmp(p, "fail ", 5) == 0)
                 return host->task_fail(task, "%.*s", (int) (n - 5), p + 5);
         if (n == 3 && memcmp(p, "pid", 3) == 0) {
