@@ -702,6 +702,20 @@ static int config_parse_concurrency(const char *value, void *base, size_t offset
         return config_parse_positive(value, base, offset);
 }
 
+/* A size in bytes, > 0, or "infinity" (UINT64_MAX). */
+static int config_parse_size_limit(const char *value, void *base, size_t offset) {
+        uint64_t v;
+        int r;
+
+        r = parse_size(value, &v);
+        if (r < 0)
+                return r;
+        if (v == 0)
+                return -ERANGE;
+        *FIELD(base, offset, uint64_t) = v;
+        return 0;
+}
+
 static int config_parse_pool_kind(const char *value, void *base, size_t offset) {
         PoolKind k = pool_kind_from_string(value);
 
@@ -784,6 +798,8 @@ static const ConfigKey pool_keys[] = {
           "a user name that exists, or a numeric UID" },
         { "Group", config_parse_group, offsetof(PoolConfig, group),
           "a group name that exists, or a numeric GID" },
+        { "LimitDATA", config_parse_size_limit, offsetof(PoolConfig, limit_data),
+          "a positive size (e.g. 512M, 2G) or \"infinity\"" },
 };
 
 static const ConfigKey *config_key_find(const ConfigKey *table, size_t n, const char *key) {
@@ -875,6 +891,7 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .user = (uid_t) -1,
                 .user_gid = (gid_t) -1,
                 .group = (gid_t) -1,
+                .limit_data = UINT64_MAX,
         };
         p->name = strdup(name);
         if (!p->name)
@@ -1204,9 +1221,11 @@ static bool plugin_settings_equal(const PoolConfig *a, const PoolConfig *b) {
 }
 
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b) {
-        /* Workers switch users only when they start: a new User= or Group= needs new workers. */
+        /* A running worker keeps the user and the limits it was started with: new ones need new
+         * workers. */
         return streq_ptr(a->plugin_path, b->plugin_path) && plugin_settings_equal(a, b) &&
-                pool_config_uid(a) == pool_config_uid(b) && pool_config_gid(a) == pool_config_gid(b);
+                pool_config_uid(a) == pool_config_uid(b) && pool_config_gid(a) == pool_config_gid(b) &&
+                a->limit_data == b->limit_data;
 }
 
 /* Every field but plugin_file, which only says where Plugin= was written. */
@@ -1238,6 +1257,7 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->zygote == b->zygote &&
                 pool_config_uid(a) == pool_config_uid(b) &&
                 pool_config_gid(a) == pool_config_gid(b) &&
+                a->limit_data == b->limit_data &&
                 plugin_settings_equal(a, b);
 }
 

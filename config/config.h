@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "time-util.h"
 
@@ -75,6 +76,7 @@ typedef struct PoolConfig {
         uid_t user;
         gid_t user_gid;
         gid_t group;
+        uint64_t limit_data;            /* LimitDATA=, bytes, default UINT64_MAX (infinity): RLIMIT_DATA of each worker */
 
         /* [Pool NAME Plugin]: free-form, in order of first appearance; later files override values. */
         char **plugin_keys;
@@ -132,8 +134,8 @@ static inline void pool_config_freep(PoolConfig **p) {
 char *config_private_socket(const Config *c);
 
 const PoolConfig *config_find_pool(const Config *c, const char *name);
-/* True when workers of A and B run the same plugin with the same [Pool NAME Plugin] settings:
- * what a reload must restart workers for (the rest applies to running workers). */
+/* True when workers of A and B run the same plugin with the same [Pool NAME Plugin] settings and
+ * the same LimitDATA=: what a reload must restart workers for (the rest applies to running workers). */
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b);
 /* True when two pools would run the same workers the same way (used by reload). */
 bool pool_config_equal(const PoolConfig *a, const PoolConfig *b);

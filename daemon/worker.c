@@ -66,6 +66,7 @@ static void worker_drop_process(Worker *w) {
         w->fork_slot = sd_bus_slot_unref(w->fork_slot);
         w->child_source = sd_event_source_disable_unref(w->child_source);
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        w->link_source = sd_event_source_disable_unref(w->link_source);
         w->link = sd_bus_flush_close_unref(w->link);
         w->pid = 0;
         w->pending_signal = 0;
@@ -184,6 +185,42 @@ static int link_method_submit_from_worker(sd_bus_message *msg, void *userdata, s
         return link_method_submit(msg, w->pool->manager, error);
 }
 
+static int on_link_lost_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+        char buf[FORMAT_TIMESPAN_MAX];
+
+        w->link_source = sd_event_source_disable_unref(w->link_source);
+        log_worker(LOG_WARNING, w,
+                   "Lost the link to the worker (it closed it, or sent what is not D-Bus), and it did not exit "
+                   "within %s, killing it.",
+                   format_timespan(buf, sizeof(buf), w->pool->config->stop_timeout_usec));
+        w->link_lost = true;
+        worker_kill(w, SIGKILL);
+        return 0;
+}
+
+/* The link is the only way to the worker: one that closed it, or sent what is not D-Bus (which
+ * makes sd-bus close it), can take no task and report no result, and would hold its slot and its
+ * tasks for good. But a worker that exits closes its link too, a little before the kernel tells us
+ * of the exit, and its exit must keep its own cause: so it gets StopTimeoutSec= to exit first. */
+static int on_link_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        usec_t grace = w->pool->config->stop_timeout_usec;
+        int r;
+
+        if (!worker_is_running(w) || w->link_source)
+                return 0;
+        if (w->state == WORKER_STOPPING || grace == USEC_INFINITY)
+                return 0;       /* StopTimeoutSec= ends it, or nothing does, as configured */
+
+        log_worker(LOG_DEBUG, w, "The link to the worker closed.");
+        r = sd_event_add_time_relative(w->pool->manager->event, &w->link_source, CLOCK_MONOTONIC, grace, USEC_PER_MSEC,
+                                       on_link_lost_timeout, w);
+        if (r < 0)
+                (void) on_link_lost_timeout(NULL, 0, w);
+        return 0;
+}
+
 static const sd_bus_vtable link_supervisor_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Hello",
@@ -260,7 +297,7 @@ static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd_worker, pid_t *ret_pid) {
-        char arg_fd[32], arg_supervisor[32], arg_log[32], arg_uid[32] = "", arg_gid[32] = "";
+        char arg_fd[32], arg_supervisor[32], arg_log[32], arg_uid[32], arg_gid[32], arg_limit[48];
         _cleanup_(freep) char *arg_pool = NULL;
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
@@ -273,18 +310,23 @@ int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd_worker,
         if (asprintf(&arg_pool, "--pool=%s", c->name) < 0)
                 return -ENOMEM;
         snprintf(arg_log, sizeof(arg_log), "--log-level=%s", log_level_to_string(log_get_max_level()) ?: "info");
+        char *argv[16] = { (char *) "apiary-worker", arg_pool, (char *) role, arg_fd, arg_supervisor, arg_log };
+        size_t n_argv = 6;
         /* User=, Group=: the worker switches once connected, before it loads the plugin. */
-        if (pool_config_uid(c) != (uid_t) -1)
+        if (pool_config_uid(c) != (uid_t) -1) {
                 snprintf(arg_uid, sizeof(arg_uid), "--uid=%u", (unsigned) pool_config_uid(c));
-        if (pool_config_gid(c) != (gid_t) -1)
-                snprintf(arg_gid, sizeof(arg_gid), "--gid=%u", (unsigned) pool_config_gid(c));
-        char *argv[] = { (char *) "apiary-worker", arg_pool, (char *) role, arg_fd, arg_supervisor, arg_log,
-                         arg_uid[0] ? arg_uid : NULL, arg_gid[0] ? arg_gid : NULL, NULL };
-        /* No --uid: let --gid take its place in argv. */
-        if (!argv[6]) {
-                argv[6] = argv[7];
-                argv[7] = NULL;
+                argv[n_argv++] = arg_uid;
         }
+        if (pool_config_gid(c) != (gid_t) -1) {
+                snprintf(arg_gid, sizeof(arg_gid), "--gid=%u", (unsigned) pool_config_gid(c));
+                argv[n_argv++] = arg_gid;
+        }
+        /* LimitDATA=: set just before the plugin loads. */
+        if (c->limit_data != UINT64_MAX) {
+                snprintf(arg_limit, sizeof(arg_limit), "--limit-data=%" PRIu64, c->limit_data);
+                argv[n_argv++] = arg_limit;
+        }
+        argv[n_argv] = NULL;
 
         /* dup2() onto WORKER_BUS_FD clears O_CLOEXEC in the child, unless the fd already is that
          * number, where dup2() does nothing: move it out of the way first. */
@@ -337,6 +379,7 @@ void worker_process_begins(Worker *w, pid_t pid) {
         w->retiring = false;
         w->recycling = false;
         w->killed_for_timeout = false;
+        w->link_lost = false;
         w->n_dispatched = 0;
 }
 
@@ -406,6 +449,9 @@ int worker_link_new(Worker *w, int fd) {
         if (r >= 0)
                 r = sd_bus_add_object_vtable(w->link, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE,
                                              link_supervisor_vtable, w);
+        if (r >= 0)
+                r = sd_bus_match_signal(w->link, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
+                                        "Disconnected", on_link_disconnected, w);
         return r;
 }
 
@@ -594,6 +640,12 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         w->exited_mono = now;
         w->gone = true;
 
+        /* What the plugin started dies with the worker. The worker leads a process group of its
+         * own (POSIX_SPAWN_SETSID), and is still a zombie here, so the group's ID cannot have been
+         * reused: every process still in it is one of the worker's own, forked by its plugin. */
+        if (w->pid > 0)
+                (void) kill(-w->pid, SIGKILL);
+
         /* Results the worker sent before it died are still in the socket: take them first, so
          * that no finished task runs twice. */
         while (w->link && sd_bus_process(w->link, NULL) > 0)
@@ -605,6 +657,8 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                 r = asprintf(&w->last_exit, "start timed out, %s", strempty(reason));
         else if (w->failure_message)
                 r = asprintf(&w->last_exit, "%s (%s)", strempty(reason), w->failure_message);
+        else if (w->link_lost)
+                r = asprintf(&w->last_exit, "%s (lost its link to apiaryd)", strempty(reason));
         else
                 r = asprintf(&w->last_exit, "%s", strempty(reason));
         if (r < 0)
@@ -743,6 +797,7 @@ Worker *worker_free(Worker *w) {
 
         if (w->pid > 0) {
                 /* Only reached on a failed startup or at exit after the loop: make sure of it. */
+                (void) kill(-w->pid, SIGKILL);
                 (void) kill(w->pid, SIGKILL);
                 (void) waitpid(w->pid, NULL, 0);
         }

@@ -46,6 +46,7 @@ typedef struct Worker {
         sd_event_source *child_source;
         sd_event_source *timer_source;  /* start timeout, stop timeout or backoff, by state */
         sd_bus *link;                   /* private connection to this worker's apiary-worker */
+        sd_event_source *link_source;   /* the link closed under a running worker: SIGKILL at StopTimeoutSec */
 
         unsigned restarts;              /* processes started in this slot after the first */
         unsigned failures;              /* failed runs in a row, for the backoff */
@@ -65,6 +66,7 @@ typedef struct Worker {
         bool killed_for_timeout;        /* the kill in flight is for a task's timeout */
         bool gone;                      /* the process exited; its exit is being handled */
         bool term_sent;                 /* SIGTERM went out (a stop waits for tasks to drain first) */
+        bool link_lost;                 /* the link closed and the process did not exit: we killed it */
         bool revive;                    /* a slot being removed was wanted again: start once dead */
 
         ino_t link_ino;                 /* the inode of the link's worker end, checked at Ready() */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <inttypes.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -241,11 +242,32 @@ static bool name_has_owner(TestDaemon *d, const void *userdata) {
         return has;
 }
 
-void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready) {
+/* Starts `tee -a LOG` with its stdin on a pipe and its stdout on our stderr; returns the pipe's
+ * write end (O_CLOEXEC), for apiaryd's stderr. */
+static int start_tee(TestDaemon *d) {
+        int p[2];
+        pid_t pid;
+
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                (void) dup2(p[0], STDIN_FILENO);
+                (void) dup2(STDERR_FILENO, STDOUT_FILENO);
+                execlp("tee", "tee", "-a", d->log_path, (char *) NULL);
+                _exit(127);
+        }
+        close(p[0]);
+        d->tee_pid = pid;
+        return p[1];
+}
+
+static void daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready, bool capture_log) {
         g_autofree char *text = NULL, *notify_path = NULL;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         const char *apiaryd = env_or_fail("APIARYD");
         const char *worker = env_or_fail("APIARY_WORKER_PATH");
+        int log_fd = -1;
         pid_t pid;
         int r;
 
@@ -263,6 +285,12 @@ void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify_path);
         assert_int_equal(bind(d->notify_fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
 
+        if (capture_log) {
+                d->log_path = g_strdup_printf("%s/apiaryd.log", d->dir);
+                assert_true(g_file_set_contents(d->log_path, "", 0, NULL));
+                log_fd = start_tee(d);
+        }
+
         pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
@@ -274,6 +302,8 @@ void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool
 
                 setenv("NOTIFY_SOCKET", notify_path, 1);
                 unsetenv("JOURNAL_STREAM");
+                if (log_fd >= 0)
+                        (void) dup2(log_fd, STDERR_FILENO);
                 if (wrapper && wrapper[0]) {
                         /* e.g. "valgrind --error-exitcode=99 --leak-check=full": apiaryd under a checker. */
                         g_autofree char *cmd = g_strdup_printf("exec %s %s %s %s %s --log-level=debug", wrapper, apiaryd,
@@ -285,6 +315,8 @@ void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool
         }
         d->pid = pid;
         d->pidfd = pidfd_open_(pid);
+        if (log_fd >= 0)
+                close(log_fd);
 
         r = sd_bus_new(&d->bus);
         assert_int_equal(r, 0);
@@ -320,10 +352,118 @@ void test_daemon_connect_private(TestDaemon *d, const char *path) {
         d->private = true;
 }
 
+void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready) {
+        daemon_start(d, b, config, wait_ready, false);
+}
+
+void test_daemon_start_logged(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready) {
+        daemon_start(d, b, config, wait_ready, true);
+}
+
+char *test_daemon_log(TestDaemon *d) {
+        char *text = NULL;
+
+        assert_non_null(d->log_path);
+        assert_true(g_file_get_contents(d->log_path, &text, NULL, NULL));
+        return text;
+}
+
+/* The line of TEXT that holds NEEDLE, or NULL. */
+static char *find_line(const char *text, const char *needle) {
+        const char *hit = strstr(text, needle), *begin, *end;
+
+        if (!hit)
+                return NULL;
+        for (begin = hit; begin > text && begin[-1] != '\n'; begin--)
+                ;
+        end = strchrnul(hit, '\n');
+        return g_strndup(begin, (gsize) (end - begin));
+}
+
+char *test_daemon_wait_log(TestDaemon *d, const char *needle, usec_t timeout) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout;
+        int fd, wd;
+
+        assert_non_null(d->log_path);
+        /* The line can still be in the pipe to tee when the bus has told us what it is about:
+         * wake on every write to the file (inotify), not on a timer. */
+        fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        assert_true(fd >= 0);
+        wd = inotify_add_watch(fd, d->log_path, IN_MODIFY);
+        assert_true(wd >= 0);
+
+        for (;;) {
+                g_autofree char *text = test_daemon_log(d);
+                char *line = find_line(text, needle);
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                char buf[4096];
+                usec_t now;
+
+                if (line) {
+                        close(fd);
+                        return line;
+                }
+                now = now_usec(CLOCK_MONOTONIC);
+                if (now >= deadline)
+                        break;
+                (void) poll(&p, 1, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC));
+                while (read(fd, buf, sizeof(buf)) > 0)
+                        ;
+        }
+        close(fd);
+        fail_msg("apiaryd did not log \"%s\" in time", needle);
+        return NULL;
+}
+
 void test_daemon_write_config(TestDaemon *d, const char *config) {
         g_autofree char *text = substitute(config);
 
         assert_true(g_file_set_contents(d->config_path, text, -1, NULL));
+}
+
+/* Once apiaryd has exited: waits for the tee of its log to end, so that the log file is whole.
+ * tee ends when the last writer (apiaryd, a worker, a plugin's child) is gone. */
+static int tee_finish(TestDaemon *d) {
+        int tee_pidfd, r = 0;
+
+        if (d->tee_pid <= 0)
+                return 0;
+        tee_pidfd = pidfd_open_(d->tee_pid);
+        if (tee_pidfd < 0 || !pidfd_wait(tee_pidfd, TEST_TIMEOUT_USEC)) {
+                fprintf(stderr, "tee of apiaryd's log did not end: something still holds apiaryd's stderr\n");
+                kill(d->tee_pid, SIGKILL);
+                r = -1;
+        }
+        if (tee_pidfd >= 0)
+                close(tee_pidfd);
+        (void) waitpid(d->tee_pid, NULL, 0);
+        d->tee_pid = 0;
+        return r;
+}
+
+/* Waits for apiaryd to exit, reading its notify socket meanwhile, as systemd would: apiaryd's
+ * READY=1 and STOPPING=1 block while the socket's queue is full. */
+static bool daemon_wait_exit(TestDaemon *d, usec_t timeout) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout;
+
+        for (;;) {
+                struct pollfd p[2] = {
+                        { .fd = d->pidfd, .events = POLLIN },
+                        { .fd = d->notify_fd, .events = POLLIN },
+                };
+                usec_t now = now_usec(CLOCK_MONOTONIC);
+                int r;
+
+                if (now >= deadline)
+                        return false;
+                r = poll(p, d->notify_fd >= 0 ? 2 : 1, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC));
+                if (r < 0 && errno != EINTR)
+                        return false;
+                if (r > 0 && (p[0].revents & POLLIN))
+                        return true;
+                if (r > 0 && (p[1].revents & POLLIN))
+                        notify_receive(d, 0);
+        }
 }
 
 int test_daemon_kill_and_wait(TestDaemon *d, int sig) {
@@ -331,11 +471,13 @@ int test_daemon_kill_and_wait(TestDaemon *d, int sig) {
 
         assert_true(d->pid > 0);
         assert_int_equal(kill(d->pid, sig), 0);
-        if (!pidfd_wait(d->pidfd, TEST_TIMEOUT_USEC))
+        if (!daemon_wait_exit(d, TEST_TIMEOUT_USEC))
                 fail_msg("apiaryd did not exit after SIG%s", sigabbrev_np(sig));
         assert_int_equal(waitpid(d->pid, &status, 0), d->pid);
         d->pid = 0;
         notify_receive(d, 0);
+        if (tee_finish(d) < 0)
+                fail_msg("apiaryd's log did not end with apiaryd");
         d->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         return d->exit_status;
 }
@@ -349,7 +491,7 @@ int test_daemon_stop(TestDaemon *d) {
                 int status = 0;
 
                 kill(d->pid, SIGTERM);
-                if (!pidfd_wait(d->pidfd, TEST_TIMEOUT_USEC)) {
+                if (!daemon_wait_exit(d, TEST_TIMEOUT_USEC)) {
                         fprintf(stderr, "apiaryd did not stop within the test timeout, killing it\n");
                         kill(d->pid, SIGKILL);
                         result = -1;
@@ -360,6 +502,8 @@ int test_daemon_stop(TestDaemon *d) {
                         result = -1;
                 }
         }
+        if (tee_finish(d) < 0)
+                result = -1;
         if (d->pidfd >= 0)
                 close(d->pidfd);
         if (d->notify_fd >= 0)
@@ -371,6 +515,7 @@ int test_daemon_stop(TestDaemon *d) {
         rm_rf(d->dir);
         g_free(d->dir);
         g_free(d->config_path);
+        g_free(d->log_path);
         *d = (TestDaemon) { .notify_fd = -1, .pidfd = -1 };
 
         /* Reap whatever orphans came to us. */
@@ -759,4 +904,94 @@ int test_fixture_teardown(void **state) {
         test_bus_stop(&f->bus);
         g_free(f);
         return r;
+}
+
+/* ---- processes, from /proc ---- */
+
+pid_t *test_proc_children(pid_t pid, size_t *ret_n) {
+        g_autofree char *tasks = g_strdup_printf("/proc/%i/task", (int) pid);
+        GArray *a = g_array_new(false, false, sizeof(pid_t));
+        GDir *dir = g_dir_open(tasks, 0, NULL);
+        const char *tid;
+
+        /* Children hang off the thread that spawned them: read every thread's list. */
+        while (dir && (tid = g_dir_read_name(dir))) {
+                g_autofree char *path = g_strdup_printf("%s/%s/children", tasks, tid), *text = NULL;
+                g_auto(GStrv) words = NULL;
+
+                if (!g_file_get_contents(path, &text, NULL, NULL))
+                        continue;
+                words = g_strsplit_set(g_strstrip(text), " ", -1);
+                for (size_t i = 0; words[i]; i++)
+                        if (words[i][0]) {
+                                pid_t c = (pid_t) atoi(words[i]);
+                                g_array_append_val(a, c);
+                        }
+        }
+        if (dir)
+                g_dir_close(dir);
+        *ret_n = a->len;
+        return (pid_t *) g_array_free(a, false);
+}
+
+char test_proc_state(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%i/stat", (int) pid), *text = NULL;
+        const char *p;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return 0;
+        p = strrchr(text, ')');
+        return p && p[1] == ' ' ? p[2] : 0;
+}
+
+unsigned test_proc_count_fds(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%i/fd", (int) pid);
+        GDir *dir = g_dir_open(path, 0, NULL);
+        unsigned n = 0;
+
+        assert_non_null(dir);
+        while (g_dir_read_name(dir))
+                n++;
+        g_dir_close(dir);
+        return n;
+}
+
+uint64_t test_proc_rss_kib(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%i/status", (int) pid), *text = NULL;
+        const char *p;
+
+        assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        p = strstr(text, "\nVmRSS:");
+        assert_non_null(p);
+        return g_ascii_strtoull(p + strlen("\nVmRSS:"), NULL, 10);
+}
+
+bool test_under_wrapper(void) {
+        const char *w = getenv("APIARY_TEST_WRAPPER");
+
+        return w && w[0];
+}
+
+bool test_under_asan(void) {
+#if defined(__SANITIZE_ADDRESS__)
+        return true;
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+        return true;
+#  endif
+#endif
+        return false;
+}
+
+uint64_t test_env_u64(const char *name, uint64_t def) {
+        const char *v = getenv(name);
+        char *end;
+        uint64_t n;
+
+        if (!v || !v[0])
+                return def;
+        n = g_ascii_strtoull(v, &end, 10);
+        if (*end)
+                fail_msg("$%s=%s: expected a number", name, v);
+        return n;
 }

@@ -35,6 +35,8 @@ typedef struct TestDaemon {
         void *results;          /* GHashTable: task id → TestResult, from TaskFinished */
         uint64_t n_finished;    /* TaskFinished signals received, duplicates included */
         bool private;           /* bus is a connection to apiaryd's private socket */
+        char *log_path;         /* test_daemon_start_logged(): apiaryd's stderr, its workers' included */
+        pid_t tee_pid;
 } TestDaemon;
 
 /* One TaskFinished, as received. */
@@ -62,9 +64,18 @@ void test_bus_stop(TestBus *b);
 /* Writes CONFIG to DIR/apiary.conf, replacing @TEST_PLUGINS@ and @PLUGINS@ with the build's plugin
  * directories, starts apiaryd on the bus and, if WAIT_READY, waits for READY=1. */
 void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready);
+/* The same, with apiaryd's stderr (and so its workers' and plugins') also copied to a file, for
+ * tests that check what is logged. */
+void test_daemon_start_logged(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready);
+/* What apiaryd logged so far (test_daemon_start_logged() only); g_free() it. */
+char *test_daemon_log(TestDaemon *d);
+/* Waits until apiaryd logs a line that contains NEEDLE; returns that line (g_free() it). Fails the
+ * test after TIMEOUT. Event driven (inotify on the log file). */
+char *test_daemon_wait_log(TestDaemon *d, const char *needle, usec_t timeout);
 /* Rewrites apiaryd's configuration file (same substitutions), for reload tests. */
 void test_daemon_write_config(TestDaemon *d, const char *config);
-/* Sends SIG and waits (bounded) for apiaryd to exit; returns d->exit_status. */
+/* Sends SIG and waits (bounded) for apiaryd to exit, and for its log to be complete (with
+ * test_daemon_start_logged()); returns d->exit_status. */
 int test_daemon_kill_and_wait(TestDaemon *d, int sig);
 /* Tears everything down, whatever state the test left it in. A running apiaryd gets SIGTERM and
  * must exit 0: returns -1 if it did not (a leak or error under APIARY_TEST_WRAPPER, say). */
@@ -127,3 +138,17 @@ int test_client_at(const char *address, unsigned uid, char **ret_output, const c
 /* Waits for a process that is not our child to be gone (pidfd). Returns true if it went. */
 bool test_wait_pid_gone(pid_t pid, usec_t timeout);
 bool test_pid_alive(pid_t pid);
+
+/* What /proc says about a process: its children (g_free() the array), its state letter ('R', 'S',
+ * 'Z', ...; 0 if it is gone), its open descriptors, its resident memory. */
+pid_t *test_proc_children(pid_t pid, size_t *ret_n);
+char test_proc_state(pid_t pid);
+unsigned test_proc_count_fds(pid_t pid);
+uint64_t test_proc_rss_kib(pid_t pid);
+
+/* Whether apiaryd runs under $APIARY_TEST_WRAPPER (valgrind, say), and whether this build has
+ * AddressSanitizer: tests scale their loads down, or skip what cannot work there. */
+bool test_under_wrapper(void);
+bool test_under_asan(void);
+/* $NAME as a number, or DEF if it is unset or empty; fails the test if it is not a number. */
+uint64_t test_env_u64(const char *name, uint64_t def);

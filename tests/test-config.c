@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -159,6 +160,12 @@ static void test_defaults(void **state) {
         assert_int_equal(p->failed_retry_usec, 5 * USEC_PER_MINUTE);
         assert_int_equal(p->start_timeout_usec, 30 * USEC_PER_SEC);
         assert_int_equal(p->stop_timeout_usec, 10 * USEC_PER_SEC);
+        assert_int_equal(p->queue_limit, 65536);
+        assert_int_equal(p->concurrency, 1);
+        assert_int_equal(p->task_retries, 2);
+        assert_int_equal(p->task_timeout_usec, USEC_INFINITY);
+        assert_int_equal(p->max_tasks_per_worker, 0);
+        assert_true(p->limit_data == UINT64_MAX);
         assert_int_equal(p->n_plugin, 0);
         config_free(c);
 
@@ -220,6 +227,24 @@ static void test_every_key(void **state) {
         assert_int_equal(c->pools[0]->restart_max_usec, 0);
         assert_int_equal(c->pools[0]->start_timeout_usec, USEC_INFINITY);
         assert_int_equal(c->pools[0]->stop_timeout_usec, 3 * USEC_PER_SEC);    /* bare numbers are seconds */
+        config_free(c);
+
+        /* The task and resource keys. */
+        c = load(e, "[Pool echo]\nPlugin=echo.so\nQueueLimit=10\nConcurrency=3\nTaskRetries=0\nTaskTimeoutSec=1min\n"
+                    "MaxTasksPerWorker=100\nLimitDATA=64M\n");
+        p = c->pools[0];
+        assert_int_equal(p->queue_limit, 10);
+        assert_int_equal(p->concurrency, 3);
+        assert_int_equal(p->task_retries, 0);
+        assert_int_equal(p->task_timeout_usec, USEC_PER_MINUTE);
+        assert_int_equal(p->max_tasks_per_worker, 100);
+        assert_true(p->limit_data == 64ULL << 20);
+        config_free(c);
+        c = load(e, "[Pool echo]\nPlugin=echo.so\nLimitDATA=4096\n[Pool two]\nPlugin=echo.so\nLimitDATA=infinity\n"
+                    "[Pool three]\nPlugin=echo.so\nLimitDATA=2GiB\n");
+        assert_true(c->pools[0]->limit_data == 4096);
+        assert_true(c->pools[1]->limit_data == UINT64_MAX);
+        assert_true(c->pools[2]->limit_data == 2ULL << 30);
         config_free(c);
 
         /* RestartMaxSec= may equal RestartSec=. */
@@ -536,6 +561,30 @@ static void test_error_values(void **state) {
                 { "StartTimeoutSec=0", "StartTimeoutSec=0: expected a positive time span" SPAN " or \"infinity\"" },
                 { "StartTimeoutSec=30 s x", "StartTimeoutSec=30 s x: expected a positive time span" SPAN " or \"infinity\"" },
                 { "StopTimeoutSec=0ms", "StopTimeoutSec=0ms: expected a positive time span" SPAN " or \"infinity\"" },
+                /* the rest of the keys: wrong type, out of range, empty */
+                { "Kind=", "Kind=: expected \"cpu\" or \"io\"" },
+                { "RestartMaxSec=infinity", "RestartMaxSec=infinity: expected a time span" SPAN },
+                { "StartLimitIntervalSec=infinity", "StartLimitIntervalSec=infinity: expected a positive time span" SPAN },
+                { "QueueLimit=0", "QueueLimit=0: expected a positive integer" },
+                { "QueueLimit=-1", "QueueLimit=-1: expected a positive integer" },
+                { "QueueLimit=many", "QueueLimit=many: expected a positive integer" },
+                { "QueueLimit=4294967296", "QueueLimit=4294967296: expected a positive integer" },
+                { "QueueLimit=", "QueueLimit=: expected a positive integer" },
+                { "Concurrency=0", "Concurrency=0: expected a positive integer or \"auto\"" },
+                { "Concurrency=Auto", "Concurrency=Auto: expected a positive integer or \"auto\"" },
+                { "Concurrency=1.5", "Concurrency=1.5: expected a positive integer or \"auto\"" },
+                { "TaskRetries=-1", "TaskRetries=-1: expected a non-negative integer" },
+                { "TaskRetries=two", "TaskRetries=two: expected a non-negative integer" },
+                { "TaskTimeoutSec=0", "TaskTimeoutSec=0: expected a positive time span" SPAN " or \"infinity\"" },
+                { "TaskTimeoutSec=soon", "TaskTimeoutSec=soon: expected a positive time span" SPAN " or \"infinity\"" },
+                { "MaxTasksPerWorker=-5", "MaxTasksPerWorker=-5: expected a non-negative integer (0: no limit)" },
+                { "MaxTasksPerWorker=1e3", "MaxTasksPerWorker=1e3: expected a non-negative integer (0: no limit)" },
+                { "LimitDATA=0", "LimitDATA=0: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
+                { "LimitDATA=-1", "LimitDATA=-1: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
+                { "LimitDATA=64X", "LimitDATA=64X: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
+                { "LimitDATA=lots", "LimitDATA=lots: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
+                { "LimitDATA=99999999999999999999", "LimitDATA=99999999999999999999: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
+                { "LimitDATA=", "LimitDATA=: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
         };
         Env *e = *state;
 
@@ -554,6 +603,18 @@ static void test_error_values(void **state) {
                           "[Apiary] LogLevel=-1: expected a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7");
         assert_conf_error(e, "[Apiary]\nLogLevel=\n",
                           "[Apiary] LogLevel=: expected a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7");
+        assert_conf_error(e, "[Apiary]\nPluginDirectory=\n", "[Apiary] PluginDirectory=: expected an absolute path");
+        assert_conf_error(e, "[Apiary]\nBus=\n",
+                          "[Apiary] Bus=: expected \"system\", \"session\" or a D-Bus address such as unix:path=/run/bus");
+        /* Names are resolved when the file is read: an unknown one is an error. */
+        assert_conf_error(e, "[Apiary]\nSubmitUsers=root no-such-user-apiary\n",
+                          "[Apiary] SubmitUsers=root no-such-user-apiary: expected user names or numeric UIDs, separated by spaces");
+        assert_conf_error(e, "[Apiary]\nSubmitGroups=no-such-group-apiary\n",
+                          "[Apiary] SubmitGroups=no-such-group-apiary: expected group names or numeric GIDs, separated by spaces");
+        assert_conf_error(e, "[Apiary]\nControlUsers=-1\n",
+                          "[Apiary] ControlUsers=-1: expected user names or numeric UIDs, separated by spaces");
+        assert_conf_error(e, "[Apiary]\nControlGroups=4294967296\n",
+                          "[Apiary] ControlGroups=4294967296: expected group names or numeric GIDs, separated by spaces");
 }
 
 static void test_error_restart_max(void **state) {
@@ -757,6 +818,116 @@ static void test_error_dropin_loop(void **state) {
         assert_int_equal(assert_load_fails(e, expected), -ELOOP);
 }
 
+static void test_error_dropin_dir_loop(void **state) {
+        Env *e = *state;
+        g_autofree char *expected = NULL, *dot = NULL;
+
+        write_file(e->conf, "[Pool echo]\nPlugin=echo.so\n");
+
+        /* PATH.d itself a symlink loop: the error names the directory. */
+        assert_int_equal(symlink("apiary.conf.d", e->dropins), 0);
+        expected = g_strdup_printf("%s: cannot open drop-in directory: Too many levels of symbolic links", e->dropins);
+        assert_int_equal(assert_load_fails(e, expected), -ELOOP);
+        assert_int_equal(unlink(e->dropins), 0);
+        g_clear_pointer(&expected, g_free);
+
+        /* A drop-in that is a symlink back to its own directory: a directory, not a file. */
+        assert_int_equal(mkdir(e->dropins, 0755), 0);
+        dot = g_strdup_printf("%s/50-dot.conf", e->dropins);
+        assert_int_equal(symlink(".", dot), 0);
+        expected = g_strdup_printf("%s: cannot read: Is a directory", dot);
+        assert_int_equal(assert_load_fails(e, expected), -EISDIR);
+}
+
+/* Loads E's configuration as UID 65534 in a child (root reads everything), and returns the error
+ * message, or "" if it loaded. */
+static char *load_as_nobody(const Env *e) {
+        char buf[1024] = "";
+        int p[2], status;
+        ssize_t n;
+        pid_t pid;
+
+        assert_int_equal(pipe(p), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                char *error = NULL;
+
+                close(p[0]);
+                if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+                        _exit(2);
+                if (config_load(e->conf, N_CPUS, NULL, &error) < 0 && error)
+                        (void) !write(p[1], error, strlen(error));
+                _exit(0);
+        }
+        close(p[1]);
+        n = read(p[0], buf, sizeof(buf) - 1);
+        close(p[0]);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        buf[n > 0 ? n : 0] = '\0';
+        return g_strdup(buf);
+}
+
+static void test_error_unreadable(void **state) {
+        Env *e = *state;
+        g_autofree char *dropin = NULL, *expected = NULL, *error = NULL;
+
+        if (geteuid() != 0)
+                skip();         /* a user's test run: chmod 000 would do, but the checks below are root's */
+
+        /* The files are root's, 0600, in a directory others may enter. */
+        assert_int_equal(chmod(e->dir, 0755), 0);
+        write_file(e->conf, "[Pool echo]\nPlugin=echo.so\n");
+        assert_int_equal(chmod(e->conf, 0600), 0);
+        error = load_as_nobody(e);
+        expected = g_strdup_printf("%s: cannot read: Permission denied", e->conf);
+        assert_string_equal(error, expected);
+        g_clear_pointer(&error, g_free);
+        g_clear_pointer(&expected, g_free);
+
+        /* A readable main file, an unreadable drop-in: the drop-in is named. */
+        assert_int_equal(chmod(e->conf, 0644), 0);
+        dropin = write_dropin(e, "50-secret.conf", "[Pool echo]\nWorkers=2\n");
+        assert_int_equal(chmod(dropin, 0600), 0);
+        error = load_as_nobody(e);
+        expected = g_strdup_printf("%s: cannot read: Permission denied", dropin);
+        assert_string_equal(error, expected);
+        g_clear_pointer(&error, g_free);
+        g_clear_pointer(&expected, g_free);
+
+        /* A drop-in directory that cannot be listed. */
+        assert_int_equal(chmod(e->dropins, 0700), 0);
+        error = load_as_nobody(e);
+        expected = g_strdup_printf("%s: cannot open drop-in directory: Permission denied", e->dropins);
+        assert_string_equal(error, expected);
+
+        assert_int_equal(chmod(e->dropins, 0755), 0);
+        assert_int_equal(chmod(dropin, 0644), 0);
+        g_free(error);
+        error = load_as_nobody(e);
+        assert_string_equal(error, "");
+}
+
+static void test_error_duplicate_group_in_dropin(void **state) {
+        Env *e = *state;
+        g_autofree char *dropin = NULL, *expected = NULL;
+        Config *c;
+
+        /* The same group in two files is how drop-ins work; twice in one drop-in is an error that
+         * names the drop-in. */
+        write_file(e->conf, "[Pool echo]\nPlugin=echo.so\n");
+        dropin = write_dropin(e, "50-x.conf", "[Pool echo]\nWorkers=2\n[Apiary]\nLogLevel=debug\n[Pool echo]\nWorkers=3\n");
+        expected = g_strdup_printf("%s: [Pool echo]: group appears more than once in this file", dropin);
+        assert_int_equal(assert_load_fails(e, expected), -EINVAL);
+
+        write_file(dropin, "[Pool echo]\nWorkers=2\n");
+        g_free(write_dropin(e, "60-y.conf", "[Pool echo]\nWorkers=3\n"));
+        c = load_n(e, N_CPUS);
+        assert_int_equal(c->pools[0]->workers, 3);
+        config_free(c);
+}
+
 static void test_ret_pointers(void **state) {
         Env *e = *state;
         char *error = (char *) "untouched";
@@ -874,10 +1045,26 @@ static void test_pool_config_equal(void **state) {
         ASSERT_DIFFERS(failed_retry_usec, USEC_INFINITY);
         ASSERT_DIFFERS(start_timeout_usec, 1);
         ASSERT_DIFFERS(stop_timeout_usec, 1);
+        ASSERT_DIFFERS(queue_limit, 1);
+        ASSERT_DIFFERS(concurrency, 7);
+        ASSERT_DIFFERS(task_retries, 9);
+        ASSERT_DIFFERS(task_timeout_usec, 1);
+        ASSERT_DIFFERS(max_tasks_per_worker, 1);
+        ASSERT_DIFFERS(limit_data, 1 << 20);
         ASSERT_DIFFERS(n_plugin, 1);
         ASSERT_DIFFERS(plugin_values, values_changed);
         ASSERT_DIFFERS(plugin_keys, keys_renamed);
 #undef ASSERT_DIFFERS
+
+        /* Workers keep the limits they started with: a new LimitDATA= needs new workers, a new
+         * queue setting does not. */
+        b = *a;
+        b.limit_data = 1 << 20;
+        assert_false(pool_config_same_code(a, &b));
+        b = *a;
+        b.queue_limit = 1;
+        b.task_timeout_usec = 1;
+        assert_true(pool_config_same_code(a, &b));
 
         /* Where Plugin= was written, and the order of plugin keys, do not matter. */
         b = *a;
@@ -939,6 +1126,9 @@ int main(void) {
                 T(test_error_missing_main),
                 T(test_error_dropin_unreadable),
                 T(test_error_dropin_loop),
+                T(test_error_dropin_dir_loop),
+                T(test_error_unreadable),
+                T(test_error_duplicate_group_in_dropin),
                 T(test_ret_pointers),
                 T(test_check_plugins),
                 T(test_pool_config_equal),

@@ -9,12 +9,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 #include <systemd/sd-journal.h>
@@ -43,7 +45,8 @@ void context_done(Context *c) {
 }
 
 static int parse_argv(Context *c, int argc, char *argv[]) {
-        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL, ARG_ZYGOTE, ARG_UID, ARG_GID };
+        enum { ARG_BUS_FD = 0x100, ARG_POOL, ARG_SLOT, ARG_SUPERVISOR_PID, ARG_LOG_LEVEL, ARG_ZYGOTE, ARG_UID, ARG_GID,
+               ARG_LIMIT_DATA };
         static const struct option options[] = {
                 { "uid", required_argument, NULL, ARG_UID },
                 { "gid", required_argument, NULL, ARG_GID },
@@ -53,6 +56,7 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                 { "slot", required_argument, NULL, ARG_SLOT },
                 { "supervisor-pid", required_argument, NULL, ARG_SUPERVISOR_PID },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "limit-data", required_argument, NULL, ARG_LIMIT_DATA },
                 {}
         };
         int opt;
@@ -60,6 +64,7 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
         c->bus_fd = -1;
         c->uid = (uid_t) -1;
         c->gid = (gid_t) -1;
+        c->limit_data = UINT64_MAX;
         while ((opt = getopt_long(argc, argv, "", options, NULL)) >= 0) {
                 char *end;
                 long v;
@@ -100,6 +105,18 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                 case ARG_ZYGOTE:
                         c->zygote = true;
                         break;
+                case ARG_LIMIT_DATA: {
+                        unsigned long long bytes;
+
+                        errno = 0;
+                        bytes = strtoull(optarg, &end, 10);
+                        if (errno != 0 || *end != '\0' || optarg[0] < '0' || optarg[0] > '9' || bytes == 0) {
+                                fprintf(stderr, "apiary-worker: invalid size \"%s\".\n", optarg);
+                                return -EINVAL;
+                        }
+                        c->limit_data = bytes;
+                        break;
+                }
                 case ARG_POOL:
                         free(c->pool);
                         c->pool = strdup(optarg);
@@ -115,6 +132,20 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                                 "To run one task of a plugin by hand: apiary-worker --oneshot PLUGIN <PAYLOAD\n");
                 return -EINVAL;
         }
+        return 0;
+}
+
+/* LimitDATA=: soft and hard, so that the plugin cannot raise it again. Set just before the plugin
+ * loads, so that its constructors count too, and the host's own start-up does not. */
+static int apply_limits(const Context *c) {
+        struct rlimit rl;
+
+        if (c->limit_data == UINT64_MAX)
+                return 0;
+        rl.rlim_cur = rl.rlim_max = (rlim_t) c->limit_data;
+        if (setrlimit(RLIMIT_DATA, &rl) < 0)
+                return log_error_errno(errno, "Failed to set RLIMIT_DATA to %" PRIu64 " bytes (LimitDATA=): %m",
+                                       c->limit_data);
         return 0;
 }
 
@@ -156,7 +187,13 @@ void connect_output(const Context *c) {
 }
 
 static int on_link_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return sd_event_exit(sd_bus_get_event(sd_bus_message_get_bus(m)), WORKER_EXIT_LINK);
+        Context *c = userdata;
+        LogContext ctx = { .pool = c->pool, .slot = (int) c->slot, .pid = (int) getpid() };
+
+        log_ctx(LOG_WARNING, &ctx, "The link to apiaryd closed, exiting.");
+        /* Not sd_bus_get_event() of the message's bus: sd-bus detaches a closed bus from its event
+         * loop before it dispatches Disconnected, and sd_event_exit(NULL) would do nothing. */
+        return sd_event_exit(c->event, WORKER_EXIT_LINK);
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -286,7 +323,7 @@ int context_connect(Context *c) {
                 return log_error_errno(r, "Failed to connect to apiaryd: %m");
         /* apiaryd gone (it should have killed us first): exit with WORKER_EXIT_LINK. */
         return sd_bus_match_signal(c->bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
-                                   "Disconnected", on_link_disconnected, NULL);
+                                   "Disconnected", on_link_disconnected, c);
 }
 
 /* From a loaded plugin to serving tasks: init(), the Worker1 object, Ready(), the loop. */
@@ -378,6 +415,10 @@ static int run(int argc, char *argv[]) {
         r = drop_privileges(&c);
         if (r < 0)
                 return WORKER_EXIT_LOAD;
+
+        r = apply_limits(&c);
+        if (r < 0)
+                return WORKER_EXIT_FAILURE;
 
         r = plugin_host_load(&c.plugin);
         if (r < 0) {

@@ -23,6 +23,7 @@ typedef struct Context {
         bool zygote;                    /* --zygote: load the plugin once, fork workers on request */
         pid_t supervisor;
         int bus_fd;
+        uint64_t limit_data;            /* --limit-data=: RLIMIT_DATA for the plugin; UINT64_MAX: none */
         uid_t uid;                      /* --uid=, --gid=: switched to before the plugin loads; */
         gid_t gid;                      /* (uid_t) -1, (gid_t) -1: stay as started */
 

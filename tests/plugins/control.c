@@ -6,7 +6,11 @@
  *   ExitCode=N                         the status for InitMode=exit (default 7)
  *   CrashAfterMs=N                     after a successful init(), die by SIGALRM N ms later
  *   InitDelayMs=N                      take N ms in init() before doing what InitMode says
- *   OnlySlots=0,2                      apply InitMode/CrashAfterMs only in these slots (default all)
+ *   FiniMode=ok|hang|crash             what fini() does (default ok)
+ *   IgnoreSigterm=yes                  init() unblocks SIGTERM and SIGINT and ignores them, so that
+ *                                      the host's stop never comes (only SIGKILL ends the worker)
+ *   OnlySlots=0,2                      apply InitMode/CrashAfterMs/FiniMode/IgnoreSigterm only in
+ *                                      these slots (default all)
  *
  * Tasks: the payload is echoed, except for these commands:
  *   "crash"          abort()
@@ -18,6 +22,10 @@
  *                    stderr, return "printed"
  *   "relay POOL DATA" submit DATA to POOL, return "relayed:" + its result (asynchronously)
  *   "return-nothing" return from run() without completing the task
+ *   "spawn N"        fork N (at most 64) children that sleep forever; return their PIDs
+ *   "hog N"          allocate and touch N MiB; if malloc() fails, log it and abort()
+ *   "close-bus"      close the worker's link to apiaryd (fd 3), then return the payload
+ *   "garbage"        write bytes that are not D-Bus to the link (fd 3), then return the payload
  */
 #include <errno.h>
 #include <signal.h>
@@ -26,6 +34,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <apiary/plugin.h>
@@ -47,6 +56,7 @@ static int control_init(const struct apiary_host *host, void **ret_state) {
         const char *mode = host->config_get(host, "InitMode");
         const char *crash_after = host->config_get(host, "CrashAfterMs");
         const char *delay = host->config_get(host, "InitDelayMs");
+        const char *ignore_sigterm = host->config_get(host, "IgnoreSigterm");
 
         *ret_state = (void *) host;
         if (!slot_applies(host))
@@ -74,6 +84,19 @@ static int control_init(const struct apiary_host *host, void **ret_state) {
                 exit(code ? atoi(code) : 7);
         }
 
+        if (ignore_sigterm && strcmp(ignore_sigterm, "yes") == 0) {
+                sigset_t mask;
+
+                /* The host blocks them to read them from its event loop; unblocked and ignored,
+                 * they are dropped as they come. */
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGTERM);
+                sigaddset(&mask, SIGINT);
+                signal(SIGTERM, SIG_IGN);
+                signal(SIGINT, SIG_IGN);
+                sigprocmask(SIG_UNBLOCK, &mask, NULL);
+        }
+
         if (crash_after) {
                 struct itimerval it = {};
                 long ms = atol(crash_after);
@@ -87,6 +110,62 @@ static int control_init(const struct apiary_host *host, void **ret_state) {
 
         host->log(host, APIARY_LOG_DEBUG, "control plugin ready (InitMode=%s)", mode ? mode : "ok");
         return 0;
+}
+
+static void control_fini(void *state) {
+        const struct apiary_host *host = state;
+        const char *mode = host->config_get(host, "FiniMode");
+
+        if (!mode || !slot_applies(host))
+                return;
+        if (strcmp(mode, "hang") == 0)
+                for (;;)
+                        pause();
+        if (strcmp(mode, "crash") == 0)
+                abort();
+}
+
+/* "spawn N": children that outlive nothing. They stay in the worker's process group. */
+static int spawn_children(const struct apiary_host *host, apiary_task *task, int n) {
+        char buf[64 * 12] = "";
+        size_t len = 0;
+
+        if (n < 1 || n > 64)
+                return host->task_fail(task, "usage: spawn N, with N from 1 to 64");
+        for (int i = 0; i < n; i++) {
+                pid_t pid = fork();
+
+                if (pid < 0)
+                        return host->task_fail(task, "fork: %s", strerror(errno));
+                if (pid == 0)
+                        for (;;)
+                                pause();
+                len += (size_t) snprintf(buf + len, sizeof(buf) - len, "%s%i", i > 0 ? " " : "", (int) pid);
+        }
+        return host->task_return(task, buf, len);
+}
+
+/* "hog N": what a leaky plugin does when the memory runs out, as g_malloc() or C++'s new would. */
+static int hog(const struct apiary_host *host, apiary_task *task, long mib) {
+        char **chunks = calloc((size_t) mib + 1, sizeof(char *));
+        char buf[64];
+        int k;
+
+        if (!chunks)
+                abort();
+        for (long i = 0; i < mib; i++) {
+                chunks[i] = malloc(1 << 20);
+                if (!chunks[i]) {
+                        host->log(host, APIARY_LOG_ERR, "out of memory after %ld MiB, aborting", i);
+                        abort();
+                }
+                memset(chunks[i], 0x5a, 1 << 20);
+        }
+        for (long i = 0; i < mib; i++)
+                free(chunks[i]);
+        free(chunks);
+        k = snprintf(buf, sizeof(buf), "allocated %ld MiB", mib);
+        return host->task_return(task, buf, (size_t) k);
 }
 
 typedef struct Relay {
@@ -120,8 +199,13 @@ static int control_run(void *state, apiary_task *task) {
         if (n == 4 && memcmp(p, "hang", 4) == 0)
                 for (;;)
                         pause();
-        if (n > 5 && memcmp(p, "exit ", 5) == 0)
-                _exit(atoi(p + 5));
+        if (n > 5 && n < 16 && memcmp(p, "exit ", 5) == 0) {
+                char num[16];   /* the payload is not NUL-terminated */
+
+                memcpy(num, p + 5, n - 5);
+                num[n - 5] = '\0';
+                _exit(atoi(num));
+        }
         if (n >= 5 && memcmp(p, "fail ", 5) == 0)
                 return host->task_fail(task, "%.*s", (int) (n - 5), p + 5);
         if (n == 3 && memcmp(p, "pid", 3) == 0) {
@@ -137,6 +221,31 @@ static int control_run(void *state, apiary_task *task) {
         }
         if (n == 14 && memcmp(p, "return-nothing", 14) == 0)
                 return 0;
+        if (n > 6 && n < 16 && memcmp(p, "spawn ", 6) == 0) {
+                char num[16];
+
+                memcpy(num, p + 6, n - 6);
+                num[n - 6] = '\0';
+                return spawn_children(host, task, atoi(num));
+        }
+        if (n > 4 && n < 16 && memcmp(p, "hog ", 4) == 0) {
+                char num[16];
+
+                memcpy(num, p + 4, n - 4);
+                num[n - 4] = '\0';
+                return hog(host, task, atol(num));
+        }
+        if (n == 9 && memcmp(p, "close-bus", 9) == 0) {
+                close(3);
+                return host->task_return(task, p, n);
+        }
+        if (n == 7 && memcmp(p, "garbage", 7) == 0) {
+                static const char junk[] = "this is not D-Bus\n\xff\xfe\0\0";
+
+                if (write(3, junk, sizeof(junk)) < 0)
+                        return host->task_fail(task, "write: %s", strerror(errno));
+                return host->task_return(task, p, n);
+        }
         if (n > 6 && memcmp(p, "relay ", 6) == 0) {
                 const char *pool = p + 6, *sp = memchr(pool, ' ', n - 6);
                 char name[128];
@@ -164,4 +273,5 @@ APIARY_PLUGIN_DEFINE = {
         .version = "1.0",
         .init = control_init,
         .run = control_run,
+        .fini = control_fini,
 };
