@@ -250,6 +250,9 @@ static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static int pool_start_workers(Pool *p);
+static int on_held_timeout(sd_event_source *s, uint64_t usec, void *userdata);
+
 int pool_start(Pool *p) {
         int r;
 
@@ -271,21 +274,53 @@ int pool_start(Pool *p) {
 
         log_pool(LOG_INFO, p, "Starting %u worker%s of plugin %s.", p->n_wanted, p->n_wanted == 1 ? "" : "s",
                  p->config->plugin_path);
-        /* The first workers are spawned; the zygote forks those that follow, once it is ready. */
         r = zygote_start(p);
         if (r < 0)
                 log_pool(LOG_WARNING, p, "Failed to start the zygote, workers are spawned instead: %s", strerror(-r));
+        else if (p->zygote && p->zygote->state == ZYGOTE_STARTING) {
+                /* Its workers are to come from the zygote, which takes about as long to load the
+                 * plugin as one spawned worker: hold them back until it is ready (or gone, or late). */
+                r = sd_event_add_time_relative(p->manager->event, &p->held_source, CLOCK_MONOTONIC,
+                                               ZYGOTE_HOLD_USEC, USEC_PER_MSEC, on_held_timeout, p);
+                if (r >= 0)
+                        return 0;
+        }
+        return pool_start_workers(p);
+}
+
+static int pool_start_workers(Pool *p) {
+        int r;
+
         for (unsigned i = 0; i < p->n_wanted && p->state != POOL_FAILED; i++) {
+                if (worker_is_running(p->workers[i]))
+                        continue;
                 r = worker_start(p->workers[i]);
                 if (r < 0)
                         return r;
         }
-
         pool_update_state(p);
         return 0;
 }
 
+void pool_release_held(Pool *p) {
+        if (!p->held_source)
+                return;
+        p->held_source = sd_event_source_disable_unref(p->held_source);
+        if (pool_is_active(p))
+                (void) pool_start_workers(p);
+}
+
+static int on_held_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Pool *p = userdata;
+
+        log_pool(LOG_WARNING, p, "The zygote is not ready after %llu ms, spawning the workers instead.",
+                 (unsigned long long) (ZYGOTE_HOLD_USEC / USEC_PER_MSEC));
+        pool_release_held(p);
+        return 0;
+}
+
 void pool_stop(Pool *p) {
+        p->held_source = sd_event_source_disable_unref(p->held_source);
         zygote_stop(p);
         p->retry_source = sd_event_source_disable_unref(p->retry_source);
         p->rolling = false;
@@ -382,6 +417,7 @@ Pool *pool_free(Pool *p) {
         if (!p)
                 return NULL;
 
+        p->held_source = sd_event_source_disable_unref(p->held_source);
         zygote_stop(p);
         for (unsigned i = 0; i < p->n_workers; i++)
                 worker_free(p->workers[i]);

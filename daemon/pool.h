@@ -49,6 +49,7 @@ typedef struct Pool {
         usec_t rolling_began;           /* CLOCK_MONOTONIC */
 
         Zygote *zygote;                 /* Zygote=yes: forks its workers (zygote.c) */
+        sd_event_source *held_source;   /* a start held back for the zygote: its time limit */
 
         GQueue queue;                   /* of Task, FIFO; links embedded in the tasks */
         unsigned dispatch_cursor;       /* where the search for a free worker starts */
@@ -64,6 +65,8 @@ static inline void pool_freep(Pool **p) {
 }
 
 int pool_start(Pool *p);
+/* Starts the workers of a start held back for the zygote (it is ready, gone, or too slow). */
+void pool_release_held(Pool *p);
 void pool_stop(Pool *p);
 /* Rolling restart: one slot at a time, each new worker ready before the next slot goes. */
 void pool_restart(Pool *p);

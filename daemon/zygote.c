@@ -71,6 +71,7 @@ static int on_zygote_exit(sd_event_source *s, const siginfo_t *si, void *userdat
                    si->si_code == CLD_EXITED ? "exited with status" : "killed by signal", si->si_status,
                    z->given_up ? "; workers of this pool are spawned instead" : "");
         zygote_drop_process(z);
+        pool_release_held(p);   /* a start that waited for it spawns its workers */
 
         if (z->given_up || !pool_is_active(p))
                 return 0;
@@ -95,6 +96,7 @@ static int zygote_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error
 
         z->failures = 0;
         zygote_set_state(z, ZYGOTE_READY);
+        pool_release_held(z->pool);
         log_zygote(LOG_DEBUG, z, "Zygote ready.");
         return sd_bus_reply_method_return(msg, NULL);
 }

@@ -6,6 +6,8 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "time-util.h"
+
 typedef struct Pool Pool;
 typedef struct Worker Worker;
 
@@ -32,6 +34,9 @@ typedef struct Zygote {
         unsigned failures;              /* exits in a row, for the retry delay */
         bool given_up;                  /* the plugin does not load: no more tries until a restart */
 } Zygote;
+
+/* How long a pool start waits for its zygote before spawning its workers instead. */
+#define ZYGOTE_HOLD_USEC (2 * USEC_PER_SEC)
 
 /* Starts the pool's zygote if its configuration asks for one (and it has none running). */
 int zygote_start(Pool *p);

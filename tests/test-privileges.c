@@ -127,8 +127,8 @@ static void test_workers_run_as_the_pools_user(void **state) {
         assert_dropped(test_worker_pid(d, "plain", 0));
         run_echo(d, "plain");
 
-        /* The first worker of a zygote pool is spawned; the zygote drops privileges before it
-         * loads the plugin, and the workers it forks inherit that. */
+        /* The zygote drops privileges before it loads the plugin, and the workers it forks (the
+         * first ones too: a start waits for the zygote) inherit that. */
         old = test_worker_pid(d, "forked", 0);
         assert_dropped(old);
         test_wait_until(d, zygote_ready, "forked", TEST_TIMEOUT_USEC, "the zygote of pool forked");

@@ -133,6 +133,15 @@ static void test_forked_workers_replace_killed_ones(void **state) {
         test_daemon_start(d, &f->bus, zygote_pool, true);
         (void) wait_zygote(d, 0);
 
+        /* The start waited for the zygote: the first workers are forked too. */
+        for (unsigned slot = 0; slot < 2; slot++) {
+                pid_t pid = test_worker_pid(d, "echo", slot);
+                g_autofree char *cmd = cmdline_of(pid);
+
+                assert_int_equal(parent_of(pid), d->pid);
+                assert_non_null(strstr(cmd, "--zygote"));
+        }
+
         for (unsigned i = 1; i <= 5; i++) {
                 (void) kill_and_expect_forked(d, 0);
                 assert_int_equal(test_get_u32(d, w0, WORKER_IFACE, "Restarts"), i);
