@@ -828,13 +828,20 @@ class Bench:
                   "median/min/max over the runs shown; a fresh apiaryd for each run (the first run at 1 worker is a",
                   "warm-up); memory: apiaryd VmRSS, each worker's Pss from /proc/PID/smaps_rollup")
         bus = Bus(self, "spawn")
-        plan = [(1, 1, True)] + [(n, runs, False) for n, runs in self.p["spawn"]]
-        for n, runs, warm in plan:
+        plan = [(1, 1, True, False)] + [(n, runs, False, z) for z in (False, True) for n, runs in self.p["spawn"]]
+        for n, runs, warm, zygote in plan:
             times, rss, pss_med, pss_total, stops = [], [], [], [], []  # ms, MiB, KiB, MiB, ms
+            how = ", Zygote=yes" if zygote else ""
             for _ in range(runs):
-                d = Apiaryd(self, bus, "[Pool s]\nPlugin=echo.so\nWorkers=%d\nStartTimeoutSec=5min\n" % n)
+                d = Apiaryd(self, bus, "[Pool s]\nPlugin=echo.so\nWorkers=%d\nStartTimeoutSec=5min\nZygote=%s\n"
+                            % (n, "yes" if zygote else "no"))
                 times.append(d.wait_ready(timeout=300) * 1e3)
                 ws = d.workers()
+                if zygote:
+                    # The zygote is apiaryd's child too, but no worker.
+                    out = run_cmd(["busctl", "--address=" + bus.address, "get-property", "org.apiary.Apiary1",
+                                   "/org/apiary/Apiary1/pool/s", "org.apiary.Apiary1.Pool", "ZygotePID"], timeout=30)
+                    ws = [w for w in ws if w != int(out[0].split()[1])]
                 if len(ws) != n:
                     raise BenchError("READY=1 with %d workers, %d wanted" % (len(ws), n))
                 pss = [pss_kb(w) for w in ws]
@@ -845,12 +852,12 @@ class Bench:
                 self.checks += 1
             if warm:
                 continue
-            t.row("time to READY=1", n, "ms", times)
-            t.row("apiaryd VmRSS", n, "MiB", rss)
-            t.row("worker Pss (median over workers)", n, "KiB", pss_med)
+            t.row("time to READY=1" + how, n, "ms", times)
+            t.row("apiaryd VmRSS" + how, n, "MiB", rss)
+            t.row("worker Pss (median over workers)" + how, n, "KiB", pss_med)
             if n > 1:
-                t.row("workers' Pss, total", n, "MiB", pss_total)
-            t.row("stop: SIGTERM -> apiaryd exited", n, "ms", stops)
+                t.row("workers' Pss, total" + how, n, "MiB", pss_total)
+            t.row("stop: SIGTERM -> apiaryd exited" + how, n, "ms", stops)
         bus.stop()
 
     # ---- 5. idle ----
