@@ -77,6 +77,8 @@ void test_daemon_write_config(TestDaemon *d, const char *config);
 /* Sends SIG and waits (bounded) for apiaryd to exit, and for its log to be complete (with
  * test_daemon_start_logged()); returns d->exit_status. */
 int test_daemon_kill_and_wait(TestDaemon *d, int sig);
+/* Waits (bounded) for apiaryd to exit by itself; returns d->exit_status. */
+int test_daemon_wait(TestDaemon *d);
 /* Tears everything down, whatever state the test left it in. A running apiaryd gets SIGTERM and
  * must exit 0: returns -1 if it did not (a leak or error under APIARY_TEST_WRAPPER, say). */
 int test_daemon_stop(TestDaemon *d);

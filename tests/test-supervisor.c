@@ -342,6 +342,38 @@ static void test_sigterm_stops_everything(void **state) {
                 assert_false(test_pid_alive(pids[i]));
 }
 
+/* The bus daemon goes away: apiaryd stops its workers and exits with status 1, so that systemd's
+ * Restart=on-failure brings it back once the bus is there again (docs/apiaryd.md). Nothing is
+ * left behind: no worker, no zygote, no private socket. */
+static void test_bus_loss_stops_cleanly(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *config = NULL, *sock = g_strdup_printf("%s/private", f->bus.dir), *z = NULL;
+        pid_t pids[4];
+
+        config = g_strdup_printf("[Apiary]\nPluginDirectory=@PLUGINS@\nPrivateSocket=%s\n"
+                                 "[Pool echo]\nPlugin=echo.so\nWorkers=2\n"
+                                 "[Pool forked]\nPlugin=echo.so\nWorkers=1\nZygote=yes\n", sock);
+        test_daemon_start(d, &f->bus, config, true);
+        pids[0] = test_worker_pid(d, "echo", 0);
+        pids[1] = test_worker_pid(d, "echo", 1);
+        pids[2] = test_worker_pid(d, "forked", 0);
+        z = test_pool_path("forked");
+        pids[3] = (pid_t) test_get_u32(d, z, POOL_IFACE, "ZygotePID");
+        assert_true(pids[3] > 0);
+        assert_int_equal(access(sock, F_OK), 0);
+
+        /* Only the daemon: the bus directory (with the socket) stays for the checks below. */
+        assert_int_equal(kill(f->bus.pid, SIGKILL), 0);
+        assert_int_equal(waitpid(f->bus.pid, NULL, 0), f->bus.pid);
+        f->bus.pid = 0;
+
+        assert_int_equal(test_daemon_wait(d), 1);
+        for (size_t i = 0; i < G_N_ELEMENTS(pids); i++)
+                assert_false(test_pid_alive(pids[i]));
+        assert_int_equal(access(sock, F_OK), -1);
+}
+
 static void test_sigkill_of_supervisor_kills_workers(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
@@ -431,6 +463,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_bad_plugins_fail_cleanly, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_sigterm_stops_everything, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_sigkill_of_supervisor_kills_workers, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_bus_loss_stops_cleanly, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test(test_check_config),
         };
