@@ -321,12 +321,14 @@ static int on_held_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 
 void pool_stop(Pool *p) {
         p->held_source = sd_event_source_disable_unref(p->held_source);
-        zygote_stop(p);
         p->retry_source = sd_event_source_disable_unref(p->retry_source);
         p->rolling = false;
         p->stopping = true;
         for (unsigned i = 0; i < p->n_workers; i++)
                 worker_stop(p->workers[i]);
+        /* After the workers: those it is forking right now are stopped (or spawned) through the
+         * answers to their Fork(), which it still sends or which fail as it goes. */
+        zygote_stop(p);
         if (pool_is_idle(p)) {
                 p->stopping = false;
                 if (p->state != POOL_FAILED)

@@ -509,6 +509,15 @@ static void worker_spawn_failed(Worker *w) {
 }
 
 void worker_respawn(Worker *w) {
+        Pool *p = w->pool;
+
+        /* Stopped meanwhile: no process is what was wanted. */
+        if (w->state == WORKER_STOPPING || w->stop_wanted || p->stopping || p->manager->state == MANAGER_STOPPING) {
+                worker_drop_process(w);
+                worker_set_state(w, WORKER_DEAD);
+                manager_pool_changed(p->manager, p);
+                return;
+        }
         if (worker_spawn_exec(w) < 0)
                 worker_spawn_failed(w);
 }

@@ -36,8 +36,30 @@ static void zygote_set_state(Zygote *z, ZygoteState state) {
                                             "ZygotePID");
 }
 
+/* The Fork() calls that will get no answer now: their slots are spawned instead (or, if they
+ * were stopped meanwhile, are done). Answers already in the socket are taken first. */
+static void zygote_fail_pending(Zygote *z) {
+        Pool *p = z->pool;
+
+        if (z->link)
+                while (sd_bus_process(z->link, NULL) > 0)
+                        ;
+        if (!p)
+                return;
+        for (unsigned i = 0; i < p->n_workers; i++) {
+                Worker *w = p->workers[i];
+
+                if (!w->fork_slot)
+                        continue;
+                w->fork_slot = sd_bus_slot_unref(w->fork_slot);
+                w->link = sd_bus_flush_close_unref(w->link);
+                worker_respawn(w);
+        }
+}
+
 static void zygote_drop_process(Zygote *z) {
         z->child_source = sd_event_source_disable_unref(z->child_source);
+        zygote_fail_pending(z);
         z->link = sd_bus_flush_close_unref(z->link);
         zygote_set_state(z, ZYGOTE_DEAD);
         z->pid = 0;
