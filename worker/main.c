@@ -348,6 +348,12 @@ int worker_serve(Context *c) {
                 return WORKER_EXIT_FAILURE;
         }
 
+        return ready_and_serve(c);
+}
+
+int ready_and_serve(Context *c) {
+        int r;
+
         r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Ready",
                                NULL, NULL, "sst",
                                strempty(c->plugin.plugin->name), strempty(c->plugin.plugin->version),

@@ -35,6 +35,8 @@ void context_done(Context *c);
 int context_connect(Context *c);
 /* With the plugin loaded: init(), Ready(), then tasks until told to stop. Returns the exit status. */
 int worker_serve(Context *c);
+/* Reports Ready() to apiaryd, then runs the event loop until told to stop. Returns the exit status. */
+int ready_and_serve(Context *c);
 /* Dies with apiaryd (PR_SET_PDEATHSIG), and fails if apiaryd is not our parent. */
 int bind_to_supervisor(pid_t supervisor);
 /* Under journald, stdout and stderr become a journal stream tagged with pool and slot. */

@@ -99,18 +99,5 @@ int zygote_serve(Context *c) {
         }
 
         /* Loaded: apiaryd may ask for workers now. */
-        r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Ready", NULL, NULL,
-                               "sst", strempty(c->plugin.plugin->name), strempty(c->plugin.plugin->version),
-                               (uint64_t) now_usec(CLOCK_MONOTONIC));
-        if (r < 0) {
-                log_error_errno(r, "Failed to report readiness to apiaryd: %m");
-                return WORKER_EXIT_LINK;
-        }
-
-        r = sd_event_loop(c->event);
-        if (r < 0) {
-                log_error_errno(r, "Event loop failed: %m");
-                return WORKER_EXIT_FAILURE;
-        }
-        return r;
+        return ready_and_serve(c);
 }
