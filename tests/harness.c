@@ -22,6 +22,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <dbus/dbus.h>
+
 #include "harness.h"
 
 static const char *env_or_fail(const char *name) {
@@ -57,6 +59,23 @@ static bool pidfd_wait(int pidfd, usec_t timeout) {
 
 bool test_pid_alive(pid_t pid) {
         return kill(pid, 0) == 0 || errno != ESRCH;
+}
+
+DBusConnection *test_libdbus_connect(const char *address) {
+        DBusError error;
+        DBusConnection *c;
+
+        dbus_error_init(&error);
+        c = dbus_connection_open_private(address, &error);
+        if (!c)
+                fail_msg("libdbus: %s", error.message);
+        assert_true(dbus_bus_register(c, &error));
+        return c;
+}
+
+void test_libdbus_disconnect(DBusConnection *c) {
+        dbus_connection_close(c);
+        dbus_connection_unref(c);
 }
 
 bool test_wait_pid_gone(pid_t pid, usec_t timeout) {

@@ -137,6 +137,11 @@ int test_client(const TestBus *b, unsigned uid, char **ret_output, const char *c
 /* The same on ADDRESS; "peer:unix:path=..." makes client.py connect peer-to-peer. */
 int test_client_at(const char *address, unsigned uid, char **ret_output, const char *const *args);
 
+/* A private libdbus connection to the bus at ADDRESS, registered (Hello); fails the test on error. */
+typedef struct DBusConnection DBusConnection;
+DBusConnection *test_libdbus_connect(const char *address);
+void test_libdbus_disconnect(DBusConnection *c);
+
 /* Waits for a process that is not our child to be gone (pidfd). Returns true if it went. */
 bool test_wait_pid_gone(pid_t pid, usec_t timeout);
 bool test_pid_alive(pid_t pid);

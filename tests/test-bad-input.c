@@ -39,23 +39,6 @@ static const char *const config =
         "[Pool small]\nPlugin=echo.so\nWorkers=1\nQueueLimit=1000\n"
         "[Pool slow]\nPlugin=sleep.so\nKind=io\nWorkers=1\nConcurrency=4\n";
 
-static DBusConnection *connect_libdbus(const char *address) {
-        DBusError error;
-        DBusConnection *c;
-
-        dbus_error_init(&error);
-        c = dbus_connection_open_private(address, &error);
-        if (!c)
-                fail_msg("libdbus: %s", error.message);
-        assert_true(dbus_bus_register(c, &error));
-        return c;
-}
-
-static void disconnect_libdbus(DBusConnection *c) {
-        dbus_connection_close(c);
-        dbus_connection_unref(c);
-}
-
 /* Sends CALL (taken) and expects the error ERROR_NAME; returns its message. */
 static char *call_expect_error(DBusConnection *c, DBusMessage *call, const char *error_name) {
         DBusError error;
@@ -162,7 +145,7 @@ static void test_wrong_signatures(void **state) {
         DBusMessageIter iter, dict;
 
         test_daemon_start(d, &f->bus, config, true);
-        c = connect_libdbus(f->bus.address);
+        c = test_libdbus_connect(f->bus.address);
 
         for (size_t i = 0; i < G_N_ELEMENTS(members); i++) {
                 /* No arguments at all. */
@@ -246,7 +229,7 @@ static void test_wrong_signatures(void **state) {
                 assert_int_equal(test_run(d, "echo", "fine", 4, 0, (void **) &out, NULL, &error), 0);
                 assert_string_equal(out, "fine");
         }
-        disconnect_libdbus(c);
+        test_libdbus_disconnect(c);
 }
 
 /* ---- sizes ---- */
@@ -260,7 +243,7 @@ static void test_huge_arrays_and_payloads(void **state) {
         DBusConnection *c;
 
         test_daemon_start(d, &f->bus, config, true);
-        c = connect_libdbus(f->bus.address);
+        c = test_libdbus_connect(f->bus.address);
 
         /* More tasks than QueueLimit=: refused whole, with QueueFull, and nothing is queued. */
         msg = call_expect_error(c, task_call("SubmitBatch", "small", 1001, 0), "org.apiary.Apiary1.Error.QueueFull");
@@ -352,7 +335,7 @@ static void test_huge_arrays_and_payloads(void **state) {
         assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 1001);
         assert_int_equal(test_get_manager_u64(d, "TasksDone"), 1001);
         assert_counters_add_up(d);
-        disconnect_libdbus(c);
+        test_libdbus_disconnect(c);
 }
 
 /* ---- object paths ---- */
@@ -375,7 +358,7 @@ static void test_unknown_objects(void **state) {
         DBusConnection *c;
 
         test_daemon_start(d, &f->bus, config, true);
-        c = connect_libdbus(f->bus.address);
+        c = test_libdbus_connect(f->bus.address);
 
         for (size_t i = 0; i < G_N_ELEMENTS(paths); i++) {
                 DBusMessage *m;
@@ -391,7 +374,7 @@ static void test_unknown_objects(void **state) {
                 g_free(call_expect_error(c, new_call(paths[i], POOL_IFACE, "Start"),
                                          "org.freedesktop.DBus.Error.UnknownObject"));
         }
-        disconnect_libdbus(c);
+        test_libdbus_disconnect(c);
 
         /* The same through python3-dbus, and the control methods' own errors. */
         assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-pool", "nonexistent", "Start", NULL }), 1);
@@ -449,7 +432,7 @@ static void test_client_hangs_up_with_calls_pending(void **state) {
 
         /* 40 Run calls, a RunBatch and a SubmitBatch of 20 each, all 50 ms sleeps on one worker
          * that runs 4 at a time; then the client is gone before the first answer. */
-        c = connect_libdbus(f->bus.address);
+        c = test_libdbus_connect(f->bus.address);
         for (unsigned i = 0; i < RUNS; i++) {
                 DBusMessage *m = new_call(MANAGER_PATH, MANAGER_IFACE, "Run");
                 DBusMessageIter iter, bytes;
@@ -503,7 +486,7 @@ static void test_client_hangs_up_with_calls_pending(void **state) {
                 dbus_message_unref(reply);
                 dbus_message_unref(m);
         }
-        disconnect_libdbus(c);
+        test_libdbus_disconnect(c);
 
         /* apiaryd runs them all to their end, answers no one, and counts them right. */
         test_wait_until(d, tasks_settled, &w, 3 * TEST_TIMEOUT_USEC, "the hung-up client's tasks to end");

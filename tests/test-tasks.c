@@ -162,23 +162,6 @@ static void test_10000_echo_tasks_one_at_a_time(void **state) {
 
 /* ---- libdbus: Run one at a time, and the error names clients match on ---- */
 
-static DBusConnection *libdbus_connect(const char *address) {
-        DBusError error;
-        DBusConnection *c;
-
-        dbus_error_init(&error);
-        c = dbus_connection_open_private(address, &error);
-        if (!c)
-                fail_msg("libdbus: %s", error.message);
-        assert_true(dbus_bus_register(c, &error));
-        return c;
-}
-
-static void libdbus_disconnect(DBusConnection *c) {
-        dbus_connection_close(c);
-        dbus_connection_unref(c);
-}
-
 /* Calls Run (or Submit) with libdbus; returns the reply, or NULL with *error set. */
 static DBusMessage *libdbus_call(DBusConnection *c, const char *member, const char *pool, const void *data, int size,
                                  const char *option, DBusError *error) {
@@ -242,7 +225,7 @@ static void test_libdbus_runs_and_error_names(void **state) {
                           "[Pool broken]\nPlugin=@TEST_PLUGINS@/bad-abi.so\nWorkers=1\nFailedRetrySec=infinity\n",
                           true);
         test_wait_pool_state(d, "broken", "failed");
-        c = libdbus_connect(f->bus.address);
+        c = test_libdbus_connect(f->bus.address);
 
         /* 2000 Run round trips, one at a time, each checked. */
         for (unsigned i = 0; i < 2000; i++) {
@@ -301,7 +284,7 @@ static void test_libdbus_runs_and_error_names(void **state) {
         dbus_error_free(&error);
         dbus_message_unref(call);
 
-        libdbus_disconnect(c);
+        test_libdbus_disconnect(c);
 }
 
 /* ---- failures, timeouts, limits ---- */
