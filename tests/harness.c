@@ -694,6 +694,30 @@ void test_wait_until(TestDaemon *d, TestPredicate pred, const void *userdata, us
 
 typedef struct {
         const char *pool;
+        unsigned slot;
+        pid_t old_pid;
+} Replaced;
+
+static bool worker_replaced(TestDaemon *d, const void *userdata) {
+        const Replaced *r = userdata;
+        g_autofree char *state = test_worker_state(d, r->pool, r->slot);
+        pid_t pid = test_worker_pid(d, r->pool, r->slot);
+
+        return pid > 0 && pid != r->old_pid && strcmp(state, "ready") == 0;
+}
+
+pid_t test_wait_worker_replaced(TestDaemon *d, const char *pool, unsigned slot, pid_t old_pid) {
+        Replaced r = { pool, slot, old_pid };
+        g_autofree char *what = g_strdup_printf("worker %s/%u (was PID %i) to be replaced", pool, slot, old_pid);
+
+        test_wait_until(d, worker_replaced, &r, TEST_TIMEOUT_USEC, what);
+        if (!test_wait_pid_gone(old_pid, TEST_TIMEOUT_USEC))
+                fail_msg("the old worker %i of %s/%u is still there", old_pid, pool, slot);
+        return test_worker_pid(d, pool, slot);
+}
+
+typedef struct {
+        const char *pool;
         const char *state;
 } PoolStateWanted;
 

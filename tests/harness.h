@@ -111,6 +111,10 @@ pid_t test_worker_pid(TestDaemon *d, const char *pool, unsigned slot);
 typedef bool (*TestPredicate)(TestDaemon *d, const void *userdata);
 void test_wait_until(TestDaemon *d, TestPredicate pred, const void *userdata, usec_t timeout, const char *what);
 
+/* Waits until slot SLOT of POOL is ready again in a process other than OLD_PID (which must then be
+ * gone), and returns its PID. */
+pid_t test_wait_worker_replaced(TestDaemon *d, const char *pool, unsigned slot, pid_t old_pid);
+
 /* Waits until POOL's State is STATE. */
 void test_wait_pool_state(TestDaemon *d, const char *pool, const char *state);
 

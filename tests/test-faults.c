@@ -60,33 +60,6 @@ static void assert_contains(const char *haystack, const char *needle) {
                 fail_msg("\"%s\" does not contain \"%s\"", haystack, needle);
 }
 
-typedef struct {
-        const char *pool;
-        unsigned slot;
-        pid_t old_pid;
-} Replaced;
-
-static bool worker_replaced(TestDaemon *d, const void *userdata) {
-        const Replaced *r = userdata;
-        pid_t pid = test_worker_pid(d, r->pool, r->slot);
-        g_autofree char *state = test_worker_state(d, r->pool, r->slot);
-
-        return pid > 0 && pid != r->old_pid && strcmp(state, "ready") == 0 &&
-                test_worker_pid(d, r->pool, r->slot) == pid;
-}
-
-/* Waits for slot SLOT of POOL to be ready again in a process other than OLD_PID, which must be
- * gone; returns the new PID. */
-static pid_t wait_replaced(TestDaemon *d, const char *pool, unsigned slot, pid_t old_pid) {
-        Replaced r = { pool, slot, old_pid };
-        g_autofree char *what = g_strdup_printf("worker %s/%u (was PID %i) to be replaced", pool, slot, old_pid);
-
-        test_wait_until(d, worker_replaced, &r, TEST_TIMEOUT_USEC, what);
-        if (!test_wait_pid_gone(old_pid, TEST_TIMEOUT_USEC))
-                fail_msg("the old worker %i of %s/%u is still there", old_pid, pool, slot);
-        return test_worker_pid(d, pool, slot);
-}
-
 static char *worker_last_exit(TestDaemon *d, const char *pool, unsigned slot) {
         g_autofree char *path = test_worker_path(pool, slot);
 
@@ -127,7 +100,7 @@ static void test_hang_in_run(void **state) {
         /* The task fails with a reason that says why; its worker is killed and replaced. */
         msg = run_fails(d, "hang", "hang");
         assert_string_equal(msg, "timeout: no result within 300ms");
-        new = wait_replaced(d, "hang", 0, old);
+        new = test_wait_worker_replaced(d, "hang", 0, old);
         last = worker_last_exit(d, "hang", 0);
         assert_string_equal(last, "killed by SIGKILL");
         line = test_daemon_wait_log(d, "timed out after 300ms, killing its worker.", TEST_TIMEOUT_USEC);
@@ -283,7 +256,7 @@ static void test_forked_children_die_with_worker(void **state) {
         assert_contains(msg, "killed by SIGABRT");
         assert_all_gone(pids, "after a crash");
         g_array_free(pids, true);
-        worker = wait_replaced(d, "forky", 0, worker);
+        worker = test_wait_worker_replaced(d, "forky", 0, worker);
 
         /* A SIGKILL from outside. */
         out = run_ok(d, "forky", "spawn 16");
@@ -292,7 +265,7 @@ static void test_forked_children_die_with_worker(void **state) {
         assert_int_equal(kill(worker, SIGKILL), 0);
         assert_all_gone(pids, "after SIGKILL");
         g_array_free(pids, true);
-        worker = wait_replaced(d, "forky", 0, worker);
+        worker = test_wait_worker_replaced(d, "forky", 0, worker);
 
         /* A clean stop: the worker exits 0, its children go all the same. */
         out = run_ok(d, "forky", "spawn 16");
@@ -332,7 +305,7 @@ static void test_memory_hog_is_bounded(void **state) {
         g_free(line);
         line = test_daemon_wait_log(d, "Worker killed by SIGABRT", TEST_TIMEOUT_USEC);
         print_message("log: %s\n", line);
-        worker = wait_replaced(d, "hog", 0, worker);
+        worker = test_wait_worker_replaced(d, "hog", 0, worker);
 
         g_clear_pointer(&out, g_free);
         out = run_ok(d, "hog", "hog 16");
@@ -356,7 +329,7 @@ static void test_plugin_closes_its_link(void **state) {
         line = test_daemon_wait_log(d, "Lost the link to the worker (it closed it, or sent what is not D-Bus), and it "
                                        "did not exit within 300ms, killing it.", TEST_TIMEOUT_USEC);
         print_message("log: %s\n", line);
-        wait_replaced(d, "rude", 0, worker);
+        test_wait_worker_replaced(d, "rude", 0, worker);
         last = worker_last_exit(d, "rude", 0);
         assert_string_equal(last, "killed by SIGKILL (lost its link to apiaryd)");
         out = run_ok(d, "rude", "still here");
@@ -380,7 +353,7 @@ static void test_plugin_writes_garbage_to_its_link(void **state) {
          * grace, after which apiaryd would kill it. */
         msg = run_fails(d, "noisy", "garbage");
         assert_string_equal(msg, "worker crashed 1 time running this task; last: exited with status 5");
-        wait_replaced(d, "noisy", 0, worker);
+        test_wait_worker_replaced(d, "noisy", 0, worker);
         last = worker_last_exit(d, "noisy", 0);
         assert_string_equal(last, "exited with status 5");
         log = test_daemon_wait_log(d, "The link to apiaryd closed, exiting.", TEST_TIMEOUT_USEC);
@@ -423,7 +396,7 @@ static void test_plugin_exits(void **state) {
         worker = test_worker_pid(d, "serving", 0);
         msg = run_fails(d, "serving", "exit 3");
         assert_string_equal(msg, "worker crashed 1 time running this task; last: exited with status 3");
-        wait_replaced(d, "serving", 0, worker);
+        test_wait_worker_replaced(d, "serving", 0, worker);
         last = worker_last_exit(d, "serving", 0);
         assert_string_equal(last, "exited with status 3");
         s = test_pool_state(d, "serving");

@@ -107,14 +107,6 @@ static bool zygote_ready(TestDaemon *d, const void *userdata) {
         return zygote_pid(d, userdata) > 0;
 }
 
-static bool replaced(TestDaemon *d, const void *userdata) {
-        const pid_t *old = userdata;
-        g_autofree char *s = test_worker_state(d, "forked", 0);
-        pid_t pid = test_worker_pid(d, "forked", 0);
-
-        return pid > 0 && pid != *old && strcmp(s, "ready") == 0;
-}
-
 static void test_workers_run_as_the_pools_user(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
@@ -135,8 +127,7 @@ static void test_workers_run_as_the_pools_user(void **state) {
         zygote = zygote_pid(d, "forked");
         assert_dropped(zygote);
         assert_int_equal(kill(old, SIGKILL), 0);
-        test_wait_until(d, replaced, &old, TEST_TIMEOUT_USEC, "a forked worker in forked/0");
-        assert_dropped(test_worker_pid(d, "forked", 0));
+        assert_dropped(test_wait_worker_replaced(d, "forked", 0, old));
         run_echo(d, "forked");
 }
 

@@ -152,26 +152,11 @@ static void test_ready_status_and_objects(void **state) {
         }
 }
 
-typedef struct {
-        const char *pool;
-        unsigned slot;
-        pid_t old_pid;
-} Replaced;
-
-static bool worker_replaced(TestDaemon *d, const void *userdata) {
-        const Replaced *r = userdata;
-        g_autofree char *s = test_worker_state(d, r->pool, r->slot);
-        pid_t pid = test_worker_pid(d, r->pool, r->slot);
-
-        return pid > 0 && pid != r->old_pid && strcmp(s, "ready") == 0;
-}
-
 static void test_killed_worker_is_replaced(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
         g_autofree char *w1 = test_worker_path("echo", 1), *echo = test_pool_path("echo"), *s = NULL;
-        pid_t other = 0;
-        Replaced r = { "echo", 1, 0 };
+        pid_t other = 0, old;
 
         test_daemon_start(d, &f->bus, two_pools, true);
         other = test_worker_pid(d, "echo", 0);
@@ -179,11 +164,11 @@ static void test_killed_worker_is_replaced(void **state) {
         for (unsigned i = 1; i <= 3; i++) {
                 usec_t t0, t1;
 
-                r.old_pid = test_worker_pid(d, "echo", 1);
-                assert_true(r.old_pid > 0);
+                old = test_worker_pid(d, "echo", 1);
+                assert_true(old > 0);
                 t0 = now_usec(CLOCK_MONOTONIC);
-                assert_int_equal(kill(r.old_pid, SIGKILL), 0);
-                test_wait_until(d, worker_replaced, &r, TEST_TIMEOUT_USEC, "worker echo/1 to be replaced");
+                assert_int_equal(kill(old, SIGKILL), 0);
+                (void) test_wait_worker_replaced(d, "echo", 1, old);
                 t1 = now_usec(CLOCK_MONOTONIC);
                 /* Informational only: tests do not time. bench/ measures this properly. */
                 print_message("kill %u: echo/1 replaced and ready after %.3f ms (seen over the bus)\n", i,

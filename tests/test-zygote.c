@@ -71,19 +71,6 @@ static bool zygote_ready(TestDaemon *d, const void *userdata) {
         return z > 0 && z != not_this;
 }
 
-typedef struct {
-        unsigned slot;
-        pid_t old_pid;
-} Replaced;
-
-static bool worker_replaced(TestDaemon *d, const void *userdata) {
-        const Replaced *r = userdata;
-        g_autofree char *s = test_worker_state(d, "echo", r->slot);
-        pid_t pid = test_worker_pid(d, "echo", r->slot);
-
-        return pid > 0 && pid != r->old_pid && strcmp(s, "ready") == 0;
-}
-
 /* Waits for a zygote other than NOT_THIS to be ready (Pool.ZygotePID), and checks what it is. */
 static pid_t wait_zygote(TestDaemon *d, pid_t not_this) {
         g_autofree char *cmd = NULL;
@@ -98,20 +85,17 @@ static pid_t wait_zygote(TestDaemon *d, pid_t not_this) {
 }
 
 /* Kills worker echo/SLOT and waits for its replacement, which must come from the zygote: a child
- * of apiaryd (CLONE_PARENT) with the zygote's command line, in a session of its own. */
+ * of apiaryd (CLONE_PARENT) with the zygote's command line. */
 static pid_t kill_and_expect_forked(TestDaemon *d, unsigned slot) {
-        Replaced r = { slot, test_worker_pid(d, "echo", slot) };
+        pid_t old = test_worker_pid(d, "echo", slot), pid;
         g_autofree char *cmd = NULL;
-        pid_t pid;
 
-        assert_true(r.old_pid > 0);
-        assert_int_equal(kill(r.old_pid, SIGKILL), 0);
-        test_wait_until(d, worker_replaced, &r, TEST_TIMEOUT_USEC, "the worker to be replaced");
-        pid = test_worker_pid(d, "echo", slot);
+        assert_true(old > 0);
+        assert_int_equal(kill(old, SIGKILL), 0);
+        pid = test_wait_worker_replaced(d, "echo", slot, old);
         assert_int_equal(parent_of(pid), d->pid);
         cmd = cmdline_of(pid);
         assert_non_null(strstr(cmd, "--zygote"));
-        assert_int_equal(getsid(pid), pid);
         return pid;
 }
 
@@ -192,8 +176,7 @@ static void test_killed_zygote_comes_back(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
         g_autofree char *pool = test_pool_path("echo"), *st = NULL;
-        Replaced r = { 0, 0 };
-        pid_t zygote, again;
+        pid_t zygote, again, old;
 
         test_daemon_start(d, &f->bus, zygote_pool, true);
         zygote = wait_zygote(d, 0);
@@ -201,9 +184,9 @@ static void test_killed_zygote_comes_back(void **state) {
         assert_true(test_wait_pid_gone(zygote, TEST_TIMEOUT_USEC));
 
         /* Meanwhile (the zygote returns after 1 s): a killed worker is spawned again. */
-        r.old_pid = test_worker_pid(d, "echo", 0);
-        assert_int_equal(kill(r.old_pid, SIGKILL), 0);
-        test_wait_until(d, worker_replaced, &r, TEST_TIMEOUT_USEC, "the worker to be replaced");
+        old = test_worker_pid(d, "echo", 0);
+        assert_int_equal(kill(old, SIGKILL), 0);
+        (void) test_wait_worker_replaced(d, "echo", 0, old);
         run_echo(d, "meanwhile");
 
         again = wait_zygote(d, zygote);
