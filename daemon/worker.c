@@ -64,6 +64,7 @@ static int worker_arm_timer(Worker *w, usec_t usec, sd_event_time_handler_t hand
 
 static void worker_drop_process(Worker *w) {
         w->fork_slot = sd_bus_slot_unref(w->fork_slot);
+        w->ready_call = sd_bus_message_unref(w->ready_call);
         w->child_source = sd_event_source_disable_unref(w->child_source);
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
         w->link_source = sd_event_source_disable_unref(w->link_source);
@@ -139,6 +140,13 @@ static int link_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *
                 return sd_bus_reply_method_return(msg, NULL);
         if (w->state != WORKER_STARTING)
                 return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "Ready() is only valid while starting.");
+        if (w->pid <= 0 && w->fork_slot) {
+                /* Forked by the zygote, whose answer with the PID (on another connection) has not
+                 * come yet: answer then, so that a ready worker always has its PID. */
+                sd_bus_message_unref(w->ready_call);
+                w->ready_call = sd_bus_message_ref(msg);
+                return 1;
+        }
 
         if (!worker_check_peer(w)) {
                 log_worker(LOG_ERR, w, "The link's other end is not the worker's: killing it.");
@@ -159,6 +167,22 @@ static int link_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = sd_bus_reply_method_return(msg, NULL);
         pool_dispatch(w->pool);
         return r;
+}
+
+void worker_resume_ready(Worker *w) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = TAKE_PTR(w->ready_call);
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        if (!msg)
+                return;
+        r = sd_bus_message_rewind(msg, true);
+        if (r >= 0)
+                r = link_method_ready(msg, w, &error);
+        if (sd_bus_error_is_set(&error))
+                (void) sd_bus_reply_method_error(msg, &error);
+        else if (r < 0)
+                (void) sd_bus_reply_method_errno(msg, r, NULL);
 }
 
 static int link_method_failed(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

@@ -71,6 +71,7 @@ typedef struct Worker {
 
         ino_t link_ino;                 /* the inode of the link's worker end, checked at Ready() */
         sd_bus_slot *fork_slot;         /* the zygote's Fork() for this slot, until it answers */
+        sd_bus_message *ready_call;     /* a Ready() that came before Fork()'s answer */
         int pending_signal;             /* what worker_kill() could not send yet, for lack of a PID */
 
         char *last_exit;                /* "exited with status 3", "killed by SIGSEGV", ... */
@@ -119,6 +120,8 @@ int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd, pid_t 
 int link_reply_hello(sd_bus_message *msg, const PoolConfig *c, sd_bus_error *error);
 /* For zygote.c: the steps of a worker start that worker_spawn() takes for a spawned process. */
 void worker_process_begins(Worker *w, pid_t pid);
+/* Fork() answered: handles a Ready() that came first. */
+void worker_resume_ready(Worker *w);
 /* The zygote could not fork W's process: spawn it the usual way. */
 void worker_respawn(Worker *w);
 int worker_watch_process(Worker *w, int pidfd);

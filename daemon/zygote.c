@@ -52,6 +52,7 @@ static void zygote_fail_pending(Zygote *z) {
                 if (!w->fork_slot)
                         continue;
                 w->fork_slot = sd_bus_slot_unref(w->fork_slot);
+                w->ready_call = sd_bus_message_unref(w->ready_call);
                 w->link = sd_bus_flush_close_unref(w->link);
                 worker_respawn(w);
         }
@@ -242,6 +243,7 @@ static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
         if (e || sd_bus_message_read(reply, "u", &pid) <= 0 || pid == 0) {
                 log_worker(LOG_WARNING, w, "The zygote did not fork the worker (%s), spawning it instead.",
                            e ? e->message ?: e->name : "malformed reply");
+                w->ready_call = sd_bus_message_unref(w->ready_call);
                 w->link = sd_bus_flush_close_unref(w->link);
                 worker_respawn(w);
                 return 0;
@@ -255,11 +257,8 @@ static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
                 w->link = sd_bus_flush_close_unref(w->link);
                 return 0;
         }
-        /* Ready() may have come first, when the PID was not known: check the peer now. */
-        if (w->ready_mono > 0 && !worker_check_peer(w)) {
-                log_worker(LOG_ERR, w, "The link's other end is not the worker's: killing it.");
-                worker_kill(w, SIGKILL);
-        }
+        /* A Ready() that came first is handled now, the peer check included. */
+        worker_resume_ready(w);
         return 0;
 }
 

@@ -698,12 +698,18 @@ typedef struct {
         pid_t old_pid;
 } Replaced;
 
+/* The PID first: once it is a new one, apiaryd has handled the old one's exit, so the state read
+ * next is the new process's (read the other way round, the old worker's "ready" could pass for the
+ * new one's). The PID again last: the state was read of that process. */
 static bool worker_replaced(TestDaemon *d, const void *userdata) {
         const Replaced *r = userdata;
-        g_autofree char *state = test_worker_state(d, r->pool, r->slot);
         pid_t pid = test_worker_pid(d, r->pool, r->slot);
+        g_autofree char *state = NULL;
 
-        return pid > 0 && pid != r->old_pid && strcmp(state, "ready") == 0;
+        if (pid <= 0 || pid == r->old_pid)
+                return false;
+        state = test_worker_state(d, r->pool, r->slot);
+        return strcmp(state, "ready") == 0 && test_worker_pid(d, r->pool, r->slot) == pid;
 }
 
 pid_t test_wait_worker_replaced(TestDaemon *d, const char *pool, unsigned slot, pid_t old_pid) {

@@ -85,7 +85,7 @@ static pid_t wait_zygote(TestDaemon *d, pid_t not_this) {
 }
 
 /* Kills worker echo/SLOT and waits for its replacement, which must come from the zygote: a child
- * of apiaryd (CLONE_PARENT) with the zygote's command line. */
+ * of apiaryd (CLONE_PARENT) with the zygote's command line, in a session of its own. */
 static pid_t kill_and_expect_forked(TestDaemon *d, unsigned slot) {
         pid_t old = test_worker_pid(d, "echo", slot), pid;
         g_autofree char *cmd = NULL;
@@ -96,6 +96,7 @@ static pid_t kill_and_expect_forked(TestDaemon *d, unsigned slot) {
         assert_int_equal(parent_of(pid), d->pid);
         cmd = cmdline_of(pid);
         assert_non_null(strstr(cmd, "--zygote"));
+        assert_int_equal(getsid(pid), pid);     /* the leader of a session, and so of its group */
         return pid;
 }
 

@@ -24,8 +24,12 @@ static _noreturn_ void child_run(Context *c, unsigned slot, int fd) {
                 _exit(WORKER_EXIT_LINK);
         (void) close_range(WORKER_BUS_FD + 1, ~0U, 0);
 
-        /* What posix_spawn() gives a spawned worker: a session of its own, no signal blocked. */
-        (void) setsid();
+        /* What posix_spawn() gives a spawned worker: a session of its own, no signal blocked. A
+         * worker must lead its process group, since apiaryd kills the group with the worker; if
+         * setsid() fails (an old group still has this PID as its ID), exit: the next one gets
+         * another PID. */
+        if (setsid() < 0)
+                _exit(WORKER_EXIT_FAILURE);
         sigset_t none;
         sigemptyset(&none);
         (void) sigprocmask(SIG_SETMASK, &none, NULL);
