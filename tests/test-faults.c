@@ -197,14 +197,16 @@ static void test_shutdown_ends_every_hang(void **state) {
                 if (test_pid_alive(g_array_index(pids, pid_t, i)))
                         fail_msg("worker %i outlived apiaryd", g_array_index(pids, pid_t, i));
 
-        /* 7 workers needed SIGKILL: all but none. The hung task was reported on the way down. */
+        /* Up to 7 workers needed SIGKILL (on a loaded machine, a SIGTERM can come before init()
+         * has blocked it, and end that worker first), and the one running a hung task always
+         * does. The hung task was reported on the way down. */
         log = test_daemon_log(d);
         {
                 unsigned n = 0;
 
                 for (const char *p = log; (p = strstr(p, "Worker did not stop within 300ms, sending SIGKILL.")); p++)
                         n++;
-                assert_int_equal(n, 7);
+                assert_true(n >= 1 && n <= 7);
         }
         assert_contains(log, "All workers stopped.");
         test_wait_results(d, 1);
