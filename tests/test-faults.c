@@ -439,11 +439,17 @@ static int on_storm_changed(sd_bus_message *m, void *userdata, sd_bus_error *err
 }
 
 static void test_crash_storm(void **state) {
+        /* Not with ASan workers: LeakSanitizer's check at a worker's exit ptrace()s it, and the
+         * storm's SIGALRM arriving then leaves the killed worker traced, its exit never reported to
+         * apiaryd (seen in CI: a worker SIGKILLed and never reaped). That is the sanitizer's, not
+         * apiaryd's; the storm runs in the plain build and with apiaryd under valgrind. */
+        if (test_under_asan())
+                skip();
+
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
-        /* Under valgrind or ASan, each worker start costs tens of ms: a smaller storm, or the
-         * rounds take minutes on a loaded machine. */
-        unsigned workers = test_under_wrapper() || test_under_asan() ? 20 : 100, served = 0, reads = 0;
+        /* Under valgrind, each worker start costs tens of ms: a smaller storm. */
+        unsigned workers = test_under_wrapper() ? 20 : 100, served = 0, reads = 0;
         g_autofree char *config = NULL, *storm_path = test_pool_path("storm"), *reason = NULL;
         usec_t deadline = now_usec(CLOCK_MONOTONIC) + 4 * TEST_TIMEOUT_USEC;
         Storm storm = {};
