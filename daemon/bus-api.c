@@ -368,53 +368,51 @@ int bus_api_register(Manager *m, sd_bus *bus) {
         return sd_bus_add_object_manager(bus, NULL, APIARY_OBJECT_PATH);
 }
 
-/* The connections that see signals: the bus, then each subscribed private connection. */
-static sd_bus **buses_collect(Manager *m, size_t *ret_n) {
-        GHashTableIter it;
-        gpointer key, value;
-        sd_bus **buses;
-        size_t n = 0;
+/* The connections that see signals, one per call: the bus, then each subscribed private
+ * connection; NULL at the end. Emitting does not change the set (a peer that hangs up is removed
+ * later, from the event loop), so no copy of it is needed. */
+typedef struct BusIter {
+        GHashTableIter peers;
+        bool started;
+} BusIter;
 
-        buses = malloc(sizeof(sd_bus *) * (1 + (m->peers ? g_hash_table_size(m->peers) : 0)));
-        if (!buses)
-                return NULL;
-        if (m->bus)
-                buses[n++] = m->bus;
-        if (m->peers) {
-                g_hash_table_iter_init(&it, m->peers);
-                while (g_hash_table_iter_next(&it, &key, &value))
-                        if (((Peer *) value)->subscribed)
-                                buses[n++] = key;
+static sd_bus *bus_next(Manager *m, BusIter *it) {
+        gpointer key, value;
+
+        if (!it->started) {
+                it->started = true;
+                if (m->peers)
+                        g_hash_table_iter_init(&it->peers, m->peers);
+                if (m->bus)
+                        return m->bus;
         }
-        *ret_n = n;
-        return buses;
+        if (!m->peers)
+                return NULL;
+        while (g_hash_table_iter_next(&it->peers, &key, &value))
+                if (((Peer *) value)->subscribed)
+                        return key;
+        return NULL;
 }
 
 void bus_emit_properties_changed_strv(Manager *m, const char *path, const char *interface, char **names) {
-        _cleanup_(freep) sd_bus **buses = NULL;
-        size_t n;
+        BusIter it = {};
 
-        buses = buses_collect(m, &n);
-        for (size_t i = 0; buses && i < n; i++)
-                (void) sd_bus_emit_properties_changed_strv(buses[i], path, interface, names);
+        for (sd_bus *bus; (bus = bus_next(m, &it));)
+                (void) sd_bus_emit_properties_changed_strv(bus, path, interface, names);
 }
 
 void bus_emit_object_added(Manager *m, const char *path) {
-        _cleanup_(freep) sd_bus **buses = NULL;
-        size_t n;
+        BusIter it = {};
 
-        buses = buses_collect(m, &n);
-        for (size_t i = 0; buses && i < n; i++)
-                (void) sd_bus_emit_object_added(buses[i], path);
+        for (sd_bus *bus; (bus = bus_next(m, &it));)
+                (void) sd_bus_emit_object_added(bus, path);
 }
 
 void bus_emit_object_removed(Manager *m, const char *path) {
-        _cleanup_(freep) sd_bus **buses = NULL;
-        size_t n;
+        BusIter it = {};
 
-        buses = buses_collect(m, &n);
-        for (size_t i = 0; buses && i < n; i++)
-                (void) sd_bus_emit_object_removed(buses[i], path);
+        for (sd_bus *bus; (bus = bus_next(m, &it));)
+                (void) sd_bus_emit_object_removed(bus, path);
 }
 
 void bus_manager_emit_changed(Manager *m) {
