@@ -23,7 +23,7 @@ static int check(Pool *p, sd_bus_message *m, sd_bus_error *error) {
                 return r;
         LogContext ctx = { .pool = p->config->name, .slot = -1 };
         log_ctx(LOG_NOTICE, &ctx, "%s() called by %s.", sd_bus_message_get_member(m),
-                sd_bus_message_get_sender(m) ?: "a private connection");
+                auth_caller_label(p->manager, m));
         if (p->manager->state == MANAGER_STOPPING)
                 return sd_bus_error_set(error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
         return 0;
@@ -168,7 +168,7 @@ int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *e
         r = auth_check(mgr, m, ACCESS_CONTROL, error);
         if (r < 0)
                 return r;
-        log_notice("Reload() called by %s.", sd_bus_message_get_sender(m) ?: "a private connection");
+        log_notice("Reload() called by %s.", auth_caller_label(mgr, m));
 
         r = manager_reload(mgr, &reason);
         if (r == -ESHUTDOWN)

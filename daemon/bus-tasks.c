@@ -92,6 +92,7 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_work
         TaskOptions o = { .timeout_usec = USEC_INFINITY };
         CallerTasks *caller = NULL;
         uid_t owner = geteuid();        /* a plugin's tasks are apiaryd's own */
+        const Caller *who;
         const char *name;
         const void *payload;
         size_t size;
@@ -103,9 +104,10 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_work
                 r = auth_check(mgr, m, ACCESS_SUBMIT, error);
                 if (r < 0)
                         return r;
-                r = auth_caller_uid(mgr, m, &owner);
+                r = auth_caller(mgr, m, &who);
                 if (r < 0)
                         return r;
+                owner = who->uid;
         }
 
         r = sd_bus_message_read(m, "s", &name);
@@ -165,6 +167,7 @@ typedef struct Payload {
  * with the payloads (pointing into M), options and pool, or a negative errno with ERROR set. */
 static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOptions *ret_options, Pool **ret_pool,
                       uid_t *ret_owner, CallerTasks **ret_caller, sd_bus_error *error) {
+        const Caller *who;
         const char *name;
         Payload pl;
         int r;
@@ -172,9 +175,10 @@ static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOpt
         r = auth_check(mgr, m, ACCESS_SUBMIT, error);
         if (r < 0)
                 return r;
-        r = auth_caller_uid(mgr, m, ret_owner);
+        r = auth_caller(mgr, m, &who);
         if (r < 0)
                 return r;
+        *ret_owner = who->uid;
         r = sd_bus_message_read(m, "s", &name);
         if (r < 0)
                 return r;

@@ -93,6 +93,11 @@ static int peer_new(Manager *m, int fd) {
         p->manager = m;
         p->id = ++m->next_peer_id;
 
+        /* Who connected, as of now: what it does later (exec a setgid binary, say) changes nothing. */
+        r = auth_caller_from_socket(fd, p->id, &p->caller);
+        if (r < 0)
+                goto fail;
+
         r = sd_bus_new(&p->bus);
         if (r < 0)
                 goto fail;

@@ -11,13 +11,13 @@ typedef struct Caller Caller;
  * The private socket (PrivateSocket=, e.g. /run/apiary/bus): the objects of the public bus,
  * served peer-to-peer to each client that connects, as systemd serves systemctl on
  * /run/systemd/private. A task costs no bus-daemon hop there. Anyone may connect (the socket is
- * mode 0666); what a peer may do is decided per call from its SO_PEERCRED credentials, exactly as
- * on the bus (auth.c).
+ * mode 0666); what a peer may do is decided per call from the credentials its socket had when it
+ * connected, exactly as on the bus (auth.c).
  */
 typedef struct Peer {
         Manager *manager;
         sd_bus *bus;
-        Caller *caller;         /* its credentials, once a call needed them (auth.c) */
+        Caller *caller;         /* its credentials (SO_PEERCRED, SO_PEERGROUPS), taken at accept() */
         uint64_t id;            /* counts from 1: names it in MaxTasksPerCaller= accounting */
         bool subscribed;        /* Subscribe() called: it gets the signals the bus would broadcast */
         sd_event_source *handshake_source;

@@ -20,40 +20,52 @@ static void caller_tasks_free(gpointer p) {
         free(c);
 }
 
+/* The connection MSG came in on, named as MaxTasksPerCaller= counts it: a unique name on the
+ * bus (written there by dbus-daemon), the connection itself on the private socket (where the
+ * SENDER field is whatever the peer wrote). */
+static char *caller_key(Manager *m, sd_bus_message *msg) {
+        sd_bus *bus = sd_bus_message_get_bus(msg);
+        char *key = NULL;
+        Peer *p;
+
+        if (bus == m->bus) {
+                const char *sender = sd_bus_message_get_sender(msg);
+
+                return sender ? strdup(sender) : NULL;
+        }
+        p = peer_find(m, bus);
+        if (!p || asprintf(&key, "Private connection %" PRIu64, p->id) < 0)
+                return NULL;
+        return key;
+}
+
 int caller_tasks_check(Manager *m, sd_bus_message *msg, unsigned n, CallerTasks **ret, sd_bus_error *error) {
         unsigned limit = m->config->max_tasks_per_caller;
         _cleanup_(freep) char *key = NULL;
-        const char *sender = sd_bus_message_get_sender(msg);
         CallerTasks *c;
 
         if (!m->caller_tasks)
                 m->caller_tasks = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, caller_tasks_free);
 
-        if (sender)
-                key = strdup(sender);
-        else {
-                Peer *p = peer_find(m, sd_bus_message_get_bus(msg));
-
-                if (asprintf(&key, "private connection %" PRIu64, p ? p->id : 0) < 0)
-                        key = NULL;
-        }
+        key = caller_key(m, msg);
         if (!key)
                 return -ENOMEM;
 
         c = g_hash_table_lookup(m->caller_tasks, key);
+        if (limit > 0 && c && (c->n > limit || n > limit - c->n))
+                return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
+                                         "%s has %u unfinished task%s and asked for %u more; "
+                                         "MaxTasksPerCaller=%u.", key, c->n, c->n == 1 ? "" : "s", n, limit);
+        if (limit > 0 && n > limit)
+                return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
+                                         "%s has no unfinished task and asked for %u; MaxTasksPerCaller=%u.", key,
+                                         n, limit);
         if (!c) {
                 c = calloc(1, sizeof(*c));
                 if (!c)
                         return -ENOMEM;
                 c->key = TAKE_PTR(key);
                 g_hash_table_insert(m->caller_tasks, c->key, c);
-        }
-        if (limit > 0 && (c->n > limit || n > limit - c->n)) {
-                caller_tasks_forget_unused(m, c);
-                return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
-                                         "%s has %u unfinished task%s and asked for %u more; "
-                                         "MaxTasksPerCaller=%u.", sender ?: "This private connection", c->n,
-                                         c->n == 1 ? "" : "s", n, limit);
         }
         *ret = c;
         return 0;
@@ -87,7 +99,9 @@ int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void
         t->reply_to = sd_bus_message_ref(reply_to);
         if (!reply_to)
                 t->notify_bus = sd_bus_ref(sd_bus_message_get_bus(payload_message));
-        if (!reply_to && sd_bus_message_get_sender(payload_message)) {
+        /* On the bus: the unique name dbus-daemon wrote; a peer's own SENDER field means nothing. */
+        if (!reply_to && sd_bus_message_get_bus(payload_message) == m->bus &&
+            sd_bus_message_get_sender(payload_message)) {
                 t->submitter = strdup(sd_bus_message_get_sender(payload_message));
                 if (!t->submitter) {
                         sd_bus_unref(t->notify_bus);

@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The security findings of issue 13, one regression test each: a real apiaryd on a real bus,
+ * attacked by real unprivileged processes (forked here, then setresuid() to nobody). Needs root
+ * (skipped otherwise). docs/security.md names the test that proves each claim.
+ */
+#include <errno.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <linux/capability.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <grp.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "macro.h"
+
+#define POOL_IFACE "org.apiary.Apiary1.Pool"
+#define MANAGER_IFACE "org.apiary.Apiary1.Manager"
+#define NOBODY 65534
+#define CONTROL_GID 4242        /* a group nobody is in: ControlGroups= of the tests below */
+
+typedef TestFixture Fixture;
+
+static char *socket_path(Fixture *f) {
+        return g_strdup_printf("%s/apiary-private", f->bus.dir);
+}
+
+static void start(Fixture *f, const char *extra_apiary, const char *pools) {
+        g_autofree char *path = socket_path(f), *config = NULL;
+
+        config = g_strdup_printf("[Apiary]\nPluginDirectory=@PLUGINS@\nPrivateSocket=%s\n%s%s", path,
+                                 strempty(extra_apiary),
+                                 pools ?: "[Pool echo]\nPlugin=echo.so\nWorkers=1\n");
+        test_daemon_start_logged(&f->daemon, &f->bus, config, true);
+}
+
+/* What a forked attacker does, and how it went: its exit status. */
+enum {
+        CALL_OK = 0,
+        CALL_DENIED = 1,        /* org.freedesktop.DBus.Error.AccessDenied */
+        CALL_OTHER_ERROR = 2,
+        CALL_SETUP_FAILED = 3,
+};
+
+typedef struct Attack {
+        const char *address;
+        bool bus_client;                /* a bus (Hello) or a peer-to-peer connection */
+        gid_t groups_at_connect[4];     /* its supplementary groups when it connects */
+        size_t n_groups_at_connect;
+        gid_t groups_later[4];          /* ... and when it calls (it keeps CAP_SETGID for that) */
+        size_t n_groups_later;
+        bool change_groups;
+        const char *forged_sender;      /* written into the SENDER field of its call */
+        const char *path, *interface, *member;
+} Attack;
+
+static int keep_cap_setgid(void) {
+        struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+        struct __user_cap_data_struct data[2] = {};
+
+        data[0].effective = data[0].permitted = 1u << CAP_SETGID;
+        return (int) syscall(SYS_capset, &h, data);
+}
+
+static _noreturn_ void attack_child(const Attack *a) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        sd_bus *bus = NULL;
+
+        if (setgroups(a->n_groups_at_connect, a->groups_at_connect) < 0 || setresgid(NOBODY, NOBODY, NOBODY) < 0)
+                _exit(CALL_SETUP_FAILED);
+        if (a->change_groups && prctl(PR_SET_KEEPCAPS, 1) < 0)
+                _exit(CALL_SETUP_FAILED);
+        if (setresuid(NOBODY, NOBODY, NOBODY) < 0)
+                _exit(CALL_SETUP_FAILED);
+        if (a->change_groups && keep_cap_setgid() < 0)
+                _exit(CALL_SETUP_FAILED);
+
+        if (sd_bus_new(&bus) < 0 || sd_bus_set_address(bus, a->address) < 0 ||
+            sd_bus_set_bus_client(bus, a->bus_client) < 0 || sd_bus_start(bus) < 0)
+                _exit(CALL_SETUP_FAILED);
+        /* Connected (and, on the bus, registered): now it gains a group it did not have. */
+        if (a->change_groups && setgroups(a->n_groups_later, a->groups_later) < 0)
+                _exit(CALL_SETUP_FAILED);
+
+        if (sd_bus_message_new_method_call(bus, &m, a->bus_client ? "org.apiary.Apiary1" : NULL, a->path,
+                                           a->interface, a->member) < 0)
+                _exit(CALL_SETUP_FAILED);
+        if (a->forged_sender && sd_bus_message_set_sender(m, a->forged_sender) < 0)
+                _exit(CALL_SETUP_FAILED);
+        if (sd_bus_call(bus, m, 10 * USEC_PER_SEC, &error, &reply) >= 0)
+                _exit(CALL_OK);
+        if (sd_bus_error_has_name(&error, SD_BUS_ERROR_ACCESS_DENIED))
+                _exit(CALL_DENIED);
+        fprintf(stderr, "attacker: %s: %s\n", error.name, error.message);
+        _exit(CALL_OTHER_ERROR);
+}
+
+static int attack(const Attack *a) {
+        int status;
+        pid_t pid;
+
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+                attack_child(a);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_not_equal(WEXITSTATUS(status), CALL_SETUP_FAILED);
+        return WEXITSTATUS(status);
+}
+
+static bool pool_paused(TestDaemon *d, const char *pool) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *path = test_pool_path(pool);
+        int b = 0;
+
+        assert_true(sd_bus_get_property_trivial(d->bus, "org.apiary.Apiary1", path, POOL_IFACE, "Paused", &error, 'b',
+                                                &b) >= 0);
+        return b;
+}
+
+static void call_pool(TestDaemon *d, const char *pool, const char *member) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *path = test_pool_path(pool);
+
+        assert_true(sd_bus_call_method(d->bus, "org.apiary.Apiary1", path, POOL_IFACE, member, &error, NULL, "") >= 0);
+}
+
+/* Finding 1: a peer on the private socket that writes a root bus client's unique name into
+ * SENDER is still itself: nobody, and denied. */
+static void test_forged_sender_on_private_socket(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *path = socket_path(f), *address = g_strdup_printf("unix:path=%s", path);
+        g_autofree char *pool = test_pool_path("echo"), *log = NULL;
+        const char *root_name;
+        Attack a = { .address = address, .path = pool, .interface = POOL_IFACE, .member = "Pause" };
+
+        if (geteuid() != 0)
+                skip();
+        start(f, NULL, NULL);
+
+        /* Root, on the bus, makes one control call and stays connected: its credentials are known. */
+        call_pool(d, "echo", "Resume");
+        assert_true(sd_bus_get_unique_name(d->bus, &root_name) >= 0);
+
+        a.forged_sender = root_name;
+        assert_int_equal(attack(&a), CALL_DENIED);
+        assert_false(pool_paused(d, "echo"));
+
+        a.member = "Stop";
+        assert_int_equal(attack(&a), CALL_DENIED);
+        g_autofree char *state_s = test_pool_state(d, "echo");
+        assert_string_equal(state_s, "running");
+
+        /* And the log names the real caller, not root. */
+        log = test_daemon_log(d);
+        assert_null(strstr(log, "Pause() called by"));
+        call_pool(d, "echo", "Pause");
+        g_free(log);
+        log = test_daemon_wait_log(d, "Pause() called by", TEST_TIMEOUT_USEC);
+        assert_non_null(strstr(log, root_name));
+        assert_non_null(strstr(log, "(UID 0)"));
+}
+
+/* Finding 6: groups are those of the moment of connecting, on the bus and on the private
+ * socket: a process that gains a group later does not gain ControlGroups= rights with it. */
+static void test_groups_as_of_connecting(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *path = socket_path(f), *private = g_strdup_printf("unix:path=%s", path);
+        g_autofree char *pool = test_pool_path("echo");
+        g_autofree char *extra = g_strdup_printf("ControlGroups=%u\n", CONTROL_GID);
+        Attack a = { .path = pool, .interface = POOL_IFACE, .member = "Pause" };
+
+        if (geteuid() != 0)
+                skip();
+        start(f, extra, NULL);
+
+        for (int i = 0; i < 2; i++) {
+                a.address = i == 0 ? f->bus.address : private;
+                a.bus_client = i == 0;
+
+                /* Not a member when it connected, a member when it calls: denied. */
+                a.n_groups_at_connect = 0;
+                a.change_groups = true;
+                a.groups_later[0] = CONTROL_GID;
+                a.n_groups_later = 1;
+                assert_int_equal(attack(&a), CALL_DENIED);
+                assert_false(pool_paused(d, "echo"));
+
+                /* A member when it connected, none later: allowed (what counts is the connect). */
+                a.groups_at_connect[0] = CONTROL_GID;
+                a.n_groups_at_connect = 1;
+                a.n_groups_later = 0;
+                assert_int_equal(attack(&a), CALL_OK);
+                assert_true(pool_paused(d, "echo"));
+                call_pool(d, "echo", "Resume");
+        }
+}
+
+/* Finding 10: a batch larger than MaxTasksPerCaller= from a caller with no task yet is refused
+ * with the right count (it read freed memory, and aborted an ASan build). */
+static void test_batch_over_caller_limit(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+
+        start(f, "MaxTasksPerCaller=4\n", NULL);
+        for (int i = 0; i < 2; i++) {
+                g_autofree char *path = socket_path(f);
+
+                if (i == 1)
+                        test_daemon_connect_private(d, path);
+                m = sd_bus_message_unref(m);
+                sd_bus_error_free(&error);
+                assert_true(sd_bus_message_new_method_call(d->bus, &m, d->private ? NULL : "org.apiary.Apiary1",
+                                                           "/org/apiary/Apiary1", MANAGER_IFACE, "SubmitBatch") >= 0);
+                assert_true(sd_bus_message_append(m, "s", "echo") >= 0);
+                assert_true(sd_bus_message_open_container(m, 'a', "ay") >= 0);
+                for (int k = 0; k < 5; k++)
+                        assert_true(sd_bus_message_append_array(m, 'y', "x", 1) >= 0);
+                assert_true(sd_bus_message_close_container(m) >= 0);
+                assert_true(sd_bus_message_append(m, "a{sv}", 0) >= 0);
+                assert_true(sd_bus_call(d->bus, m, TEST_TIMEOUT_USEC, &error, NULL) < 0);
+                assert_string_equal(error.name, "org.apiary.Apiary1.Error.TooManyTasks");
+                assert_non_null(strstr(error.message, "has no unfinished task and asked for 5; MaxTasksPerCaller=4."));
+        }
+        assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 0);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_forged_sender_on_private_socket, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_groups_as_of_connecting, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_batch_over_caller_limit, test_fixture_setup, test_fixture_teardown),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
