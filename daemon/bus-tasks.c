@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +13,9 @@
 #include "manager.h"
 #include "pool.h"
 #include "task.h"
+
+/* 2⁶³ µs, some 292,000 years: now plus this never overflows the monotonic clock. */
+#define TASK_TIMEOUT_MAX_USEC (UINT64_C(1) << 63)
 
 typedef struct TaskOptions {
         usec_t timeout_usec;
@@ -59,6 +63,27 @@ static int read_options(sd_bus_message *m, TaskOptions *ret, sd_bus_error *error
                 return r;
 
         *ret = o;
+        return 0;
+}
+
+/* The "timeout" option may shorten the pool's TaskTimeoutSec=, never lengthen it: that is the
+ * operator's bound on every submitter's task. Without one, any span that can be armed goes. */
+static int check_timeout(const Pool *p, const TaskOptions *o, sd_bus_error *error) {
+        usec_t bound = p->config->task_timeout_usec;
+        char a[FORMAT_TIMESPAN_MAX], b[FORMAT_TIMESPAN_MAX];
+
+        if (o->timeout_usec == USEC_INFINITY)
+                return 0;
+        if (bound != USEC_INFINITY && o->timeout_usec > bound)
+                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                         "Option \"timeout\" is %s, longer than pool \"%s\"'s TaskTimeoutSec=%s: "
+                                         "it may only shorten it.", format_timespan(a, sizeof(a), o->timeout_usec),
+                                         p->config->name, format_timespan(b, sizeof(b), bound));
+        if (o->timeout_usec > TASK_TIMEOUT_MAX_USEC)
+                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                         "Option \"timeout\" is %" PRIu64 " µs, more than the %" PRIu64
+                                         " µs a timer can be armed for; give no timeout instead.",
+                                         o->timeout_usec, (uint64_t) TASK_TIMEOUT_MAX_USEC);
         return 0;
 }
 
@@ -122,6 +147,9 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_work
                         return r;
         }
         r = find_pool_for(mgr, name, 1, &p, error);
+        if (r < 0)
+                return r;
+        r = check_timeout(p, &o, error);
         if (r < 0)
                 return r;
         if (!from_worker) {
@@ -198,6 +226,9 @@ static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOpt
         if (sd_bus_error_is_set(error))
                 return -EINVAL;
         r = find_pool_for(mgr, name, payloads->len, ret_pool, error);
+        if (r < 0)
+                return r;
+        r = check_timeout(*ret_pool, ret_options, error);
         if (r < 0)
                 return r;
         return caller_tasks_check(mgr, m, payloads->len, ret_caller, error);

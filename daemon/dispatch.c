@@ -211,9 +211,24 @@ static int worker_send_tasks(Worker *w, unsigned n) {
         return (int) k;
 }
 
+/* A worker that has run its MaxTasksPerWorker= retires once it is drained, also when a reload
+ * lowered the limit below what it has run already: else it would sit ready and take nothing. */
+static void worker_check_retire(Worker *w) {
+        uint64_t max = w->pool->config->max_tasks_per_worker;
+
+        if (max == 0 || w->retiring || w->gone || w->n_dispatched < max ||
+            !IN_SET(w->state, WORKER_READY, WORKER_BUSY))
+                return;
+        w->retiring = true;
+        worker_update_load(w);
+}
+
 void pool_dispatch(Pool *p) {
         if (p->manager->state == MANAGER_STOPPING || p->paused)
                 return;
+
+        for (unsigned i = 0; i < p->n_workers; i++)
+                worker_check_retire(p->workers[i]);
 
         /* Round robin over the slots, starting after the last one served, each taking an even
          * share of what is queued (as much as it has room for when the queue is deep). */

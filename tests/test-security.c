@@ -37,12 +37,17 @@ static char *socket_path(Fixture *f) {
         return g_strdup_printf("%s/apiary-private", f->bus.dir);
 }
 
-static void start(Fixture *f, const char *extra_apiary, const char *pools) {
-        g_autofree char *path = socket_path(f), *config = NULL;
+static char *make_config(Fixture *f, const char *extra_apiary, const char *pools) {
+        g_autofree char *path = socket_path(f);
 
-        config = g_strdup_printf("[Apiary]\nPluginDirectory=@PLUGINS@\nPrivateSocket=%s\n%s%s", path,
-                                 strempty(extra_apiary),
-                                 pools ?: "[Pool echo]\nPlugin=echo.so\nWorkers=1\n");
+        return g_strdup_printf("[Apiary]\nPluginDirectory=@PLUGINS@\nPrivateSocket=%s\n%s%s", path,
+                               strempty(extra_apiary), pools ?: "[Pool echo]\nPlugin=echo.so\nWorkers=1\n");
+}
+
+/* apiaryd with an echo pool (or POOLS), serving privately on socket_path() too, its log kept. */
+static void start(Fixture *f, const char *extra_apiary, const char *pools) {
+        g_autofree char *config = make_config(f, extra_apiary, pools);
+
         test_daemon_start_logged(&f->daemon, &f->bus, config, true);
 }
 
@@ -130,6 +135,12 @@ static bool pool_paused(TestDaemon *d, const char *pool) {
         assert_true(sd_bus_get_property_trivial(d->bus, "org.apiary.Apiary1", path, POOL_IFACE, "Paused", &error, 'b',
                                                 &b) >= 0);
         return b;
+}
+
+static bool worker_busy(TestDaemon *d, const void *userdata) {
+        g_autofree char *s = test_worker_state(d, userdata, 0);
+
+        return streq(s, "busy");
 }
 
 static void call_pool(TestDaemon *d, const char *pool, const char *member) {
@@ -243,12 +254,113 @@ static void test_batch_over_caller_limit(void **state) {
         assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 0);
 }
 
+/* Finding 7: a User= worker dies with a SIGKILLed apiaryd even while it is stuck in a task and
+ * cannot notice its link closing (setresuid() had cleared its PR_SET_PDEATHSIG). */
+static void test_user_workers_die_with_apiaryd(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        pid_t pid;
+
+        if (geteuid() != 0)
+                skip();
+        /* Not logged: a surviving worker would hold the log's pipe open, and fail the wait for
+         * apiaryd's exit before the check below could say what is wrong. */
+        g_autofree char *config = make_config(f, NULL,
+                                              "[Pool hung]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nUser=nobody\n");
+        test_daemon_start(d, &f->bus, config, true);
+        pid = test_worker_pid(d, "hung", 0);
+        (void) test_submit(d, "hung", "hang", 4);
+        test_wait_until(d, worker_busy, "hung", TEST_TIMEOUT_USEC, "the worker running the task");
+
+        assert_int_equal(test_daemon_kill_and_wait(d, SIGKILL), 128 + SIGKILL);
+        if (!test_wait_pid_gone(pid, 5 * USEC_PER_SEC)) {
+                (void) kill(pid, SIGKILL);
+                fail_msg("User=nobody worker %i outlived its SIGKILLed apiaryd", (int) pid);
+        }
+}
+
+static void reload(TestDaemon *d) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        if (sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1", MANAGER_IFACE, "Reload", &error,
+                               NULL, "") < 0)
+                fail_msg("Reload: %s: %s", error.name, error.message);
+}
+
+static void run_ok(TestDaemon *d, const char *pool, const char *text, usec_t timeout_opt) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *result = NULL;
+        size_t size;
+
+        if (test_run(d, pool, text, strlen(text), timeout_opt, (void **) &result, &size, &error) < 0)
+                fail_msg("Run(%s, %s): %s: %s", pool, text, error.name, error.message);
+        assert_int_equal(size, strlen(text));
+        assert_memory_equal(result, text, size);
+}
+
+/* Finding 9: a reload that lowers MaxTasksPerWorker= below what a worker has run recycles it;
+ * it does not sit "ready" forever with the queue waiting. */
+static void test_lowered_max_tasks_per_worker(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        pid_t old;
+
+        start(f, NULL, "[Pool echo]\nPlugin=echo.so\nWorkers=1\nMaxTasksPerWorker=100\n");
+        old = test_worker_pid(d, "echo", 0);
+        for (int i = 0; i < 5; i++)
+                run_ok(d, "echo", "before", 0);
+        assert_int_equal(test_worker_pid(d, "echo", 0), old);
+
+        g_autofree char *config = make_config(f, NULL, "[Pool echo]\nPlugin=echo.so\nWorkers=1\nMaxTasksPerWorker=3\n");
+        test_daemon_write_config(d, config);
+        reload(d);
+        run_ok(d, "echo", "after", 0);
+        assert_int_not_equal(test_worker_pid(d, "echo", 0), old);
+}
+
+static void assert_run_refused(TestDaemon *d, const char *pool, usec_t timeout_opt, const char *error_name,
+                               const char *message) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        assert_true(test_run(d, pool, "x", 1, timeout_opt, NULL, NULL, &error) < 0);
+        assert_string_equal(error.name, error_name);
+        if (!strstr(error.message, message))
+                fail_msg("expected \"%s\" in \"%s\"", message, error.message);
+}
+
+/* Finding 14: a task's "timeout" may shorten the pool's TaskTimeoutSec=, not lift it (a huge
+ * one used to fail to arm, and the task ran with no timeout at all). */
+static void test_task_timeout_option_is_bounded(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+
+        start(f, NULL,
+              "[Pool bounded]\nPlugin=echo.so\nWorkers=1\nTaskTimeoutSec=2s\n"
+              "[Pool open]\nPlugin=echo.so\nWorkers=1\n");
+        assert_run_refused(d, "bounded", USEC_PER_HOUR, "org.apiary.Apiary1.Error.InvalidOption",
+                           "Option \"timeout\" is 1h, longer than pool \"bounded\"'s TaskTimeoutSec=2s");
+        assert_run_refused(d, "bounded", UINT64_MAX - 1, "org.apiary.Apiary1.Error.InvalidOption",
+                           "TaskTimeoutSec=2s");
+        assert_run_refused(d, "open", UINT64_C(1) << 63 | 1, "org.apiary.Apiary1.Error.InvalidOption",
+                           "more than the 9223372036854775808 µs a timer can be armed for");
+        run_ok(d, "bounded", "shorter", USEC_PER_SEC);
+        run_ok(d, "bounded", "as long", 2 * USEC_PER_SEC);
+        run_ok(d, "open", "a year", 365 * USEC_PER_DAY);
+        assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 3);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_forged_sender_on_private_socket, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_groups_as_of_connecting, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_batch_over_caller_limit, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_user_workers_die_with_apiaryd, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_lowered_max_tasks_per_worker, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_task_timeout_option_is_bounded, test_fixture_setup,
+                                                test_fixture_teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

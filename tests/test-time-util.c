@@ -40,6 +40,13 @@ static void test_timespan_units(void **state) {
         assert_span("3msec", 3000);
         assert_span(" 7 sec ", 7 * USEC_PER_SEC);
         assert_span("infinity", USEC_INFINITY);
+        /* A fraction of a long unit: fraction × unit does not fit in 64 bits (0.999999999w
+         * parsed as about 4 h), and the result is truncated to whole µs, never rounded up. */
+        assert_span("0.999999999w", 604799999395);
+        assert_span("0.999999999 weeks", 604799999395);
+        assert_span("0.5w", 302400 * USEC_PER_SEC);
+        assert_span("1.999999999y", 63115199968442);
+        assert_span("0.000000001y", 31557);
 }
 
 static void test_timespan_default_unit(void **state) {

@@ -104,7 +104,8 @@ int parse_timespan(const char *s, usec_t default_unit, usec_t *ret) {
                 if (whole > UINT64_MAX / unit)
                         return -ERANGE;
                 part = (usec_t) whole * unit;
-                frac_usec = frac * unit / frac_div;
+                /* frac < frac_div ≤ 10⁹ times a unit of up to a year does not fit in 64 bits. */
+                frac_usec = (usec_t) ((unsigned __int128) frac * unit / frac_div);
                 if (part > USEC_INFINITY - 1 - frac_usec || total > USEC_INFINITY - 1 - part - frac_usec)
                         return -ERANGE;
                 total += part + frac_usec;

@@ -421,6 +421,11 @@ static int run(int argc, char *argv[]) {
         r = drop_privileges(&c);
         if (r < 0)
                 return WORKER_EXIT_LOAD;
+        /* A change of UID or GID clears PR_SET_PDEATHSIG: ask again, and check that apiaryd did
+         * not die in between (we would have been reparented, with no signal coming). */
+        r = bind_to_supervisor(c.supervisor);
+        if (r < 0)
+                return WORKER_EXIT_LINK;
 
         r = apply_limits(&c);
         if (r < 0)
