@@ -172,6 +172,9 @@ void manager_pool_changed(Manager *m, Pool *p) {
                                 return;
                 log_info("All workers stopped.");
                 m->exiting = true;
+                /* Now, not at the loop's exit: there sd-bus flushes every connection still attached
+                 * to it without a bound, and a peer that does not read would hold us forever. */
+                peer_server_stop(m);
                 (void) sd_event_exit(m->event, m->exit_status);
         }
 }
@@ -354,6 +357,9 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
+        /* First, while everything its calls may look at is still there (peer_server_stop()
+         * answers what peers send while it flushes): the loop may have ended without a stop. */
+        peer_server_stop(m);
         if (m->tasks) {
                 GHashTableIter it;
                 gpointer task;
@@ -371,7 +377,6 @@ Manager *manager_free(Manager *m) {
         free(m->pools);
         m->status_source = sd_event_source_disable_unref(m->status_source);
         m->gc_source = sd_event_source_disable_unref(m->gc_source);
-        peer_server_stop(m);
         auth_done(m);
         m->bus = sd_bus_flush_close_unref(m->bus);
         m->event = sd_event_unref(m->event);

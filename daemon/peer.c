@@ -17,13 +17,36 @@
 
 /* Enough for every local client at once; past it a new one is turned away, not the old ones. */
 #define PEERS_MAX 1024u
+/* How long apiaryd's exit waits for peers to read what it still has for them. */
+#define PEER_FLUSH_USEC (1 * USEC_PER_SEC)
+
+/* Writes what is queued for the peer until DEADLINE (CLOCK_MONOTONIC) at most: a peer that does
+ * not read must not hold apiaryd's exit forever, as sd_bus_flush() would. What it sends meanwhile
+ * is answered as usual (apiaryd is stopping: tasks are refused). */
+static void peer_flush_until(Peer *p, usec_t deadline) {
+        uint64_t n;
+        int r;
+
+        while (sd_bus_get_n_queued_write(p->bus, &n) >= 0 && n > 0) {
+                usec_t now = now_usec(CLOCK_MONOTONIC);
+
+                if (now >= deadline)
+                        return;
+                r = sd_bus_process(p->bus, NULL);
+                if (r < 0)
+                        return;
+                if (r == 0 && sd_bus_wait(p->bus, deadline - now) < 0)
+                        return;
+        }
+}
 
 static void peer_free(Peer *p) {
         if (!p)
                 return;
         if (p->bus) {
                 (void) sd_bus_detach_event(p->bus);
-                p->bus = sd_bus_flush_close_unref(p->bus);
+                /* Nothing is flushed here: see peer_flush_until(). */
+                p->bus = sd_bus_close_unref(p->bus);
         }
         auth_caller_free(p->caller);
         sd_event_source_disable_unref(p->handshake_source);
@@ -54,6 +77,8 @@ static int on_peer_disconnected(sd_bus_message *msg, void *userdata, sd_bus_erro
         Peer *p = userdata;
         Manager *m = p->manager;
 
+        if (!m->peer_source)
+                return 0;       /* peer_server_stop() is closing them all, this one included */
         log_debug("Private connection closed.");
         /* Its tasks run on; what they send it is dropped. */
         g_hash_table_remove(m->peers, p->bus);
@@ -231,6 +256,15 @@ void peer_server_stop(Manager *m) {
                 m->peer_path = NULL;
         }
         if (m->peers) {
+                usec_t deadline = now_usec(CLOCK_MONOTONIC) + PEER_FLUSH_USEC;
+                GHashTableIter it;
+                gpointer peer;
+
+                /* The replies of a stop (Stopping errors, the last TaskFinished) go out to every
+                 * peer that reads them, within PEER_FLUSH_USEC for all of them together. */
+                g_hash_table_iter_init(&it, m->peers);
+                while (g_hash_table_iter_next(&it, NULL, &peer))
+                        peer_flush_until(peer, deadline);
                 g_hash_table_destroy(m->peers);
                 m->peers = NULL;
         }

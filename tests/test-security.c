@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -349,6 +351,80 @@ static void test_task_timeout_option_is_bounded(void **state) {
         assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 3);
 }
 
+/* A client of the private socket that sends calls and never reads the replies. Returns the
+ * connection (its calls all written). */
+static sd_bus *connect_non_reader(Fixture *f, unsigned n_calls) {
+        g_autofree char *path = socket_path(f), *address = g_strdup_printf("unix:path=%s", path);
+        sd_bus *bus = NULL;
+
+        assert_true(sd_bus_new(&bus) >= 0);
+        assert_true(sd_bus_set_address(bus, address) >= 0);
+        assert_true(sd_bus_start(bus) >= 0);
+        for (unsigned i = 0; i < n_calls; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+
+                assert_true(sd_bus_message_new_method_call(bus, &m, NULL, "/org/apiary/Apiary1",
+                                                           "org.freedesktop.DBus.ObjectManager",
+                                                           "GetManagedObjects") >= 0);
+                /* With a cookie: sd-bus marks a call sent without one as wanting no reply. */
+                assert_true(sd_bus_send(bus, m, &(uint64_t) { 0 }) >= 0);
+        }
+        assert_true(sd_bus_flush(bus) >= 0);
+        return bus;
+}
+
+/* Waits until apiaryd holds replies for BUS that the socket did not take: the kernel queues
+ * megabytes for a stream socket, so what tells is apiaryd's memory, grown by KIB since BASE. */
+static void wait_replies_held(TestDaemon *d, sd_bus *bus, uint64_t base, uint64_t kib) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + TEST_TIMEOUT_USEC;
+        int n = 0;
+
+        for (;;) {
+                assert_int_equal(ioctl(sd_bus_get_fd(bus), SIOCINQ, &n), 0);
+                if (n > 0 && test_proc_rss_kib(d->pid) >= base + kib)
+                        return;
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        fail_msg("apiaryd did not answer the calls (%i bytes to read, RSS %" PRIu64
+                                 " KiB, was %" PRIu64 ")", n, test_proc_rss_kib(d->pid), base);
+                (void) usleep(10 * 1000);
+        }
+}
+
+/* Finding 5: a peer that does not read cannot hold apiaryd's exit: SIGTERM still ends it, with
+ * status 0, within a bounded time. */
+static void test_exit_with_a_peer_that_does_not_read(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *sloth = NULL;
+
+        start(f, NULL, "[Pool echo]\nPlugin=echo.so\nWorkers=4\n[Pool echo2]\nPlugin=echo.so\nWorkers=4\n");
+        uint64_t base = test_proc_rss_kib(d->pid);
+
+        sloth = connect_non_reader(f, 20000);
+        run_ok(d, "echo", "still serving", 0);
+        wait_replies_held(d, sloth, base, 8192);
+        assert_int_equal(test_daemon_kill_and_wait(d, SIGTERM), 0);
+        sloth = sd_bus_close_unref(sloth);
+}
+
+/* Finding 15 (and docs/tasks.md): tasks still running when StopTimeoutSec= kills the workers of a
+ * stopped pool fail with "pool stopped"; they do not go back to a queue nobody serves. */
+static void test_stop_timeout_fails_running_tasks(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        uint64_t id;
+
+        start(f, NULL, "[Pool hung]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nStopTimeoutSec=200ms\n");
+        test_collect_results(d);
+        id = test_submit(d, "hung", "hang", 4);
+        test_wait_until(d, worker_busy, "hung", TEST_TIMEOUT_USEC, "the worker running the task");
+        call_pool(d, "hung", "Stop");
+        test_wait_results(d, 1);
+        assert_false(test_result(d, id)->ok);
+        assert_string_equal(test_result(d, id)->data, "pool stopped");
+        assert_int_equal(test_get_manager_u64(d, "TasksQueued"), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_forged_sender_on_private_socket, test_fixture_setup,
@@ -360,6 +436,10 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_lowered_max_tasks_per_worker, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_task_timeout_option_is_bounded, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_exit_with_a_peer_that_does_not_read, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_stop_timeout_fails_running_tasks, test_fixture_setup,
                                                 test_fixture_teardown),
         };
 
