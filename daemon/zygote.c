@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -231,6 +232,49 @@ void zygote_stop(Pool *p) {
         zygote_free(z);
 }
 
+/* Whether PID is a child of ours that is not already known as a worker or a zygote: returns a
+ * pidfd for it, -ECHILD if it is not our child, or -EEXIST if it is one we know. */
+static int zygote_verify_child(Worker *w, pid_t pid) {
+        Manager *m = w->pool->manager;
+        siginfo_t si = {};
+        int fd;
+
+        if (pid <= 0 || pid == getpid())
+                return -ECHILD;
+        for (size_t i = 0; i < m->n_pools; i++) {
+                Pool *p = m->pools[i];
+
+                if (p->zygote && p->zygote->pid == pid)
+                        return -EEXIST;
+                for (unsigned j = 0; j < p->n_workers; j++)
+                        if (p->workers[j] != w && p->workers[j]->pid == pid)
+                                return -EEXIST;
+        }
+        fd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (fd < 0)
+                return -ECHILD;
+        /* Through the pidfd, so that the answer is about that process, whatever its PID is now. */
+        if (waitid((idtype_t) P_PIDFD, (id_t) fd, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+                safe_close(fd);
+                return -ECHILD;
+        }
+        return fd;
+}
+
+/* A zygote that lied is plugin code gone bad: stop it; the pool's workers are spawned from now
+ * on, until the pool is started anew. */
+static void zygote_distrust(Pool *p) {
+        Zygote *z = p->zygote;
+
+        if (!z)
+                return;
+        z->given_up = true;
+        zygote_set_state(z, ZYGOTE_DEAD);      /* asked for nothing more: see zygote_fork() */
+        if (z->child_source && sd_event_source_send_child_signal(z->child_source, SIGKILL, NULL, 0) < 0 && z->pid > 0)
+                (void) kill(z->pid, SIGKILL);
+        /* on_zygote_exit() does the rest, and does not try again (given_up). */
+}
+
 /* The answer to Fork(): the new worker's PID, or why there is none (then: spawn). */
 static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Worker *w = userdata;
@@ -249,10 +293,22 @@ static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
                 return 0;
         }
 
-        /* Our child (CLONE_PARENT): only we reap it, so its PID cannot be reused before we do. */
-        pidfd = (int) syscall(SYS_pidfd_open, (pid_t) pid, 0);
+        /* The zygote runs plugin code, and may say anything: a PID is trusted only once it is
+         * known to be a child of ours (CLONE_PARENT) that no slot has already. Being our child,
+         * it cannot be reaped and reused but by us. That it holds the link is checked at Ready(). */
+        pidfd = zygote_verify_child(w, (pid_t) pid);
+        if (pidfd < 0) {
+                log_worker(LOG_ERR, w, "The zygote answered PID %" PRIu32 ", which is %s: not trusting it, "
+                           "stopping the zygote and spawning the worker instead.", pid,
+                           pidfd == -ECHILD ? "not a child of apiaryd" : "another process of apiaryd's");
+                w->ready_call = sd_bus_message_unref(w->ready_call);
+                w->link = sd_bus_flush_close_unref(w->link);
+                worker_respawn(w);
+                zygote_distrust(w->pool);
+                return 0;
+        }
         w->pid = (pid_t) pid;
-        r = worker_watch_process(w, pidfd);     /* falls back to the PID if PIDFD < 0 */
+        r = worker_watch_process(w, pidfd);
         if (r < 0) {
                 w->link = sd_bus_flush_close_unref(w->link);
                 return 0;

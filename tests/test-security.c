@@ -425,6 +425,60 @@ static void test_stop_timeout_fails_running_tasks(void **state) {
         assert_int_equal(test_get_manager_u64(d, "TasksQueued"), 0);
 }
 
+static bool pool_worker_ready(TestDaemon *d, const void *userdata) {
+        g_autofree char *s = test_worker_state(d, userdata, 0);
+
+        return streq(s, "ready");
+}
+
+/* Finding 2: a zygote (plugin code, here as nobody) that answers Fork() with the PID of some
+ * other process of root's is not believed: that process lives on, apiaryd stops the zygote,
+ * spawns its workers instead, and serves on. */
+static void test_zygote_pid_is_verified(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *real = g_strdup(getenv("APIARY_WORKER_PATH"));
+        g_autofree char *source = g_path_get_dirname(getenv("APIARY_TEST_CLIENT"));
+        g_autofree char *wrapper = g_strdup_printf("%s/plugins/lying-zygote-worker.sh", source);
+        g_autofree char *preload = g_strdup_printf("%s/lying-zygote.so", getenv("APIARY_TEST_PLUGIN_DIR"));
+        g_autofree char *lie = NULL, *line = NULL;
+        pid_t victim, worker;
+
+        if (geteuid() != 0)
+                skip();
+        victim = fork();
+        assert_true(victim >= 0);
+        if (victim == 0) {
+                pause();
+                _exit(0);
+        }
+        lie = g_strdup_printf("%i", (int) victim);
+        assert_int_equal(setenv("APIARY_TEST_LIE_PID", lie, 1), 0);
+        assert_int_equal(setenv("APIARY_TEST_LYING_ZYGOTE", preload, 1), 0);
+        assert_int_equal(setenv("APIARY_TEST_REAL_WORKER", real, 1), 0);
+        assert_int_equal(setenv("APIARY_WORKER_PATH", wrapper, 1), 0);
+        start(f, NULL, "[Pool forked]\nPlugin=echo.so\nWorkers=1\nZygote=yes\nUser=nobody\nRestartSec=0\n");
+        assert_int_equal(setenv("APIARY_WORKER_PATH", real, 1), 0);
+        unsetenv("APIARY_TEST_LIE_PID");
+
+        line = test_daemon_wait_log(d, "not a child of apiaryd", TEST_TIMEOUT_USEC);
+        assert_non_null(strstr(line, lie));
+        test_wait_until(d, pool_worker_ready, "forked", TEST_TIMEOUT_USEC, "the spawned worker");
+        worker = test_worker_pid(d, "forked", 0);
+        assert_int_not_equal(worker, victim);
+        run_ok(d, "forked", "still serving", 0);
+
+        /* And the next worker is spawned too: the zygote is not asked again. */
+        assert_int_equal(kill(worker, SIGKILL), 0);
+        assert_int_not_equal(test_wait_worker_replaced(d, "forked", 0, worker), victim);
+        run_ok(d, "forked", "still serving", 0);
+
+        assert_true(test_pid_alive(victim));
+        assert_int_not_equal(test_proc_state(victim), 'Z');
+        assert_int_equal(kill(victim, SIGKILL), 0);
+        assert_int_equal(waitpid(victim, NULL, 0), victim);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_forged_sender_on_private_socket, test_fixture_setup,
@@ -440,6 +494,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_exit_with_a_peer_that_does_not_read, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_stop_timeout_fails_running_tasks, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_zygote_pid_is_verified, test_fixture_setup,
                                                 test_fixture_teardown),
         };
 
