@@ -15,6 +15,7 @@
 #include "manager.h"
 #include "notify.h"
 #include "peer.h"
+#include "reaper.h"
 #include "reload.h"
 
 extern char **environ;
@@ -343,6 +344,9 @@ int manager_new(Manager **ret, Config *config, const char *worker_path) {
         if (r < 0)
                 return r;
         r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m);
+        if (r < 0)
+                return r;
+        r = reaper_setup(m);
         if (r < 0)
                 return r;
         r = sd_event_set_watchdog(m->event, true);

@@ -15,6 +15,7 @@
 #include "manager.h"
 #include "pool.h"
 #include "protocol.h"
+#include "reaper.h"
 #include "worker.h"
 #include "zygote.h"
 
@@ -276,8 +277,7 @@ static void zygote_distrust(Pool *p) {
 }
 
 /* The answer to Fork(): the new worker's PID, or why there is none (then: spawn). */
-static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
-        Worker *w = userdata;
+static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
         const sd_bus_error *e = sd_bus_message_get_error(reply);
         uint32_t pid;
         int pidfd, r;
@@ -315,6 +315,15 @@ static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
         }
         /* A Ready() that came first is handled now, the peer check included. */
         worker_resume_ready(w);
+        return 0;
+}
+
+static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Worker *w = userdata;
+        Manager *m = w->pool->manager;
+
+        (void) fork_reply_handle(reply, w);
+        reaper_run(m);          /* what it held back while this Fork() was unanswered */
         return 0;
 }
 

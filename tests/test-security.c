@@ -479,6 +479,45 @@ static void test_zygote_pid_is_verified(void **state) {
         assert_int_equal(waitpid(victim, NULL, 0), victim);
 }
 
+/* apiaryd's children that are zombies. */
+static unsigned count_zombie_children(pid_t pid) {
+        size_t n;
+        g_autofree pid_t *children = test_proc_children(pid, &n);
+        unsigned zombies = 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (test_proc_state(children[i]) == 'Z')
+                        zombies++;
+        return zombies;
+}
+
+/* Finding 8: children a plugin makes apiaryd's (clone(CLONE_PARENT)) are reaped, not left as
+ * zombies counted against TasksMax=. */
+static void test_unknown_children_are_reaped(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        usec_t deadline;
+
+        start(f, NULL, "[Pool control]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=2\n");
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *result = NULL;
+        size_t size;
+
+        if (test_run(d, "control", "orphan 200", 10, 0, (void **) &result, &size, &error) < 0)
+                fail_msg("orphan 200: %s: %s", error.name, error.message);
+        assert_int_equal(size, 12);
+        assert_memory_equal(result, "orphaned 200", 12);
+        deadline = now_usec(CLOCK_MONOTONIC) + TEST_TIMEOUT_USEC;
+        while (count_zombie_children(d->pid) > 0) {
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        fail_msg("apiaryd has %u zombie children", count_zombie_children(d->pid));
+                (void) usleep(20 * 1000);
+        }
+        /* Its workers are still its own, and still serve. */
+        run_ok(d, "control", "alive", 0);
+        assert_int_equal(test_get_manager_u64(d, "TasksFailed"), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_forged_sender_on_private_socket, test_fixture_setup,
@@ -496,6 +535,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_stop_timeout_fails_running_tasks, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_zygote_pid_is_verified, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_unknown_children_are_reaped, test_fixture_setup,
                                                 test_fixture_teardown),
         };
 

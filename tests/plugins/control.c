@@ -23,6 +23,8 @@
  *   "relay POOL DATA" submit DATA to POOL, return "relayed:" + its result (asynchronously)
  *   "return-nothing" return from run() without completing the task
  *   "spawn N"        fork N (at most 64) children that sleep forever; return their PIDs
+ *   "orphan N"       clone(CLONE_PARENT) N (at most 1000) children, which are so apiaryd's, and
+ *                    which exit at once; return "orphaned N"
  *   "hog N"          allocate and touch N MiB; if malloc() fails, log it and abort()
  *   "close-bus"      close the worker's link to apiaryd (fd 3), then return the payload
  *   "garbage"        write bytes that are not D-Bus to the link (fd 3), then return the payload
@@ -32,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <sys/types.h>
@@ -123,6 +127,23 @@ static void control_fini(void *state) {
                         pause();
         if (strcmp(mode, "crash") == 0)
                 abort();
+}
+
+/* "orphan N": children of apiaryd's, which it did not make and does not know; they exit at once. */
+static int orphan_children(const struct apiary_host *host, apiary_task *task, int n) {
+        char buf[32];
+
+        if (n < 1 || n > 1000)
+                return host->task_fail(task, "usage: orphan N, with N from 1 to 1000");
+        for (int i = 0; i < n; i++) {
+                long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
+
+                if (pid < 0)
+                        return host->task_fail(task, "clone: %s", strerror(errno));
+                if (pid == 0)
+                        _exit(0);
+        }
+        return host->task_return(task, buf, (size_t) snprintf(buf, sizeof(buf), "orphaned %i", n));
 }
 
 /* "spawn N": children that outlive nothing. They stay in the worker's process group. */
@@ -227,6 +248,13 @@ static int control_run(void *state, apiary_task *task) {
                 memcpy(num, p + 6, n - 6);
                 num[n - 6] = '\0';
                 return spawn_children(host, task, atoi(num));
+        }
+        if (n > 7 && n < 16 && memcmp(p, "orphan ", 7) == 0) {
+                char num[16];
+
+                memcpy(num, p + 7, n - 7);
+                num[n - 7] = '\0';
+                return orphan_children(host, task, atoi(num));
         }
         if (n > 4 && n < 16 && memcmp(p, "hog ", 4) == 0) {
                 char num[16];

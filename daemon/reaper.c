@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "reaper.h"
+#include "worker.h"
+
+/* Whether PID is a worker's or a zygote's, or may be one soon (a Fork() is pending). */
+static bool pid_is_watched(Manager *m, pid_t pid, bool *ret_fork_pending) {
+        for (size_t i = 0; i < m->n_pools; i++) {
+                Pool *p = m->pools[i];
+
+                if (p->zygote && p->zygote->pid == pid)
+                        return true;
+                for (unsigned j = 0; j < p->n_workers; j++) {
+                        if (p->workers[j]->pid == pid)
+                                return true;
+                        if (p->workers[j]->fork_slot)
+                                *ret_fork_pending = true;
+                }
+        }
+        return false;
+}
+
+void reaper_run(Manager *m) {
+        char path[64];
+        FILE *f;
+        long pid;
+
+        /* apiaryd is single-threaded: its children are its main thread's. */
+        snprintf(path, sizeof(path), "/proc/self/task/%i/children", (int) getpid());
+        f = fopen(path, "re");
+        if (!f)
+                return;
+        while (fscanf(f, "%ld", &pid) == 1) {
+                siginfo_t si = {};
+                bool fork_pending = false;
+
+                /* Exited? (Without reaping it yet.) */
+                if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
+                        continue;
+                if (pid_is_watched(m, (pid_t) pid, &fork_pending))
+                        continue;
+                if (fork_pending)
+                        break;          /* it may be the child of that Fork(): wait for its answer */
+                if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+                        continue;
+                log_debug("Reaped process %li, a child of apiaryd no worker or zygote is (%s %i).", pid,
+                          si.si_code == CLD_EXITED ? "exit status" : "signal", si.si_status);
+        }
+        fclose(f);
+}
+
+static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        reaper_run(userdata);
+        return 0;
+}
+
+
+int reaper_setup(Manager *m) {
+        /* After the child sources: sd-event reaps its own before it dispatches this. */
+        sd_event_source *s;
+        int r;
+
+        r = sd_event_add_signal(m->event, &s, SIGCHLD, on_sigchld, m);
+        if (r < 0)
+                return r;
+        /* Last: the child sources of workers and zygotes handle theirs first. */
+        (void) sd_event_source_set_priority(s, SD_EVENT_PRIORITY_IDLE);
+        /* The loop owns it from here on. */
+        r = sd_event_source_set_floating(s, true);
+        sd_event_source_unref(s);
+        return r;
+}
