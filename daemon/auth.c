@@ -229,6 +229,10 @@ static bool caller_allowed(const Caller *c, const IdList *users, const IdList *g
         return false;
 }
 
+bool auth_caller_may_control(Manager *m, const Caller *c) {
+        return caller_allowed(c, &m->config->control_users, &m->config->control_groups);
+}
+
 int auth_check(Manager *m, sd_bus_message *msg, AccessKind kind, sd_bus_error *error) {
         const Config *cfg = m->config;
         const Caller *c;

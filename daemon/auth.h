@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdbool.h>
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
 
@@ -44,6 +45,9 @@ int auth_check(Manager *m, sd_bus_message *msg, AccessKind kind, sd_bus_error *e
 
 /* The caller of MSG (cached like auth_check()'s), or a negative errno. */
 int auth_caller(Manager *m, sd_bus_message *msg, const Caller **ret);
+/* Whether C has control rights (root, apiaryd's user, ControlUsers=, ControlGroups=): such a
+ * caller is never locked out by the limits others share (peer.c). */
+bool auth_caller_may_control(Manager *m, const Caller *c);
 /* What log lines call the caller of MSG. */
 const char *auth_caller_label(Manager *m, sd_bus_message *msg);
 

@@ -40,6 +40,8 @@ typedef struct Manager {
         char *peer_path;                /* the private socket we listen on, or NULL */
         uint64_t next_peer_id;
         sd_event_source *peer_source;
+        sd_event_source *peer_retry_source;     /* accept() failed: listening again after a pause */
+        usec_t peer_retry_usec;
         uint64_t next_task_id;
         uint64_t n_submitted, n_running, n_done, n_failed, n_queued;
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,19 @@
 
 /* Enough for every local client at once; past it a new one is turned away, not the old ones. */
 #define PEERS_MAX 1024u
+/* What one user without control rights may hold of them, so that no user locks out the others;
+ * and what is kept beyond PEERS_MAX for those with control rights, whom nobody locks out. */
+#define PEERS_PER_UID_MAX 64u
+#define PEERS_RESERVED 64u
+/* A connection that has not completed its handshake by then is closed. */
+#define PEER_HANDSHAKE_USEC (5 * USEC_PER_SEC)
+/* Replies and signals queued for a peer that does not read them: past this many, it is
+ * disconnected (as dbus-daemon does past max_outgoing_bytes). The kernel takes megabytes before
+ * anything queues in apiaryd at all, so a client that reads never gets near it. */
+#define PEER_QUEUED_MAX 1024u
+/* Accepting failed (out of descriptors, say): wait this long, doubling, before trying again. */
+#define ACCEPT_RETRY_USEC (100 * USEC_PER_MSEC)
+#define ACCEPT_RETRY_MAX_USEC (5 * USEC_PER_SEC)
 /* How long apiaryd's exit waits for peers to read what it still has for them. */
 #define PEER_FLUSH_USEC (1 * USEC_PER_SEC)
 
@@ -50,6 +64,7 @@ static void peer_free(Peer *p) {
         }
         auth_caller_free(p->caller);
         sd_event_source_disable_unref(p->handshake_source);
+        sd_event_source_disable_unref(p->deadline_source);
         free(p);
 }
 
@@ -107,6 +122,60 @@ static int on_handshake(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+static int on_handshake_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        Peer *p = userdata;
+
+        p->deadline_source = sd_event_source_disable_unref(p->deadline_source);
+        if (sd_bus_is_ready(p->bus) > 0)
+                return 0;
+        log_notice("Closing %s: no handshake within %s.", p->caller->label,
+                   format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX, PEER_HANDSHAKE_USEC));
+        g_hash_table_remove(p->manager->peers, p->bus);
+        return 0;
+}
+
+/* Before each message a peer sends is dispatched: one that does not read what it is sent is cut
+ * off, before it makes apiaryd queue more. */
+static int peer_filter(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Peer *p = userdata;
+        uint64_t n;
+
+        if (sd_bus_get_n_queued_write(p->bus, &n) < 0 || n <= PEER_QUEUED_MAX)
+                return 0;
+        log_warning("Disconnecting %s: it does not read its replies (%" PRIu64 " messages queued for it).",
+                    p->caller->label, n);
+        sd_bus_close(p->bus);   /* its Disconnected message frees it */
+        return 1;               /* and this message is not handled */
+}
+
+/* Whether a connection of C may be taken now: see PEERS_MAX and PEERS_PER_UID_MAX. */
+static int peer_check_limits(Manager *m, const Caller *c) {
+        unsigned total = g_hash_table_size(m->peers), mine = 0;
+        GHashTableIter it;
+        gpointer v;
+
+        if (auth_caller_may_control(m, c)) {
+                if (total < PEERS_MAX + PEERS_RESERVED)
+                        return 0;
+                log_warning("Refusing %s: %u connections are open already.", c->label, total);
+                return -EUSERS;
+        }
+        if (total >= PEERS_MAX) {
+                log_warning("Refusing %s: %u connections are open already.", c->label, total);
+                return -EUSERS;
+        }
+        g_hash_table_iter_init(&it, m->peers);
+        while (g_hash_table_iter_next(&it, NULL, &v))
+                if (((Peer *) v)->caller->uid == c->uid)
+                        mine++;
+        if (mine >= PEERS_PER_UID_MAX) {
+                log_warning("Refusing %s: UID %u has %u connections open already.", c->label, (unsigned) c->uid,
+                            mine);
+                return -EUSERS;
+        }
+        return 0;
+}
+
 static int peer_new(Manager *m, int fd) {
         _cleanup_(closep) int fd_close = fd;
         Peer *p;
@@ -120,6 +189,9 @@ static int peer_new(Manager *m, int fd) {
 
         /* Who connected, as of now: what it does later (exec a setgid binary, say) changes nothing. */
         r = auth_caller_from_socket(fd, p->id, &p->caller);
+        if (r < 0)
+                goto fail;
+        r = peer_check_limits(m, p->caller);
         if (r < 0)
                 goto fail;
 
@@ -146,6 +218,9 @@ static int peer_new(Manager *m, int fd) {
                                 "Disconnected", on_peer_disconnected, p);
         if (r < 0)
                 goto fail;
+        r = sd_bus_add_filter(p->bus, NULL, peer_filter, p);
+        if (r < 0)
+                goto fail;
         r = sd_bus_start(p->bus);
         if (r < 0)
                 goto fail;
@@ -157,6 +232,10 @@ static int peer_new(Manager *m, int fd) {
         r = sd_event_add_post(m->event, &p->handshake_source, on_handshake, p);
         if (r < 0)
                 goto fail;
+        r = sd_event_add_time_relative(m->event, &p->deadline_source, CLOCK_MONOTONIC, PEER_HANDSHAKE_USEC,
+                                       USEC_PER_MSEC, on_handshake_deadline, p);
+        if (r < 0)
+                goto fail;
 
         g_hash_table_insert(m->peers, p->bus, p);
         return 0;
@@ -166,24 +245,39 @@ fail:
         return r;
 }
 
+static int on_accept_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        m->peer_retry_source = sd_event_source_disable_unref(m->peer_retry_source);
+        (void) sd_event_source_set_enabled(m->peer_source, SD_EVENT_ON);
+        return 0;
+}
+
 static int on_connection(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Manager *m = userdata;
         int nfd, r;
 
         nfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (nfd < 0) {
-                if (!IN_SET(errno, EAGAIN, EINTR, ECONNABORTED))
-                        log_warning_errno(errno, "Failed to accept a private connection: %m");
+                if (IN_SET(errno, EAGAIN, EINTR, ECONNABORTED))
+                        return 0;
+                /* Out of descriptors or memory: the connection stays in the backlog, and the socket
+                 * stays readable. Stop listening for a while, instead of spinning on it. */
+                m->peer_retry_usec = m->peer_retry_usec == 0 ? ACCEPT_RETRY_USEC :
+                                     MIN(m->peer_retry_usec * 2, ACCEPT_RETRY_MAX_USEC);
+                log_warning_errno(errno, "Failed to accept a private connection, trying again in %s: %m",
+                                  format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX,
+                                                  m->peer_retry_usec));
+                r = sd_event_add_time_relative(m->event, &m->peer_retry_source, CLOCK_MONOTONIC, m->peer_retry_usec,
+                                               USEC_PER_MSEC, on_accept_retry, m);
+                if (r >= 0)
+                        (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
                 return 0;
         }
-        if (g_hash_table_size(m->peers) >= PEERS_MAX) {
-                log_warning("Refusing a private connection: %u are open already.", PEERS_MAX);
-                close(nfd);
-                return 0;
-        }
+        m->peer_retry_usec = 0;
 
         r = peer_new(m, nfd);
-        if (r < 0)
+        if (r < 0 && r != -EUSERS)
                 log_warning_errno(r, "Failed to set up a private connection: %m");
         return 0;
 }
@@ -250,6 +344,7 @@ int peer_server_start(Manager *m) {
 
 void peer_server_stop(Manager *m) {
         m->peer_source = sd_event_source_disable_unref(m->peer_source);
+        m->peer_retry_source = sd_event_source_disable_unref(m->peer_retry_source);
         if (m->peer_path) {
                 (void) unlink(m->peer_path);
                 free(m->peer_path);

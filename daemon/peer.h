@@ -21,6 +21,7 @@ typedef struct Peer {
         uint64_t id;            /* counts from 1: names it in MaxTasksPerCaller= accounting */
         bool subscribed;        /* Subscribe() called: it gets the signals the bus would broadcast */
         sd_event_source *handshake_source;
+        sd_event_source *deadline_source;       /* the handshake's time limit */
 } Peer;
 
 /* Listens on the configured private socket, if any. */

@@ -18,7 +18,12 @@
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <grp.h>
@@ -352,8 +357,8 @@ static void test_task_timeout_option_is_bounded(void **state) {
 }
 
 /* A client of the private socket that sends calls and never reads the replies. Returns the
- * connection (its calls all written). */
-static sd_bus *connect_non_reader(Fixture *f, unsigned n_calls) {
+ * connection (its calls all written, unless MAY_BE_CUT_OFF and apiaryd closed it first). */
+static sd_bus *connect_non_reader(Fixture *f, unsigned n_calls, bool may_be_cut_off) {
         g_autofree char *path = socket_path(f), *address = g_strdup_printf("unix:path=%s", path);
         sd_bus *bus = NULL;
 
@@ -367,9 +372,12 @@ static sd_bus *connect_non_reader(Fixture *f, unsigned n_calls) {
                                                            "org.freedesktop.DBus.ObjectManager",
                                                            "GetManagedObjects") >= 0);
                 /* With a cookie: sd-bus marks a call sent without one as wanting no reply. */
-                assert_true(sd_bus_send(bus, m, &(uint64_t) { 0 }) >= 0);
+                if (sd_bus_send(bus, m, &(uint64_t) { 0 }) < 0 && may_be_cut_off)
+                        return bus;
+                assert_true(sd_bus_is_open(bus) > 0);
         }
-        assert_true(sd_bus_flush(bus) >= 0);
+        if (sd_bus_flush(bus) < 0)
+                assert_true(may_be_cut_off);
         return bus;
 }
 
@@ -396,15 +404,142 @@ static void test_exit_with_a_peer_that_does_not_read(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *sloth = NULL;
+        uint64_t base;
 
-        start(f, NULL, "[Pool echo]\nPlugin=echo.so\nWorkers=4\n[Pool echo2]\nPlugin=echo.so\nWorkers=4\n");
-        uint64_t base = test_proc_rss_kib(d->pid);
-
-        sloth = connect_non_reader(f, 20000);
+        /* 64 workers: each reply is tens of KiB, and 1,000 of them more than the socket takes,
+         * yet fewer than would get the peer disconnected (see the next test). */
+        start(f, NULL, "[Pool echo]\nPlugin=echo.so\nWorkers=32\n[Pool echo2]\nPlugin=echo.so\nWorkers=32\n");
+        base = test_proc_rss_kib(d->pid);
+        sloth = connect_non_reader(f, 1000, false);
         run_ok(d, "echo", "still serving", 0);
-        wait_replies_held(d, sloth, base, 8192);
+        wait_replies_held(d, sloth, base, 4096);
         assert_int_equal(test_daemon_kill_and_wait(d, SIGTERM), 0);
         sloth = sd_bus_close_unref(sloth);
+}
+
+/* Finding 3 (what apiaryd sends): a peer that sends calls and never reads the replies is
+ * disconnected once 1,024 are queued for it; apiaryd does not grow without bound. */
+static void test_peer_that_does_not_read_is_cut_off(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *sloth = NULL;
+        g_autofree char *line = NULL;
+        uint64_t base;
+
+        start(f, NULL, NULL);
+        base = test_proc_rss_kib(d->pid);
+        sloth = connect_non_reader(f, 50000, true);
+        run_ok(d, "echo", "still serving", 0);
+        line = test_daemon_wait_log(d, "does not read its replies", TEST_TIMEOUT_USEC);
+        assert_non_null(strstr(line, "(UID 0, PID"));
+        /* 1,024 replies of about 1 KiB at most, whatever the 50,000 calls. */
+        if (test_proc_rss_kib(d->pid) > base + 16 * 1024)
+                fail_msg("apiaryd grew from %" PRIu64 " to %" PRIu64 " KiB", base, test_proc_rss_kib(d->pid));
+        run_ok(d, "echo", "still serving", 0);
+}
+
+/* A process of UID that connects N times to the private socket, never handshakes, and then
+ * tells through its exit status how many of its connections apiaryd closed within 10 s (the
+ * handshake deadline is 5 s). Signals the parent through READY_FD once connected. */
+static _noreturn_ void hog_connections(const char *path, uid_t uid, unsigned n, int ready_fd) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fds[256];
+        unsigned closed = 0;
+
+        if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0)
+                _exit(255);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        for (unsigned i = 0; i < n; i++) {
+                fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fds[i] < 0 || connect(fds[i], (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                        _exit(254);
+        }
+        (void) write(ready_fd, "x", 1);
+        for (unsigned i = 0; i < n; i++) {
+                struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
+                char c;
+
+                if (poll(&pfd, 1, 10000) > 0 && read(fds[i], &c, 1) == 0)
+                        closed++;
+        }
+        _exit((int) MIN(closed, 250u));
+}
+
+/* Finding 4: one user cannot take every connection of the private socket, nor keep them
+ * without a handshake; another user, and root, still get in. */
+static void test_connection_limits(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *path = socket_path(f), *peer = g_strdup_printf("peer:unix:path=%s", path);
+        g_autofree char *out = NULL, *line = NULL;
+        int pipefd[2], status;
+        pid_t pid;
+        char c;
+
+        if (geteuid() != 0)
+                skip();
+        start(f, NULL, NULL);
+        assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+                hog_connections(path, NOBODY, 100, pipefd[1]);
+        close(pipefd[1]);
+        assert_int_equal(read(pipefd[0], &c, 1), 1);
+        close(pipefd[0]);
+
+        line = test_daemon_wait_log(d, "UID 65534 has 64 connections open already", TEST_TIMEOUT_USEC);
+        /* Another user, and root, are not locked out. */
+        assert_int_equal(test_client_at(peer, 4243, &out, (const char *[]) { "get", "State", NULL }), 0);
+        assert_string_equal(out, "running");
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client_at(peer, 0, &out, (const char *[]) { "run", "echo", "root", NULL }), 0);
+        assert_string_equal(out, "root");
+
+        /* All 100 are closed: 36 at once, 64 at the handshake deadline. */
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 100);
+        g_free(line);
+        line = test_daemon_wait_log(d, "no handshake within 5s", TEST_TIMEOUT_USEC);
+        assert_non_null(strstr(line, "(UID 65534, PID"));
+}
+
+/* Finding 4: when accept() fails (out of descriptors), apiaryd backs off instead of spinning
+ * and logging in a loop, and accepts again once it can. */
+static void test_accept_errors_back_off(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *path = socket_path(f), *address = g_strdup_printf("unix:path=%s", path);
+        struct rlimit old, low;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fds[8];
+        unsigned lines = 0;
+
+        start(f, NULL, NULL);
+        assert_int_equal(prlimit(d->pid, RLIMIT_NOFILE, NULL, &old), 0);
+        low = (struct rlimit) { .rlim_cur = test_proc_count_fds(d->pid), .rlim_max = old.rlim_max };
+        assert_int_equal(prlimit(d->pid, RLIMIT_NOFILE, &low, NULL), 0);
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+                fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                assert_int_equal(connect(fds[i], (struct sockaddr *) &sa, sizeof(sa)), 0);
+        }
+        g_free(test_daemon_wait_log(d, "Failed to accept a private connection", TEST_TIMEOUT_USEC));
+        (void) usleep(1000 * 1000);     /* a second of it: 100 ms, 200, 400, 800: 4 or 5 lines */
+        g_autofree char *log = test_daemon_log(d);
+        for (const char *p = log; (p = strstr(p, "Failed to accept")); p++)
+                lines++;
+        if (lines > 6)
+                fail_msg("%u lines of accept() failures in a second", lines);
+
+        /* Descriptors again: the waiting connections are taken, and served. */
+        assert_int_equal(prlimit(d->pid, RLIMIT_NOFILE, &old, NULL), 0);
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                close(fds[i]);
+        test_daemon_connect_private(d, path);
+        run_ok(d, "echo", "accepted again", 0);
 }
 
 /* Finding 15 (and docs/tasks.md): tasks still running when StopTimeoutSec= kills the workers of a
@@ -532,6 +667,10 @@ int main(void) {
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_exit_with_a_peer_that_does_not_read, test_fixture_setup,
                                                 test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_peer_that_does_not_read_is_cut_off, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_connection_limits, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_accept_errors_back_off, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_stop_timeout_fails_running_tasks, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_zygote_pid_is_verified, test_fixture_setup,
