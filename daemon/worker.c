@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -462,6 +463,28 @@ int worker_watch_process(Worker *w, int pidfd) {
         return 0;
 }
 
+/* Before each message a worker sends is handled: a worker (plugin code) that sends calls and does
+ * not read the answers would make apiaryd queue them without end. Past LINK_QUEUED_MAX it is
+ * killed, with that as the reason. Normal traffic never gets near: Dispatch is bounded by
+ * Concurrency=, and the kernel takes megabytes before anything queues here. */
+static int link_filter(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        uint64_t n;
+
+        if (sd_bus_get_n_queued_write(w->link, &n) < 0 || n <= LINK_QUEUED_MAX)
+                return 0;
+        if (!w->failure_message) {
+                log_worker(LOG_ERR, w, "Worker does not read its link (%" PRIu64 " messages queued for it), "
+                           "killing it.", n);
+                /* Shown as the cause of its exit, like a reason the worker gave itself. */
+                if (asprintf(&w->failure_message, "killed: it did not read its link, %" PRIu64 " messages queued",
+                             n) < 0)
+                        w->failure_message = NULL;
+                worker_kill(w, SIGKILL);
+        }
+        return 1;       /* not handled: nothing more is queued for it */
+}
+
 /* The server end of a new process's link. */
 int worker_link_new(Worker *w, int fd) {
         Manager *m = w->pool->manager;
@@ -476,6 +499,8 @@ int worker_link_new(Worker *w, int fd) {
         if (r >= 0)
                 r = sd_bus_match_signal(w->link, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
                                         "Disconnected", on_link_disconnected, w);
+        if (r >= 0)
+                r = sd_bus_add_filter(w->link, NULL, link_filter, w);
         return r;
 }
 

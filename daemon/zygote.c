@@ -75,6 +75,7 @@ static void zygote_free(Zygote *z) {
 }
 
 static int zygote_spawn(Zygote *z);
+static void zygote_distrust(Pool *p);
 
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         Zygote *z = userdata;
@@ -155,6 +156,20 @@ static const sd_bus_vtable zygote_link_vtable[] = {
         SD_BUS_VTABLE_END
 };
 
+/* As a worker's link (worker.c): a zygote that does not read what it is sent is killed. */
+static int zygote_link_filter(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Zygote *z = userdata;
+        uint64_t n;
+
+        if (sd_bus_get_n_queued_write(z->link, &n) < 0 || n <= LINK_QUEUED_MAX)
+                return 0;
+        if (!z->pool)
+                return 1;
+        log_zygote(LOG_ERR, z, "Zygote does not read its link (%" PRIu64 " messages queued for it), killing it.", n);
+        zygote_distrust(z->pool);
+        return 1;
+}
+
 static int zygote_spawn(Zygote *z) {
         Pool *p = z->pool;
         Manager *m = p->manager;
@@ -188,6 +203,8 @@ static int zygote_spawn(Zygote *z) {
         if (r >= 0)
                 r = sd_bus_add_object_vtable(z->link, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE,
                                              zygote_link_vtable, z);
+        if (r >= 0)
+                r = sd_bus_add_filter(z->link, NULL, zygote_link_filter, z);
         if (r < 0) {
                 (void) kill(z->pid, SIGKILL);   /* its exit is handled as usual */
                 return r;

@@ -32,6 +32,10 @@
 /* The fd number apiary-worker finds its end of the socketpair on. */
 #define WORKER_BUS_FD 3
 
+/* Messages apiaryd lets queue for a worker or zygote that does not read its link, before it
+ * kills it. */
+#define LINK_QUEUED_MAX 4096u
+
 /* apiary-worker's exit statuses, which apiaryd reads to decide what to do next. */
 enum {
         WORKER_EXIT_OK = 0,             /* stopped as asked */

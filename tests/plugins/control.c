@@ -25,6 +25,8 @@
  *   "spawn N"        fork N (at most 64) children that sleep forever; return their PIDs
  *   "orphan N"       clone(CLONE_PARENT) N (at most 1000) children, which are so apiaryd's, and
  *                    which exit at once; return "orphaned N"
+ *   "flood N"        submit() N tasks to a pool that does not exist, then hang without ever
+ *                    reading the answers: a plugin that floods its link
  *   "hog N"          allocate and touch N MiB; if malloc() fails, log it and abort()
  *   "close-bus"      close the worker's link to apiaryd (fd 3), then return the payload
  *   "garbage"        write bytes that are not D-Bus to the link (fd 3), then return the payload
@@ -127,6 +129,19 @@ static void control_fini(void *state) {
                         pause();
         if (strcmp(mode, "crash") == 0)
                 abort();
+}
+
+static void ignore_result(int ok, const void *data, size_t size, void *userdata) {
+}
+
+/* "flood N": N calls on the link, whose answers are never read. */
+static int flood_link(const struct apiary_host *host, apiary_task *task, int n) {
+        for (int i = 0; i < n; i++)
+                if (host->submit(host, "no-such-pool", "x", 1, ignore_result, NULL) < 0)
+                        break;
+        for (;;)
+                pause();
+        return 0;
 }
 
 /* "orphan N": children of apiaryd's, which it did not make and does not know; they exit at once. */
@@ -248,6 +263,13 @@ static int control_run(void *state, apiary_task *task) {
                 memcpy(num, p + 6, n - 6);
                 num[n - 6] = '\0';
                 return spawn_children(host, task, atoi(num));
+        }
+        if (n > 6 && n < 16 && memcmp(p, "flood ", 6) == 0) {
+                char num[16];
+
+                memcpy(num, p + 6, n - 6);
+                num[n - 6] = '\0';
+                return flood_link(host, task, atoi(num));
         }
         if (n > 7 && n < 16 && memcmp(p, "orphan ", 7) == 0) {
                 char num[16];
