@@ -652,6 +652,44 @@ bool id_list_contains(const IdList *l, unsigned id) {
 }
 
 /* A file name looked up in PluginDirectory=, or an absolute path. */
+/* SubmitFrom=: pool names or "*", separated by spaces; empty: only the pool's own plugin. The
+ * pools need not exist yet (a reload may add them). */
+static int config_parse_submit_from(const char *value, void *base, size_t offset) {
+        g_auto(GStrv) words = g_strsplit_set(value, " \t", -1);
+        char **field = FIELD(base, offset, char *);
+        g_autoptr(GString) norm = g_string_new(NULL);
+
+        for (size_t i = 0; words[i]; i++) {
+                if (words[i][0] == '\0')
+                        continue;
+                if (!streq(words[i], "*") && !pool_name_is_valid(words[i]))
+                        return -EINVAL;
+                if (norm->len > 0)
+                        g_string_append_c(norm, ' ');
+                g_string_append(norm, words[i]);
+        }
+        if (norm->len == 0) {
+                free(*field);
+                *field = NULL;
+                return 0;
+        }
+        return replace_string(field, norm->str);
+}
+
+bool pool_config_accepts_from(const PoolConfig *c, const char *from) {
+        g_auto(GStrv) words = NULL;
+
+        if (streq(c->name, from))
+                return true;
+        if (!c->submit_from)
+                return false;
+        words = g_strsplit(c->submit_from, " ", -1);
+        for (size_t i = 0; words[i]; i++)
+                if (streq(words[i], "*") || streq(words[i], from))
+                        return true;
+        return false;
+}
+
 static int config_parse_plugin(const char *value, void *base, size_t offset) {
         if (value[0] != '/' &&
             (value[0] == '\0' || strchr(value, '/') || strcmp(value, ".") == 0 || strcmp(value, "..") == 0))
@@ -794,6 +832,8 @@ static const ConfigKey pool_keys[] = {
           "a non-negative integer (0: no limit)" },
         { "Zygote", config_parse_bool, offsetof(PoolConfig, zygote),
           "a boolean (yes/no, true/false, on/off, 1/0)" },
+        { "SubmitFrom", config_parse_submit_from, offsetof(PoolConfig, submit_from),
+          "pool names or \"*\", separated by spaces" },
         { "User", config_parse_user, offsetof(PoolConfig, user),
           "a user name that exists, or a numeric UID" },
         { "Group", config_parse_group, offsetof(PoolConfig, group),
@@ -1172,6 +1212,7 @@ PoolConfig *pool_config_free(PoolConfig *p) {
         free(p->plugin_file);
         free(p->plugin_path);
         free(p->plugin);
+        free(p->submit_from);
         free(p->name);
         free(p);
         return NULL;
@@ -1258,6 +1299,7 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 pool_config_uid(a) == pool_config_uid(b) &&
                 pool_config_gid(a) == pool_config_gid(b) &&
                 a->limit_data == b->limit_data &&
+                streq_ptr(a->submit_from, b->submit_from) &&
                 plugin_settings_equal(a, b);
 }
 

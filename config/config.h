@@ -77,6 +77,8 @@ typedef struct PoolConfig {
         gid_t user_gid;
         gid_t group;
         uint64_t limit_data;            /* LimitDATA=, bytes, default UINT64_MAX (infinity): RLIMIT_DATA of each worker */
+        char *submit_from;              /* SubmitFrom=: the pools whose plugins may submit() here, separated
+                                         * by spaces, "*" for every pool; NULL: only this pool's own */
 
         /* [Pool NAME Plugin]: free-form, in order of first appearance; later files override values. */
         char **plugin_keys;
@@ -150,3 +152,5 @@ RestartPolicy restart_policy_from_string(const char *s);
 
 /* Whether the pool name is usable: non-empty, at most 64 bytes of [A-Za-z0-9_.-]. */
 bool pool_name_is_valid(const char *name);
+/* Whether a plugin of pool FROM may submit() to the pool C (SubmitFrom=). */
+bool pool_config_accepts_from(const PoolConfig *c, const char *from);

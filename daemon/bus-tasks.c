@@ -113,7 +113,8 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, Pool **ret, s
 /* Submit and Run: (s pool, ay payload, a{sv} options); Run replies when the task is done. A
  * plugin's Submit through its worker's link is a Run without options, and needs no check: the
  * worker is ours. */
-static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_worker, sd_bus_error *error) {
+static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, const char *from_pool, sd_bus_error *error) {
+        bool from_worker = from_pool;
         TaskOptions o = { .timeout_usec = USEC_INFINITY };
         CallerTasks *caller = NULL;
         uid_t owner = geteuid();        /* a plugin's tasks are apiaryd's own */
@@ -152,6 +153,11 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_work
         r = check_timeout(p, &o, error);
         if (r < 0)
                 return r;
+        /* A plugin is not a user: what it may feed is the operator's choice, not its user's rights. */
+        if (from_worker && !pool_config_accepts_from(p->config, from_pool))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Pool \"%s\" takes no tasks from the plugin of pool \"%s\" "
+                                         "(SubmitFrom= of [Pool %s]).", name, from_pool, name);
         if (!from_worker) {
                 r = caller_tasks_check(mgr, m, 1, &caller, error);
                 if (r < 0)
@@ -178,11 +184,11 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, bool from_work
 }
 
 int bus_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return submit_one(m, userdata, false, false, error);
+        return submit_one(m, userdata, false, NULL, error);
 }
 
 int bus_method_run(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return submit_one(m, userdata, true, false, error);
+        return submit_one(m, userdata, true, NULL, error);
 }
 
 typedef struct Payload {
@@ -370,6 +376,6 @@ int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         return r;
 }
 
-int link_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return submit_one(m, userdata, true, true, error);
+int link_method_submit(sd_bus_message *m, Manager *mgr, const char *from, sd_bus_error *error) {
+        return submit_one(m, mgr, true, from, error);
 }

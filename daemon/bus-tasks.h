@@ -3,6 +3,8 @@
 
 #include <systemd/sd-bus.h>
 
+typedef struct Manager Manager;
+
 /*
  * The task methods of org.apiary.Apiary1.Manager (Submit, Run, SubmitBatch, Cancel), and the
  * Submit a plugin makes through its worker's private link. The vtables in bus-api.c and
@@ -15,6 +17,7 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
 int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error);
 
-/* org.apiary.Supervisor1.Submit(s pool, ay payload) → (ay result), from a plugin; USERDATA is
- * the Manager. */
-int link_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error);
+/* org.apiary.Supervisor1.Submit(s pool, ay payload) → (ay result), from a plugin of the pool
+ * FROM: a Run() without options, refused unless the target pool takes tasks from FROM
+ * (SubmitFrom=). */
+int link_method_submit(sd_bus_message *m, Manager *mgr, const char *from, sd_bus_error *error);

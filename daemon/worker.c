@@ -207,7 +207,7 @@ static int link_method_failed(sd_bus_message *msg, void *userdata, sd_bus_error 
 static int link_method_submit_from_worker(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Worker *w = userdata;
 
-        return link_method_submit(msg, w->pool->manager, error);
+        return link_method_submit(msg, w->pool->manager, w->pool->config->name, error);
 }
 
 static int on_link_lost_timeout(sd_event_source *s, uint64_t usec, void *userdata) {

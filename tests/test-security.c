@@ -674,6 +674,45 @@ static void test_link_flood_kills_the_worker(void **state) {
         run_ok(d, "control", "still serving", 0);
 }
 
+static void run_relay(TestDaemon *d, const char *pool, const char *payload, const char *expect_result,
+                      const char *expect_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *result = NULL;
+        size_t size;
+        int r;
+
+        r = test_run(d, pool, payload, strlen(payload), 0, (void **) &result, &size, &error);
+        if (expect_result) {
+                if (r < 0)
+                        fail_msg("%s: %s: %s", payload, error.name, error.message);
+                assert_int_equal(size, strlen(expect_result));
+                assert_memory_equal(result, expect_result, size);
+        } else {
+                assert_true(r < 0);
+                if (!strstr(error.message, expect_error))
+                        fail_msg("%s: expected \"%s\" in \"%s\"", payload, expect_error, error.message);
+        }
+}
+
+/* Finding 16: a plugin's submit() is held to SubmitFrom= of the pool it submits to: a
+ * sandboxed pool does not feed a root pool unless that pool says so; its own pool it may. */
+static void test_submit_from(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+
+        start(f, NULL,
+              "[Pool sandbox]\nPlugin=@TEST_PLUGINS@/control.so\nKind=io\nWorkers=1\nUser=nobody\n"
+              "[Pool root]\nPlugin=echo.so\nWorkers=1\n"
+              "[Pool open]\nPlugin=echo.so\nWorkers=1\nSubmitFrom=*\n"
+              "[Pool chosen]\nPlugin=echo.so\nWorkers=1\nSubmitFrom=other sandbox\n");
+        run_relay(d, "sandbox", "relay root x", NULL,
+                  "Pool \"root\" takes no tasks from the plugin of pool \"sandbox\" (SubmitFrom= of [Pool root]).");
+        run_relay(d, "sandbox", "relay open x", "relayed:x", NULL);
+        run_relay(d, "sandbox", "relay chosen y", "relayed:y", NULL);
+        run_relay(d, "sandbox", "relay sandbox z", "relayed:z", NULL);
+        assert_int_equal(test_get_u64(d, "/org/apiary/Apiary1/pool/root", POOL_IFACE, "TasksSubmitted"), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_forged_sender_on_private_socket, test_fixture_setup,
@@ -700,6 +739,7 @@ int main(void) {
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_link_flood_kills_the_worker, test_fixture_setup,
                                                 test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_submit_from, test_fixture_setup, test_fixture_teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -31,6 +31,7 @@ static const char *const pools =
         "[Pool echo]\n"
         "Plugin=echo.so\n"
         "Workers=2\n"
+        "SubmitFrom=control\n"
         "[Pool control]\n"
         "Plugin=@TEST_PLUGINS@/control.so\n"
         "Workers=1\n"
@@ -44,7 +45,8 @@ static const char *const pools =
         "Concurrency=1000\n"
         "[Pool primes]\n"
         "Plugin=primes.so\n"
-        "Workers=2\n";
+        "Workers=2\n"
+        "SubmitFrom=*\n";
 
 /* Checks that the counters add up: submitted = queued + running + done + failed. */
 static void assert_counters_add_up(TestDaemon *d, uint64_t done, uint64_t failed) {
