@@ -250,12 +250,13 @@ void zygote_stop(Pool *p) {
         zygote_free(z);
 }
 
-/* Whether PID is a child of ours that is not already known as a worker or a zygote: returns a
- * pidfd for it, -ECHILD if it is not our child, or -EEXIST if it is one we know. */
-static int zygote_verify_child(Worker *w, pid_t pid) {
+/* Whether PID is a child of ours that is not already known as a worker or a zygote: returns 0
+ * with a pidfd for it in *RET_PIDFD (-1 where pidfd_open() is missing, valgrind's say), -ECHILD
+ * if it is not our child, or -EEXIST if it is one we know. */
+static int zygote_verify_child(Worker *w, pid_t pid, int *ret_pidfd) {
         Manager *m = w->pool->manager;
         siginfo_t si = {};
-        int fd;
+        int fd, r;
 
         if (pid <= 0 || pid == getpid())
                 return -ECHILD;
@@ -269,14 +270,20 @@ static int zygote_verify_child(Worker *w, pid_t pid) {
                                 return -EEXIST;
         }
         fd = (int) syscall(SYS_pidfd_open, pid, 0);
-        if (fd < 0)
+        if (fd < 0 && errno != ENOSYS)
                 return -ECHILD;
-        /* Through the pidfd, so that the answer is about that process, whatever its PID is now. */
-        if (waitid((idtype_t) P_PIDFD, (id_t) fd, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+        /* Through the pidfd, so that the answer is about that process, whatever its PID is now.
+         * Without one, by PID: a child of ours keeps its PID until we reap it. */
+        if (fd >= 0)
+                r = waitid((idtype_t) P_PIDFD, (id_t) fd, &si, WEXITED | WNOHANG | WNOWAIT);
+        else
+                r = waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT);
+        if (r < 0) {
                 safe_close(fd);
                 return -ECHILD;
         }
-        return fd;
+        *ret_pidfd = fd;
+        return 0;
 }
 
 /* A zygote that lied is plugin code gone bad: stop it; the pool's workers are spawned from now
@@ -313,11 +320,11 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
         /* The zygote runs plugin code, and may say anything: a PID is trusted only once it is
          * known to be a child of ours (CLONE_PARENT) that no slot has already. Being our child,
          * it cannot be reaped and reused but by us. That it holds the link is checked at Ready(). */
-        pidfd = zygote_verify_child(w, (pid_t) pid);
-        if (pidfd < 0) {
+        r = zygote_verify_child(w, (pid_t) pid, &pidfd);
+        if (r < 0) {
                 log_worker(LOG_ERR, w, "The zygote answered PID %" PRIu32 ", which is %s: not trusting it, "
                            "stopping the zygote and spawning the worker instead.", pid,
-                           pidfd == -ECHILD ? "not a child of apiaryd" : "another process of apiaryd's");
+                           r == -ECHILD ? "not a child of apiaryd" : "another process of apiaryd's");
                 w->ready_call = sd_bus_message_unref(w->ready_call);
                 w->link = sd_bus_flush_close_unref(w->link);
                 worker_respawn(w);
@@ -325,7 +332,7 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
                 return 0;
         }
         w->pid = (pid_t) pid;
-        r = worker_watch_process(w, pidfd);
+        r = worker_watch_process(w, pidfd);     /* falls back to the PID if PIDFD < 0 */
         if (r < 0) {
                 w->link = sd_bus_flush_close_unref(w->link);
                 return 0;

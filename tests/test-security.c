@@ -407,7 +407,10 @@ static void test_exit_with_a_peer_that_does_not_read(void **state) {
         uint64_t base;
 
         /* 64 workers: each reply is tens of KiB, and 1,000 of them more than the socket takes,
-         * yet fewer than would get the peer disconnected (see the next test). */
+         * yet fewer than would get the peer disconnected (see the next test). Under valgrind,
+         * making those replies takes apiaryd so long that the bus daemon gives up on it. */
+        if (test_under_wrapper())
+                skip();
         start(f, NULL, "[Pool echo]\nPlugin=echo.so\nWorkers=32\n[Pool echo2]\nPlugin=echo.so\nWorkers=32\n");
         base = test_proc_rss_kib(d->pid);
         sloth = connect_non_reader(f, 1000, false);
@@ -517,6 +520,9 @@ static void test_accept_errors_back_off(void **state) {
         int fds[8];
         unsigned lines = 0;
 
+        /* valgrind keeps descriptors of its own below the limit it shows: it cannot be set here. */
+        if (test_under_wrapper())
+                skip();
         start(f, NULL, NULL);
         assert_int_equal(prlimit(d->pid, RLIMIT_NOFILE, NULL, &old), 0);
         low = (struct rlimit) { .rlim_cur = test_proc_count_fds(d->pid), .rlim_max = old.rlim_max };
@@ -662,6 +668,10 @@ static void test_link_flood_kills_the_worker(void **state) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         uint64_t base;
 
+        /* Under valgrind, the kernel's megabytes of socket buffer alone take apiaryd longer to fill
+         * than a Run() may wait. */
+        if (test_under_wrapper())
+                skip();
         start(f, NULL, "[Pool control]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nTaskRetries=0\nUser=nobody\n");
         base = test_proc_rss_kib(d->pid);
         assert_true(test_run(d, "control", "flood 300000", 12, 0, NULL, NULL, &error) < 0);
