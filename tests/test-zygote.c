@@ -228,6 +228,9 @@ static void test_reload_renews_the_zygote(void **state) {
         again = wait_zygote(d, zygote);
         assert_true(test_wait_pid_gone(zygote, TEST_TIMEOUT_USEC));
         assert_true(again > 0);
+        /* The roll-over is under way: slot 0 may be between its old worker and the new one's
+         * Fork() answer (PID 0). Once the pool runs again, both slots are forked. */
+        test_wait_pool_state(d, "echo", "running");
         (void) kill_and_expect_forked(d, 0);
         run_echo(d, "after the reload");
 }
