@@ -42,6 +42,7 @@ typedef struct Manager {
         sd_event_source *peer_source;
         sd_event_source *peer_retry_source;     /* accept() failed: listening again after a pause */
         usec_t peer_retry_usec;
+        bool reap_deferred;             /* reaper.c held back for an unanswered Fork() */
         uint64_t next_task_id;
         uint64_t n_submitted, n_running, n_done, n_failed, n_queued;
 

@@ -34,6 +34,13 @@ void reaper_run(Manager *m) {
         FILE *f;
         long pid;
 
+        siginfo_t any = {};
+
+        /* Nothing exited, the usual case: no need to look further (a fork reply calls us too). */
+        m->reap_deferred = false;
+        if (waitid(P_ALL, 0, &any, WEXITED | WNOHANG | WNOWAIT) < 0 || any.si_pid == 0)
+                return;
+
         /* apiaryd is single-threaded: its children are its main thread's. */
         snprintf(path, sizeof(path), "/proc/self/task/%i/children", (int) getpid());
         f = fopen(path, "re");
@@ -48,14 +55,22 @@ void reaper_run(Manager *m) {
                         continue;
                 if (pid_is_watched(m, (pid_t) pid, &fork_pending))
                         continue;
-                if (fork_pending)
-                        break;          /* it may be the child of that Fork(): wait for its answer */
+                if (fork_pending) {
+                        /* It may be the child of that Fork(): look again once it is answered. */
+                        m->reap_deferred = true;
+                        break;
+                }
                 if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
                         continue;
                 log_debug("Reaped process %li, a child of apiaryd no worker or zygote is (%s %i).", pid,
                           si.si_code == CLD_EXITED ? "exit status" : "signal", si.si_status);
         }
         fclose(f);
+}
+
+void reaper_fork_answered(Manager *m) {
+        if (m->reap_deferred)
+                reaper_run(m);
 }
 
 static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {

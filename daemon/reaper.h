@@ -11,5 +11,7 @@ typedef struct Manager Manager;
  * child it made is ours and not known yet.
  */
 int reaper_setup(Manager *m);
-/* Reaps what is there now (also run on every SIGCHLD). */
+/* Reaps what is there now (run on every SIGCHLD). */
 void reaper_run(Manager *m);
+/* Runs reaper_run() again if it held back for an unanswered Fork(): call once one is answered. */
+void reaper_fork_answered(Manager *m);

@@ -347,7 +347,7 @@ static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
         Manager *m = w->pool->manager;
 
         (void) fork_reply_handle(reply, w);
-        reaper_run(m);          /* what it held back while this Fork() was unanswered */
+        reaper_fork_answered(m);        /* what it held back while this Fork() was unanswered */
         return 0;
 }
 
