@@ -783,6 +783,8 @@ static const ConfigKey apiary_keys[] = {
           "an absolute path (of at most 107 bytes) or \"no\"" },
         { "MaxTasksPerCaller", config_parse_unsigned, offsetof(Config, max_tasks_per_caller),
           "a non-negative integer (0: no limit)" },
+        { "MaxBytesPerCaller", config_parse_size_limit, offsetof(Config, max_bytes_per_caller),
+          "a positive size (e.g. 64M, 1G) or \"infinity\"" },
         { "LogLevel", config_parse_log_level, offsetof(Config, log_level),
           "a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7" },
         { "SubmitUsers", config_parse_users, offsetof(Config, submit_users),
@@ -822,6 +824,8 @@ static const ConfigKey pool_keys[] = {
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "QueueLimit", config_parse_positive, offsetof(PoolConfig, queue_limit),
           "a positive integer" },
+        { "QueueBytesLimit", config_parse_size_limit, offsetof(PoolConfig, queue_bytes_limit),
+          "a positive size (e.g. 512M, 2G) or \"infinity\"" },
         { "Concurrency", config_parse_concurrency, offsetof(PoolConfig, concurrency),
           "a positive integer or \"auto\"" },
         { "TaskRetries", config_parse_unsigned, offsetof(PoolConfig, task_retries),
@@ -924,6 +928,7 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .start_timeout_usec = 30 * USEC_PER_SEC,
                 .stop_timeout_usec = 10 * USEC_PER_SEC,
                 .queue_limit = 65536,
+                .queue_bytes_limit = QUEUE_BYTES_LIMIT_DEFAULT,
                 .concurrency = 0,
                 .task_retries = 2,
                 .task_timeout_usec = USEC_INFINITY,
@@ -1060,6 +1065,7 @@ static int config_new(const char *path, Config **ret) {
         c->bus = BUS_KIND_SYSTEM;
         c->log_level = LOG_INFO;
         c->max_tasks_per_caller = MAX_TASKS_PER_CALLER_DEFAULT;
+        c->max_bytes_per_caller = MAX_BYTES_PER_CALLER_DEFAULT;
         c->path = strdup(path);
         c->plugin_directory = strdup(APIARY_PLUGIN_DIR);
         if (!c->path || !c->plugin_directory)
@@ -1291,6 +1297,7 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->start_timeout_usec == b->start_timeout_usec &&
                 a->stop_timeout_usec == b->stop_timeout_usec &&
                 a->queue_limit == b->queue_limit &&
+                a->queue_bytes_limit == b->queue_bytes_limit &&
                 a->concurrency == b->concurrency &&
                 a->task_retries == b->task_retries &&
                 a->task_timeout_usec == b->task_timeout_usec &&

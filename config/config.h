@@ -17,6 +17,8 @@
 
 #define CONCURRENCY_IO_DEFAULT 64u
 #define MAX_TASKS_PER_CALLER_DEFAULT 16384u
+#define MAX_BYTES_PER_CALLER_DEFAULT (256u * 1024 * 1024)
+#define QUEUE_BYTES_LIMIT_DEFAULT (UINT64_C(1024) * 1024 * 1024)
 
 typedef enum PoolKind {
         POOL_KIND_CPU,
@@ -66,6 +68,7 @@ typedef struct PoolConfig {
         usec_t stop_timeout_usec;       /* StopTimeoutSec=, default 10s: SIGTERM to SIGKILL */
 
         unsigned queue_limit;           /* QueueLimit=, default 65536: queued tasks past which Submit fails */
+        uint64_t queue_bytes_limit;     /* QueueBytesLimit=, default 1G: their payloads' bytes; UINT64_MAX: none */
         unsigned concurrency;           /* Concurrency=, tasks in flight per worker: cpu 1, io 64 */
         unsigned task_retries;          /* TaskRetries=, default 2: re-runs after the worker died under a task */
         usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from dispatch to result */
@@ -97,7 +100,8 @@ typedef struct Config {
         char *private_socket;
         bool private_socket_set;
         int log_level;                  /* LogLevel=, syslog priority, default LOG_INFO */
-        unsigned max_tasks_per_caller;  /* MaxTasksPerCaller=, default 16384; 0: no limit */
+        unsigned max_tasks_per_caller;  /* MaxTasksPerCaller=, default 16384; 0: no limit (per UID) */
+        uint64_t max_bytes_per_caller;  /* MaxBytesPerCaller=, default 256M: their payloads' bytes; UINT64_MAX: none */
 
         /* Who may call Submit/Run (Submit*) and the control methods (Control*), besides root and
          * apiaryd's own user: SubmitUsers=, SubmitGroups=, ControlUsers=, ControlGroups=, lists of

@@ -181,6 +181,14 @@ static int property_get_pool_queue_limit(sd_bus *bus, const char *path, const ch
         return sd_bus_message_append(reply, "u", p->config->queue_limit);
 }
 
+static int property_get_pool_queue_bytes_limit(sd_bus *bus, const char *path, const char *interface,
+                                               const char *property, sd_bus_message *reply, void *userdata,
+                                               sd_bus_error *error) {
+        Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "t", p->config->queue_bytes_limit);
+}
+
 static int property_get_pool_concurrency(sd_bus *bus, const char *path, const char *interface,
                                          const char *property, sd_bus_message *reply, void *userdata,
                                          sd_bus_error *error) {
@@ -222,7 +230,10 @@ static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_PROPERTY("TasksRunning", "t", NULL, offsetof(Pool, n_running), 0),
         SD_BUS_PROPERTY("TasksDone", "t", NULL, offsetof(Pool, n_done), 0),
         SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Pool, n_failed), 0),
+        SD_BUS_PROPERTY("QueuedBytes", "t", NULL, offsetof(Pool, queued_bytes), 0),
         SD_BUS_PROPERTY("QueueLimit", "u", property_get_pool_queue_limit, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("QueueBytesLimit", "t", property_get_pool_queue_bytes_limit, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Concurrency", "u", property_get_pool_concurrency, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ZygotePID", "u", property_get_pool_zygote_pid, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD("Start", NULL, NULL, bus_pool_method_start, SD_BUS_VTABLE_UNPRIVILEGED),

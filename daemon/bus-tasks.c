@@ -87,9 +87,12 @@ static int check_timeout(const Pool *p, const TaskOptions *o, sd_bus_error *erro
         return 0;
 }
 
-/* The pool NAME, if it takes N more tasks now; otherwise a named error. */
-static int find_pool_for(Manager *m, const char *name, unsigned n, Pool **ret, sd_bus_error *error) {
+/* The pool NAME, if it takes N more tasks of BYTES payload bytes in all now; otherwise a named
+ * error. */
+static int find_pool_for(Manager *m, const char *name, unsigned n, uint64_t bytes, Pool **ret,
+                         sd_bus_error *error) {
         Pool *p = manager_find_pool(m, name);
+        char l[FORMAT_SIZE_MAX];
 
         if (!p)
                 return sd_bus_error_setf(error, APIARY_ERROR_NO_SUCH_POOL, "No pool named \"%s\".", name);
@@ -106,6 +109,11 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, Pool **ret, s
                                          "Pool \"%s\" has room for %u more task%s (QueueLimit=%u), %u asked.",
                                          name, pool_queue_room(p), pool_queue_room(p) == 1 ? "" : "s",
                                          p->config->queue_limit, n);
+        if (pool_queue_bytes_room(p) < bytes)
+                return sd_bus_error_setf(error, APIARY_ERROR_QUEUE_FULL,
+                                         "Pool \"%s\"'s queued tasks hold %" PRIu64 " bytes and this call brings "
+                                         "%" PRIu64 " more (QueueBytesLimit=%s).", name, p->queued_bytes, bytes,
+                                         format_size(l, sizeof(l), p->config->queue_bytes_limit));
         *ret = p;
         return 0;
 }
@@ -118,7 +126,7 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, const char *fr
         TaskOptions o = { .timeout_usec = USEC_INFINITY };
         CallerTasks *caller = NULL;
         uid_t owner = geteuid();        /* a plugin's tasks are apiaryd's own */
-        const Caller *who;
+        const Caller *who = NULL;
         const char *name;
         const void *payload;
         size_t size;
@@ -147,7 +155,7 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, const char *fr
                 if (r < 0 || sd_bus_error_is_set(error))
                         return r;
         }
-        r = find_pool_for(mgr, name, 1, &p, error);
+        r = find_pool_for(mgr, name, 1, size, &p, error);
         if (r < 0)
                 return r;
         r = check_timeout(p, &o, error);
@@ -159,7 +167,7 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, const char *fr
                                          "Pool \"%s\" takes no tasks from the plugin of pool \"%s\" "
                                          "(SubmitFrom= of [Pool %s]).", name, from_pool, name);
         if (!from_worker) {
-                r = caller_tasks_check(mgr, m, 1, &caller, error);
+                r = caller_tasks_check(mgr, who, 1, size, &caller, error);
                 if (r < 0)
                         return r;
         }
@@ -203,6 +211,7 @@ static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOpt
                       uid_t *ret_owner, CallerTasks **ret_caller, sd_bus_error *error) {
         const Caller *who;
         const char *name;
+        uint64_t bytes = 0;
         Payload pl;
         int r;
 
@@ -219,8 +228,10 @@ static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOpt
         r = sd_bus_message_enter_container(m, 'a', "ay");
         if (r < 0)
                 return r;
-        while ((r = sd_bus_message_read_array(m, 'y', &pl.data, &pl.size)) > 0)
+        while ((r = sd_bus_message_read_array(m, 'y', &pl.data, &pl.size)) > 0) {
                 g_array_append_val(payloads, pl);
+                bytes += pl.size;       /* no overflow: they are all in one message */
+        }
         if (r < 0)
                 return r;
         r = sd_bus_message_exit_container(m);
@@ -231,13 +242,13 @@ static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOpt
                 return r;
         if (sd_bus_error_is_set(error))
                 return -EINVAL;
-        r = find_pool_for(mgr, name, payloads->len, ret_pool, error);
+        r = find_pool_for(mgr, name, payloads->len, bytes, ret_pool, error);
         if (r < 0)
                 return r;
         r = check_timeout(*ret_pool, ret_options, error);
         if (r < 0)
                 return r;
-        return caller_tasks_check(mgr, m, payloads->len, ret_caller, error);
+        return caller_tasks_check(mgr, who, payloads->len, bytes, ret_caller, error);
 }
 
 int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *error) {

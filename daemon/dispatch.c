@@ -34,10 +34,19 @@ unsigned pool_queue_room(const Pool *p) {
         return n >= p->config->queue_limit ? 0 : p->config->queue_limit - n;
 }
 
+uint64_t pool_queue_bytes_room(const Pool *p) {
+        uint64_t limit = p->config->queue_bytes_limit;
+
+        if (limit == UINT64_MAX)
+                return UINT64_MAX;
+        return p->queued_bytes >= limit ? 0 : limit - p->queued_bytes;
+}
+
 void pool_enqueue(Pool *p, Task *t) {
         g_queue_push_tail_link(&p->queue, &t->queue_link);
         t->in_queue = true;
         t->state = TASK_QUEUED;
+        p->queued_bytes += t->payload_size;
         p->manager->n_queued++;
 }
 
@@ -46,6 +55,7 @@ static void pool_requeue_front(Pool *p, Task *t) {
         g_queue_push_head_link(&p->queue, &t->queue_link);
         t->in_queue = true;
         t->state = TASK_QUEUED;
+        p->queued_bytes += t->payload_size;     /* past QueueBytesLimit= if need be: it was accepted */
         p->manager->n_queued++;
 }
 
@@ -57,6 +67,7 @@ static Task *pool_dequeue(Pool *p) {
                 return NULL;
         t = l->data;
         t->in_queue = false;
+        p->queued_bytes -= t->payload_size;
         p->manager->n_queued--;
         return t;
 }

@@ -52,6 +52,7 @@ typedef struct Pool {
         sd_event_source *held_source;   /* a start held back for the zygote: its time limit */
 
         GQueue queue;                   /* of Task, FIFO; links embedded in the tasks */
+        uint64_t queued_bytes;          /* their payloads', against QueueBytesLimit= */
         unsigned dispatch_cursor;       /* where the search for a free worker starts */
         uint64_t n_submitted, n_running, n_done, n_failed;
 } Pool;
@@ -88,6 +89,7 @@ bool pool_is_idle(const Pool *p);      /* no process left */
 /* The queue (dispatch.c). */
 bool pool_accepts_tasks(const Pool *p);
 unsigned pool_queue_room(const Pool *p);
+uint64_t pool_queue_bytes_room(const Pool *p);  /* UINT64_MAX: QueueBytesLimit=infinity */
 void pool_enqueue(Pool *p, Task *t);
 void pool_dispatch(Pool *p);
 /* Fails every queued task with REASON. */

@@ -84,7 +84,7 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
         p->config = pc;
         worker_limits_changed(p, old_burst);
         bus_emit_properties_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
-                                    "Concurrency");
+                                    "QueueBytesLimit", "Concurrency");
 
         if (p->n_wanted != pc->workers) {
                 r = pool_scale(p, pc->workers);
@@ -105,7 +105,7 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
                         /* New code for a failed pool: worth a try right away. */
                         (void) pool_start(p);
         }
-        pool_dispatch(p);       /* Concurrency= or QueueLimit= may have grown */
+        pool_dispatch(p);       /* Concurrency= may have grown */
 }
 
 int manager_reload(Manager *m, char **ret_error) {

@@ -5,67 +5,47 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "bus-api.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
-#include "peer.h"
 #include "pool.h"
 #include "task.h"
 
-static void caller_tasks_free(gpointer p) {
-        CallerTasks *c = p;
-
-        free(c->key);
-        free(c);
-}
-
-/* The connection MSG came in on, named as MaxTasksPerCaller= counts it: a unique name on the
- * bus (written there by dbus-daemon), the connection itself on the private socket (where the
- * SENDER field is whatever the peer wrote). */
-static char *caller_key(Manager *m, sd_bus_message *msg) {
-        sd_bus *bus = sd_bus_message_get_bus(msg);
-        char *key = NULL;
-        Peer *p;
-
-        if (bus == m->bus) {
-                const char *sender = sd_bus_message_get_sender(msg);
-
-                return sender ? strdup(sender) : NULL;
-        }
-        p = peer_find(m, bus);
-        if (!p || asprintf(&key, "Private connection %" PRIu64, p->id) < 0)
-                return NULL;
-        return key;
-}
-
-int caller_tasks_check(Manager *m, sd_bus_message *msg, unsigned n, CallerTasks **ret, sd_bus_error *error) {
+int caller_tasks_check(Manager *m, const Caller *who, unsigned n, uint64_t bytes, CallerTasks **ret,
+                       sd_bus_error *error) {
         unsigned limit = m->config->max_tasks_per_caller;
-        _cleanup_(freep) char *key = NULL;
+        uint64_t byte_limit = m->config->max_bytes_per_caller;
+        char l[FORMAT_SIZE_MAX];
         CallerTasks *c;
+        uint64_t held;
 
         if (!m->caller_tasks)
-                m->caller_tasks = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, caller_tasks_free);
+                m->caller_tasks = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, free);
 
-        key = caller_key(m, msg);
-        if (!key)
-                return -ENOMEM;
-
-        c = g_hash_table_lookup(m->caller_tasks, key);
+        c = g_hash_table_lookup(m->caller_tasks, GUINT_TO_POINTER(who->uid));
         if (limit > 0 && c && (c->n > limit || n > limit - c->n))
                 return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
-                                         "%s has %u unfinished task%s and asked for %u more; "
-                                         "MaxTasksPerCaller=%u.", key, c->n, c->n == 1 ? "" : "s", n, limit);
+                                         "UID %u has %u unfinished task%s and asked for %u more; "
+                                         "MaxTasksPerCaller=%u.", (unsigned) who->uid, c->n,
+                                         c->n == 1 ? "" : "s", n, limit);
         if (limit > 0 && n > limit)
                 return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
-                                         "%s has no unfinished task and asked for %u; MaxTasksPerCaller=%u.", key,
-                                         n, limit);
+                                         "UID %u has no unfinished task and asked for %u; "
+                                         "MaxTasksPerCaller=%u.", (unsigned) who->uid, n, limit);
+        held = c ? c->bytes : 0;
+        if (byte_limit != UINT64_MAX && (held > byte_limit || bytes > byte_limit - held))
+                return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
+                                         "UID %u's unfinished tasks hold %" PRIu64 " bytes and this "
+                                         "call brings %" PRIu64 " more; MaxBytesPerCaller=%s.", (unsigned) who->uid,
+                                         held, bytes, format_size(l, sizeof(l), byte_limit));
         if (!c) {
                 c = calloc(1, sizeof(*c));
                 if (!c)
                         return -ENOMEM;
-                c->key = TAKE_PTR(key);
-                g_hash_table_insert(m->caller_tasks, c->key, c);
+                c->uid = who->uid;
+                g_hash_table_insert(m->caller_tasks, GUINT_TO_POINTER(c->uid), c);
         }
         *ret = c;
         return 0;
@@ -73,12 +53,13 @@ int caller_tasks_check(Manager *m, sd_bus_message *msg, unsigned n, CallerTasks 
 
 void caller_tasks_forget_unused(Manager *m, CallerTasks *c) {
         if (c && c->n == 0)
-                g_hash_table_remove(m->caller_tasks, c->key);
+                g_hash_table_remove(m->caller_tasks, GUINT_TO_POINTER(c->uid));
 }
 
 void task_set_caller(Task *t, CallerTasks *c) {
         t->caller = c;
         c->n++;
+        c->bytes += t->payload_size;
 }
 
 int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
@@ -129,6 +110,7 @@ static void task_detach(Task *t) {
         if (t->in_queue) {
                 g_queue_unlink(&p->queue, &t->queue_link);
                 t->in_queue = false;
+                p->queued_bytes -= t->payload_size;
                 m->n_queued--;
         } else if (t->worker) {
                 g_queue_unlink(&t->worker->in_flight, &t->worker_link);
@@ -298,8 +280,11 @@ void task_failf(Task *t, const char *format, ...) {
 Task *task_free(Task *t) {
         if (!t)
                 return NULL;
-        if (t->caller && --t->caller->n == 0)
-                g_hash_table_remove(t->pool->manager->caller_tasks, t->caller->key);
+        if (t->caller) {
+                t->caller->bytes -= t->payload_size;
+                if (--t->caller->n == 0)
+                        g_hash_table_remove(t->pool->manager->caller_tasks, GUINT_TO_POINTER(t->caller->uid));
+        }
         sd_event_source_disable_unref(t->timeout_source);
         sd_bus_message_unref(t->payload_message);
         sd_bus_message_unref(t->reply_to);

@@ -31,16 +31,22 @@ typedef struct TaskBatch {
 int task_batch_new(TaskBatch **ret, sd_bus_message *call, unsigned n);
 void task_batch_free(TaskBatch *b);
 
-/* The unfinished tasks of one caller (a unique bus name, or a private connection), against
- * MaxTasksPerCaller=: a client that floods apiaryd fills its own share, not everyone's queue. */
+/* The unfinished tasks of one caller UID, in all pools together, against MaxTasksPerCaller= and
+ * MaxBytesPerCaller=: a client that floods apiaryd fills its own share, not everyone's queue, and
+ * more connections do not make the share bigger. */
 typedef struct CallerTasks {
-        char *key;
+        uid_t uid;
         unsigned n;
+        uint64_t bytes;                 /* of their payloads */
 } CallerTasks;
 
-/* Whether the caller of MSG may have N more tasks: returns 0 with its entry in *RET (count them
- * with task_set_caller()), or sets org.apiary.Apiary1.Error.TooManyTasks in ERROR. */
-int caller_tasks_check(Manager *m, sd_bus_message *msg, unsigned n, CallerTasks **ret, sd_bus_error *error);
+typedef struct Caller Caller;
+
+/* Whether WHO may have N more tasks of BYTES payload bytes in all: returns 0 with its entry in
+ * *RET (count each task with task_set_caller()), or sets org.apiary.Apiary1.Error.TooManyTasks,
+ * naming the limit, in ERROR. */
+int caller_tasks_check(Manager *m, const Caller *who, unsigned n, uint64_t bytes, CallerTasks **ret,
+                       sd_bus_error *error);
 void caller_tasks_forget_unused(Manager *m, CallerTasks *c);
 
 typedef enum TaskState {

@@ -140,6 +140,8 @@ static void test_defaults(void **state) {
         assert_int_equal(c->bus, BUS_KIND_SYSTEM);
         assert_null(c->bus_address);
         assert_int_equal(c->log_level, LOG_INFO);
+        assert_int_equal(c->max_tasks_per_caller, 16384);
+        assert_true(c->max_bytes_per_caller == 256ULL << 20);
         assert_int_equal(c->n_pools, 1);
 
         p = c->pools[0];
@@ -161,6 +163,7 @@ static void test_defaults(void **state) {
         assert_int_equal(p->start_timeout_usec, 30 * USEC_PER_SEC);
         assert_int_equal(p->stop_timeout_usec, 10 * USEC_PER_SEC);
         assert_int_equal(p->queue_limit, 65536);
+        assert_true(p->queue_bytes_limit == 1ULL << 30);
         assert_int_equal(p->concurrency, 1);
         assert_int_equal(p->task_retries, 2);
         assert_int_equal(p->task_timeout_usec, USEC_INFINITY);
@@ -186,6 +189,8 @@ static void test_every_key(void **state) {
                  "PluginDirectory=/opt/apiary/plugins/\n"
                  "Bus=session\n"
                  "LogLevel=debug\n"
+                 "MaxTasksPerCaller=0\n"
+                 "MaxBytesPerCaller=infinity\n"
                  "\n"
                  "[Pool echo]\n"
                  "Plugin=echo.so\n"
@@ -203,6 +208,8 @@ static void test_every_key(void **state) {
         assert_int_equal(c->bus, BUS_KIND_SESSION);
         assert_null(c->bus_address);
         assert_int_equal(c->log_level, LOG_DEBUG);
+        assert_int_equal(c->max_tasks_per_caller, 0);
+        assert_true(c->max_bytes_per_caller == UINT64_MAX);
 
         p = c->pools[0];
         assert_string_equal(p->plugin_path, "/opt/apiary/plugins/echo.so");
@@ -231,9 +238,10 @@ static void test_every_key(void **state) {
 
         /* The task and resource keys. */
         c = load(e, "[Pool echo]\nPlugin=echo.so\nQueueLimit=10\nConcurrency=3\nTaskRetries=0\nTaskTimeoutSec=1min\n"
-                    "MaxTasksPerWorker=100\nLimitDATA=64M\n");
+                    "MaxTasksPerWorker=100\nLimitDATA=64M\nQueueBytesLimit=512K\n");
         p = c->pools[0];
         assert_int_equal(p->queue_limit, 10);
+        assert_true(p->queue_bytes_limit == 512ULL << 10);
         assert_int_equal(p->concurrency, 3);
         assert_int_equal(p->task_retries, 0);
         assert_int_equal(p->task_timeout_usec, USEC_PER_MINUTE);
@@ -454,6 +462,8 @@ static void test_plugin_path(void **state) {
                           "[Pool echo] Plugin=: expected a file name in PluginDirectory= or an absolute path");
         assert_conf_error(e, "[Apiary]\nPluginDirectory=plugins\n",
                           "[Apiary] PluginDirectory=plugins: expected an absolute path");
+        assert_conf_error(e, "[Apiary]\nMaxBytesPerCaller=0\n",
+                          "[Apiary] MaxBytesPerCaller=0: expected a positive size (e.g. 64M, 1G) or \"infinity\"");
 }
 
 static void test_bus(void **state) {
@@ -585,6 +595,8 @@ static void test_error_values(void **state) {
                 { "LimitDATA=lots", "LimitDATA=lots: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
                 { "LimitDATA=99999999999999999999", "LimitDATA=99999999999999999999: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
                 { "LimitDATA=", "LimitDATA=: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
+                { "QueueBytesLimit=0", "QueueBytesLimit=0: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
+                { "QueueBytesLimit=1Q", "QueueBytesLimit=1Q: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
         };
         Env *e = *state;
 

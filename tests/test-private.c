@@ -238,43 +238,67 @@ static void test_private_socket_lifetime(void **state) {
         assert_int_equal(errno, ENOENT);
 }
 
-/* MaxTasksPerCaller=: a client at its limit is refused with TooManyTasks, on the bus and on the
- * private socket, while other clients still get their tasks in. */
+#define NOBODY 65534
+
+/* MaxTasksPerCaller=: a UID at its limit is refused with TooManyTasks on every connection, on the
+ * bus and on the private socket, while other users still get their tasks in. */
 static void test_caller_limit(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
         g_autofree char *path = socket_path(f), *config = NULL, *out = NULL;
         g_autofree char *peer = g_strdup_printf("peer:unix:path=%s", path);
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         char *payloads[4] = { (char *) "5000", (char *) "5000", (char *) "5000", (char *) "5000" };
         uint64_t ids[4];
         size_t size;
         void *result = NULL;
 
         config = g_strdup_printf("[Apiary]\nPluginDirectory=@PLUGINS@\nPrivateSocket=%s\nMaxTasksPerCaller=4\n"
-                                 "[Pool sleep]\nPlugin=sleep.so\nKind=io\nWorkers=1\nStopTimeoutSec=200ms\n"
+                                 "SubmitUsers=nobody\n"
+                                 "[Pool sleep]\nPlugin=sleep.so\nKind=io\nWorkers=1\nConcurrency=1\nStopTimeoutSec=200ms\n"
                                  "[Pool echo]\nPlugin=echo.so\nWorkers=1\n", path);
         test_daemon_start(d, &f->bus, config, true);
 
-        /* Our connection takes its 4: the 5th is refused, whatever the pool. */
+        /* Our connection (root) takes its 4: the 5th is refused, whatever the pool. */
         test_submit_batch(d, "sleep", payloads, 4, ids);
         assert_true(test_run(d, "echo", "x", 1, 0, &result, &size, &error) < 0);
         assert_true(sd_bus_error_has_name(&error, "org.apiary.Apiary1.Error.TooManyTasks"));
-        assert_non_null(strstr(error.message, "MaxTasksPerCaller=4"));
+        assert_string_equal(error.message, "UID 0 has 4 unfinished tasks and asked for 1 more; MaxTasksPerCaller=4.");
 
-        /* Others are not starved: a libdbus client on the bus, and one on the private socket,
-         * each get their own 4, and not a 5th. */
-        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "submit-many", "sleep", "4", "5000", NULL }),
-                         0);
+        /* The share is the UID's: another root connection, a libdbus client on the bus or one
+         * on the private socket, does not get a 5th either. */
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "submit", "sleep", "5000", NULL }), 1);
+        assert_string_equal(out, "org.apiary.Apiary1.Error.TooManyTasks: UID 0 has 4 unfinished tasks and asked "
+                                 "for 1 more; MaxTasksPerCaller=4.");
         g_clear_pointer(&out, g_free);
-        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "submit-many", "sleep", "5", "5000", NULL }),
-                         1);
-        assert_true(g_str_has_prefix(out, "org.apiary.Apiary1.Error.TooManyTasks: "));
+        assert_int_equal(test_client_at(peer, 0, &out, (const char *[]) { "submit", "sleep", "5000", NULL }), 1);
+        assert_true(g_str_has_prefix(out, "org.apiary.Apiary1.Error.TooManyTasks: UID 0 has 4 "));
         g_clear_pointer(&out, g_free);
-        assert_int_equal(test_client_at(peer, 0, &out, (const char *[]) { "submit-many", "sleep", "5", "5000", NULL }),
-                         1);
-        assert_true(g_str_has_prefix(out, "org.apiary.Apiary1.Error.TooManyTasks: Private connection "));
-        assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 4 + 4 + 4 + 4);
+
+        /* Another user is not starved: nobody gets its own 4, over two connections (the bus, then
+         * the private socket), and not a 5th. */
+        assert_int_equal(test_client(&f->bus, NOBODY, &out, (const char *[]) { "submit-many", "sleep", "3", "5000",
+                                                                               NULL }), 0);
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client_at(peer, NOBODY, &out, (const char *[]) { "submit-many", "sleep", "2", "5000",
+                                                                               NULL }), 1);
+        assert_string_equal(out, "org.apiary.Apiary1.Error.TooManyTasks: UID 65534 has 4 unfinished tasks and "
+                                 "asked for 1 more; MaxTasksPerCaller=4.");
+        assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 4 + 4);
+
+        /* The share frees with the tasks: root's three queued ones cancelled, it may submit again. */
+        for (size_t i = 1; i < 4; i++) {
+                int cancelled = 0;
+
+                sd_bus_error_free(&error);
+                assert_true(sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                               "org.apiary.Apiary1.Manager", "Cancel", &error, &reply, "t", ids[i]) >= 0);
+                assert_true(sd_bus_message_read(reply, "b", &cancelled) >= 0);
+                assert_true(cancelled);
+                reply = sd_bus_message_unref(reply);
+        }
+        assert_true(test_submit(d, "echo", "y", 1) > 0);
 }
 
 int main(void) {

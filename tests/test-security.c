@@ -261,6 +261,51 @@ static void test_batch_over_caller_limit(void **state) {
         assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 0);
 }
 
+/* Finding 11: the payload bytes of unfinished tasks are bounded per caller UID (MaxBytesPerCaller=,
+ * over all its connections), and those of queued tasks per pool (QueueBytesLimit=); past either,
+ * the call is refused with an error that names the limit, and nothing is queued. */
+static void test_byte_budgets(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *path = socket_path(f), *peer = g_strdup_printf("peer:unix:path=%s", path);
+        g_autofree char *pool = test_pool_path("echo"), *out = NULL, *big = g_malloc(64 * 1024);
+        g_autofree char *k30 = g_strnfill(30 * 1024, 'b'), *k40 = g_strnfill(40 * 1024, 'c');
+        g_autofree char *k24 = g_strnfill(24 * 1024, 'd');
+        void *result = NULL;
+        size_t size;
+
+        start(f, "MaxBytesPerCaller=64K\nSubmitUsers=nobody\n",
+              "[Pool echo]\nPlugin=echo.so\nWorkers=1\nQueueBytesLimit=100K\n");
+        assert_int_equal(test_get_u64(d, pool, POOL_IFACE, "QueueBytesLimit"), 100 * 1024);
+        call_pool(d, "echo", "Pause");          /* so that what is submitted stays queued */
+
+        /* Root's 40K fit its 64K; 30K more do not, from another connection either. */
+        memset(big, 'a', 64 * 1024);
+        assert_true(test_submit(d, "echo", big, 40 * 1024) > 0);
+        assert_int_equal(test_client_at(peer, 0, &out, (const char *[]) { "submit", "echo", k30, NULL }), 1);
+        assert_string_equal(out, "org.apiary.Apiary1.Error.TooManyTasks: UID 0's unfinished tasks hold 40960 bytes "
+                                 "and this call brings 30720 more; MaxBytesPerCaller=64K.");
+        g_clear_pointer(&out, g_free);
+
+        /* Nobody has a share of its own; then the pool's 100K are what is short. */
+        assert_int_equal(test_client(&f->bus, NOBODY, &out, (const char *[]) { "submit", "echo", k40, NULL }), 0);
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client(&f->bus, NOBODY, &out, (const char *[]) { "submit", "echo", k24, NULL }), 1);
+        assert_string_equal(out, "org.apiary.Apiary1.Error.QueueFull: Pool \"echo\"'s queued tasks hold 81920 "
+                                 "bytes and this call brings 24576 more (QueueBytesLimit=100K).");
+        assert_int_equal(test_get_u64(d, pool, POOL_IFACE, "QueuedBytes"), 80 * 1024);
+        assert_int_equal(test_get_manager_u64(d, "TasksSubmitted"), 2);
+
+        /* Once they have run (a Run queued behind them returns last), the bytes are free again:
+         * root's whole 64K fit at once. */
+        call_pool(d, "echo", "Resume");
+        assert_int_equal(test_run(d, "echo", "z", 1, 0, &result, &size, &error), 0);
+        free(result);
+        assert_int_equal(test_get_u64(d, pool, POOL_IFACE, "QueuedBytes"), 0);
+        assert_true(test_submit(d, "echo", big, 64 * 1024) > 0);
+}
+
 /* Finding 7: a User= worker dies with a SIGKILLed apiaryd even while it is stuck in a task and
  * cannot notice its link closing (setresuid() had cleared its PR_SET_PDEATHSIG). */
 static void test_user_workers_die_with_apiaryd(void **state) {
@@ -729,6 +774,7 @@ int main(void) {
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_groups_as_of_connecting, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_batch_over_caller_limit, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_byte_budgets, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_user_workers_die_with_apiaryd, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_lowered_max_tasks_per_worker, test_fixture_setup,

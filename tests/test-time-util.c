@@ -7,6 +7,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "macro.h"
 #include "time-util.h"
 
 static void assert_span(const char *s, usec_t expected) {
@@ -112,6 +113,29 @@ static void test_size(void **state) {
         assert_int_equal(v, 42);
 }
 
+/* format_size() writes what parse_size() reads back, with the largest exact suffix. */
+static void test_size_format(void **state) {
+        static const uint64_t values[] = { 0, 1, 1000, 1024, 1536, 1536ULL << 10, 256ULL << 20, 1ULL << 30,
+                                           (1ULL << 40) * 3, (1ULL << 50), UINT64_MAX - 1, UINT64_MAX };
+        char buf[FORMAT_SIZE_MAX];
+
+        assert_string_equal(format_size(buf, sizeof(buf), 0), "0");
+        assert_string_equal(format_size(buf, sizeof(buf), 1000), "1000");
+        assert_string_equal(format_size(buf, sizeof(buf), 1536), "1536");
+        assert_string_equal(format_size(buf, sizeof(buf), 1536ULL << 10), "1536K");
+        assert_string_equal(format_size(buf, sizeof(buf), 256ULL << 20), "256M");
+        assert_string_equal(format_size(buf, sizeof(buf), 1ULL << 30), "1G");
+        assert_string_equal(format_size(buf, sizeof(buf), 1ULL << 50), "1024T");
+        assert_string_equal(format_size(buf, sizeof(buf), UINT64_MAX), "infinity");
+
+        for (size_t i = 0; i < ELEMENTSOF(values); i++) {
+                uint64_t v = 42;
+
+                assert_int_equal(parse_size(format_size(buf, sizeof(buf), values[i]), &v), 0);
+                assert_int_equal(v, values[i]);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_timespan_units),
@@ -119,6 +143,7 @@ int main(void) {
                 cmocka_unit_test(test_timespan_errors),
                 cmocka_unit_test(test_timespan_roundtrip),
                 cmocka_unit_test(test_size),
+                cmocka_unit_test(test_size_format),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

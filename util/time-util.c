@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,22 @@ char *format_timespan(char *buf, size_t size, usec_t t) {
                         break;
                 l += (size_t) k;
         }
+        return buf;
+}
+
+char *format_size(char *buf, size_t size, uint64_t bytes) {
+        static const char *const suffixes[] = { "", "K", "M", "G", "T" };
+        size_t i = 0;
+
+        if (bytes == UINT64_MAX) {
+                snprintf(buf, size, "infinity");
+                return buf;
+        }
+        while (bytes > 0 && bytes % 1024 == 0 && i + 1 < ELEMENTSOF(suffixes)) {
+                bytes /= 1024;
+                i++;
+        }
+        snprintf(buf, size, "%" PRIu64 "%s", bytes, suffixes[i]);
         return buf;
 }
 

@@ -25,6 +25,11 @@ char *format_timespan(char *buf, size_t size, usec_t t);
 /* Parses a size with an optional binary suffix (K, M, G, T; 1024-based), "infinity" = UINT64_MAX. */
 int parse_size(const char *s, uint64_t *ret);
 
+/* SIZE as parse_size() reads it back: "infinity", or bytes with the largest suffix (K, M, G, T)
+ * that divides them exactly, e.g. "256M", "1536K", "100". */
+#define FORMAT_SIZE_MAX 24
+char *format_size(char *buf, size_t size, uint64_t bytes);
+
 usec_t now_usec(int clock_id);
 
 /* Adds without wrapping: anything past USEC_INFINITY is USEC_INFINITY. */
