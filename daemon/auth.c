@@ -233,6 +233,10 @@ bool auth_caller_may_control(Manager *m, const Caller *c) {
         return caller_allowed(c, &m->config->control_users, &m->config->control_groups);
 }
 
+bool auth_caller_may_submit(Manager *m, const Caller *c) {
+        return caller_allowed(c, &m->config->submit_users, &m->config->submit_groups);
+}
+
 int auth_check(Manager *m, sd_bus_message *msg, AccessKind kind, sd_bus_error *error) {
         const Config *cfg = m->config;
         const Caller *c;

@@ -48,6 +48,8 @@ int auth_caller(Manager *m, sd_bus_message *msg, const Caller **ret);
 /* Whether C has control rights (root, apiaryd's user, ControlUsers=, ControlGroups=): such a
  * caller is never locked out by the limits others share (peer.c). */
 bool auth_caller_may_control(Manager *m, const Caller *c);
+/* Whether C may submit tasks (root, apiaryd's user, SubmitUsers=, SubmitGroups=). */
+bool auth_caller_may_submit(Manager *m, const Caller *c);
 /* What log lines call the caller of MSG. */
 const char *auth_caller_label(Manager *m, sd_bus_message *msg);
 

@@ -148,6 +148,24 @@ static int peer_filter(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         return 1;               /* and this message is not handled */
 }
 
+/*
+ * The private socket serves only callers that may submit or control. sd-bus reads each message
+ * whole (up to its 128 MiB) before apiaryd sees any of it, so a caller that could do nothing with
+ * a call must not get to send one: it is turned away before the handshake, with the REJECTED an
+ * authentication failure gets (sd-bus clients see EPERM), and reads the state on the bus, where
+ * the bus daemon bounds what it buffers for it.
+ */
+static int peer_check_admission(Manager *m, const Caller *c, int fd) {
+        static const char rejected[] = "REJECTED EXTERNAL\r\n";
+
+        if (auth_caller_may_submit(m, c) || auth_caller_may_control(m, c))
+                return 0;
+        log_notice("Refusing %s: it may neither submit tasks nor control (SubmitUsers=, SubmitGroups=, "
+                   "ControlUsers=, ControlGroups=); it can read the state on the bus.", c->label);
+        (void) send(fd, rejected, strlen(rejected), MSG_DONTWAIT | MSG_NOSIGNAL);
+        return -EACCES;
+}
+
 /* Whether a connection of C may be taken now: see PEERS_MAX and PEERS_PER_UID_MAX. */
 static int peer_check_limits(Manager *m, const Caller *c) {
         unsigned total = g_hash_table_size(m->peers), mine = 0;
@@ -189,6 +207,9 @@ static int peer_new(Manager *m, int fd) {
 
         /* Who connected, as of now: what it does later (exec a setgid binary, say) changes nothing. */
         r = auth_caller_from_socket(fd, p->id, &p->caller);
+        if (r < 0)
+                goto fail;
+        r = peer_check_admission(m, p->caller, fd);
         if (r < 0)
                 goto fail;
         r = peer_check_limits(m, p->caller);
@@ -277,7 +298,7 @@ static int on_connection(sd_event_source *s, int fd, uint32_t revents, void *use
         m->peer_retry_usec = 0;
 
         r = peer_new(m, nfd);
-        if (r < 0 && r != -EUSERS)
+        if (r < 0 && !IN_SET(r, -EUSERS, -EACCES))      /* those said why */
                 log_warning_errno(r, "Failed to set up a private connection: %m");
         return 0;
 }

@@ -687,7 +687,7 @@ static void test_access_denied(void **state) {
 static void test_private_socket(void **state) {
         Fixture *f = *state;
         g_autofree char *path = g_strdup_printf("%s/apiary-private", f->bus.dir);
-        g_autofree char *conf = g_strdup_printf("[Apiary]\nPrivateSocket=%s\n%s", path, config);
+        g_autofree char *conf = g_strdup_printf("[Apiary]\nPrivateSocket=%s\nSubmitUsers=daemon\n%s", path, config);
         g_autofree char *opt = g_strdup_printf("--private=%s", path);
         Ctl c = {};
 
@@ -717,9 +717,17 @@ static void test_private_socket(void **state) {
         ctl_clear(&c);
 
         if (geteuid() == 0) {
-                CTL_AS(f, 65534, &c, opt, "-v", "run", "echo", "x");
+                /* A user that may submit is served here as on the bus... */
+                CTL_AS(f, 1, &c, opt, "run", "echo", "daemon's");
+                assert_int_equal(c.status, 0);
+                assert_string_equal(c.out, "daemon's");
+                ctl_clear(&c);
+                /* ... one that may neither submit nor control is turned away before it can send
+                 * anything, and told where to go instead. */
+                CTL_AS(f, 65534, &c, opt, "status");
                 assert_int_equal(c.status, 3);
-                assert_non_null(strstr(c.err, "org.freedesktop.DBus.Error.AccessDenied"));
+                assert_non_null(strstr(c.err, "apiaryd turned the connection away"));
+                assert_non_null(strstr(c.err, "without --private, apiaryctl reads the state on the bus"));
                 ctl_clear(&c);
         }
 }

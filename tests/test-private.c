@@ -39,6 +39,8 @@ static char *start(Fixture *f) {
         config = g_strdup_printf("[Apiary]\n"
                                  "PluginDirectory=@PLUGINS@\n"
                                  "PrivateSocket=%s\n"
+                                 "SubmitUsers=daemon\n"
+                                 "ControlUsers=bin\n"
                                  "[Pool echo]\n"
                                  "Plugin=echo.so\n"
                                  "Workers=2\n"
@@ -113,8 +115,10 @@ static void test_private_serves_the_api(void **state) {
         assert_int_equal(test_get_manager_u64(d, "TasksDone"), 1 + G_N_ELEMENTS(payloads));
 }
 
-/* A second implementation (libdbus), and the same authorization as on the bus: anyone reads,
- * only root, apiaryd's user and the configured users submit or control. */
+/* A second implementation (libdbus), and the same authorization as on the bus: only root,
+ * apiaryd's user and the configured users submit or control, each only what it is listed for.
+ * Anyone else is not served here at all: turned away before it can send a call (it reads the
+ * state on the bus), so that nothing it sends is buffered. */
 static void test_private_authorizes_each_call(void **state) {
         Fixture *f = *state;
         g_autofree char *path = start(f), *address = g_strdup_printf("peer:unix:path=%s", path);
@@ -124,17 +128,32 @@ static void test_private_authorizes_each_call(void **state) {
         assert_string_equal(out, "as root");
         g_clear_pointer(&out, g_free);
 
-        assert_int_equal(test_client_at(address, 65534, &out, (const char *[]) { "get", "State", NULL }), 0);
+        /* daemon (1) submits, and reads, but does not control. */
+        assert_int_equal(test_client_at(address, 1, &out, (const char *[]) { "run", "echo", "daemon", NULL }), 0);
+        assert_string_equal(out, "daemon");
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client_at(address, 1, &out, (const char *[]) { "get", "State", NULL }), 0);
         assert_string_equal(out, "running");
         g_clear_pointer(&out, g_free);
-
-        assert_int_equal(test_client_at(address, 65534, &out, (const char *[]) { "run", "echo", "nobody", NULL }), 1);
-        assert_true(g_str_has_prefix(out, "org.freedesktop.DBus.Error.AccessDenied: User 65534 may not call Run()"));
+        assert_int_equal(test_client_at(address, 1, &out, (const char *[]) { "call-pool", "echo", "Pause", NULL }), 1);
+        assert_true(g_str_has_prefix(out, "org.freedesktop.DBus.Error.AccessDenied: User 1 may not call Pause()"));
         g_clear_pointer(&out, g_free);
 
-        assert_int_equal(test_client_at(address, 65534, &out, (const char *[]) { "call-pool", "echo", "Pause", NULL }),
-                         1);
-        assert_true(g_str_has_prefix(out, "org.freedesktop.DBus.Error.AccessDenied:"));
+        /* bin (2) controls, and does not submit. */
+        assert_int_equal(test_client_at(address, 2, &out, (const char *[]) { "call-pool", "echo", "Pause", NULL }), 0);
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client_at(address, 2, &out, (const char *[]) { "call-pool", "echo", "Resume", NULL }), 0);
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client_at(address, 2, &out, (const char *[]) { "run", "echo", "bin", NULL }), 1);
+        assert_true(g_str_has_prefix(out, "org.freedesktop.DBus.Error.AccessDenied: User 2 may not call Run()"));
+        g_clear_pointer(&out, g_free);
+
+        /* nobody may do neither: not even a property read gets through here; on the bus it does. */
+        assert_int_equal(test_client_at(address, 65534, &out, (const char *[]) { "get", "State", NULL }), 1);
+        assert_null(strstr(out, "running"));
+        g_clear_pointer(&out, g_free);
+        assert_int_equal(test_client(&f->bus, 65534, &out, (const char *[]) { "get", "State", NULL }), 0);
+        assert_string_equal(out, "running");
         g_clear_pointer(&out, g_free);
 
         /* Error names travel peer-to-peer too. */

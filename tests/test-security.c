@@ -158,7 +158,7 @@ static void call_pool(TestDaemon *d, const char *pool, const char *member) {
 }
 
 /* Finding 1: a peer on the private socket that writes a root bus client's unique name into
- * SENDER is still itself: nobody, and denied. */
+ * SENDER is still itself: nobody (a submitter, so that it is served there), and denied. */
 static void test_forged_sender_on_private_socket(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
@@ -169,7 +169,7 @@ static void test_forged_sender_on_private_socket(void **state) {
 
         if (geteuid() != 0)
                 skip();
-        start(f, NULL, NULL);
+        start(f, "SubmitUsers=nobody\n", NULL);
 
         /* Root, on the bus, makes one control call and stays connected: its credentials are known. */
         call_pool(d, "echo", "Resume");
@@ -201,7 +201,8 @@ static void test_groups_as_of_connecting(void **state) {
         TestDaemon *d = &f->daemon;
         g_autofree char *path = socket_path(f), *private = g_strdup_printf("unix:path=%s", path);
         g_autofree char *pool = test_pool_path("echo");
-        g_autofree char *extra = g_strdup_printf("ControlGroups=%u\n", CONTROL_GID);
+        /* A submitter, so that the private socket serves it at all. */
+        g_autofree char *extra = g_strdup_printf("ControlGroups=%u\nSubmitUsers=nobody\n", CONTROL_GID);
         Attack a = { .path = pool, .interface = POOL_IFACE, .member = "Pause" };
 
         if (geteuid() != 0)
@@ -514,6 +515,67 @@ static _noreturn_ void hog_connections(const char *path, uid_t uid, unsigned n, 
         _exit((int) MIN(closed, 250u));
 }
 
+/* As UID: connects to PATH, authenticates, and sends the start of one method call that says its
+ * body is 100 MiB, then as much of that body as gets through, up to 64 MiB. Exits with how many
+ * MiB of it went (0 if the connection was closed first), or 255 if it could not begin. */
+static _noreturn_ void half_send_message(const char *path, uid_t uid) {
+        static const char auth[] = "\0AUTH EXTERNAL 3635353334\r\nBEGIN\r\n";     /* "65534" in hex */
+        const uint32_t header[4] = { 'l' | 1 << 8 | 1 << 24, 100u << 20, 1, 0 };  /* method call, v1 */
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct timeval tv = { .tv_sec = 10 };
+        size_t chunk = 1 << 20, sent = 0;
+        char *body = calloc(1, chunk);
+        int fd;
+
+        if (!body || setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0)
+                _exit(255);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+            connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                _exit(255);
+        if (send(fd, auth, sizeof(auth) - 1, MSG_NOSIGNAL) < 0 || send(fd, header, sizeof(header), MSG_NOSIGNAL) < 0)
+                _exit(0);
+        while (sent < 64u << 20) {
+                ssize_t k = send(fd, body, chunk, MSG_NOSIGNAL);
+
+                if (k <= 0)
+                        break;
+                sent += (size_t) k;
+        }
+        _exit((int) (sent >> 20));
+}
+
+/* Finding 3, incoming: sd-bus reads a message whole (up to 128 MiB) before apiaryd can look at
+ * it, so the private socket serves only those who may submit or control. Anyone else is turned
+ * away as it connects: a half-sent 100 MiB call does not get its body into apiaryd (it did, and
+ * three of them pinned 300 MB), and the log says who and why. */
+static void test_private_socket_turns_away_the_unauthorized(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *path = socket_path(f), *line = NULL, *state_s = NULL;
+        int status;
+        pid_t pid;
+
+        if (geteuid() != 0)
+                skip();
+        start(f, "SubmitUsers=4243\n", NULL);
+        for (int i = 0; i < 3; i++) {
+                pid = fork();
+                assert_true(pid >= 0);
+                if (pid == 0)
+                        half_send_message(path, NOBODY);
+                assert_int_equal(waitpid(pid, &status, 0), pid);
+                assert_true(WIFEXITED(status));
+                /* What the kernel's socket buffers take, under 1 MiB, never the 64 MiB. */
+                assert_int_equal(WEXITSTATUS(status), 0);
+        }
+        line = test_daemon_wait_log(d, "(UID 65534, PID", TEST_TIMEOUT_USEC);
+        assert_non_null(strstr(line, "it may neither submit tasks nor control"));
+        state_s = test_pool_state(d, "echo");
+        assert_string_equal(state_s, "running");
+}
+
 /* Finding 4: one user cannot take every connection of the private socket, nor keep them
  * without a handshake; another user, and root, still get in. */
 static void test_connection_limits(void **state) {
@@ -527,7 +589,7 @@ static void test_connection_limits(void **state) {
 
         if (geteuid() != 0)
                 skip();
-        start(f, NULL, NULL);
+        start(f, "SubmitUsers=nobody 4243\n", NULL);
         assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
         pid = fork();
         assert_true(pid >= 0);
@@ -784,6 +846,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_exit_with_a_peer_that_does_not_read, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_peer_that_does_not_read_is_cut_off, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_private_socket_turns_away_the_unauthorized, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_connection_limits, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_accept_errors_back_off, test_fixture_setup, test_fixture_teardown),

@@ -836,6 +836,31 @@ static int parse_argv(int argc, char *argv[]) {
         return 1;
 }
 
+/* sd_bus_start() only begins the handshake of a peer-to-peer connection. Finish it here, so that
+ * apiaryd turning the connection away (see bus_connect()) is told apart from a call's failure. */
+static int private_handshake(sd_bus *bus) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + 25 * USEC_PER_SEC;    /* sd-bus's call timeout */
+        int r;
+
+        for (;;) {
+                usec_t now = now_usec(CLOCK_MONOTONIC);
+
+                r = sd_bus_is_ready(bus);
+                if (r != 0)
+                        return r;
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        r = sd_bus_wait(bus, deadline - now);
+                        if (r < 0)
+                                return r;
+                }
+        }
+}
+
 int ctl_bus_open(sd_bus **ret) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
@@ -856,6 +881,8 @@ int ctl_bus_open(sd_bus **ret) {
                         r = sd_bus_set_bus_client(bus, true);
                 if (r >= 0)
                         r = sd_bus_start(bus);
+                if (r >= 0 && arg_bus_kind == BUS_PRIVATE)
+                        r = private_handshake(bus);
         }
         if (r < 0)
                 return r;
@@ -872,6 +899,15 @@ static int bus_connect(sd_bus **ret) {
         int r;
 
         r = ctl_bus_open(ret);
+        /* apiaryd turns away those who may neither submit nor control before the handshake ends:
+         * with its REJECTED (EPERM), or the socket closed under it. */
+        if (r < 0 && arg_bus_kind == BUS_PRIVATE && IN_SET(r, -EPERM, -EPIPE, -ECONNRESET, -ENOTCONN)) {
+                ctl_error("Failed to connect to %s: apiaryd turned the connection away (%s). Its private socket "
+                          "serves only users that may submit tasks or control (SubmitUsers=, SubmitGroups=, "
+                          "ControlUsers=, ControlGroups=); without --private, apiaryctl reads the state on the bus.",
+                          arg_address, strerror(-r));
+                return CTL_EXIT_ACCESS_DENIED;
+        }
         if (r < 0) {
                 ctl_error("Failed to connect to %s: %s",
                           arg_bus_kind == BUS_SYSTEM ? "the system bus" :
