@@ -15,8 +15,11 @@
 #include "manager.h"
 #include "notify.h"
 #include "peer.h"
+#include "pool.h"
 #include "reaper.h"
 #include "reload.h"
+#include "worker.h"
+#include "zygote.h"
 
 extern char **environ;
 
@@ -31,6 +34,27 @@ const char *manager_state_to_string(ManagerState s) {
         if (s < 0 || s >= _MANAGER_STATE_MAX)
                 return NULL;
         return manager_state_table[s];
+}
+
+bool manager_pid_is_taken(Manager *m, pid_t pid, const Worker *except) {
+        for (size_t i = 0; i < m->n_pools; i++) {
+                Pool *p = m->pools[i];
+
+                if (p->zygote && p->zygote->pid == pid)
+                        return true;
+                for (unsigned j = 0; j < p->n_workers; j++)
+                        if (p->workers[j] != except && p->workers[j]->pid == pid)
+                                return true;
+        }
+        return false;
+}
+
+bool manager_fork_pending(Manager *m) {
+        for (size_t i = 0; i < m->n_pools; i++)
+                for (unsigned j = 0; j < m->pools[i]->n_workers; j++)
+                        if (m->pools[i]->workers[j]->fork_slot)
+                                return true;
+        return false;
 }
 
 Pool *manager_find_pool(Manager *m, const char *name) {

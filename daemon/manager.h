@@ -70,6 +70,10 @@ int manager_start(Manager *m);
 void manager_stop(Manager *m);
 
 Pool *manager_find_pool(Manager *m, const char *name);
+/* Whether PID is the process of a worker other than EXCEPT (may be NULL), or of a zygote. */
+bool manager_pid_is_taken(Manager *m, pid_t pid, const Worker *except);
+/* Whether some worker waits for its zygote's Fork() answer: its PID is not known yet. */
+bool manager_fork_pending(Manager *m);
 
 /* Called whenever a pool changed state or readiness: updates STATUS=, READY=1, shutdown. */
 void manager_pool_changed(Manager *m, Pool *p);

@@ -11,6 +11,7 @@
 
 #include "auth.h"
 #include "bus-api.h"
+#include "link.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
@@ -140,7 +141,7 @@ static int peer_filter(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         Peer *p = userdata;
         uint64_t n;
 
-        if (sd_bus_get_n_queued_write(p->bus, &n) < 0 || n <= PEER_QUEUED_MAX)
+        if (!link_queue_exceeded(p->bus, PEER_QUEUED_MAX, &n))
                 return 0;
         log_warning("Disconnecting %s: it does not read its replies (%" PRIu64 " messages queued for it).",
                     p->caller->label, n);

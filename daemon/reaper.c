@@ -12,23 +12,6 @@
 #include "reaper.h"
 #include "worker.h"
 
-/* Whether PID is a worker's or a zygote's, or may be one soon (a Fork() is pending). */
-static bool pid_is_watched(Manager *m, pid_t pid, bool *ret_fork_pending) {
-        for (size_t i = 0; i < m->n_pools; i++) {
-                Pool *p = m->pools[i];
-
-                if (p->zygote && p->zygote->pid == pid)
-                        return true;
-                for (unsigned j = 0; j < p->n_workers; j++) {
-                        if (p->workers[j]->pid == pid)
-                                return true;
-                        if (p->workers[j]->fork_slot)
-                                *ret_fork_pending = true;
-                }
-        }
-        return false;
-}
-
 void reaper_run(Manager *m) {
         char path[64];
         FILE *f;
@@ -48,14 +31,13 @@ void reaper_run(Manager *m) {
                 return;
         while (fscanf(f, "%ld", &pid) == 1) {
                 siginfo_t si = {};
-                bool fork_pending = false;
 
                 /* Exited? (Without reaping it yet.) */
                 if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
                         continue;
-                if (pid_is_watched(m, (pid_t) pid, &fork_pending))
+                if (manager_pid_is_taken(m, (pid_t) pid, NULL))
                         continue;
-                if (fork_pending) {
+                if (manager_fork_pending(m)) {
                         /* It may be the child of that Fork(): look again once it is answered. */
                         m->reap_deferred = true;
                         break;

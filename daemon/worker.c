@@ -471,7 +471,7 @@ static int link_filter(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         Worker *w = userdata;
         uint64_t n;
 
-        if (sd_bus_get_n_queued_write(w->link, &n) < 0 || n <= LINK_QUEUED_MAX)
+        if (!link_queue_exceeded(w->link, LINK_QUEUED_MAX, &n))
                 return 0;
         if (!w->failure_message) {
                 log_worker(LOG_ERR, w, "Worker does not read its link (%" PRIu64 " messages queued for it), "

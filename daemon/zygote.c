@@ -161,7 +161,7 @@ static int zygote_link_filter(sd_bus_message *msg, void *userdata, sd_bus_error 
         Zygote *z = userdata;
         uint64_t n;
 
-        if (sd_bus_get_n_queued_write(z->link, &n) < 0 || n <= LINK_QUEUED_MAX)
+        if (!link_queue_exceeded(z->link, LINK_QUEUED_MAX, &n))
                 return 0;
         if (!z->pool)
                 return 1;
@@ -254,21 +254,13 @@ void zygote_stop(Pool *p) {
  * with a pidfd for it in *RET_PIDFD (-1 where pidfd_open() is missing, valgrind's say), -ECHILD
  * if it is not our child, or -EEXIST if it is one we know. */
 static int zygote_verify_child(Worker *w, pid_t pid, int *ret_pidfd) {
-        Manager *m = w->pool->manager;
         siginfo_t si = {};
         int fd, r;
 
         if (pid <= 0 || pid == getpid())
                 return -ECHILD;
-        for (size_t i = 0; i < m->n_pools; i++) {
-                Pool *p = m->pools[i];
-
-                if (p->zygote && p->zygote->pid == pid)
-                        return -EEXIST;
-                for (unsigned j = 0; j < p->n_workers; j++)
-                        if (p->workers[j] != w && p->workers[j]->pid == pid)
-                                return -EEXIST;
-        }
+        if (manager_pid_is_taken(w->pool->manager, pid, w))
+                return -EEXIST;
         fd = (int) syscall(SYS_pidfd_open, pid, 0);
         if (fd < 0 && errno != ENOSYS)
                 return -ECHILD;

@@ -50,3 +50,12 @@ int link_server_new(sd_bus **ret, int fd, sd_id128_t server_id, sd_event *event,
 int link_client_new(sd_bus **ret, int fd, sd_event *event, const char *description) {
         return link_new(ret, fd, false, SD_ID128_NULL, event, description);
 }
+
+bool link_queue_exceeded(sd_bus *bus, uint64_t max, uint64_t *ret_n) {
+        uint64_t n;
+
+        if (sd_bus_get_n_queued_write(bus, &n) < 0 || n <= max)
+                return false;
+        *ret_n = n;
+        return true;
+}

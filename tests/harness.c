@@ -785,6 +785,31 @@ int test_run(TestDaemon *d, const char *pool, const void *data, size_t size, use
         return 0;
 }
 
+char *test_run_text(TestDaemon *d, const char *pool, const char *text, usec_t timeout_opt) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        char *result = NULL;
+
+        if (test_run(d, pool, text, strlen(text), timeout_opt, (void **) &result, NULL, &error) < 0)
+                fail_msg("Run(%s, \"%s\"): %s: %s", pool, text, error.name, error.message);
+        return result;
+}
+
+char *test_run_refused(TestDaemon *d, const char *pool, const char *text, usec_t timeout_opt, const char *error_name,
+                       const char *message) {
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        char *m;
+
+        if (test_run(d, pool, text, strlen(text), timeout_opt, NULL, NULL, &error) >= 0)
+                fail_msg("Run(%s, \"%s\") succeeded, expected %s", pool, text, error_name ?: "an error");
+        if (error_name && strcmp(error.name, error_name) != 0)
+                fail_msg("Run(%s, \"%s\"): %s: %s, expected %s", pool, text, error.name, error.message, error_name);
+        if (!strstr(error.message, message))
+                fail_msg("Run(%s, \"%s\"): expected \"%s\" in \"%s\"", pool, text, message, error.message);
+        m = g_strdup(error.message);
+        sd_bus_error_free(&error);
+        return m;
+}
+
 uint64_t test_submit(TestDaemon *d, const char *pool, const void *data, size_t size) {
         sd_bus_error error = SD_BUS_ERROR_NULL;
         sd_bus_message *m = NULL, *reply = NULL;

@@ -122,6 +122,14 @@ void test_wait_pool_state(TestDaemon *d, const char *pool, const char *state);
  * or a negative errno with ERROR set to the D-Bus error. */
 int test_run(TestDaemon *d, const char *pool, const void *data, size_t size, usec_t timeout_opt, void **ret,
              size_t *ret_size, sd_bus_error *error);
+/* Run(POOL, TEXT), with the "timeout" option TIMEOUT_OPT if it is not 0: returns the result
+ * (NUL-terminated, g_free() it), or fails the test naming the error. */
+char *test_run_text(TestDaemon *d, const char *pool, const char *text, usec_t timeout_opt);
+/* Run(POOL, TEXT) must fail: with ERROR_NAME (any name if NULL), and a message that contains
+ * MESSAGE. Returns the message (g_free() it); fails the test otherwise. */
+char *test_run_refused(TestDaemon *d, const char *pool, const char *text, usec_t timeout_opt, const char *error_name,
+                       const char *message);
+
 /* Manager.Submit; fails the test on error. */
 uint64_t test_submit(TestDaemon *d, const char *pool, const void *data, size_t size);
 /* Manager.SubmitBatch of N payloads; ids into RET_IDS (n of them). Fails the test on error. */

@@ -32,25 +32,13 @@ typedef TestFixture Fixture;
 
 /* Run(POOL, TEXT): the result, or the test fails. */
 static char *run_ok(TestDaemon *d, const char *pool, const char *text) {
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        char *result = NULL;
-
-        if (test_run(d, pool, text, strlen(text), 0, (void **) &result, NULL, &error) < 0)
-                fail_msg("Run(%s, \"%s\"): %s: %s", pool, text, error.name, error.message);
-        return result;
+        return test_run_text(d, pool, text, 0);
 }
 
 /* Run(POOL, TEXT) must fail with TaskFailed; returns its message. */
 static char *run_fails(TestDaemon *d, const char *pool, const char *text) {
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        char *message;
+        char *message = test_run_refused(d, pool, text, 0, "org.apiary.Apiary1.Error.TaskFailed", "");
 
-        if (test_run(d, pool, text, strlen(text), 0, NULL, NULL, &error) >= 0)
-                fail_msg("Run(%s, \"%s\") succeeded, expected TaskFailed", pool, text);
-        if (strcmp(error.name, "org.apiary.Apiary1.Error.TaskFailed") != 0)
-                fail_msg("Run(%s, \"%s\"): %s: %s, expected TaskFailed", pool, text, error.name, error.message);
-        message = g_strdup(error.message);
-        sd_bus_error_free(&error);
         print_message("Run(%s, \"%s\") failed: %s\n", pool, text, message);
         return message;
 }

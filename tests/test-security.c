@@ -36,6 +36,7 @@
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define MANAGER_IFACE "org.apiary.Apiary1.Manager"
 #define NOBODY 65534
+#define INVALID_OPTION "org.apiary.Apiary1.Error.InvalidOption"
 #define CONTROL_GID 4242        /* a group nobody is in: ControlGroups= of the tests below */
 
 typedef TestFixture Fixture;
@@ -340,15 +341,11 @@ static void reload(TestDaemon *d) {
                 fail_msg("Reload: %s: %s", error.name, error.message);
 }
 
+/* Run(POOL, TEXT) on an echo pool: TEXT comes back. */
 static void run_ok(TestDaemon *d, const char *pool, const char *text, usec_t timeout_opt) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        g_autofree char *result = NULL;
-        size_t size;
+        g_autofree char *result = test_run_text(d, pool, text, timeout_opt);
 
-        if (test_run(d, pool, text, strlen(text), timeout_opt, (void **) &result, &size, &error) < 0)
-                fail_msg("Run(%s, %s): %s: %s", pool, text, error.name, error.message);
-        assert_int_equal(size, strlen(text));
-        assert_memory_equal(result, text, size);
+        assert_string_equal(result, text);
 }
 
 /* Finding 9: a reload that lowers MaxTasksPerWorker= below what a worker has run recycles it;
@@ -371,16 +368,6 @@ static void test_lowered_max_tasks_per_worker(void **state) {
         assert_int_not_equal(test_worker_pid(d, "echo", 0), old);
 }
 
-static void assert_run_refused(TestDaemon *d, const char *pool, usec_t timeout_opt, const char *error_name,
-                               const char *message) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-
-        assert_true(test_run(d, pool, "x", 1, timeout_opt, NULL, NULL, &error) < 0);
-        assert_string_equal(error.name, error_name);
-        if (!strstr(error.message, message))
-                fail_msg("expected \"%s\" in \"%s\"", message, error.message);
-}
-
 /* Finding 14: a task's "timeout" may shorten the pool's TaskTimeoutSec=, not lift it (a huge
  * one used to fail to arm, and the task ran with no timeout at all). */
 static void test_task_timeout_option_is_bounded(void **state) {
@@ -390,12 +377,11 @@ static void test_task_timeout_option_is_bounded(void **state) {
         start(f, NULL,
               "[Pool bounded]\nPlugin=echo.so\nWorkers=1\nTaskTimeoutSec=2s\n"
               "[Pool open]\nPlugin=echo.so\nWorkers=1\n");
-        assert_run_refused(d, "bounded", USEC_PER_HOUR, "org.apiary.Apiary1.Error.InvalidOption",
-                           "Option \"timeout\" is 1h, longer than pool \"bounded\"'s TaskTimeoutSec=2s");
-        assert_run_refused(d, "bounded", UINT64_MAX - 1, "org.apiary.Apiary1.Error.InvalidOption",
-                           "TaskTimeoutSec=2s");
-        assert_run_refused(d, "open", UINT64_C(1) << 63 | 1, "org.apiary.Apiary1.Error.InvalidOption",
-                           "more than the 9223372036854775808 µs a timer can be armed for");
+        g_free(test_run_refused(d, "bounded", "x", USEC_PER_HOUR, INVALID_OPTION,
+                                "Option \"timeout\" is 1h, longer than pool \"bounded\"'s TaskTimeoutSec=2s"));
+        g_free(test_run_refused(d, "bounded", "x", UINT64_MAX - 1, INVALID_OPTION, "TaskTimeoutSec=2s"));
+        g_free(test_run_refused(d, "open", "x", UINT64_C(1) << 63 | 1, INVALID_OPTION,
+                                "more than the 9223372036854775808 µs a timer can be armed for"));
         run_ok(d, "bounded", "shorter", USEC_PER_SEC);
         run_ok(d, "bounded", "as long", 2 * USEC_PER_SEC);
         run_ok(d, "open", "a year", 365 * USEC_PER_DAY);
@@ -793,22 +779,14 @@ static void test_link_flood_kills_the_worker(void **state) {
 
 static void run_relay(TestDaemon *d, const char *pool, const char *payload, const char *expect_result,
                       const char *expect_error) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         g_autofree char *result = NULL;
-        size_t size;
-        int r;
 
-        r = test_run(d, pool, payload, strlen(payload), 0, (void **) &result, &size, &error);
-        if (expect_result) {
-                if (r < 0)
-                        fail_msg("%s: %s: %s", payload, error.name, error.message);
-                assert_int_equal(size, strlen(expect_result));
-                assert_memory_equal(result, expect_result, size);
-        } else {
-                assert_true(r < 0);
-                if (!strstr(error.message, expect_error))
-                        fail_msg("%s: expected \"%s\" in \"%s\"", payload, expect_error, error.message);
+        if (!expect_result) {
+                g_free(test_run_refused(d, pool, payload, 0, NULL, expect_error));
+                return;
         }
+        result = test_run_text(d, pool, payload, 0);
+        assert_string_equal(result, expect_result);
 }
 
 /* Finding 16: a plugin's submit() is held to SubmitFrom= of the pool it submits to: a
