@@ -79,8 +79,9 @@ void pool_fail_queued(Pool *p, const char *reason) {
                 task_fail(t, reason);
 }
 
+/* A worker that died takes nothing, also before we hear of its exit: its link closed first. */
 bool worker_has_capacity(const Worker *w) {
-        return IN_SET(w->state, WORKER_READY, WORKER_BUSY) && !w->retiring && !w->gone &&
+        return slot_state_takes_tasks(w->life.state) && w->link && sd_bus_is_open(w->link) > 0 &&
                 w->in_flight.length < w->pool->config->concurrency;
 }
 
@@ -133,7 +134,7 @@ static void worker_take_task(Worker *w, Task *t) {
 
         w->n_dispatched++;
         if (p->config->max_tasks_per_worker > 0 && w->n_dispatched >= p->config->max_tasks_per_worker)
-                w->retiring = true;
+                worker_retire(w);
 }
 
 /* Takes T back from W before it ever reached it (the send failed). */
@@ -227,10 +228,9 @@ static int worker_send_tasks(Worker *w, unsigned n) {
 static void worker_check_retire(Worker *w) {
         uint64_t max = w->pool->config->max_tasks_per_worker;
 
-        if (max == 0 || w->retiring || w->gone || w->n_dispatched < max ||
-            !IN_SET(w->state, WORKER_READY, WORKER_BUSY))
+        if (max == 0 || w->n_dispatched < max || !slot_state_takes_tasks(w->life.state))
                 return;
-        w->retiring = true;
+        worker_retire(w);
         worker_update_load(w);
 }
 
@@ -262,11 +262,10 @@ void pool_dispatch(Pool *p) {
                         if (room == 0)
                                 continue;
                         r = worker_send_tasks(w, MIN(room, share));
-                        if (r < 0 && !sd_bus_is_open(w->link)) {
-                                /* The worker died and we have not heard of its exit yet: skip it. */
-                                w->gone = true;
+                        if (r < 0 && !sd_bus_is_open(w->link))
+                                /* The worker died and we have not heard of its exit yet: its closed
+                                 * link leaves it out from now on. */
                                 continue;
-                        }
                         if (r < 0) {
                                 Task *t = pool_dequeue(p);
 
@@ -337,7 +336,7 @@ void worker_release_tasks(Worker *w, const char *reason) {
                 p->manager->n_running--;
 
                 /* Killed for another task's timeout, or stopped on purpose: not this task's fault. */
-                if (w->killed_for_timeout || w->stop_wanted)
+                if (w->life.result == SLOT_RESULT_TASK_TIMEOUT || w->life.intent != SLOT_INTENT_NONE)
                         t->attempts--;
 
                 free(t->last_loss);
@@ -368,7 +367,5 @@ void worker_kill_for_timeout(Worker *w, Task *t) {
         log_ctx(LOG_WARNING, &ctx, "Task %" PRIu64 " timed out after %s, killing its worker.", t->id,
                 format_timespan(buf, sizeof(buf), timeout));
         task_failf(t, "timeout: no result within %s", format_timespan(buf, sizeof(buf), timeout));
-
-        w->killed_for_timeout = true;
-        worker_kill(w, SIGKILL);
+        worker_task_timed_out(w);
 }

@@ -94,7 +94,7 @@ static void pool_trim(Pool *p) {
         while (p->n_workers > p->n_wanted) {
                 Worker *w = p->workers[p->n_workers - 1];
 
-                if (w->state != WORKER_DEAD || worker_is_running(w) || w->revive)
+                if (w->life.state != SLOT_DEAD)
                         return;
                 bus_emit_object_removed(m, w->object_path);
                 worker_free(w);
@@ -108,15 +108,6 @@ static void pool_roll_next(Pool *p);
 void pool_worker_changed(Pool *p, Worker *w) {
         if (!IN_SET(w->state, WORKER_STARTING, WORKER_STOPPING))
                 p->first_outcome[w->slot] = true;
-
-        if (w->revive && w->state == WORKER_DEAD && !worker_is_running(w)) {
-                w->revive = false;
-                if (pool_is_active(p) && w->slot < p->n_wanted) {
-                        worker_reset(w);
-                        (void) worker_start(w);
-                        return;
-                }
-        }
 
         if (p->rolling && w->slot == p->rolling_slot && IN_SET(w->state, WORKER_READY, WORKER_BUSY) &&
             w->spawned_mono >= p->rolling_began) {
@@ -208,19 +199,10 @@ int pool_scale(Pool *p, unsigned n) {
         for (unsigned i = 0; i < p->n_workers; i++) {
                 Worker *w = p->workers[i];
 
-                if (i < n) {
-                        if (!pool_is_active(p))
-                                continue;
-                        if (w->state == WORKER_STOPPING)
-                                w->revive = true;
-                        else if (w->state == WORKER_DEAD && !worker_is_running(w)) {
-                                worker_reset(w);
-                                (void) worker_start(w);
-                        }
-                } else {
-                        w->revive = false;
+                if (i >= n)
                         worker_stop(w);
-                }
+                else if (pool_is_active(p))
+                        worker_revive(w);
         }
 
         bus_emit_properties_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers", "WorkersWanted");

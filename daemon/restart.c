@@ -39,15 +39,16 @@ void start_limit_reset(StartLimit *l) {
         l->next = 0;
 }
 
+bool start_limit_would_trip(const StartLimit *l, usec_t now, usec_t interval) {
+        /* With the ring full, the slot we are about to overwrite holds the oldest failure. */
+        return l->burst > 0 && l->n == l->burst && now - l->ring[l->next] <= interval;
+}
+
 bool start_limit_record(StartLimit *l, usec_t now, usec_t interval) {
-        bool tripped = false;
+        bool tripped = start_limit_would_trip(l, now, interval);
 
         if (l->burst == 0)
                 return false;
-
-        /* With the ring full, the slot we are about to overwrite holds the oldest failure. */
-        if (l->n == l->burst && now - l->ring[l->next] <= interval)
-                tripped = true;
 
         l->ring[l->next] = now;
         l->next = (l->next + 1) % l->burst;

@@ -33,3 +33,5 @@ void start_limit_reset(StartLimit *l);
 
 /* Records a failure at NOW. Returns true when it is one too many within INTERVAL. */
 bool start_limit_record(StartLimit *l, usec_t now, usec_t interval);
+/* What start_limit_record() would return now, without recording anything. */
+bool start_limit_would_trip(const StartLimit *l, usec_t now, usec_t interval);

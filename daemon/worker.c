@@ -26,41 +26,42 @@
 #include "worker.h"
 #include "zygote.h"
 
-static const char *const worker_state_table[_WORKER_STATE_MAX] = {
-        [WORKER_DEAD] = "dead",
-        [WORKER_STARTING] = "starting",
-        [WORKER_READY] = "ready",
-        [WORKER_BUSY] = "busy",
-        [WORKER_STOPPING] = "stopping",
-        [WORKER_BACKOFF] = "backoff",
-};
-
-const char *worker_state_to_string(WorkerState s) {
-        if (s < 0 || s >= _WORKER_STATE_MAX)
-                return NULL;
-        return worker_state_table[s];
-}
-
+/* What an event brings with it, for the actions that need it. */
+typedef struct WorkerEventArgs {
+        sd_bus_message *ready_call;     /* READY: the call, to answer or to hold */
+        const char *plugin_name, *plugin_version;
+        uint64_t ready_when;            /* READY: CLOCK_MONOTONIC, as the worker says */
+        bool exit_clean, exit_signal, exit_load;        /* EXIT: see SlotFacts */
+} WorkerEventArgs;
 
 bool worker_is_running(const Worker *w) {
-        return w->pid > 0 || w->fork_slot;      /* or the zygote is forking it */
+        return slot_state_has_process(w->life.state);
 }
 
-static void worker_set_state(Worker *w, WorkerState state) {
-        if (w->state == state)
+/* Shows the slot's state on the bus, if it changed: once per event (and its consequences), so
+ * that a slot goes from one shown state to the next without those in between. The pool hears of
+ * it too, unless it is about to fail (which looks at every slot itself). The pool may free W
+ * here, when it was scaled away and is dead: nothing touches W after this. */
+static void worker_publish(Worker *w, bool tell_pool) {
+        WorkerState shown = slot_state_to_public(w->life.state, w->in_flight.length);
+
+        if (shown < 0 || shown == w->state)
                 return;
-        w->state = state;
+        w->state = shown;
         bus_worker_emit_changed(w);
-        pool_worker_changed(w->pool, w);
+        if (tell_pool)
+                pool_worker_changed(w->pool, w);
 }
 
-static int worker_arm_timer(Worker *w, usec_t usec, sd_event_time_handler_t handler) {
+static int on_slot_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static int worker_arm_timer(Worker *w, usec_t usec) {
         Manager *m = w->pool->manager;
 
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
         if (usec == USEC_INFINITY)
                 return 0;
-        return sd_event_add_time_relative(m->event, &w->timer_source, CLOCK_MONOTONIC, usec, 1, handler, w);
+        return sd_event_add_time_relative(m->event, &w->timer_source, CLOCK_MONOTONIC, usec, 1, on_slot_timer, w);
 }
 
 static void worker_drop_process(Worker *w) {
@@ -127,50 +128,29 @@ int link_reply_hello(sd_bus_message *msg, const PoolConfig *c, sd_bus_error *err
         return sd_bus_send(NULL, reply, NULL);
 }
 
+static int worker_event(Worker *w, SlotEvent e, const WorkerEventArgs *args);
+
 static int link_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Worker *w = userdata;
-        const char *name, *version;
-        uint64_t when;
+        WorkerEventArgs args = { .ready_call = msg };
         int r;
 
-        r = sd_bus_message_read(msg, "sst", &name, &version, &when);
+        r = sd_bus_message_read(msg, "sst", &args.plugin_name, &args.plugin_version, &args.ready_when);
         if (r < 0)
                 return r;
-        if (w->state == WORKER_STOPPING)
-                /* Asked to stop while in init(): it will get SIGTERM now, as it is ready for it. */
-                return sd_bus_reply_method_return(msg, NULL);
-        if (w->state != WORKER_STARTING)
-                return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "Ready() is only valid while starting.");
-        if (w->pid <= 0 && w->fork_slot) {
-                /* Forked by the zygote, whose answer with the PID (on another connection) has not
-                 * come yet: answer then, so that a ready worker always has its PID. */
-                sd_bus_message_unref(w->ready_call);
-                w->ready_call = sd_bus_message_ref(msg);
-                return 1;
-        }
-
-        if (!worker_check_peer(w)) {
+        if (w->life.state == SLOT_STARTING && !worker_check_peer(w)) {
                 log_worker(LOG_ERR, w, "The link's other end is not the worker's: killing it.");
                 worker_kill(w, SIGKILL);
                 return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Not the worker of this link.");
         }
-
-        w->ready_mono = now_usec(CLOCK_MONOTONIC);
-        w->timer_source = sd_event_source_disable_unref(w->timer_source);
-        if (w->exited_mono > 0 && when >= w->exited_mono)
-                log_worker(LOG_INFO, w, "Worker ready (plugin %s %s), %.3f ms after the previous one exited.",
-                           name, version, (double) (when - w->exited_mono) / USEC_PER_MSEC);
-        else
-                log_worker(LOG_INFO, w, "Worker ready (plugin %s %s) in %.3f ms.", name, version,
-                           (double) (w->ready_mono - w->spawned_mono) / USEC_PER_MSEC);
-
-        worker_set_state(w, WORKER_READY);
-        r = sd_bus_reply_method_return(msg, NULL);
-        pool_dispatch(w->pool);
-        return r;
+        r = worker_event(w, SLOT_EVENT_READY, &args);
+        if (r == -EBADE)
+                return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "Ready() is only valid while starting.");
+        return r < 0 ? r : 1;
 }
 
-void worker_resume_ready(Worker *w) {
+/* Fork() answered: a Ready() that came first is handled now, the peer check included. */
+static void worker_resume_ready(Worker *w) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = TAKE_PTR(w->ready_call);
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
@@ -219,8 +199,7 @@ static int on_link_lost_timeout(sd_event_source *s, uint64_t usec, void *userdat
                    "Lost the link to the worker (it closed it, or sent what is not D-Bus), and it did not exit "
                    "within %s, killing it.",
                    format_timespan(buf, sizeof(buf), w->pool->config->stop_timeout_usec));
-        w->link_lost = true;
-        worker_kill(w, SIGKILL);
+        (void) worker_event(w, SLOT_EVENT_LINK_LOST, NULL);
         return 0;
 }
 
@@ -233,9 +212,9 @@ static int on_link_disconnected(sd_bus_message *msg, void *userdata, sd_bus_erro
         usec_t grace = w->pool->config->stop_timeout_usec;
         int r;
 
-        if (!worker_is_running(w) || w->link_source)
+        if (!worker_is_running(w) || w->link_source || w->life.state == SLOT_EXITED)
                 return 0;
-        if (w->state == WORKER_STOPPING || grace == USEC_INFINITY)
+        if (IN_SET(w->life.state, SLOT_DRAINING, SLOT_STOP_SIGTERM, SLOT_STOP_SIGKILL) || grace == USEC_INFINITY)
                 return 0;       /* StopTimeoutSec= ends it, or nothing does, as configured */
 
         log_worker(LOG_DEBUG, w, "The link to the worker closed.");
@@ -287,37 +266,31 @@ static char *describe_exit(const siginfo_t *si) {
 
 static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
-static int on_restart_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Worker *w = userdata;
-        int r;
-
-        w->timer_source = sd_event_source_disable_unref(w->timer_source);
-        r = worker_start(w);
-        if (r < 0)
-                log_worker_errno(LOG_ERR, r, w, "Failed to restart worker: %m");
-        return 0;
-}
-
-static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+/* The slot's one timer: what it was armed for follows from the state. */
+static int on_slot_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Worker *w = userdata;
         char buf[FORMAT_TIMESPAN_MAX];
 
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
-        log_worker(LOG_ERR, w, "Worker did not become ready within %s, killing it.",
-                   format_timespan(buf, sizeof(buf), w->pool->config->start_timeout_usec));
-        w->timed_out = true;
-        worker_kill(w, SIGKILL);
-        return 0;
-}
-
-static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        Worker *w = userdata;
-
-        w->timer_source = sd_event_source_disable_unref(w->timer_source);
-        log_worker(LOG_WARNING, w, "Worker did not stop within %s, sending SIGKILL.",
-                   format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX,
-                                   w->pool->config->stop_timeout_usec));
-        worker_kill(w, SIGKILL);
+        switch (w->life.state) {
+        case SLOT_FORKING:
+        case SLOT_STARTING:
+                log_worker(LOG_ERR, w, "Worker did not become ready within %s, killing it.",
+                           format_timespan(buf, sizeof(buf), w->pool->config->start_timeout_usec));
+                (void) worker_event(w, SLOT_EVENT_START_TIMEOUT, NULL);
+                break;
+        case SLOT_DRAINING:
+        case SLOT_STOP_SIGTERM:
+                log_worker(LOG_WARNING, w, "Worker did not stop within %s, sending SIGKILL.",
+                           format_timespan(buf, sizeof(buf), w->pool->config->stop_timeout_usec));
+                (void) worker_event(w, SLOT_EVENT_STOP_TIMEOUT, NULL);
+                break;
+        case SLOT_BACKOFF:
+                (void) worker_event(w, SLOT_EVENT_BACKOFF_DONE, NULL);
+                break;
+        default:
+                break;
+        }
         return 0;
 }
 
@@ -391,20 +364,13 @@ int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd_worker,
         return -r;
 }
 
-/* A new process for the slot is on its way (PID, or 0 until the zygote says): fresh bookkeeping. */
+/* A new process for the slot is on its way (PID, or 0 until the zygote says): fresh bookkeeping.
+ * (Its intent and result are the state machine's, reset by START.) */
 void worker_process_begins(Worker *w, pid_t pid) {
         w->pid = pid;
         w->started_at = now_usec(CLOCK_REALTIME);
         w->spawned_mono = now_usec(CLOCK_MONOTONIC);
         w->ready_mono = 0;
-        w->timed_out = false;
-        w->stop_wanted = false;
-        w->gone = false;
-        w->term_sent = false;
-        w->retiring = false;
-        w->recycling = false;
-        w->killed_for_timeout = false;
-        w->link_lost = false;
         w->n_dispatched = 0;
 }
 
@@ -437,7 +403,7 @@ bool worker_check_peer(Worker *w) {
 }
 
 /* Watches the process W->pid, from its PIDFD if one is given (consumed). */
-int worker_watch_process(Worker *w, int pidfd) {
+static int worker_watch_process(Worker *w, int pidfd) {
         Manager *m = w->pool->manager;
         int r;
 
@@ -541,139 +507,48 @@ static int worker_spawn_exec(Worker *w) {
         return 0;
 }
 
-static int worker_spawn(Worker *w) {
-        /* A forked copy of the pool's zygote, if it has one ready: no exec, no dynamic linking. */
-        if (zygote_fork(w->pool, w) >= 0)
-                return 0;
-        return worker_spawn_exec(w);
-}
-
-/* Not even a process: treated like a start that failed at once. */
-static void worker_spawn_failed(Worker *w) {
-        free(w->last_exit);
-        w->last_exit = strdup("failed to spawn apiary-worker");
-        w->state = WORKER_DEAD;
-        bus_worker_emit_changed(w);
-        pool_fail(w->pool, "failed to spawn apiary-worker");
-}
-
-void worker_respawn(Worker *w) {
-        Pool *p = w->pool;
-
-        /* Stopped meanwhile: no process is what was wanted. */
-        if (w->state == WORKER_STOPPING || w->stop_wanted || p->stopping || p->manager->state == MANAGER_STOPPING) {
-                worker_drop_process(w);
-                worker_set_state(w, WORKER_DEAD);
-                manager_pool_changed(p->manager, p);
+void worker_forked(Worker *w, int pidfd) {
+        if (worker_watch_process(w, pidfd) < 0) {
+                w->link = sd_bus_flush_close_unref(w->link);
+                (void) worker_event(w, SLOT_EVENT_SPAWN_FAILED, NULL);
                 return;
         }
-        if (worker_spawn_exec(w) < 0)
-                worker_spawn_failed(w);
+        (void) worker_event(w, SLOT_EVENT_FORKED, NULL);
+        worker_resume_ready(w);
+}
+
+void worker_task_timed_out(Worker *w) {
+        (void) worker_event(w, SLOT_EVENT_TASK_TIMEOUT, NULL);
+}
+
+void worker_fork_failed(Worker *w) {
+        (void) worker_event(w, SLOT_EVENT_FORK_FAILED, NULL);
 }
 
 int worker_start(Worker *w) {
-        int r;
-
-        assert(!worker_is_running(w));
         if (w->slot >= w->pool->n_wanted)
                 return -ESTALE;         /* scaled away meanwhile */
-
-        w->timer_source = sd_event_source_disable_unref(w->timer_source);
-        r = worker_spawn(w);
-        if (r < 0) {
-                worker_spawn_failed(w);
-                return r;
-        }
-
-        r = worker_arm_timer(w, w->pool->config->start_timeout_usec, on_start_timeout);
-        if (r < 0)
-                log_worker_errno(LOG_WARNING, r, w, "Failed to arm the start timeout, ignoring: %m");
-
-        w->state = WORKER_STARTING;
-        bus_worker_emit_changed(w);
-        pool_worker_changed(w->pool, w);
-        return 0;
-}
-
-static void worker_terminate(Worker *w) {
-        if (w->term_sent)
-                return;
-        w->term_sent = true;
-        worker_kill(w, SIGTERM);
+        return worker_event(w, SLOT_EVENT_START, NULL);
 }
 
 void worker_stop(Worker *w) {
-        int r;
-
-        switch (w->state) {
-        case WORKER_BACKOFF:
-                w->timer_source = sd_event_source_disable_unref(w->timer_source);
-                worker_set_state(w, WORKER_DEAD);
-                return;
-        case WORKER_STARTING:
-        case WORKER_READY:
-        case WORKER_BUSY:
-                w->stop_wanted = true;
-                r = worker_arm_timer(w, w->pool->config->stop_timeout_usec, on_stop_timeout);
-                if (r < 0) {
-                        log_worker_errno(LOG_WARNING, r, w, "Failed to arm the stop timeout, killing at once: %m");
-                        worker_kill(w, SIGKILL);
-                }
-                worker_set_state(w, WORKER_STOPPING);
-                /* Tasks in flight finish first; worker_update_load() sends SIGTERM once they have. */
-                if (w->in_flight.length == 0)
-                        worker_terminate(w);
-                return;
-        case WORKER_STOPPING:
-        case WORKER_DEAD:
-        default:
-                return;
-        }
+        (void) worker_event(w, SLOT_EVENT_STOP, NULL);
 }
 
 void worker_update_load(Worker *w) {
-        if (w->gone)
-                return;
+        (void) worker_event(w, SLOT_EVENT_LOAD, NULL);
+}
 
-        switch (w->state) {
-        case WORKER_READY:
-        case WORKER_BUSY:
-                if (w->retiring && w->in_flight.length == 0) {
-                        log_worker(LOG_INFO, w, "Worker ran %" PRIu64 " tasks (MaxTasksPerWorker=), recycling it.",
-                                   w->n_dispatched);
-                        w->recycling = true;
-                        worker_stop(w);
-                        return;
-                }
-                worker_set_state(w, w->in_flight.length > 0 ? WORKER_BUSY : WORKER_READY);
-                return;
-        case WORKER_STOPPING:
-                if (w->in_flight.length == 0)
-                        worker_terminate(w);
-                return;
-        default:
-                return;
-        }
+void worker_retire(Worker *w) {
+        (void) worker_event(w, SLOT_EVENT_RETIRE, NULL);
+}
+
+void worker_revive(Worker *w) {
+        (void) worker_event(w, SLOT_EVENT_REVIVE, NULL);
 }
 
 int worker_restart(Worker *w) {
-        switch (w->state) {
-        case WORKER_READY:
-        case WORKER_BUSY:
-                w->recycling = true;
-                worker_stop(w);
-                return 0;
-        case WORKER_BACKOFF:
-        case WORKER_DEAD:
-                if (worker_is_running(w))
-                        return -EBUSY;
-                worker_reset(w);
-                return worker_start(w);
-        case WORKER_STARTING:
-        case WORKER_STOPPING:
-        default:
-                return -EBUSY;
-        }
+        return worker_event(w, SLOT_EVENT_RECYCLE, NULL) == -EBADE ? -EBUSY : 0;
 }
 
 void worker_reset(Worker *w) {
@@ -681,22 +556,204 @@ void worker_reset(Worker *w) {
         start_limit_reset(&w->start_limit);
 }
 
+/* ---- the state machine's events, and their actions ---- */
+
+/* The facts of worker-fsm.h, as of now. Those of an exit (EXITED) are worked out only then: the
+ * failures in a row this one would make, and the restart delay that comes with them. */
+static SlotFacts worker_facts(Worker *w, SlotEvent e, unsigned *ret_failures) {
+        Pool *p = w->pool;
+        PoolConfig *c = p->config;
+        SlotFacts f = {
+                .in_flight = w->in_flight.length,
+                .zygote_ready = p->zygote && p->zygote->state == ZYGOTE_READY,
+                .wanted = w->slot < p->n_wanted && pool_is_active(p),
+                .restart = c->restart,
+        };
+
+        if (e == SLOT_EVENT_EXITED) {
+                usec_t now = w->exited_mono;
+                bool stayed_up = w->ready_mono > 0 && now - w->ready_mono >= c->start_limit_interval_usec;
+                unsigned failures = (stayed_up ? 0 : w->failures) + 1;
+
+                f.start_limit_trips = start_limit_would_trip(&w->start_limit, now, c->start_limit_interval_usec);
+                w->backoff_usec = restart_delay(c->restart_usec, c->restart_max_usec, failures, (uint64_t) random());
+                f.backoff = w->backoff_usec > 0;
+                *ret_failures = failures;
+        }
+        return f;
+}
+
+static char *pool_failure_reason(Worker *w) {
+        const PoolConfig *c = w->pool->config;
+        char buf[FORMAT_TIMESPAN_MAX];
+        char *why = NULL;
+
+        switch (w->life.result) {
+        case SLOT_RESULT_START_LIMIT:
+                if (asprintf(&why, "start limit hit: slot %u failed %u times within %s; last: %s", w->slot,
+                             c->start_limit_burst + 1, format_timespan(buf, sizeof(buf), c->start_limit_interval_usec),
+                             strempty(w->last_exit)) < 0)
+                        return NULL;
+                return why;
+        case SLOT_RESULT_SPAWN:
+                return strdup("failed to spawn apiary-worker");
+        default:
+                return strdup(w->last_exit ?: "plugin failed to load");
+        }
+}
+
+static int worker_arm_or_kill(Worker *w, usec_t usec, const char *what) {
+        int r = worker_arm_timer(w, usec);
+
+        if (r < 0 && streq(what, "stop")) {
+                log_worker_errno(LOG_WARNING, r, w, "Failed to arm the stop timeout, killing at once: %m");
+                worker_kill(w, SIGKILL);
+        } else if (r < 0)
+                log_worker_errno(LOG_WARNING, r, w, "Failed to arm the %s timer, ignoring: %m", what);
+        return r;
+}
+
+static void worker_accept_ready(Worker *w, const WorkerEventArgs *args, bool now_ready) {
+        if (now_ready) {
+                w->ready_mono = now_usec(CLOCK_MONOTONIC);
+                if (w->exited_mono > 0 && args->ready_when >= w->exited_mono)
+                        log_worker(LOG_INFO, w, "Worker ready (plugin %s %s), %.3f ms after the previous one exited.",
+                                   args->plugin_name, args->plugin_version,
+                                   (double) (args->ready_when - w->exited_mono) / USEC_PER_MSEC);
+                else
+                        log_worker(LOG_INFO, w, "Worker ready (plugin %s %s) in %.3f ms.", args->plugin_name,
+                                   args->plugin_version, (double) (w->ready_mono - w->spawned_mono) / USEC_PER_MSEC);
+        }
+        (void) sd_bus_reply_method_return(args->ready_call, NULL);
+}
+
+/* The actions of D that touch only W, in order. Returns the event an action that could not be
+ * done raises (FORK_FAILED, SPAWN_FAILED, STOP for a restart timer that could not be armed), or
+ * _SLOT_EVENT_INVALID; a spawn's failure goes to *RET_R. */
+static SlotEvent worker_act(Worker *w, const SlotDecision *d, SlotState was, const WorkerEventArgs *args,
+                            unsigned failures, int *ret_r) {
+        Pool *p = w->pool;
+        SlotEvent then = _SLOT_EVENT_INVALID;
+        unsigned a = d->actions;
+
+        if (a & SLOT_ACTION_DROP)
+                worker_drop_process(w);
+        if (a & SLOT_ACTION_DISARM)
+                w->timer_source = sd_event_source_disable_unref(w->timer_source);
+        if (a & SLOT_ACTION_RESET)
+                worker_reset(w);
+        if (a & SLOT_ACTION_COUNT_FAILURE) {
+                w->failures = failures;
+                (void) start_limit_record(&w->start_limit, w->exited_mono, p->config->start_limit_interval_usec);
+        }
+        if (a & SLOT_ACTION_COUNT_RESTART) {
+                w->restarts++;
+                p->restarts++;
+        }
+        if ((a & SLOT_ACTION_FORK) && zygote_fork(p, w) < 0)
+                then = SLOT_EVENT_FORK_FAILED;
+        if (a & SLOT_ACTION_SPAWN) {
+                *ret_r = worker_spawn_exec(w);
+                if (*ret_r < 0)
+                        then = SLOT_EVENT_SPAWN_FAILED;
+        }
+        if (a & SLOT_ACTION_ARM_START)
+                (void) worker_arm_or_kill(w, p->config->start_timeout_usec, "start timeout");
+        if (a & SLOT_ACTION_ARM_STOP)
+                (void) worker_arm_or_kill(w, p->config->stop_timeout_usec, "stop");
+        if (a & SLOT_ACTION_ARM_BACKOFF) {
+                if (worker_arm_or_kill(w, w->backoff_usec, "restart") < 0)
+                        then = SLOT_EVENT_STOP;         /* no timer, no restart: dead */
+                else
+                        log_worker(LOG_INFO, w, "Restarting worker in %s (failure %u in a row).",
+                                   format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX,
+                                                   w->backoff_usec), w->failures);
+        }
+        if (a & SLOT_ACTION_SIGTERM)
+                worker_kill(w, SIGTERM);
+        if (a & SLOT_ACTION_SIGKILL)
+                worker_kill(w, SIGKILL);
+        if (a & SLOT_ACTION_HOLD_READY) {
+                sd_bus_message_unref(w->ready_call);
+                w->ready_call = sd_bus_message_ref(args->ready_call);
+        }
+        if (a & SLOT_ACTION_ACCEPT_READY)
+                worker_accept_ready(w, args, d->next.state == SLOT_READY && was != SLOT_READY);
+        if (was == SLOT_RETIRING && d->next.intent == SLOT_INTENT_RECYCLE && d->next.state != was)
+                log_worker(LOG_INFO, w, "Worker ran %" PRIu64 " tasks (MaxTasksPerWorker=), recycling it.",
+                           w->n_dispatched);
+        return then;
+}
+
+/*
+ * Raises event E on W's slot: slot_decide() says what it leads to, worker_act() does what
+ * touches W, and then the slot shows its new state and the pool hears of it, unless a new run
+ * comes right away (which shows "starting" instead). Returns -EBADE if E means nothing in the
+ * slot's state (nothing changed), or a spawn's failure.
+ */
+static int worker_event(Worker *w, SlotEvent e, const WorkerEventArgs *args) {
+        static const WorkerEventArgs no_args = {};
+        Pool *p = w->pool;
+        SlotState was = w->life.state;
+        unsigned failures = 0;
+        SlotEvent then;
+        SlotFacts f;
+        SlotDecision d;
+        int r = 0;
+
+        if (!args)
+                args = &no_args;
+        f = worker_facts(w, e, &failures);
+        if (e == SLOT_EVENT_EXIT)
+                f.exit_clean = args->exit_clean, f.exit_signal = args->exit_signal, f.exit_load = args->exit_load;
+        d = slot_decide(&w->life, e, &f);
+        if (!d.legal) {
+                log_worker(LOG_DEBUG, w, "Event %s means nothing in state %s, ignored.", slot_event_to_string(e),
+                           slot_state_to_string(was));
+                return -EBADE;
+        }
+        w->life = d.next;
+        if (d.next.state != was)
+                log_worker(LOG_DEBUG, w, "%s: %s → %s.", slot_event_to_string(e), slot_state_to_string(was),
+                           slot_state_to_string(d.next.state));
+
+        then = worker_act(w, &d, was, args, failures, &r);
+        if (then >= 0) {
+                (void) worker_event(w, then, NULL);
+                return r;
+        }
+        if (d.actions & SLOT_ACTION_START) {
+                if (d.actions & SLOT_ACTION_DISPATCH)
+                        pool_dispatch(p);
+                return worker_event(w, SLOT_EVENT_START, NULL);
+        }
+        if (d.actions & SLOT_ACTION_FAIL_POOL) {
+                _cleanup_(freep) char *why = pool_failure_reason(w);
+
+                if (d.next.result == SLOT_RESULT_SPAWN) {
+                        free(w->last_exit);
+                        w->last_exit = strdup("failed to spawn apiary-worker");
+                }
+                worker_publish(w, false);       /* pool_fail() looks at every slot */
+                pool_fail(p, why ?: "pool failed");
+                return r;
+        }
+        worker_publish(w, true);                /* W may be gone from here on */
+        if (d.actions & SLOT_ACTION_DISPATCH)
+                pool_dispatch(p);
+        return r;
+}
+
 static bool worker_exit_is_failure(const siginfo_t *si) {
         return !(si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_OK);
 }
 
-static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
-        Worker *w = userdata;
-        Pool *p = w->pool;
-        PoolConfig *c = p->config;
-        WorkerState was = w->state;
+/* What the process left: its plugin's processes, results still in the socket, its tasks. */
+static void worker_collect(Worker *w, const siginfo_t *si) {
         _cleanup_(freep) char *reason = NULL;
-        bool failure, restart;
-        usec_t now = now_usec(CLOCK_MONOTONIC);
         int r;
 
-        w->exited_mono = now;
-        w->gone = true;
+        w->exited_mono = now_usec(CLOCK_MONOTONIC);
 
         /* What the plugin started dies with the worker. The worker leads a process group of its
          * own (POSIX_SPAWN_SETSID), and is still a zombie here, so the group's ID cannot have been
@@ -711,119 +768,37 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
 
         reason = describe_exit(si);
         free(w->last_exit);
-        if (w->timed_out)
+        if (w->life.result == SLOT_RESULT_START_TIMEOUT)
                 r = asprintf(&w->last_exit, "start timed out, %s", strempty(reason));
         else if (w->failure_message)
                 r = asprintf(&w->last_exit, "%s (%s)", strempty(reason), w->failure_message);
-        else if (w->link_lost)
+        else if (w->life.result == SLOT_RESULT_LINK_LOST)
                 r = asprintf(&w->last_exit, "%s (lost its link to apiaryd)", strempty(reason));
         else
                 r = asprintf(&w->last_exit, "%s", strempty(reason));
         if (r < 0)
                 w->last_exit = NULL;
-
-        failure = !w->stop_wanted && (w->timed_out || worker_exit_is_failure(si));
-        log_worker(w->stop_wanted ? LOG_INFO : LOG_WARNING, w, "Worker %s.", strempty(w->last_exit));
+        log_worker(w->life.intent != SLOT_INTENT_NONE ? LOG_INFO : LOG_WARNING, w, "Worker %s.",
+                   strempty(w->last_exit));
 
         worker_release_tasks(w, w->last_exit);
         worker_drop_process(w);
         free(w->failure_error);
         free(w->failure_message);
         w->failure_error = w->failure_message = NULL;
+}
 
-        if (w->slot >= p->n_wanted || was == WORKER_STOPPING || w->stop_wanted || p->stopping) {
-                /* Asked for, or scaled away (a recycle included): nothing to restart. The pool
-                 * may free W here, so nothing touches it after this. */
-                bool recycle = w->recycling && w->slot < p->n_wanted && !p->stopping;
+static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Worker *w = userdata;
+        WorkerEventArgs args = {
+                .exit_clean = !worker_exit_is_failure(si),
+                .exit_signal = si->si_code != CLD_EXITED,
+                .exit_load = si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_LOAD && w->ready_mono == 0,
+        };
 
-                if (recycle) {
-                        w->restarts++;
-                        p->restarts++;
-                        r = worker_start(w);
-                        if (r < 0)
-                                log_worker_errno(LOG_ERR, r, w, "Failed to start the recycled worker: %m");
-                } else
-                        worker_set_state(w, WORKER_DEAD);
-                pool_dispatch(p);
-                return 0;
-        }
-
-        /* A plugin that cannot be loaded will not load on the next try either. */
-        if (si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_LOAD && w->ready_mono == 0) {
-                w->state = WORKER_DEAD;
-                bus_worker_emit_changed(w);
-                pool_fail(p, w->last_exit ?: "plugin failed to load");
-                return 0;
-        }
-
-        if (w->killed_for_timeout) {
-                /* Killed for a task that ran too long: that task failed, the worker did not. */
-                w->restarts++;
-                p->restarts++;
-                pool_dispatch(p);
-                r = worker_start(w);
-                if (r < 0)
-                        log_worker_errno(LOG_ERR, r, w, "Failed to replace the worker: %m");
-                return 0;
-        }
-
-        if (w->ready_mono > 0 && now - w->ready_mono >= c->start_limit_interval_usec)
-                w->failures = 0;
-        w->failures++;
-
-        if (start_limit_record(&w->start_limit, now, c->start_limit_interval_usec)) {
-                _cleanup_(freep) char *why = NULL;
-                char buf[FORMAT_TIMESPAN_MAX];
-
-                if (asprintf(&why, "start limit hit: slot %u failed %u times within %s; last: %s", w->slot,
-                             c->start_limit_burst + 1,
-                             format_timespan(buf, sizeof(buf), c->start_limit_interval_usec),
-                             strempty(w->last_exit)) < 0)
-                        why = NULL;
-                w->state = WORKER_DEAD;
-                bus_worker_emit_changed(w);
-                pool_fail(p, why ?: "start limit hit");
-                return 0;
-        }
-
-        switch (c->restart) {
-        case RESTART_ALWAYS:
-                restart = true;
-                break;
-        case RESTART_ON_FAILURE:
-                restart = failure;
-                break;
-        case RESTART_NO:
-        default:
-                restart = false;
-                break;
-        }
-        pool_dispatch(p);       /* the tasks it left go to the other workers meanwhile */
-        if (!restart) {
-                worker_set_state(w, WORKER_DEAD);
-                return 0;
-        }
-
-        w->restarts++;
-        p->restarts++;
-
-        usec_t delay = restart_delay(c->restart_usec, c->restart_max_usec, w->failures, (uint64_t) random());
-        if (delay == 0) {
-                r = worker_start(w);
-                if (r < 0)
-                        log_worker_errno(LOG_ERR, r, w, "Failed to restart worker: %m");
-                return 0;
-        }
-
-        r = worker_arm_timer(w, delay, on_restart_timer);
-        if (r < 0) {
-                log_worker_errno(LOG_ERR, r, w, "Failed to arm the restart timer: %m");
-                worker_set_state(w, WORKER_DEAD);
-                return 0;
-        }
-        log_worker(LOG_INFO, w, "Restarting worker in %s (failure %u in a row).",
-                   format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX, delay), w->failures);
-        worker_set_state(w, WORKER_BACKOFF);
+        (void) worker_event(w, SLOT_EVENT_EXIT, &args);
+        worker_collect(w, si);
+        (void) worker_event(w, SLOT_EVENT_EXITED, NULL);
         return 0;
 }
 

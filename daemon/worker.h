@@ -11,63 +11,39 @@
 #include "log.h"
 #include "restart.h"
 #include "time-util.h"
+#include "worker-fsm.h"
 
 typedef struct Manager Manager;
 typedef struct Pool Pool;
 typedef struct Task Task;
 
-/*
- * One slot of a pool and the process that currently fills it. The slot (and its bus object)
- * stays across restarts; the process changes.
- *
- *   dead ──start──▶ starting ──Ready──▶ ready ──stop──▶ stopping ──exit──▶ dead
- *                      │                  │                                 ▲
- *                      └──exit/timeout────┴──exit──▶ backoff ──timer──▶ starting
- *                                                        (or dead, or the pool fails)
- */
-typedef enum WorkerState {
-        WORKER_DEAD,            /* no process, none coming (stopped, Restart=no, pool failed) */
-        WORKER_STARTING,        /* spawned, plugin loading or in init() */
-        WORKER_READY,           /* init() done, serving */
-        WORKER_BUSY,            /* serving, with tasks in flight */
-        WORKER_STOPPING,        /* SIGTERM sent, SIGKILL at StopTimeoutSec */
-        WORKER_BACKOFF,         /* exited, restart timer running */
-        _WORKER_STATE_MAX,
-        _WORKER_STATE_INVALID = -EINVAL,
-} WorkerState;
-
+/* One slot of a pool and the process that currently fills it. The slot (and its bus object)
+ * stays across restarts; the process changes. Its life is the state machine of worker-fsm.h. */
 typedef struct Worker {
         Pool *pool;
         unsigned slot;
         char *object_path;
 
-        WorkerState state;
+        Slot life;                      /* state, intent, result: written by worker_event() only */
+        WorkerState state;              /* what the bus shows, as last published */
         pid_t pid;
         sd_event_source *child_source;
-        sd_event_source *timer_source;  /* start timeout, stop timeout or backoff, by state */
+        sd_event_source *timer_source;  /* start timeout, stop timeout or backoff: see on_slot_timer() */
         sd_bus *link;                   /* private connection to this worker's apiary-worker */
         sd_event_source *link_source;   /* the link closed under a running worker: SIGKILL at StopTimeoutSec */
 
         unsigned restarts;              /* processes started in this slot after the first */
         unsigned failures;              /* failed runs in a row, for the backoff */
         StartLimit start_limit;
+        usec_t backoff_usec;            /* the restart delay the last exit's decision was made with */
 
         usec_t started_at;              /* CLOCK_REALTIME, when the current process was spawned */
         usec_t spawned_mono;            /* CLOCK_MONOTONIC, likewise */
         usec_t ready_mono;              /* CLOCK_MONOTONIC, when it reported Ready; 0 if not yet */
         usec_t exited_mono;             /* CLOCK_MONOTONIC, when the last process exited */
-        bool timed_out;                 /* the kill in flight is for a start timeout */
-        bool stop_wanted;               /* the exit in flight was asked for */
 
         GQueue in_flight;               /* of Task, dispatched and not finished */
         uint64_t n_dispatched;          /* tasks sent to the current process */
-        bool retiring;                  /* MaxTasksPerWorker= reached: drain, then recycle */
-        bool recycling;                 /* the stop in flight is a recycle: restart at once */
-        bool killed_for_timeout;        /* the kill in flight is for a task's timeout */
-        bool gone;                      /* the process exited; its exit is being handled */
-        bool term_sent;                 /* SIGTERM went out (a stop waits for tasks to drain first) */
-        bool link_lost;                 /* the link closed and the process did not exit: we killed it */
-        bool revive;                    /* a slot being removed was wanted again: start once dead */
 
         ino_t link_ino;                 /* the inode of the link's worker end, checked at Ready() */
         sd_bus_slot *fork_slot;         /* the zygote's Fork() for this slot, until it answers */
@@ -93,8 +69,11 @@ int worker_start(Worker *w);
 void worker_stop(Worker *w);
 /* Signals the current process through its pidfd. */
 void worker_kill(Worker *w, int sig);
-/* Restart(): a running worker drains and is replaced at once; a waiting or dead slot starts now. */
+/* Restart(): a running worker drains and is replaced at once; a waiting or dead slot starts now.
+ * -EBUSY while it starts or stops. */
 int worker_restart(Worker *w);
+/* Scaled back in: a slot on its way out starts again once its process is gone, a dead one now. */
+void worker_revive(Worker *w);
 /* Forgets the tally and the backoff (a pool started anew by the operator or the retry timer). */
 void worker_reset(Worker *w);
 
@@ -120,11 +99,11 @@ int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd, pid_t 
 int link_reply_hello(sd_bus_message *msg, const PoolConfig *c, sd_bus_error *error);
 /* For zygote.c: the steps of a worker start that worker_spawn() takes for a spawned process. */
 void worker_process_begins(Worker *w, pid_t pid);
-/* Fork() answered: handles a Ready() that came first. */
-void worker_resume_ready(Worker *w);
-/* The zygote could not fork W's process: spawn it the usual way. */
-void worker_respawn(Worker *w);
-int worker_watch_process(Worker *w, int pidfd);
+/* The zygote forked W's process, whose PID (W->pid) was verified: watches it (through PIDFD if
+ * >= 0, consumed), and handles a Ready() that came first. */
+void worker_forked(Worker *w, int pidfd);
+/* The zygote could not fork W's process: spawn it the usual way (or not, if it was stopped). */
+void worker_fork_failed(Worker *w);
 int worker_link_new(Worker *w, int fd);
 /* Remembers which socket is the worker's end of its link (FD), for worker_check_peer(). */
 void worker_note_link_end(Worker *w, int fd);
@@ -135,9 +114,12 @@ bool worker_check_peer(Worker *w);
 int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 /* Recomputes ready/busy after tasks came or went, and recycles a drained retiring worker. */
 void worker_update_load(Worker *w);
+/* W took its MaxTasksPerWorker='th task: it takes no more, and is recycled once drained. */
+void worker_retire(Worker *w);
 /* Kills the worker for the overdue task T, which fails with "timeout". */
 void worker_kill_for_timeout(Worker *w, Task *t);
+/* ... the killing: the worker's run ends for that task, not by its own fault. */
+void worker_task_timed_out(Worker *w);
 /* Handles the tasks a dead worker leaves behind: re-queued, or failed past TaskRetries=. */
 void worker_release_tasks(Worker *w, const char *reason);
 
-const char *worker_state_to_string(WorkerState s);

@@ -56,7 +56,7 @@ static void zygote_fail_pending(Zygote *z) {
                 w->fork_slot = sd_bus_slot_unref(w->fork_slot);
                 w->ready_call = sd_bus_message_unref(w->ready_call);
                 w->link = sd_bus_flush_close_unref(w->link);
-                worker_respawn(w);
+                worker_fork_failed(w);
         }
 }
 
@@ -305,7 +305,7 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
                            e ? e->message ?: e->name : "malformed reply");
                 w->ready_call = sd_bus_message_unref(w->ready_call);
                 w->link = sd_bus_flush_close_unref(w->link);
-                worker_respawn(w);
+                worker_fork_failed(w);
                 return 0;
         }
 
@@ -319,18 +319,12 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
                            r == -ECHILD ? "not a child of apiaryd" : "another process of apiaryd's");
                 w->ready_call = sd_bus_message_unref(w->ready_call);
                 w->link = sd_bus_flush_close_unref(w->link);
-                worker_respawn(w);
+                worker_fork_failed(w);
                 zygote_distrust(w->pool);
                 return 0;
         }
         w->pid = (pid_t) pid;
-        r = worker_watch_process(w, pidfd);     /* falls back to the PID if PIDFD < 0 */
-        if (r < 0) {
-                w->link = sd_bus_flush_close_unref(w->link);
-                return 0;
-        }
-        /* A Ready() that came first is handled now, the peer check included. */
-        worker_resume_ready(w);
+        worker_forked(w, pidfd);        /* watched through PIDFD, or by PID if it is < 0 */
         return 0;
 }
 
