@@ -96,24 +96,28 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, uint64_t byte
 
         if (!p)
                 return sd_bus_error_setf(error, APIARY_ERROR_NO_SUCH_POOL, "No pool named \"%s\".", name);
-        if (m->state == MANAGER_STOPPING)
+        switch (pool_check_tasks(p, n, bytes)) {
+        case POOL_TAKES_TASKS:
+                break;
+        case POOL_REFUSAL_STOPPING:
                 return sd_bus_error_setf(error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
-        if (p->state == POOL_FAILED)
+        case POOL_REFUSAL_FAILED:
                 return sd_bus_error_setf(error, APIARY_ERROR_POOL_FAILED, "Pool \"%s\" has failed: %s", name,
                                          strempty(p->failure_reason));
-        if (p->state == POOL_STOPPED || p->stopping)
+        case POOL_REFUSAL_STOPPED:
                 return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED, "Pool \"%s\" is %s.", name,
                                          p->stopping ? "stopping" : "stopped");
-        if (pool_queue_room(p) < n)
+        case POOL_REFUSAL_QUEUE_FULL:
                 return sd_bus_error_setf(error, APIARY_ERROR_QUEUE_FULL,
                                          "Pool \"%s\" has room for %u more task%s (QueueLimit=%u), %u asked.",
                                          name, pool_queue_room(p), pool_queue_room(p) == 1 ? "" : "s",
                                          p->config->queue_limit, n);
-        if (pool_queue_bytes_room(p) < bytes)
+        case POOL_REFUSAL_QUEUE_BYTES:
                 return sd_bus_error_setf(error, APIARY_ERROR_QUEUE_FULL,
                                          "Pool \"%s\"'s queued tasks hold %" PRIu64 " bytes and this call brings "
                                          "%" PRIu64 " more (QueueBytesLimit=%s).", name, p->queued_bytes, bytes,
                                          format_size(l, sizeof(l), p->config->queue_bytes_limit));
+        }
         *ret = p;
         return 0;
 }

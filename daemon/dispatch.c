@@ -24,10 +24,6 @@
 #include "task-codec.h"
 #include "worker.h"
 
-bool pool_accepts_tasks(const Pool *p) {
-        return !IN_SET(p->state, POOL_FAILED, POOL_STOPPED) && p->manager->state != MANAGER_STOPPING;
-}
-
 unsigned pool_queue_room(const Pool *p) {
         unsigned n = p->queue.length;
 
@@ -40,6 +36,20 @@ uint64_t pool_queue_bytes_room(const Pool *p) {
         if (limit == UINT64_MAX)
                 return UINT64_MAX;
         return p->queued_bytes >= limit ? 0 : limit - p->queued_bytes;
+}
+
+PoolRefusal pool_check_tasks(const Pool *p, unsigned n, uint64_t bytes) {
+        if (p->manager->state == MANAGER_STOPPING)
+                return POOL_REFUSAL_STOPPING;
+        if (p->state == POOL_FAILED)
+                return POOL_REFUSAL_FAILED;
+        if (p->state == POOL_STOPPED || p->stopping)
+                return POOL_REFUSAL_STOPPED;
+        if (pool_queue_room(p) < n)
+                return POOL_REFUSAL_QUEUE_FULL;
+        if (pool_queue_bytes_room(p) < bytes)
+                return POOL_REFUSAL_QUEUE_BYTES;
+        return POOL_TAKES_TASKS;
 }
 
 void pool_enqueue(Pool *p, Task *t) {

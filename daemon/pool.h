@@ -86,8 +86,20 @@ unsigned pool_workers_ready(const Pool *p);
 bool pool_has_started(const Pool *p);
 bool pool_is_idle(const Pool *p);      /* no process left */
 
+/* Why a pool takes no more tasks now, the one answer to "does it take tasks?"; the D-Bus edge
+ * (bus-tasks.c) turns each into its documented error. */
+typedef enum PoolRefusal {
+        POOL_TAKES_TASKS = 0,
+        POOL_REFUSAL_STOPPING,          /* apiaryd is stopping */
+        POOL_REFUSAL_FAILED,            /* the pool failed (FailureReason) */
+        POOL_REFUSAL_STOPPED,           /* stopping its workers, or stopped */
+        POOL_REFUSAL_QUEUE_FULL,        /* no room for that many tasks (QueueLimit=) */
+        POOL_REFUSAL_QUEUE_BYTES,       /* no room for that many payload bytes (QueueBytesLimit=) */
+} PoolRefusal;
+
 /* The queue (dispatch.c). */
-bool pool_accepts_tasks(const Pool *p);
+/* Whether P takes N more tasks of BYTES payload bytes in all now. */
+PoolRefusal pool_check_tasks(const Pool *p, unsigned n, uint64_t bytes);
 unsigned pool_queue_room(const Pool *p);
 uint64_t pool_queue_bytes_room(const Pool *p);  /* UINT64_MAX: QueueBytesLimit=infinity */
 void pool_enqueue(Pool *p, Task *t);
