@@ -18,10 +18,10 @@
 #include <glib.h>
 
 #include "build-config.h"
-#include "config.h"
-#include "log.h"
-#include "macro.h"
-#include "time-util.h"
+#include "config/config.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time-util.h"
 
 /*
  * Loading happens in two steps. First every file is read with GKeyFile and merged into a

@@ -5,8 +5,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
-#include "time-util.h"
+#include "util/time-util.h"
 
 /*
  * apiary.conf: a GKeyFile (systemd-style INI) main file, then the drop-ins PATH.d/\*.conf in

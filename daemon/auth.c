@@ -8,11 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "peer.h"
+#include "daemon/auth.h"
+#include "daemon/manager.h"
+#include "daemon/peer.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 Caller *auth_caller_free(Caller *c) {
         if (!c)

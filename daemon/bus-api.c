@@ -5,12 +5,12 @@
 #include <string.h>
 
 #include "build-config.h"
-#include "bus-api.h"
-#include "bus-control.h"
-#include "bus-tasks.h"
-#include "log.h"
-#include "peer.h"
-#include "macro.h"
+#include "daemon/bus-api.h"
+#include "daemon/bus-control.h"
+#include "daemon/bus-tasks.h"
+#include "daemon/peer.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 int bus_pool_path(const char *name, char **ret) {
         return sd_bus_path_encode(APIARY_POOL_PREFIX, name, ret);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-#include "manager.h"
+#include "daemon/manager.h"
 
 /*
  * The public API on the bus from Bus=: org.apiary.Apiary1 on /org/apiary/Apiary1, with a Pool

@@ -3,15 +3,15 @@
 #include <signal.h>
 #include <string.h>
 
-#include "auth.h"
-#include "bus-api.h"
-#include "bus-control.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "pool.h"
-#include "reload.h"
-#include "worker.h"
+#include "daemon/auth.h"
+#include "daemon/bus-api.h"
+#include "daemon/bus-control.h"
+#include "daemon/manager.h"
+#include "daemon/pool.h"
+#include "daemon/reload.h"
+#include "daemon/worker.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 #define WORKERS_MAX 4096u
 

@@ -5,14 +5,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "bus-api.h"
-#include "bus-tasks.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "pool.h"
-#include "task.h"
+#include "daemon/auth.h"
+#include "daemon/bus-api.h"
+#include "daemon/bus-tasks.h"
+#include "daemon/manager.h"
+#include "daemon/pool.h"
+#include "daemon/task.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 /* 2⁶³ µs, some 292,000 years: now plus this never overflows the monotonic clock. */
 #define TASK_TIMEOUT_MAX_USEC (UINT64_C(1) << 63)

@@ -14,15 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus-api.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "pool.h"
-#include "protocol.h"
-#include "task.h"
-#include "task-codec.h"
-#include "worker.h"
+#include "daemon/bus-api.h"
+#include "daemon/manager.h"
+#include "daemon/pool.h"
+#include "daemon/task.h"
+#include "daemon/worker.h"
+#include "ipc/protocol.h"
+#include "ipc/task-codec.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 unsigned pool_queue_room(const Pool *p) {
         unsigned n = p->queue.length;

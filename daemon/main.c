@@ -9,11 +9,11 @@
 #include <unistd.h>
 
 #include "build-config.h"
-#include "config.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "time-util.h"
+#include "config/config.h"
+#include "daemon/manager.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time-util.h"
 
 static const char *arg_config = APIARY_CONFIG_FILE;
 static const char *arg_bus = NULL;

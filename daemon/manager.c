@@ -7,19 +7,19 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "auth.h"
 #include "build-config.h"
-#include "bus-api.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "notify.h"
-#include "peer.h"
-#include "pool.h"
-#include "reaper.h"
-#include "reload.h"
-#include "worker.h"
-#include "zygote.h"
+#include "daemon/auth.h"
+#include "daemon/bus-api.h"
+#include "daemon/manager.h"
+#include "daemon/peer.h"
+#include "daemon/pool.h"
+#include "daemon/reaper.h"
+#include "daemon/reload.h"
+#include "daemon/worker.h"
+#include "daemon/zygote.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/notify.h"
 
 extern char **environ;
 

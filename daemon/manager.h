@@ -7,8 +7,8 @@
 #include <systemd/sd-event.h>
 #include <systemd/sd-id128.h>
 
-#include "config.h"
-#include "pool.h"
+#include "config/config.h"
+#include "daemon/pool.h"
 
 #define STATUS_INTERVAL_USEC (100 * USEC_PER_MSEC)
 

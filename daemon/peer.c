@@ -9,13 +9,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "bus-api.h"
-#include "link.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "peer.h"
+#include "daemon/auth.h"
+#include "daemon/bus-api.h"
+#include "daemon/manager.h"
+#include "daemon/peer.h"
+#include "ipc/link.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 /* Enough for every local client at once; past it a new one is turned away, not the old ones. */
 #define PEERS_MAX 1024u

@@ -4,12 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus-api.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "pool.h"
-#include "time-util.h"
+#include "daemon/bus-api.h"
+#include "daemon/manager.h"
+#include "daemon/pool.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time-util.h"
 
 static const char *const pool_state_table[_POOL_STATE_MAX] = {
         [POOL_STARTING] = "starting",

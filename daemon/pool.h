@@ -7,10 +7,10 @@
 
 #include <glib.h>
 
-#include "config.h"
-#include "task.h"
-#include "worker.h"
-#include "zygote.h"
+#include "config/config.h"
+#include "daemon/task.h"
+#include "daemon/worker.h"
+#include "daemon/zygote.h"
 
 typedef struct Manager Manager;
 

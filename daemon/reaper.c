@@ -6,11 +6,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "reaper.h"
-#include "worker.h"
+#include "daemon/manager.h"
+#include "daemon/reaper.h"
+#include "daemon/worker.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 void reaper_run(Manager *m) {
         char path[64];

@@ -14,12 +14,12 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "bus-api.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "pool.h"
-#include "reload.h"
+#include "daemon/bus-api.h"
+#include "daemon/manager.h"
+#include "daemon/pool.h"
+#include "daemon/reload.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 static int on_gc(sd_event_source *s, void *userdata) {
         Manager *m = userdata;

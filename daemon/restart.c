@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "restart.h"
+#include "daemon/restart.h"
 
 usec_t restart_delay(usec_t restart_usec, usec_t restart_max_usec, unsigned failures, uint64_t random) {
         usec_t d;

@@ -4,7 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "time-util.h"
+#include "util/time-util.h"
 
 /*
  * The arithmetic of the restart policy, free of any process or timer so that it can be tested:

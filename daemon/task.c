@@ -5,13 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
-#include "bus-api.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "pool.h"
-#include "task.h"
+#include "daemon/auth.h"
+#include "daemon/bus-api.h"
+#include "daemon/manager.h"
+#include "daemon/pool.h"
+#include "daemon/task.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 int caller_tasks_check(Manager *m, const Caller *who, unsigned n, uint64_t bytes, CallerTasks **ret,
                        sd_bus_error *error) {

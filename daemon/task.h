@@ -8,8 +8,8 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "macro.h"
-#include "time-util.h"
+#include "util/macro.h"
+#include "util/time-util.h"
 
 typedef struct Manager Manager;
 typedef struct Pool Pool;

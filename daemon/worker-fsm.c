@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-#include "macro.h"
-#include "worker-fsm.h"
+#include "daemon/worker-fsm.h"
+#include "util/macro.h"
 
 static const char *const slot_state_table[_SLOT_STATE_MAX] = {
         [SLOT_DEAD] = "dead",

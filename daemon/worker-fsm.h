@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <stdbool.h>
 
-#include "config.h"
+#include "config/config.h"
 
 /* The states a slot shows on the bus (the Worker's State property, docs/apiaryd.md). */
 typedef enum WorkerState {

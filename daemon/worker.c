@@ -14,17 +14,17 @@
 #include <unistd.h>
 
 #include "apiary/plugin.h"
-#include "bus-api.h"
-#include "bus-tasks.h"
-#include "link.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "pool.h"
-#include "protocol.h"
-#include "task.h"
-#include "worker.h"
-#include "zygote.h"
+#include "daemon/bus-api.h"
+#include "daemon/bus-tasks.h"
+#include "daemon/manager.h"
+#include "daemon/pool.h"
+#include "daemon/task.h"
+#include "daemon/worker.h"
+#include "daemon/zygote.h"
+#include "ipc/link.h"
+#include "ipc/protocol.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 /* What an event brings with it, for the actions that need it. */
 typedef struct WorkerEventArgs {

@@ -7,11 +7,11 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "config.h"
-#include "log.h"
-#include "restart.h"
-#include "time-util.h"
-#include "worker-fsm.h"
+#include "config/config.h"
+#include "daemon/restart.h"
+#include "daemon/worker-fsm.h"
+#include "util/log.h"
+#include "util/time-util.h"
 
 typedef struct Manager Manager;
 typedef struct Pool Pool;

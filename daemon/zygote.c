@@ -8,16 +8,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bus-api.h"
-#include "link.h"
-#include "log.h"
-#include "macro.h"
-#include "manager.h"
-#include "pool.h"
-#include "protocol.h"
-#include "reaper.h"
-#include "worker.h"
-#include "zygote.h"
+#include "daemon/bus-api.h"
+#include "daemon/manager.h"
+#include "daemon/pool.h"
+#include "daemon/reaper.h"
+#include "daemon/worker.h"
+#include "daemon/zygote.h"
+#include "ipc/link.h"
+#include "ipc/protocol.h"
+#include "util/log.h"
+#include "util/macro.h"
 
 #define ZYGOTE_RETRY_USEC (1 * USEC_PER_SEC)
 #define ZYGOTE_RETRY_MAX_USEC (60 * USEC_PER_SEC)

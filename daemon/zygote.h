@@ -6,7 +6,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "time-util.h"
+#include "util/time-util.h"
 
 typedef struct Pool Pool;
 typedef struct Worker Worker;

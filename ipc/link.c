@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 
-#include "link.h"
-#include "macro.h"
+#include "ipc/link.h"
+#include "util/macro.h"
 
 
 static int link_new(sd_bus **ret, int fd, bool server, sd_id128_t server_id, sd_event *event,

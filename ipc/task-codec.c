@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 
-#include "task-codec.h"
+#include "ipc/task-codec.h"
 
 int task_codec_read_dispatch(sd_bus_message *m, task_codec_dispatch_fn fn, void *userdata) {
         const void *payload;

@@ -24,7 +24,7 @@
 
 #include <dbus/dbus.h>
 
-#include "harness.h"
+#include "tests/harness.h"
 
 static const char *env_or_fail(const char *name) {
         const char *v = getenv(name);

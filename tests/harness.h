@@ -12,7 +12,7 @@
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
 
-#include "time-util.h"
+#include "util/time-util.h"
 
 #define TEST_TIMEOUT_USEC (20 * USEC_PER_SEC)
 

@@ -25,7 +25,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "harness.h"
+#include "tests/harness.h"
 
 #define MANAGER_PATH "/org/apiary/Apiary1"
 #define MANAGER_IFACE "org.apiary.Apiary1.Manager"

@@ -17,8 +17,8 @@
 #include <glib.h>
 
 #include "build-config.h"
-#include "config.h"
-#include "macro.h"
+#include "config/config.h"
+#include "util/macro.h"
 
 #define N_CPUS 4
 #define POISON ((Config *) 0x1)

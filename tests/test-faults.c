@@ -22,7 +22,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "harness.h"
+#include "tests/harness.h"
 
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define WORKER_IFACE "org.apiary.Apiary1.Worker"

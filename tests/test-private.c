@@ -19,8 +19,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "harness.h"
-#include "macro.h"
+#include "tests/harness.h"
+#include "util/macro.h"
 
 #define MANAGER_IFACE "org.apiary.Apiary1.Manager"
 #define POOL_IFACE "org.apiary.Apiary1.Pool"

@@ -17,9 +17,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "config.h"
-#include "harness.h"
-#include "macro.h"
+#include "config/config.h"
+#include "tests/harness.h"
+#include "util/macro.h"
 
 typedef TestFixture Fixture;
 

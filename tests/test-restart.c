@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "restart.h"
+#include "daemon/restart.h"
 
 #define MS USEC_PER_MSEC
 

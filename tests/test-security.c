@@ -30,8 +30,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "harness.h"
-#include "macro.h"
+#include "tests/harness.h"
+#include "util/macro.h"
 
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define MANAGER_IFACE "org.apiary.Apiary1.Manager"

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "macro.h"
-#include "time-util.h"
+#include "util/macro.h"
+#include "util/time-util.h"
 
 static void assert_span(const char *s, usec_t expected) {
         usec_t t = 4711;

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "macro.h"
-#include "worker-fsm.h"
+#include "daemon/worker-fsm.h"
+#include "util/macro.h"
 
 #define BIT(s) (1u << (s))
 #define PROCESS_STATES                                                                                  \

@@ -18,8 +18,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "harness.h"
-#include "macro.h"
+#include "tests/harness.h"
+#include "util/macro.h"
 
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define WORKER_IFACE "org.apiary.Apiary1.Worker"

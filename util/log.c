@@ -9,7 +9,7 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "util/log.h"
 
 static int max_level = LOG_INFO;
 static const char *log_identifier = "apiary";

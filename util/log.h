@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <syslog.h>
 
-#include "macro.h"
+#include "util/macro.h"
 
 /*
  * Logging for apiaryd and apiary-worker: to the journal with structured fields when stderr is

@@ -7,8 +7,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "macro.h"
-#include "notify.h"
+#include "util/macro.h"
+#include "util/notify.h"
 
 int notify_nonblocking(const char *message) {
         const char *path = getenv("NOTIFY_SOCKET");

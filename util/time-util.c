@@ -7,8 +7,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "macro.h"
-#include "time-util.h"
+#include "util/macro.h"
+#include "util/time-util.h"
 
 static const struct {
         const char *suffix;

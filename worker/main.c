@@ -22,16 +22,16 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
-#include "link.h"
-#include "log.h"
-#include "macro.h"
-#include "oneshot.h"
-#include "plugin-host.h"
-#include "task-link.h"
-#include "worker-context.h"
-#include "zygote.h"
-#include "protocol.h"
-#include "time-util.h"
+#include "ipc/link.h"
+#include "ipc/protocol.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time-util.h"
+#include "worker/oneshot.h"
+#include "worker/plugin-host.h"
+#include "worker/task-link.h"
+#include "worker/worker-context.h"
+#include "worker/zygote.h"
 
 void context_done(Context *c) {
         /* Results of this last turn first, then the plugin's fini(). */

@@ -19,11 +19,11 @@
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "macro.h"
-#include "oneshot.h"
-#include "plugin-host.h"
-#include "protocol.h"
+#include "ipc/protocol.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "worker/oneshot.h"
+#include "worker/plugin-host.h"
 
 #define ONESHOT_POOL_DEFAULT "oneshot"
 

@@ -8,11 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "macro.h"
-#include "plugin-host.h"
-#include "protocol.h"
-#include "time-util.h"
+#include "ipc/protocol.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time-util.h"
+#include "worker/plugin-host.h"
 
 struct apiary_task {
         PluginHost *host;

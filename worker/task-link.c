@@ -6,11 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "macro.h"
-#include "protocol.h"
-#include "task-codec.h"
-#include "task-link.h"
+#include "ipc/protocol.h"
+#include "ipc/task-codec.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "worker/task-link.h"
 
 typedef struct LinkTask {
         TaskLink *link;

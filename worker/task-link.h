@@ -5,7 +5,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "plugin-host.h"
+#include "worker/plugin-host.h"
 
 /*
  * The worker's side of the task traffic on its link to apiaryd: Worker1.Dispatch(a(tay)) brings

@@ -6,8 +6,8 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "plugin-host.h"
-#include "task-link.h"
+#include "worker/plugin-host.h"
+#include "worker/task-link.h"
 
 /* One apiary-worker process: a worker, or a pool's zygote (zygote.c), or a zygote's child. */
 typedef struct Context {

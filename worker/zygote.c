@@ -8,11 +8,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "macro.h"
-#include "protocol.h"
-#include "time-util.h"
-#include "zygote.h"
+#include "ipc/protocol.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/time-util.h"
+#include "worker/zygote.h"
 
 /* In the new child: becomes the worker of SLOT on the link FD, and never returns. */
 static _noreturn_ void child_run(Context *c, unsigned slot, int fd) {

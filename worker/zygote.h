@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-#include "worker-context.h"
+#include "worker/worker-context.h"
 
 /*
  * apiary-worker --zygote: a pool's plugin loaded once, forking ready-to-init workers on request

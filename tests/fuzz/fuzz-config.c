@@ -15,8 +15,8 @@
 
 #include <glib.h>
 
-#include "config.h"
-#include "fuzz.h"
+#include "config/config.h"
+#include "tests/fuzz/fuzz.h"
 
 #define DROPIN_MARKER "\n--dropin--\n"
 #define N_DROPINS 2

@@ -29,10 +29,10 @@
 
 #include <systemd/sd-bus.h>
 
-#include "fuzz.h"
-#include "macro.h"
-#include "protocol.h"
-#include "task-codec.h"
+#include "ipc/protocol.h"
+#include "ipc/task-codec.h"
+#include "tests/fuzz/fuzz.h"
+#include "util/macro.h"
 
 /* From the D-Bus specification; sd-bus keeps these private. */
 #define HEADER_FLAG_NO_REPLY_EXPECTED 0x1

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "fuzz.h"
+#include "tests/fuzz/fuzz.h"
 
 static int read_full_file(const char *path, uint8_t **ret, size_t *ret_size) {
         FILE *f;

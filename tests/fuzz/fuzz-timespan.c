@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz.h"
-#include "time-util.h"
+#include "tests/fuzz/fuzz.h"
+#include "util/time-util.h"
 
 static void check_round_trip(usec_t v) {
         char buf[FORMAT_TIMESPAN_MAX];

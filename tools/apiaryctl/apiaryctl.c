@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "build-config.h"
-#include "ctl.h"
-#include "ctl-format.h"
+#include "tools/apiaryctl/ctl-format.h"
+#include "tools/apiaryctl/ctl.h"
 
 typedef enum BusKind {
         BUS_SYSTEM,

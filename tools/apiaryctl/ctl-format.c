@@ -4,7 +4,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "ctl-format.h"
+#include "tools/apiaryctl/ctl-format.h"
 
 static bool use_colors = false;
 

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "macro.h"
+#include "util/macro.h"
 
 /* True if S equals one of the strings that follow. */
 #define STR_IN_SET(s, ...) g_strv_contains((const char *const[]) { __VA_ARGS__, NULL }, (s))

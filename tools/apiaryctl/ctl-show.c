@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ctl.h"
-#include "ctl-format.h"
-#include "ctl-state.h"
+#include "tools/apiaryctl/ctl-format.h"
+#include "tools/apiaryctl/ctl-state.h"
+#include "tools/apiaryctl/ctl.h"
 
 static int load(sd_bus *bus, Snapshot **ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctl.h"
-#include "ctl-state.h"
+#include "tools/apiaryctl/ctl-state.h"
+#include "tools/apiaryctl/ctl.h"
 
 /* Which property goes where: the value is read only if its signature matches. */
 typedef struct PropertyMap {

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <systemd/sd-bus.h>
 
-#include "macro.h"
+#include "util/macro.h"
 
 typedef struct WorkerInfo {
         char *path;

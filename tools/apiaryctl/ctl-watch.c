@@ -10,8 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ctl.h"
-#include "ctl-format.h"
+#include "tools/apiaryctl/ctl-format.h"
+#include "tools/apiaryctl/ctl.h"
 
 /* The bytes of a result shown by monitor; wait shows them all. */
 #define MONITOR_RESULT_MAX 256

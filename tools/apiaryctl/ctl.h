@@ -11,8 +11,8 @@
 #include <stdint.h>
 #include <systemd/sd-bus.h>
 
-#include "macro.h"
-#include "time-util.h"
+#include "util/macro.h"
+#include "util/time-util.h"
 
 #define APIARY_BUS_NAME "org.apiary.Apiary1"
 #define APIARY_OBJECT_PATH "/org/apiary/Apiary1"
