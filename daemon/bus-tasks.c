@@ -122,6 +122,187 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, uint64_t byte
         return 0;
 }
 
+/* Whether WHO may have N more tasks of BYTES payload bytes in all: returns 0 with its entry in
+ * *RET (count each task with task_set_caller()), or sets org.apiary.Apiary1.Error.TooManyTasks,
+ * naming the limit, in ERROR. */
+static int caller_tasks_check(Manager *m, const Caller *who, unsigned n, uint64_t bytes, CallerTasks **ret,
+                       sd_bus_error *error) {
+        unsigned limit = m->config->max_tasks_per_caller;
+        uint64_t byte_limit = m->config->max_bytes_per_caller;
+        char l[FORMAT_SIZE_MAX];
+        CallerTasks *c;
+        uint64_t held;
+
+        if (!m->caller_tasks)
+                m->caller_tasks = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, free);
+
+        c = g_hash_table_lookup(m->caller_tasks, GUINT_TO_POINTER(who->uid));
+        if (limit > 0 && c && (c->n > limit || n > limit - c->n))
+                return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
+                                         "UID %u has %u unfinished task%s and asked for %u more; "
+                                         "MaxTasksPerCaller=%u.", (unsigned) who->uid, c->n,
+                                         c->n == 1 ? "" : "s", n, limit);
+        if (limit > 0 && n > limit)
+                return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
+                                         "UID %u has no unfinished task and asked for %u; "
+                                         "MaxTasksPerCaller=%u.", (unsigned) who->uid, n, limit);
+        held = c ? c->bytes : 0;
+        if (byte_limit != UINT64_MAX && (held > byte_limit || bytes > byte_limit - held))
+                return sd_bus_error_setf(error, APIARY_ERROR_TOO_MANY_TASKS,
+                                         "UID %u's unfinished tasks hold %" PRIu64 " bytes and this "
+                                         "call brings %" PRIu64 " more; MaxBytesPerCaller=%s.", (unsigned) who->uid,
+                                         held, bytes, format_size(l, sizeof(l), byte_limit));
+        if (!c) {
+                c = calloc(1, sizeof(*c));
+                if (!c)
+                        return -ENOMEM;
+                c->uid = who->uid;
+                g_hash_table_insert(m->caller_tasks, GUINT_TO_POINTER(c->uid), c);
+        }
+        *ret = c;
+        return 0;
+}
+
+static void caller_tasks_forget_unused(Manager *m, CallerTasks *c) {
+        if (c && c->n == 0)
+                g_hash_table_remove(m->caller_tasks, GUINT_TO_POINTER(c->uid));
+}
+
+/* ---- the ends of tasks: replies, TaskFinished, and RunBatch's one reply ---- */
+
+typedef struct TaskBatchResult {
+        bool ok;
+        void *data;                     /* the result, or the failure reason */
+        size_t size;
+} TaskBatchResult;
+
+struct TaskBatch {
+        sd_bus_message *call;
+        unsigned n, remaining;
+        TaskBatchResult *results;       /* in the order of the payloads */
+};
+
+static int task_batch_new(TaskBatch **ret, sd_bus_message *call, unsigned n) {
+        TaskBatch *b;
+
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        b->results = calloc(n, sizeof(TaskBatchResult));
+        if (!b->results && n > 0) {
+                free(b);
+                return -ENOMEM;
+        }
+        b->call = sd_bus_message_ref(call);
+        b->n = b->remaining = n;
+        *ret = b;
+        return 0;
+}
+
+static void task_batch_free(TaskBatch *b) {
+        for (unsigned i = 0; i < b->n; i++)
+                free(b->results[i].data);
+        free(b->results);
+        sd_bus_message_unref(b->call);
+        free(b);
+}
+
+/* Sends RunBatch's reply, a(bay): per task in order, ok and its result (or its reason). */
+static int task_batch_reply(TaskBatch *b) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(b->call, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(bay)");
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < b->n; i++) {
+                r = sd_bus_message_open_container(reply, 'r', "bay");
+                if (r >= 0)
+                        r = sd_bus_message_append(reply, "b", (int) b->results[i].ok);
+                if (r >= 0)
+                        r = sd_bus_message_append_array(reply, 'y', b->results[i].data, b->results[i].size);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+/* Keeps one task's end in its batch; the last one sends the reply. Whatever the reply's fate,
+ * the batch goes away with its last task. */
+static void task_batch_store(TaskBatch *b, unsigned i, bool ok, const void *data, size_t size) {
+        int r;
+
+        b->results[i].ok = ok;
+        b->results[i].size = size;
+        b->results[i].data = size > 0 ? malloc(size) : NULL;
+        if (size > 0 && b->results[i].data)
+                memcpy(b->results[i].data, data, size);
+        else if (size > 0) {
+                static const char oom[] = "out of memory keeping the result";
+                b->results[i].ok = false;
+                b->results[i].data = strdup(oom);
+                b->results[i].size = b->results[i].data ? sizeof(oom) - 1 : 0;
+        }
+
+        if (--b->remaining > 0)
+                return;
+        r = task_batch_reply(b);
+        if (r < 0)
+                log_debug_errno(r, "Failed to send a RunBatch reply, ignoring: %m");
+        task_batch_free(b);
+}
+
+void bus_task_finished(Task *t, bool ok, const void *data, size_t size) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        int r;
+
+        if (t->batch) {
+                task_batch_store(t->batch, t->batch_index, ok, data, size);
+                t->batch = NULL;
+                return;
+        }
+
+        if (t->reply_to) {
+                /* A caller that went away meanwhile just does not get its reply. */
+                if (ok) {
+                        r = sd_bus_message_new_method_return(t->reply_to, &msg);
+                        if (r >= 0)
+                                r = sd_bus_message_append_array(msg, 'y', data, size);
+                        if (r >= 0)
+                                r = sd_bus_send(NULL, msg, NULL);
+                } else
+                        r = sd_bus_reply_method_errorf(t->reply_to, APIARY_ERROR_TASK_FAILED, "%.*s", (int) size,
+                                                       (const char *) data);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to reply for task %" PRIu64 ", ignoring: %m", t->id);
+                return;
+        }
+
+        if (!t->notify_bus)
+                return;
+        r = sd_bus_message_new_signal(t->notify_bus, &msg, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
+                                      "TaskFinished");
+        /* To the submitter only: a result is its business, not every local user's. */
+        if (r >= 0 && t->submitter)
+                r = sd_bus_message_set_destination(msg, t->submitter);
+        if (r >= 0)
+                r = sd_bus_message_append(msg, "tsb", t->id, t->pool->config->name, (int) ok);
+        if (r >= 0)
+                r = sd_bus_message_append_array(msg, 'y', data, size);
+        if (r >= 0)
+                r = sd_bus_send(NULL, msg, NULL);
+        if (r < 0)
+                log_warning_errno(r, "Failed to emit TaskFinished for task %" PRIu64 ", ignoring: %m", t->id);
+}
+
 /* Submit and Run: (s pool, ay payload, a{sv} options); Run replies when the task is done. A
  * plugin's Submit through its worker's link is a Run without options, and needs no check: the
  * worker is ours. */

@@ -3,7 +3,11 @@
 
 #include <systemd/sd-bus.h>
 
+#include <stdbool.h>
+#include <stddef.h>
+
 typedef struct Manager Manager;
+typedef struct Task Task;
 
 /*
  * The task methods of org.apiary.Apiary1.Manager (Submit, Run, SubmitBatch, Cancel), and the
@@ -21,3 +25,7 @@ int bus_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error);
  * FROM: a Run() without options, refused unless the target pool takes tasks from FROM
  * (SubmitFrom=). */
 int link_method_submit(sd_bus_message *m, Manager *mgr, const char *from, sd_bus_error *error);
+
+/* How a task's end reaches its submitter: the reply to its Run, its slot in a RunBatch reply, or
+ * a TaskFinished to the connection that submitted it. The core calls it (ManagerObserver). */
+void bus_task_finished(Task *t, bool ok, const void *data, size_t size);

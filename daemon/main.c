@@ -10,6 +10,7 @@
 
 #include "build-config.h"
 #include "config/config.h"
+#include "daemon/bus-tasks.h"
 #include "daemon/manager.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -183,6 +184,7 @@ static int run(int argc, char *argv[]) {
 
         m->log_level_override = arg_log_level;
 
+        m->observer = (ManagerObserver) { .task_finished = bus_task_finished };
         r = manager_connect_bus(m);
         if (r < 0)
                 return EXIT_FAILURE;

@@ -21,8 +21,15 @@ typedef enum ManagerState {
         _MANAGER_STATE_INVALID = -EINVAL,
 } ManagerState;
 
+/* What the supervision core tells the D-Bus edge, which registers it (main.c): the core builds no
+ * message itself. */
+typedef struct ManagerObserver {
+        void (*task_finished)(Task *t, bool ok, const void *data, size_t size);
+} ManagerObserver;
+
 typedef struct Manager {
         const char *version;
+        ManagerObserver observer;
         sd_event *event;
         sd_bus *bus;                    /* the public bus, from Bus= */
         Config *config;

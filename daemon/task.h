@@ -15,21 +15,8 @@ typedef struct Manager Manager;
 typedef struct Pool Pool;
 typedef struct Worker Worker;
 
-/* RunBatch(): one reply for many tasks, sent when the last of them ends. */
-typedef struct TaskBatchResult {
-        bool ok;
-        void *data;                     /* the result, or the failure reason */
-        size_t size;
-} TaskBatchResult;
-
-typedef struct TaskBatch {
-        sd_bus_message *call;
-        unsigned n, remaining;
-        TaskBatchResult *results;       /* in the order of the payloads */
-} TaskBatch;
-
-int task_batch_new(TaskBatch **ret, sd_bus_message *call, unsigned n);
-void task_batch_free(TaskBatch *b);
+/* RunBatch(): one reply for many tasks, the D-Bus edge's business (bus-tasks.c). */
+typedef struct TaskBatch TaskBatch;
 
 /* The unfinished tasks of one caller UID, in all pools together, against MaxTasksPerCaller= and
  * MaxBytesPerCaller=: a client that floods apiaryd fills its own share, not everyone's queue, and
@@ -40,14 +27,6 @@ typedef struct CallerTasks {
         uint64_t bytes;                 /* of their payloads */
 } CallerTasks;
 
-typedef struct Caller Caller;
-
-/* Whether WHO may have N more tasks of BYTES payload bytes in all: returns 0 with its entry in
- * *RET (count each task with task_set_caller()), or sets org.apiary.Apiary1.Error.TooManyTasks,
- * naming the limit, in ERROR. */
-int caller_tasks_check(Manager *m, const Caller *who, unsigned n, uint64_t bytes, CallerTasks **ret,
-                       sd_bus_error *error);
-void caller_tasks_forget_unused(Manager *m, CallerTasks *c);
 
 typedef enum TaskState {
         TASK_QUEUED,
