@@ -1275,6 +1275,14 @@ bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b) {
                 a->limit_data == b->limit_data;
 }
 
+void pool_config_plugin_settings(const PoolConfig *c, const char **ret_path, char *const **ret_keys,
+                                 char *const **ret_values, size_t *ret_n) {
+        *ret_path = c->plugin_path;
+        *ret_keys = c->plugin_keys;
+        *ret_values = c->plugin_values;
+        *ret_n = c->n_plugin;
+}
+
 /* Every field but plugin_file, which only says where Plugin= was written. */
 bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
         if (a == b)

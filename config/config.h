@@ -146,6 +146,9 @@ const PoolConfig *config_find_pool(const Config *c, const char *name);
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b);
 /* True when two pools would run the same workers the same way (used by reload). */
 bool pool_config_equal(const PoolConfig *a, const PoolConfig *b);
+/* What a worker of the pool C runs: its plugin's path, and its [Pool NAME Plugin] settings. */
+void pool_config_plugin_settings(const PoolConfig *c, const char **ret_path, char *const **ret_keys,
+                                 char *const **ret_values, size_t *ret_n);
 /* The UID and GID the pool's workers switch to; (uid_t) -1 / (gid_t) -1 for none. */
 uid_t pool_config_uid(const PoolConfig *c);
 gid_t pool_config_gid(const PoolConfig *c);

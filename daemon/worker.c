@@ -13,7 +13,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "apiary/plugin.h"
 #include "daemon/bus-api.h"
 #include "daemon/bus-tasks.h"
 #include "daemon/manager.h"
@@ -21,6 +20,7 @@
 #include "daemon/task.h"
 #include "daemon/worker.h"
 #include "daemon/zygote.h"
+#include "ipc/link-supervisor.h"
 #include "ipc/link.h"
 #include "ipc/protocol.h"
 #include "util/log.h"
@@ -89,43 +89,11 @@ void worker_kill(Worker *w, int sig) {
 
 /* ---- the private link: what apiary-worker asks of us ---- */
 
-static int link_method_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+static void link_hello(void *userdata, const char **ret_plugin_path, char *const **ret_keys,
+                       char *const **ret_values, size_t *ret_n) {
         Worker *w = userdata;
 
-        return link_reply_hello(msg, w->pool->config, error);
-}
-
-int link_reply_hello(sd_bus_message *msg, const PoolConfig *c, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        uint32_t abi;
-        int r;
-
-        r = sd_bus_message_read(msg, "u", &abi);
-        if (r < 0)
-                return r;
-        if (abi != APIARY_PLUGIN_ABI_VERSION)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_NOT_SUPPORTED,
-                                         "apiary-worker speaks plugin ABI %u, apiaryd %u: install matching versions.",
-                                         abi, APIARY_PLUGIN_ABI_VERSION);
-
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(reply, "s", c->plugin_path);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'a', "(ss)");
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < c->n_plugin; i++) {
-                r = sd_bus_message_append(reply, "(ss)", c->plugin_keys[i], c->plugin_values[i]);
-                if (r < 0)
-                        return r;
-        }
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        pool_config_plugin_settings(w->pool->config, ret_plugin_path, ret_keys, ret_values, ret_n);
 }
 
 static int worker_event(Worker *w, SlotEvent e, const WorkerEventArgs *args);
@@ -225,29 +193,12 @@ static int on_link_disconnected(sd_bus_message *msg, void *userdata, sd_bus_erro
         return 0;
 }
 
-static const sd_bus_vtable link_supervisor_vtable[] = {
-        SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD_WITH_ARGS("Hello",
-                                SD_BUS_ARGS("u", abi_version),
-                                SD_BUS_RESULT("s", plugin_path, "a(ss)", config),
-                                link_method_hello, 0),
-        SD_BUS_METHOD_WITH_ARGS("Ready",
-                                SD_BUS_ARGS("s", plugin_name, "s", plugin_version, "t", monotonic_usec),
-                                SD_BUS_NO_RESULT,
-                                link_method_ready, 0),
-        SD_BUS_METHOD_WITH_ARGS("Failed",
-                                SD_BUS_ARGS("s", error_name, "s", message),
-                                SD_BUS_NO_RESULT,
-                                link_method_failed, 0),
-        SD_BUS_METHOD_WITH_ARGS("Submit",
-                                SD_BUS_ARGS("s", pool, "ay", payload),
-                                SD_BUS_RESULT("ay", result),
-                                link_method_submit_from_worker, 0),
-        SD_BUS_METHOD_WITH_ARGS("Results",
-                                SD_BUS_ARGS("a(tbay)", results),
-                                SD_BUS_NO_RESULT,
-                                link_method_results, SD_BUS_VTABLE_METHOD_NO_REPLY),
-        SD_BUS_VTABLE_END
+static const LinkSupervisorOps link_ops = {
+        .hello = link_hello,
+        .ready = link_method_ready,
+        .failed = link_method_failed,
+        .submit = link_method_submit_from_worker,
+        .results = link_method_results,
 };
 
 /* ---- process lifecycle ---- */
@@ -458,10 +409,10 @@ int worker_link_new(Worker *w, int fd) {
         int r;
 
         snprintf(description, sizeof(description), "worker-%s-%u", w->pool->config->name, w->slot);
+        w->link_supervisor = (LinkSupervisor) { .ops = &link_ops, .userdata = w };
         r = link_server_new(&w->link, fd, m->link_id, m->event, description);
         if (r >= 0)
-                r = sd_bus_add_object_vtable(w->link, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE,
-                                             link_supervisor_vtable, w);
+                r = link_supervisor_add(w->link, &w->link_supervisor);
         if (r >= 0)
                 r = sd_bus_match_signal(w->link, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
                                         "Disconnected", on_link_disconnected, w);

@@ -8,6 +8,7 @@
 #include <systemd/sd-event.h>
 
 #include "config/config.h"
+#include "ipc/link-supervisor.h"
 #include "daemon/restart.h"
 #include "daemon/worker-fsm.h"
 #include "util/log.h"
@@ -30,6 +31,7 @@ typedef struct Worker {
         sd_event_source *child_source;
         sd_event_source *timer_source;  /* start timeout, stop timeout or backoff: see on_slot_timer() */
         sd_bus *link;                   /* private connection to this worker's apiary-worker */
+        LinkSupervisor link_supervisor; /* what serves Supervisor1 on it */
         sd_event_source *link_source;   /* the link closed under a running worker: SIGKILL at StopTimeoutSec */
 
         unsigned restarts;              /* processes started in this slot after the first */
@@ -95,8 +97,6 @@ bool worker_has_capacity(const Worker *w);
 
 /* Spawns apiary-worker for POOL with ROLE ("--slot=N" or "--zygote") and FD as its link (fd 3). */
 int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd, pid_t *ret_pid);
-/* Replies to Supervisor1.Hello with what workers of the pool C run. */
-int link_reply_hello(sd_bus_message *msg, const PoolConfig *c, sd_bus_error *error);
 /* For zygote.c: the steps of a worker start that worker_spawn() takes for a spawned process. */
 void worker_process_begins(Worker *w, pid_t pid);
 /* The zygote forked W's process, whose PID (W->pid) was verified: watches it (through PIDFD if

@@ -111,10 +111,11 @@ static int on_zygote_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         return 0;
 }
 
-static int zygote_method_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+static void zygote_method_hello(void *userdata, const char **ret_plugin_path, char *const **ret_keys,
+                                char *const **ret_values, size_t *ret_n) {
         Zygote *z = userdata;
 
-        return link_reply_hello(msg, z->pool->config, error);
+        pool_config_plugin_settings(z->pool->config, ret_plugin_path, ret_keys, ret_values, ret_n);
 }
 
 static int zygote_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -139,21 +140,11 @@ static int zygote_method_failed(sd_bus_message *msg, void *userdata, sd_bus_erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static const sd_bus_vtable zygote_link_vtable[] = {
-        SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD_WITH_ARGS("Hello",
-                                SD_BUS_ARGS("u", abi_version),
-                                SD_BUS_RESULT("s", plugin_path, "a(ss)", config),
-                                zygote_method_hello, 0),
-        SD_BUS_METHOD_WITH_ARGS("Ready",
-                                SD_BUS_ARGS("s", plugin_name, "s", plugin_version, "t", monotonic_usec),
-                                SD_BUS_NO_RESULT,
-                                zygote_method_ready, 0),
-        SD_BUS_METHOD_WITH_ARGS("Failed",
-                                SD_BUS_ARGS("s", error_name, "s", message),
-                                SD_BUS_NO_RESULT,
-                                zygote_method_failed, 0),
-        SD_BUS_VTABLE_END
+/* A zygote loads the plugin and forks: it neither submits tasks nor reports results. */
+static const LinkSupervisorOps zygote_link_ops = {
+        .hello = zygote_method_hello,
+        .ready = zygote_method_ready,
+        .failed = zygote_method_failed,
 };
 
 /* As a worker's link (worker.c): a zygote that does not read what it is sent is killed. */
@@ -199,10 +190,10 @@ static int zygote_spawn(Zygote *z) {
                 return r;
         }
         snprintf(description, sizeof(description), "zygote-%s", p->config->name);
+        z->link_supervisor = (LinkSupervisor) { .ops = &zygote_link_ops, .userdata = z };
         r = link_server_new(&z->link, TAKE_FD(fd_supervisor), m->link_id, m->event, description);
         if (r >= 0)
-                r = sd_bus_add_object_vtable(z->link, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE,
-                                             zygote_link_vtable, z);
+                r = link_supervisor_add(z->link, &z->link_supervisor);
         if (r >= 0)
                 r = sd_bus_add_filter(z->link, NULL, zygote_link_filter, z);
         if (r < 0) {

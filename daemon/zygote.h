@@ -6,6 +6,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "ipc/link-supervisor.h"
 #include "util/time-util.h"
 
 typedef struct Pool Pool;
@@ -31,6 +32,7 @@ typedef struct Zygote {
         sd_event_source *child_source;
         sd_event_source *retry_source;
         sd_bus *link;
+        LinkSupervisor link_supervisor; /* what serves Supervisor1 on it */
         unsigned failures;              /* exits in a row, for the retry delay */
         bool given_up;                  /* the plugin does not load: no more tries until a restart */
 } Zygote;
