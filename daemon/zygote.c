@@ -305,13 +305,15 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
          * it cannot be reaped and reused but by us. That it holds the link is checked at Ready(). */
         r = zygote_verify_child(w, (pid_t) pid, &pidfd);
         if (r < 0) {
+                Pool *p = w->pool;      /* W may be freed by the pool once dead */
+
                 log_worker(LOG_ERR, w, "The zygote answered PID %" PRIu32 ", which is %s: not trusting it, "
                            "stopping the zygote and spawning the worker instead.", pid,
                            r == -ECHILD ? "not a child of apiaryd" : "another process of apiaryd's");
                 w->ready_call = sd_bus_message_unref(w->ready_call);
                 w->link = sd_bus_flush_close_unref(w->link);
                 worker_fork_failed(w);
-                zygote_distrust(w->pool);
+                zygote_distrust(p);
                 return 0;
         }
         w->pid = (pid_t) pid;
