@@ -36,10 +36,13 @@ int bus_pool_method_start(sd_bus_message *m, void *userdata, sd_bus_error *error
         r = check(p, m, error);
         if (r < 0)
                 return r;
-        if (p->stopping)
+        if (IN_SET(p->life.phase, POOL_PHASE_STOPPING, POOL_PHASE_FAILING))
                 return sd_bus_error_setf(error, APIARY_ERROR_BUSY, "Pool \"%s\" is still stopping its workers.",
                                          p->config->name);
-        if (IN_SET(p->state, POOL_FAILED, POOL_STOPPED)) {
+        if (pool_is_removed(p))
+                return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED, "Pool \"%s\" was removed by a reload.",
+                                         p->config->name);
+        if (IN_SET(p->life.phase, POOL_PHASE_FAILED, POOL_PHASE_STOPPED)) {
                 r = pool_start(p);
                 if (r < 0)
                         return sd_bus_error_set_errnof(error, r, "Failed to start pool \"%s\": %m", p->config->name);
@@ -54,7 +57,7 @@ int bus_pool_method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
         r = check(p, m, error);
         if (r < 0)
                 return r;
-        if (p->state != POOL_STOPPED && !p->stopping) {
+        if (!IN_SET(p->life.phase, POOL_PHASE_STOPPED, POOL_PHASE_STOPPING)) {
                 /* Queued tasks would wait for a Start() nobody may send: they fail now. Running
                  * ones finish first (StopTimeoutSec= bounds it). */
                 pool_fail_queued(p, "pool stopped");
@@ -95,8 +98,9 @@ int bus_pool_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *err
         if (!pool_is_active(p))
                 return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED,
                                          "Pool \"%s\" is %s: Start() it instead.", p->config->name,
-                                         p->stopping ? "stopping" : pool_state_to_string(p->state));
-        pool_restart(p);
+                                         p->life.phase == POOL_PHASE_STOPPING ? "stopping" :
+                                         pool_state_to_string(p->state));
+        (void) pool_restart(p);
         return sd_bus_reply_method_return(m, NULL);
 }
 

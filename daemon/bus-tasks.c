@@ -106,7 +106,7 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, uint64_t byte
                                          strempty(p->failure_reason));
         case POOL_REFUSAL_STOPPED:
                 return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED, "Pool \"%s\" is %s.", name,
-                                         p->stopping ? "stopping" : "stopped");
+                                         p->life.phase == POOL_PHASE_STOPPING ? "stopping" : "stopped");
         case POOL_REFUSAL_QUEUE_FULL:
                 return sd_bus_error_setf(error, APIARY_ERROR_QUEUE_FULL,
                                          "Pool \"%s\" has room for %u more task%s (QueueLimit=%u), %u asked.",

@@ -41,9 +41,9 @@ uint64_t pool_queue_bytes_room(const Pool *p) {
 PoolRefusal pool_check_tasks(const Pool *p, unsigned n, uint64_t bytes) {
         if (p->manager->state == MANAGER_STOPPING)
                 return POOL_REFUSAL_STOPPING;
-        if (p->state == POOL_FAILED)
+        if (pool_phase_has_failed(p->life.phase))
                 return POOL_REFUSAL_FAILED;
-        if (p->state == POOL_STOPPED || p->stopping)
+        if (!pool_is_active(p))
                 return POOL_REFUSAL_STOPPED;
         if (pool_queue_room(p) < n)
                 return POOL_REFUSAL_QUEUE_FULL;
@@ -352,14 +352,14 @@ void worker_release_tasks(Worker *w, const char *reason) {
                 free(t->last_loss);
                 t->last_loss = strdup(strempty(reason));
 
-                if (p->state == POOL_FAILED)
+                if (pool_phase_has_failed(p->life.phase))
                         task_failf(t, "pool failed: %s", strempty(p->failure_reason));
                 else if (stopping)
                         task_fail(t, "apiaryd is stopping");
-                else if (p->removing)
+                else if (pool_is_removed(p))
                         /* Nothing would ever run it: the pool is on its way out. */
                         task_fail(t, "pool removed by a reload");
-                else if (p->stopping || p->state == POOL_STOPPED)
+                else if (!pool_is_active(p))
                         task_fail(t, "pool stopped");
                 else if (t->attempts > p->config->task_retries)
                         task_failf(t, "worker crashed %u time%s running this task; last: %s", t->attempts,

@@ -178,8 +178,6 @@ static void manager_update_status(Manager *m) {
 
 void manager_pool_changed(Manager *m, Pool *p) {
         manager_update_status(m);
-        if (p && p->removing && pool_is_idle(p))
-                manager_schedule_gc(m);
 
         if (m->state == MANAGER_STARTING) {
                 for (size_t i = 0; i < m->n_pools; i++)

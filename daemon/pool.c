@@ -7,29 +7,24 @@
 #include "daemon/bus-api.h"
 #include "daemon/manager.h"
 #include "daemon/pool.h"
+#include "daemon/reload.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/time-util.h"
-
-static const char *const pool_state_table[_POOL_STATE_MAX] = {
-        [POOL_STARTING] = "starting",
-        [POOL_RUNNING] = "running",
-        [POOL_DEGRADED] = "degraded",
-        [POOL_FAILED] = "failed",
-        [POOL_STOPPED] = "stopped",
-};
-
-const char *pool_state_to_string(PoolState s) {
-        if (s < 0 || s >= _POOL_STATE_MAX)
-                return NULL;
-        return pool_state_table[s];
-}
 
 #define log_pool(level, p, ...)                                                         \
         ({                                                                              \
                 LogContext _ctx = { .pool = (p)->config->name, .slot = -1, .pid = 0 };  \
                 log_ctx((level), &_ctx, __VA_ARGS__);                                   \
         })
+
+/* What an event brings besides the pool's own state. */
+typedef struct PoolEventArgs {
+        const char *reason;             /* FAIL: why */
+        const Worker *changed;          /* SLOTS: the worker that shows a new state, if one does */
+} PoolEventArgs;
+
+static int pool_event(Pool *p, PoolEvent e, const PoolEventArgs *args);
 
 unsigned pool_workers_ready(const Pool *p) {
         unsigned n = 0;
@@ -51,40 +46,17 @@ bool pool_is_idle(const Pool *p) {
         return true;
 }
 
-static void pool_set_state(Pool *p, PoolState state) {
-        if (p->state == state)
-                return;
-
-        log_pool(state == POOL_FAILED ? LOG_ERR : LOG_INFO, p, "Pool %s → %s.",
-                 pool_state_to_string(p->state), pool_state_to_string(state));
-        p->state = state;
-        bus_pool_emit_changed(p);
-        manager_pool_changed(p->manager, p);
-}
-
 bool pool_is_active(const Pool *p) {
-        return !IN_SET(p->state, POOL_FAILED, POOL_STOPPED) && !p->stopping;
+        return pool_phase_is_active(p->life.phase);
 }
 
-/* Derives starting/running/degraded from the slots; failed and stopped are left by hand only. */
-static void pool_update_state(Pool *p) {
-        bool all_settled = true;
-        unsigned ready;
+bool pool_is_removed(const Pool *p) {
+        return p->life.intent == POOL_INTENT_REMOVE;
+}
 
-        if (!pool_is_active(p))
-                return;
-
-        for (unsigned i = 0; i < p->n_wanted; i++)
-                if (!p->first_outcome[i])
-                        all_settled = false;
-
-        ready = pool_workers_ready(p);
-        if (ready >= p->n_wanted)
-                pool_set_state(p, POOL_RUNNING);
-        else if (!all_settled && p->state == POOL_STARTING)
-                ; /* still coming up */
-        else
-                pool_set_state(p, POOL_DEGRADED);
+bool pool_can_be_freed(const Pool *p) {
+        return pool_is_removed(p) && IN_SET(p->life.phase, POOL_PHASE_STOPPED, POOL_PHASE_FAILED) &&
+               p->queue.length == 0;
 }
 
 /* Frees the slots above n_wanted once their workers are gone, highest first. */
@@ -103,53 +75,38 @@ static void pool_trim(Pool *p) {
         }
 }
 
-static void pool_roll_next(Pool *p);
-
 void pool_worker_changed(Pool *p, Worker *w) {
         if (!IN_SET(w->state, WORKER_STARTING, WORKER_STOPPING))
-                p->first_outcome[w->slot] = true;
+                p->settled[w->slot] = true;
 
-        if (p->rolling && w->slot == p->rolling_slot && IN_SET(w->state, WORKER_READY, WORKER_BUSY) &&
-            w->spawned_mono >= p->rolling_began) {
-                p->rolling_slot++;
-                pool_roll_next(p);
-        }
-
-        if (p->stopping && pool_is_idle(p)) {
-                p->stopping = false;
-                if (p->state != POOL_FAILED)
-                        pool_set_state(p, POOL_STOPPED);
-        }
-
-        pool_trim(p);
-        pool_update_state(p);
+        (void) pool_event(p, POOL_EVENT_SLOTS, &(PoolEventArgs) { .changed = w });
+        pool_trim(p);           /* W may be gone from here on */
         if (pool_workers_ready(p) != p->ready_emitted || p->restarts != p->restarts_emitted)
                 bus_pool_emit_changed(p);
-        manager_pool_changed(p->manager, p);
 }
 
-/* Replaces the worker of p->rolling_slot, or ends the roll after the last slot. */
-static void pool_roll_next(Pool *p) {
-        while (p->rolling && p->rolling_slot < p->n_wanted) {
-                Worker *w = p->workers[p->rolling_slot];
-
-                if (!pool_is_active(p))
-                        break;
-                if (worker_restart(w) >= 0)
-                        return;         /* pool_worker_changed() moves on once it is ready */
-                p->rolling_slot++;
-        }
-        if (p->rolling)
-                log_pool(LOG_INFO, p, "Rolling restart done.");
-        p->rolling = false;
+int pool_start(Pool *p) {
+        return pool_event(p, POOL_EVENT_START, NULL);
 }
 
-void pool_restart(Pool *p) {
-        log_pool(LOG_INFO, p, "Rolling restart of %u worker%s.", p->n_wanted, p->n_wanted == 1 ? "" : "s");
-        p->rolling = true;
-        p->rolling_slot = 0;
-        p->rolling_began = now_usec(CLOCK_MONOTONIC);
-        pool_roll_next(p);
+void pool_release_held(Pool *p) {
+        (void) pool_event(p, POOL_EVENT_ZYGOTE_SETTLED, NULL);
+}
+
+void pool_stop(Pool *p) {
+        (void) pool_event(p, POOL_EVENT_STOP, NULL);
+}
+
+void pool_remove(Pool *p) {
+        (void) pool_event(p, POOL_EVENT_REMOVE, NULL);
+}
+
+int pool_restart(Pool *p) {
+        return pool_event(p, POOL_EVENT_ROLL, NULL);
+}
+
+void pool_fail(Pool *p, const char *reason) {
+        (void) pool_event(p, POOL_EVENT_FAIL, &(PoolEventArgs) { .reason = reason });
 }
 
 void pool_set_paused(Pool *p, bool paused) {
@@ -175,20 +132,20 @@ int pool_scale(Pool *p, unsigned n) {
 
         if (n > p->n_workers) {
                 Worker **workers = reallocarray(p->workers, n, sizeof(Worker *));
-                bool *outcome;
+                bool *settled;
 
                 if (!workers)
                         return -ENOMEM;
                 p->workers = workers;
-                outcome = reallocarray(p->first_outcome, n, sizeof(bool));
-                if (!outcome)
+                settled = reallocarray(p->settled, n, sizeof(bool));
+                if (!settled)
                         return -ENOMEM;
-                p->first_outcome = outcome;
+                p->settled = settled;
                 for (unsigned i = p->n_workers; i < n; i++) {
                         r = worker_new(&p->workers[i], p, i);
                         if (r < 0)
                                 return r;
-                        p->first_outcome[i] = false;
+                        p->settled[i] = false;
                         p->n_workers++;
                         bus_emit_object_added(m, p->workers[i]->object_path);
                 }
@@ -207,89 +164,20 @@ int pool_scale(Pool *p, unsigned n) {
 
         bus_emit_properties_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers", "WorkersWanted");
         pool_trim(p);
-        pool_update_state(p);
-        manager_pool_changed(m, p);
+        (void) pool_event(p, POOL_EVENT_SLOTS, NULL);
         return 0;
 }
+
+/* ---- the state machine's events, and their actions ---- */
 
 static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Pool *p = userdata;
-        int r;
 
         p->retry_source = sd_event_source_disable_unref(p->retry_source);
-        if (p->stopping) {
-                /* The last run's workers are still on their way out: look again shortly. */
-                r = sd_event_add_time_relative(p->manager->event, &p->retry_source, CLOCK_MONOTONIC,
-                                               100 * USEC_PER_MSEC, USEC_PER_MSEC, on_retry_timer, p);
-                if (r < 0)
-                        log_pool(LOG_ERR, p, "Failed to re-arm the retry timer, the pool stays failed: %s", strerror(-r));
-                return 0;
-        }
-        log_pool(LOG_NOTICE, p, "Retrying the failed pool.");
-        r = pool_start(p);
-        if (r < 0)
-                log_pool(LOG_ERR, p, "Failed to restart pool: %s", strerror(-r));
+        if (p->life.phase == POOL_PHASE_FAILED)
+                log_pool(LOG_NOTICE, p, "Retrying the failed pool.");
+        (void) pool_event(p, POOL_EVENT_RETRY, NULL);
         return 0;
-}
-
-static int pool_start_workers(Pool *p);
-static int on_held_timeout(sd_event_source *s, uint64_t usec, void *userdata);
-
-int pool_start(Pool *p) {
-        int r;
-
-        if (p->stopping) {
-                /* Workers of the last run are still on their way out: refuse rather than run two
-                 * processes in one slot. */
-                return -EBUSY;
-        }
-
-        p->retry_source = sd_event_source_disable_unref(p->retry_source);
-        free(p->failure_reason);
-        p->failure_reason = NULL;
-        p->state = POOL_STARTING;
-        for (unsigned i = 0; i < p->n_workers; i++) {
-                p->first_outcome[i] = false;
-                worker_reset(p->workers[i]);
-        }
-        bus_pool_emit_changed(p);
-
-        log_pool(LOG_INFO, p, "Starting %u worker%s of plugin %s.", p->n_wanted, p->n_wanted == 1 ? "" : "s",
-                 p->config->plugin_path);
-        r = zygote_start(p);
-        if (r < 0)
-                log_pool(LOG_WARNING, p, "Failed to start the zygote, workers are spawned instead: %s", strerror(-r));
-        else if (p->zygote && p->zygote->state == ZYGOTE_STARTING) {
-                /* Its workers are to come from the zygote, which takes about as long to load the
-                 * plugin as one spawned worker: hold them back until it is ready (or gone, or late). */
-                r = sd_event_add_time_relative(p->manager->event, &p->held_source, CLOCK_MONOTONIC,
-                                               ZYGOTE_HOLD_USEC, USEC_PER_MSEC, on_held_timeout, p);
-                if (r >= 0)
-                        return 0;
-        }
-        return pool_start_workers(p);
-}
-
-static int pool_start_workers(Pool *p) {
-        int r;
-
-        for (unsigned i = 0; i < p->n_wanted && p->state != POOL_FAILED; i++) {
-                if (worker_is_running(p->workers[i]))
-                        continue;
-                r = worker_start(p->workers[i]);
-                if (r < 0)
-                        return r;
-        }
-        pool_update_state(p);
-        return 0;
-}
-
-void pool_release_held(Pool *p) {
-        if (!p->held_source)
-                return;
-        p->held_source = sd_event_source_disable_unref(p->held_source);
-        if (pool_is_active(p))
-                (void) pool_start_workers(p);
 }
 
 static int on_held_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -297,63 +185,181 @@ static int on_held_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 
         log_pool(LOG_WARNING, p, "The zygote is not ready after %llu ms, spawning the workers instead.",
                  (unsigned long long) (ZYGOTE_HOLD_USEC / USEC_PER_MSEC));
-        pool_release_held(p);
+        p->held_source = sd_event_source_disable_unref(p->held_source);
+        (void) pool_event(p, POOL_EVENT_ZYGOTE_SETTLED, NULL);
         return 0;
 }
 
-void pool_stop(Pool *p) {
-        p->held_source = sd_event_source_disable_unref(p->held_source);
-        p->retry_source = sd_event_source_disable_unref(p->retry_source);
-        p->rolling = false;
-        p->stopping = true;
-        for (unsigned i = 0; i < p->n_workers; i++)
-                worker_stop(p->workers[i]);
-        /* After the workers: those it is forking right now are stopped (or spawned) through the
-         * answers to their Fork(), which it still sends or which fail as it goes. */
-        zygote_stop(p);
-        if (pool_is_idle(p)) {
-                p->stopping = false;
-                if (p->state != POOL_FAILED)
-                        pool_set_state(p, POOL_STOPPED);
-                else
-                        manager_pool_changed(p->manager, p);
-        }
+/* The facts of pool-fsm.h, as of now; CHANGED is the worker that shows a new state, if any. */
+static PoolFacts pool_facts(Pool *p, const Worker *changed) {
+        PoolFacts f = {
+                .zygote = p->config->zygote,
+                .settled = true,
+                .all_ready = pool_workers_ready(p) >= p->n_wanted,
+                .idle = pool_is_idle(p),
+                .retry = p->config->failed_retry_usec != USEC_INFINITY && p->manager->state != MANAGER_STOPPING,
+        };
+
+        for (unsigned i = 0; i < p->n_wanted; i++)
+                if (!p->settled[i])
+                        f.settled = false;
+        /* The slot being rolled has its new worker once one spawned since the roll began is ready. */
+        f.rolled = changed && changed->slot == p->rolling_slot && IN_SET(changed->state, WORKER_READY, WORKER_BUSY) &&
+                   changed->spawned_mono >= p->rolling_began;
+        return f;
 }
 
-void pool_fail(Pool *p, const char *reason) {
-        Manager *m = p->manager;
-        usec_t retry = p->config->failed_retry_usec;
-        char buf[FORMAT_TIMESPAN_MAX];
+/* Shows the pool's state on the bus, if it changed. */
+static void pool_publish(Pool *p) {
+        PoolState shown = pool_phase_to_public(p->life.phase);
+
+        if (shown < 0 || shown == p->state)
+                return;
+        log_pool(shown == POOL_FAILED ? LOG_ERR : LOG_INFO, p, "Pool %s → %s.", pool_state_to_string(p->state),
+                 pool_state_to_string(shown));
+        p->state = shown;
+        bus_pool_emit_changed(p);
+}
+
+/* Replaces the worker of p->rolling_slot, or the next one that can be; ROLL_DONE past the last. */
+static PoolEvent pool_roll_on(Pool *p) {
+        for (; p->rolling_slot < p->n_wanted; p->rolling_slot++) {
+                if (p->life.intent != POOL_INTENT_ROLL)
+                        return _POOL_EVENT_INVALID;     /* a failure in the restart ended it */
+                if (worker_restart(p->workers[p->rolling_slot]) >= 0)
+                        return _POOL_EVENT_INVALID;     /* SLOTS moves on once it is ready */
+        }
+        log_pool(LOG_INFO, p, "Rolling restart done.");
+        return POOL_EVENT_ROLL_DONE;
+}
+
+static PoolEvent pool_start_zygote(Pool *p) {
         int r;
 
-        if (p->state == POOL_FAILED)
-                return;
+        r = zygote_start(p);
+        if (r < 0)
+                log_pool(LOG_WARNING, p, "Failed to start the zygote, workers are spawned instead: %s", strerror(-r));
+        if (r < 0 || !p->zygote || p->zygote->state != ZYGOTE_STARTING)
+                return POOL_EVENT_ZYGOTE_SETTLED;
+        r = sd_event_add_time_relative(p->manager->event, &p->held_source, CLOCK_MONOTONIC, ZYGOTE_HOLD_USEC,
+                                       USEC_PER_MSEC, on_held_timeout, p);
+        return r < 0 ? POOL_EVENT_ZYGOTE_SETTLED : _POOL_EVENT_INVALID;
+}
 
-        free(p->failure_reason);
-        p->failure_reason = strdup(reason);
-        log_pool(LOG_ERR, p, "Pool failed: %s", reason);
+static void pool_arm_retry(Pool *p, usec_t usec, bool soon) {
+        int r;
 
-        {
-                _cleanup_(freep) char *why = NULL;
-
-                if (asprintf(&why, "pool failed: %s", reason) < 0)
-                        why = NULL;
-                pool_fail_queued(p, why ?: "pool failed");
-        }
-
-        /* Mark failed first, so that the workers we stop below do not count as new failures. */
-        for (unsigned i = 0; i < p->n_workers; i++)
-                p->first_outcome[i] = true;
-        pool_set_state(p, POOL_FAILED);
-        pool_stop(p);
-
-        if (retry == USEC_INFINITY || m->state == MANAGER_STOPPING)
-                return;
-        r = sd_event_add_time_relative(m->event, &p->retry_source, CLOCK_MONOTONIC, retry, 1, on_retry_timer, p);
+        r = sd_event_add_time_relative(p->manager->event, &p->retry_source, CLOCK_MONOTONIC, usec,
+                                       soon ? USEC_PER_MSEC : 1, on_retry_timer, p);
         if (r < 0)
                 log_pool(LOG_WARNING, p, "Failed to arm the retry timer, the pool stays failed: %s", strerror(-r));
-        else
-                log_pool(LOG_NOTICE, p, "Retrying in %s.", format_timespan(buf, sizeof(buf), retry));
+        else if (!soon)
+                log_pool(LOG_NOTICE, p, "Retrying in %s.",
+                         format_timespan((char[FORMAT_TIMESPAN_MAX]) {}, FORMAT_TIMESPAN_MAX, usec));
+}
+
+/* The actions of D, in order; the pool shows its new state once its queued tasks have heard.
+ * Returns the event an action raises when it is done (or could not be), or _POOL_EVENT_INVALID. */
+static PoolEvent pool_act(Pool *p, const PoolDecision *d) {
+        PoolEvent then = _POOL_EVENT_INVALID;
+        unsigned a = d->actions;
+
+        if (a & POOL_ACTION_DISARM_HOLD)
+                p->held_source = sd_event_source_disable_unref(p->held_source);
+        if (a & POOL_ACTION_DISARM_RETRY)
+                p->retry_source = sd_event_source_disable_unref(p->retry_source);
+        if (a & POOL_ACTION_RESET) {
+                free(p->failure_reason);
+                p->failure_reason = NULL;
+                for (unsigned i = 0; i < p->n_workers; i++) {
+                        p->settled[i] = false;
+                        worker_reset(p->workers[i]);
+                }
+                log_pool(LOG_INFO, p, "Starting %u worker%s of plugin %s.", p->n_wanted, p->n_wanted == 1 ? "" : "s",
+                         p->config->plugin_path);
+        }
+        if (a & POOL_ACTION_FAIL_QUEUED) {
+                _cleanup_(freep) char *why = NULL;
+
+                if (pool_is_removed(p))
+                        pool_fail_queued(p, "pool removed by a reload");
+                else {
+                        if (asprintf(&why, "pool failed: %s", strempty(p->failure_reason)) < 0)
+                                why = NULL;
+                        pool_fail_queued(p, why ?: "pool failed");
+                }
+        }
+        pool_publish(p);
+        if (a & POOL_ACTION_START_ZYGOTE)
+                then = pool_start_zygote(p);
+        if (a & POOL_ACTION_START_WORKERS) {
+                for (unsigned i = 0; i < p->n_wanted && pool_is_active(p); i++)
+                        if (!worker_is_running(p->workers[i]))
+                                (void) worker_start(p->workers[i]);     /* a failure fails the pool */
+                then = POOL_EVENT_SLOTS;
+        }
+        if (a & POOL_ACTION_ROLL_BEGIN) {
+                log_pool(LOG_INFO, p, "Rolling restart of %u worker%s.", p->n_wanted, p->n_wanted == 1 ? "" : "s");
+                p->rolling_slot = 0;
+                p->rolling_began = now_usec(CLOCK_MONOTONIC);
+                then = pool_roll_on(p);
+        }
+        if (a & POOL_ACTION_ROLL_NEXT) {
+                p->rolling_slot++;
+                then = pool_roll_on(p);
+        }
+        if (a & POOL_ACTION_STOP_WORKERS) {
+                for (unsigned i = 0; i < p->n_workers; i++)
+                        worker_stop(p->workers[i]);
+                /* After the workers: those it is forking right now are stopped (or spawned) through
+                 * the answers to their Fork(), which it still sends or which fail as it goes. */
+                zygote_stop(p);
+                then = POOL_EVENT_SLOTS;        /* stopped or failed already, if none was running */
+        }
+        if (a & POOL_ACTION_ARM_RETRY)
+                pool_arm_retry(p, p->config->failed_retry_usec, false);
+        if (a & POOL_ACTION_ARM_RETRY_SOON)
+                pool_arm_retry(p, 100 * USEC_PER_MSEC, true);
+        if (a & POOL_ACTION_FREE)
+                manager_schedule_gc(p->manager);
+        return then;
+}
+
+/*
+ * Raises event E on P: pool_decide() says what it leads to, pool_act() does it, and the manager
+ * hears of it. Returns -EBUSY if E means nothing in the pool's phase (nothing changed).
+ */
+static int pool_event(Pool *p, PoolEvent e, const PoolEventArgs *args) {
+        static const PoolEventArgs no_args = {};
+        PoolPhase was = p->life.phase;
+        PoolFacts f;
+        PoolDecision d;
+        PoolEvent then;
+
+        if (!args)
+                args = &no_args;
+        f = pool_facts(p, args->changed);
+        d = pool_decide(&p->life, e, &f);
+        if (!d.legal) {
+                log_pool(LOG_DEBUG, p, "Event %s means nothing in phase %s, ignored.", pool_event_to_string(e),
+                         pool_phase_to_string(was));
+                return -EBUSY;
+        }
+        p->life = d.next;
+        if (d.next.phase != was)
+                log_pool(LOG_DEBUG, p, "%s: %s → %s.", pool_event_to_string(e), pool_phase_to_string(was),
+                         pool_phase_to_string(d.next.phase));
+        if (e == POOL_EVENT_FAIL) {
+                free(p->failure_reason);
+                p->failure_reason = strdup(strempty(args->reason));
+                log_pool(LOG_ERR, p, "Pool failed: %s", strempty(args->reason));
+        }
+
+        then = pool_act(p, &d);
+        if (then >= 0)
+                (void) pool_event(p, then, NULL);
+        manager_pool_changed(p->manager, p);
+        return 0;
 }
 
 static int pool_new_slots(Pool *p) {
@@ -361,8 +367,8 @@ static int pool_new_slots(Pool *p) {
         int r;
 
         p->workers = calloc(n, sizeof(Worker *));
-        p->first_outcome = calloc(n, sizeof(bool));
-        if (!p->workers || !p->first_outcome)
+        p->settled = calloc(n, sizeof(bool));
+        if (!p->workers || !p->settled)
                 return -ENOMEM;
         for (unsigned i = 0; i < n; i++) {
                 r = worker_new(&p->workers[i], p, i);
@@ -383,7 +389,8 @@ int pool_new(Pool **ret, Manager *m, PoolConfig *config) {
                 return -ENOMEM;
         p->manager = m;
         p->config = config;
-        p->state = POOL_STARTING;
+        p->life = (PoolLife) { .phase = POOL_PHASE_NEW };
+        p->state = pool_phase_to_public(POOL_PHASE_NEW);
 
         r = bus_pool_path(config->name, &p->object_path);
         if (r >= 0)
@@ -406,7 +413,7 @@ Pool *pool_free(Pool *p) {
         for (unsigned i = 0; i < p->n_workers; i++)
                 worker_free(p->workers[i]);
         free(p->workers);
-        free(p->first_outcome);
+        free(p->settled);
         sd_event_source_disable_unref(p->retry_source);
         free(p->object_path);
         free(p->failure_reason);

@@ -8,44 +8,33 @@
 #include <glib.h>
 
 #include "config/config.h"
+#include "daemon/pool-fsm.h"
 #include "daemon/task.h"
 #include "daemon/worker.h"
 #include "daemon/zygote.h"
 
 typedef struct Manager Manager;
 
-typedef enum PoolState {
-        POOL_STARTING,          /* some slot has not had its first outcome yet */
-        POOL_RUNNING,           /* every slot's worker is ready */
-        POOL_DEGRADED,          /* started, but some slot is not ready (restarting, or Restart=no) */
-        POOL_FAILED,            /* start limit hit or plugin unloadable; retried after FailedRetrySec */
-        POOL_STOPPED,           /* stopped on purpose */
-        _POOL_STATE_MAX,
-        _POOL_STATE_INVALID = -EINVAL,
-} PoolState;
-
 typedef struct Pool {
         Manager *manager;
         PoolConfig *config;             /* owned: replaced by a reload */
         char *object_path;
 
-        PoolState state;
+        PoolLife life;                  /* its phase and intent (pool-fsm.h): written by pool_event() only */
+        PoolState state;                /* what the bus shows, from life.phase */
         Worker **workers;               /* one per slot */
         unsigned n_workers;             /* slots that exist: n_wanted, plus any still being removed */
         unsigned n_wanted;              /* Workers=, or what Scale() asked for */
-        bool *first_outcome;            /* per slot: it has been ready or has failed at least once */
+        bool *settled;                  /* per slot: it has been ready, or backoff, or dead, since the start */
 
         uint64_t restarts;              /* worker restarts over the pool's life */
         unsigned ready_emitted;         /* WorkersReady and Restarts as last signalled */
         uint64_t restarts_emitted;
-        char *failure_reason;           /* why the pool last went failed */
+        char *failure_reason;           /* why the pool last failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
-        bool stopping;                  /* workers are being stopped; don't restart them */
 
-        bool paused;                    /* Pause(): tasks queue but are not dispatched */
-        bool removing;                  /* gone from the configuration: draining, then freed */
-        bool rolling;                   /* Restart(): replacing the workers one slot at a time */
-        unsigned rolling_slot;
+        bool paused;                    /* Pause(): a setting of dispatch, in every phase (pool-fsm.h) */
+        unsigned rolling_slot;          /* while rolling: the slot being replaced */
         usec_t rolling_began;           /* CLOCK_MONOTONIC */
 
         Zygote *zygote;                 /* Zygote=yes: forks its workers (zygote.c) */
@@ -65,17 +54,24 @@ static inline void pool_freep(Pool **p) {
                 pool_free(*p);
 }
 
+/* The events of pool-fsm.h, raised from outside. Each returns -EBUSY if it means nothing in the
+ * pool's phase now (nothing changed). */
 int pool_start(Pool *p);
 /* Starts the workers of a start held back for the zygote (it is ready, gone, or too slow). */
 void pool_release_held(Pool *p);
 void pool_stop(Pool *p);
+/* Gone from the configuration: its queued tasks fail, its workers stop, then it is freed. */
+void pool_remove(Pool *p);
 /* Rolling restart: one slot at a time, each new worker ready before the next slot goes. */
-void pool_restart(Pool *p);
+int pool_restart(Pool *p);
 /* Changes the number of workers: new slots start, the highest slots drain and go away. */
 int pool_scale(Pool *p, unsigned n);
 void pool_set_paused(Pool *p, bool paused);
-/* Whether the pool is meant to be running (not stopped, failed or stopping). */
+/* Whether the pool is meant to be running (not stopped, failed or stopping), and takes tasks. */
 bool pool_is_active(const Pool *p);
+bool pool_is_removed(const Pool *p);
+/* Removed, no worker left and nothing queued: to be freed. */
+bool pool_can_be_freed(const Pool *p);
 /* Stops every worker and marks the pool failed with REASON; retries after FailedRetrySec. */
 void pool_fail(Pool *p, const char *reason);
 
@@ -107,4 +103,3 @@ void pool_dispatch(Pool *p);
 /* Fails every queued task with REASON. */
 void pool_fail_queued(Pool *p, const char *reason);
 
-const char *pool_state_to_string(PoolState s);

@@ -30,7 +30,7 @@ static int on_gc(sd_event_source *s, void *userdata) {
         for (size_t i = 0; i < m->n_pools; i++) {
                 Pool *p = m->pools[i];
 
-                if (p->removing && !p->stopping && pool_is_idle(p) && p->queue.length == 0) {
+                if (pool_can_be_freed(p)) {
                         LogContext ctx = { .pool = p->config->name, .slot = -1 };
 
                         log_ctx(LOG_INFO, &ctx, "Pool removed.");
@@ -100,8 +100,8 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
 
         if (!same_code) {
                 if (pool_is_active(p))
-                        pool_restart(p);
-                else if (p->state == POOL_FAILED && !p->stopping)
+                        (void) pool_restart(p);
+                else if (p->life.phase == POOL_PHASE_FAILED)
                         /* New code for a failed pool: worth a try right away. */
                         (void) pool_start(p);
         }
@@ -152,7 +152,7 @@ int manager_reload(Manager *m, char **ret_error) {
                 PoolConfig *pc = TAKE_PTR(c->pools[i]);
                 Pool *p = manager_find_pool(m, pc->name);
 
-                if (p && !p->removing) {
+                if (p && !pool_is_removed(p)) {
                         pool_apply(p, pc);
                         pools[n++] = p;
                         continue;
@@ -191,12 +191,10 @@ int manager_reload(Manager *m, char **ret_error) {
                 if (kept)
                         continue;
                 pools[n++] = p;
-                if (p->removing)
+                if (pool_is_removed(p))
                         continue;
                 log_info("Pool %s removed from the configuration, draining it.", p->config->name);
-                p->removing = true;
-                pool_fail_queued(p, "pool removed by a reload");
-                pool_stop(p);
+                pool_remove(p);
         }
 
         free(m->pools);

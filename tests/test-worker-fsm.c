@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "daemon/worker-fsm.h"
+#include "tests/doc-table.h"
 #include "util/macro.h"
 
 #define BIT(s) (1u << (s))
@@ -338,83 +339,41 @@ static void test_zygote_fork(void **state) {
 
 static const char *doc_path;
 
-/* One cell of a markdown row, without its backquotes and spaces; advances *P past it. */
-static char *next_cell(char **p) {
-        char *cell = *p, *end = strchr(cell, '|');
+static const char *event_name(unsigned e) {
+        return slot_event_to_string((SlotEvent) e);
+}
 
-        if (!end)
-                return NULL;
-        *end = '\0';
-        *p = end + 1;
-        while (*cell == ' ' || *cell == '`')
-                cell++;
-        for (char *e = cell + strlen(cell); e > cell && (e[-1] == ' ' || e[-1] == '`'); )
-                *--e = '\0';
-        return cell;
+static void doc_row(const DocRow *r, void *userdata) {
+        unsigned *seen = userdata, legal = 0;
+        SlotState st;
+
+        for (st = 0; st < _SLOT_STATE_MAX; st++)
+                if (strcmp(slot_state_to_string(st), r->inside) == 0)
+                        break;
+        if (st == _SLOT_STATE_MAX)
+                fail_msg("docs: no state \"%s\"", r->inside);
+        assert_false(*seen & BIT(st));
+        *seen |= BIT(st);
+
+        if (st == SLOT_EXITED)
+                assert_string_equal(r->shown, "(as before)");
+        else
+                assert_string_equal(r->shown, worker_state_to_string(slot_state_to_public(st, 1)));
+
+        for (SlotEvent e = 0; e < _SLOT_EVENT_MAX; e++)
+                if (slot_decide(&(Slot) { .state = st }, e, NULL).legal)
+                        legal |= BIT(e);
+        doc_row_check(r->inside, doc_row_takes(r, event_name, _SLOT_EVENT_MAX), legal, event_name, _SLOT_EVENT_MAX);
 }
 
 /* docs/apiaryd.md's table of a slot's inner states says what the code does: each state's shown
  * state, and the events it takes (those slot_decide() finds legal there), each state once. */
 static void test_doc_table(void **state) {
-        char line[1024];
         unsigned seen = 0;
-        bool in_table = false;
-        FILE *f;
 
         if (!doc_path)
                 skip();
-        f = fopen(doc_path, "re");
-        assert_non_null(f);
-        while (fgets(line, sizeof(line), f)) {
-                char *p = line, *name, *shown, *events, *tok, *save = NULL;
-                unsigned documented = 0, legal = 0;
-                SlotState st;
-
-                if (strstr(line, "<!-- slot-states: begin -->"))
-                        in_table = true;
-                else if (strstr(line, "<!-- slot-states: end -->"))
-                        break;
-                if (!in_table || line[0] != '|' || strstr(line, "| inside |") || strstr(line, "| --- |"))
-                        continue;
-                p++;
-                name = next_cell(&p);
-                shown = next_cell(&p);
-                events = next_cell(&p);
-                assert_non_null(events);
-                for (st = 0; st < _SLOT_STATE_MAX; st++)
-                        if (strcmp(slot_state_to_string(st), name) == 0)
-                                break;
-                if (st == _SLOT_STATE_MAX)
-                        fail_msg("docs: no state \"%s\"", name);
-                assert_false(seen & BIT(st));
-                seen |= BIT(st);
-
-                if (st == SLOT_EXITED)
-                        assert_string_equal(shown, "(as before)");
-                else
-                        assert_string_equal(shown, worker_state_to_string(slot_state_to_public(st, 1)));
-
-                for (tok = strtok_r(events, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-                        SlotEvent e;
-
-                        for (e = 0; e < _SLOT_EVENT_MAX; e++)
-                                if (strcmp(slot_event_to_string(e), tok) == 0)
-                                        break;
-                        if (e == _SLOT_EVENT_MAX)
-                                fail_msg("docs: %s takes \"%s\", which is no event", name, tok);
-                        documented |= 1u << e;
-                }
-                for (SlotEvent e = 0; e < _SLOT_EVENT_MAX; e++)
-                        if (slot_decide(&(Slot) { .state = st }, e, NULL).legal)
-                                legal |= 1u << e;
-                if (documented != legal)
-                        for (SlotEvent e = 0; e < _SLOT_EVENT_MAX; e++)
-                                if (((documented ^ legal) >> e) & 1)
-                                        fail_msg("docs: %s %s %s, the code %s", name,
-                                                 (documented >> e) & 1 ? "takes" : "does not take",
-                                                 slot_event_to_string(e), (legal >> e) & 1 ? "does" : "does not");
-        }
-        fclose(f);
+        doc_table_foreach(doc_path, "slot-states", doc_row, &seen);
         assert_int_equal(seen, ALL_STATES);
 }
 
