@@ -405,11 +405,43 @@ static sd_bus *bus_next(Manager *m, BusIter *it) {
         return NULL;
 }
 
-void bus_emit_properties_changed_strv(Manager *m, const char *path, const char *interface, char **names) {
+static const sd_bus_vtable *interface_vtable(const char *interface) {
+        if (streq(interface, APIARY_MANAGER_INTERFACE))
+                return manager_vtable;
+        if (streq(interface, APIARY_POOL_INTERFACE))
+                return pool_vtable;
+        if (streq(interface, APIARY_WORKER_INTERFACE))
+                return worker_vtable;
+        return NULL;
+}
+
+static bool names_contain(const char *const *names, const char *name) {
+        for (; *names; names++)
+                if (streq(*names, name))
+                        return true;
+        return false;
+}
+
+void bus_emit_properties_changed_strv(Manager *m, const char *path, const char *interface, const char *const *names) {
+        const sd_bus_vtable *vt = interface_vtable(interface);
+        const char *ordered[64];
+        size_t n = 0;
         BusIter it = {};
 
+        /* In the order of the interface, whatever order they changed in: a signal reads the same
+         * each time (State first), as the documented examples show it. */
+        for (; vt && vt->type != _SD_BUS_VTABLE_END && n < ELEMENTSOF(ordered) - 1; vt++)
+                if ((vt->type == _SD_BUS_VTABLE_PROPERTY || vt->type == _SD_BUS_VTABLE_WRITABLE_PROPERTY) &&
+                    names_contain(names, vt->x.property.member))
+                        ordered[n++] = vt->x.property.member;
+        ordered[n] = NULL;
+        if (vt)
+                names = ordered;
+        if (!names[0])
+                return;
+
         for (sd_bus *bus; (bus = bus_next(m, &it));)
-                (void) sd_bus_emit_properties_changed_strv(bus, path, interface, names);
+                (void) sd_bus_emit_properties_changed_strv(bus, path, interface, (char **) names);
 }
 
 void bus_emit_object_added(Manager *m, const char *path) {
@@ -424,20 +456,4 @@ void bus_emit_object_removed(Manager *m, const char *path) {
 
         for (sd_bus *bus; (bus = bus_next(m, &it));)
                 (void) sd_bus_emit_object_removed(bus, path);
-}
-
-void bus_manager_emit_changed(Manager *m) {
-        bus_emit_properties_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State");
-}
-
-void bus_pool_emit_changed(Pool *p) {
-        p->ready_emitted = pool_workers_ready(p);
-        p->restarts_emitted = p->restarts;
-        bus_emit_properties_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "State", "FailureReason",
-                                    "WorkersReady", "Restarts");
-}
-
-void bus_worker_emit_changed(Worker *w) {
-        bus_emit_properties_changed(w->pool->manager, w->object_path, APIARY_WORKER_INTERFACE, "PID", "State",
-                                    "Restarts", "StartedAt", "LastExit");
 }

@@ -32,9 +32,9 @@
 int bus_api_register(Manager *m, sd_bus *bus);
 
 /* Signals go to the public bus and to every private connection. */
-void bus_emit_properties_changed_strv(Manager *m, const char *path, const char *interface, char **names);
-#define bus_emit_properties_changed(m, path, interface, ...) \
-        bus_emit_properties_changed_strv(m, path, interface, (char *[]) { __VA_ARGS__, NULL })
+/* The signals of the objects, on every bus we serve; the core's changes come here through
+ * ManagerObserver (changes.h), once per turn of the loop. */
+void bus_emit_properties_changed_strv(Manager *m, const char *path, const char *interface, const char *const *names);
 void bus_emit_object_added(Manager *m, const char *path);
 void bus_emit_object_removed(Manager *m, const char *path);
 
@@ -42,7 +42,4 @@ int bus_pool_path(const char *name, char **ret);
 int bus_worker_path(const char *pool_name, unsigned slot, char **ret);
 
 /* PropertiesChanged for what may have changed; no-ops without a bus. */
-void bus_manager_emit_changed(Manager *m);
-void bus_pool_emit_changed(Pool *p);
-void bus_worker_emit_changed(Worker *w);
 

@@ -10,6 +10,7 @@
 
 #include "build-config.h"
 #include "config/config.h"
+#include "daemon/bus-api.h"
 #include "daemon/bus-tasks.h"
 #include "daemon/manager.h"
 #include "util/log.h"
@@ -184,7 +185,12 @@ static int run(int argc, char *argv[]) {
 
         m->log_level_override = arg_log_level;
 
-        m->observer = (ManagerObserver) { .task_finished = bus_task_finished };
+        m->observer = (ManagerObserver) {
+                .task_finished = bus_task_finished,
+                .properties_changed = bus_emit_properties_changed_strv,
+                .object_added = bus_emit_object_added,
+                .object_removed = bus_emit_object_removed,
+        };
         r = manager_connect_bus(m);
         if (r < 0)
                 return EXIT_FAILURE;

@@ -68,7 +68,7 @@ static void manager_set_state(Manager *m, ManagerState state) {
         if (m->state == state)
                 return;
         m->state = state;
-        bus_manager_emit_changed(m);
+        manager_mark_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State");
 }
 
 /* Workers must not talk to systemd in our name, nor think they were socket-activated. */
@@ -198,6 +198,7 @@ void manager_pool_changed(Manager *m, Pool *p) {
                 /* Now, not at the loop's exit: there sd-bus flushes every connection still attached
                  * to it without a bound, and a peer that does not read would hold us forever. */
                 peer_server_stop(m);
+                manager_flush_changes(m);       /* the last of them: the loop runs no defer source now */
                 (void) sd_event_exit(m->event, m->exit_status);
         }
 }
@@ -359,6 +360,9 @@ int manager_new(Manager **ret, Config *config, const char *worker_path) {
         r = sd_event_default(&m->event);
         if (r < 0)
                 return r;
+        r = changes_init(m);
+        if (r < 0)
+                return r;
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_stop_signal, m);
         if (r < 0)
                 return r;
@@ -404,6 +408,7 @@ Manager *manager_free(Manager *m) {
         m->status_source = sd_event_source_disable_unref(m->status_source);
         m->gc_source = sd_event_source_disable_unref(m->gc_source);
         auth_done(m);
+        changes_done(m);
         m->bus = sd_bus_flush_close_unref(m->bus);
         m->event = sd_event_unref(m->event);
         config_free(m->config);

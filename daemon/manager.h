@@ -8,6 +8,7 @@
 #include <systemd/sd-id128.h>
 
 #include "config/config.h"
+#include "daemon/changes.h"
 #include "daemon/pool.h"
 
 #define STATUS_INTERVAL_USEC (100 * USEC_PER_MSEC)
@@ -25,11 +26,16 @@ typedef enum ManagerState {
  * message itself. */
 typedef struct ManagerObserver {
         void (*task_finished)(Task *t, bool ok, const void *data, size_t size);
+        /* Once per turn of the loop, for each object that changed (changes.h). */
+        void (*properties_changed)(Manager *m, const char *path, const char *interface, const char *const *names);
+        void (*object_added)(Manager *m, const char *path);
+        void (*object_removed)(Manager *m, const char *path);
 } ManagerObserver;
 
 typedef struct Manager {
         const char *version;
         ManagerObserver observer;
+        Changes changes;                /* property changes not signalled yet */
         sd_event *event;
         sd_bus *bus;                    /* the public bus, from Bus= */
         Config *config;
@@ -58,7 +64,7 @@ typedef struct Manager {
         int exit_status;
         int log_level_override;         /* --log-level, or -1: LogLevel= decides */
         sd_event_source *gc_source;     /* frees pools a reload removed, once idle */
-        bool exiting;                   /* the loop was told to exit */                /* what apiaryd exits with once stopped */
+        bool exiting;                   /* the loop was told to exit */
         char *status;                   /* last STATUS= sent */
         usec_t status_sent_usec;        /* CLOCK_MONOTONIC, when */
         sd_event_source *status_source; /* a STATUS= update held back by the rate limit */

@@ -59,6 +59,11 @@ bool pool_can_be_freed(const Pool *p) {
                p->queue.length == 0;
 }
 
+void pool_mark_changed(Pool *p) {
+        manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "State", "FailureReason", "WorkersReady",
+                             "Restarts");
+}
+
 /* Frees the slots above n_wanted once their workers are gone, highest first. */
 static void pool_trim(Pool *p) {
         Manager *m = p->manager;
@@ -68,10 +73,10 @@ static void pool_trim(Pool *p) {
 
                 if (w->life.state != SLOT_DEAD)
                         return;
-                bus_emit_object_removed(m, w->object_path);
+                manager_object_removed(m, w->object_path, APIARY_WORKER_INTERFACE);
                 worker_free(w);
                 p->workers[--p->n_workers] = NULL;
-                bus_emit_properties_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers");
+                manager_mark_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers");
         }
 }
 
@@ -81,8 +86,6 @@ void pool_worker_changed(Pool *p, Worker *w) {
 
         (void) pool_event(p, POOL_EVENT_SLOTS, &(PoolEventArgs) { .changed = w });
         pool_trim(p);           /* W may be gone from here on */
-        if (pool_workers_ready(p) != p->ready_emitted || p->restarts != p->restarts_emitted)
-                bus_pool_emit_changed(p);
 }
 
 int pool_start(Pool *p) {
@@ -116,7 +119,7 @@ void pool_set_paused(Pool *p, bool paused) {
                 return;
         p->paused = paused;
         log_pool(LOG_NOTICE, p, "Dispatch %s.", paused ? "paused" : "resumed");
-        bus_emit_properties_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Paused");
+        manager_mark_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Paused");
         if (!paused)
                 pool_dispatch(p);
 }
@@ -147,7 +150,7 @@ int pool_scale(Pool *p, unsigned n) {
                                 return r;
                         p->settled[i] = false;
                         p->n_workers++;
-                        bus_emit_object_added(m, p->workers[i]->object_path);
+                        manager_object_added(m, p->workers[i]->object_path);
                 }
         }
         p->n_wanted = n;
@@ -162,7 +165,7 @@ int pool_scale(Pool *p, unsigned n) {
                         worker_revive(w);
         }
 
-        bus_emit_properties_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers", "WorkersWanted");
+        manager_mark_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers", "WorkersWanted");
         pool_trim(p);
         (void) pool_event(p, POOL_EVENT_SLOTS, NULL);
         return 0;
@@ -218,7 +221,7 @@ static void pool_publish(Pool *p) {
         log_pool(shown == POOL_FAILED ? LOG_ERR : LOG_INFO, p, "Pool %s → %s.", pool_state_to_string(p->state),
                  pool_state_to_string(shown));
         p->state = shown;
-        bus_pool_emit_changed(p);
+        pool_mark_changed(p);
 }
 
 /* Replaces the worker of p->rolling_slot, or the next one that can be; ROLL_DONE past the last. */

@@ -28,8 +28,6 @@ typedef struct Pool {
         bool *settled;                  /* per slot: it has been ready, or backoff, or dead, since the start */
 
         uint64_t restarts;              /* worker restarts over the pool's life */
-        unsigned ready_emitted;         /* WorkersReady and Restarts as last signalled */
-        uint64_t restarts_emitted;
         char *failure_reason;           /* why the pool last failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
 
@@ -75,6 +73,9 @@ bool pool_can_be_freed(const Pool *p);
 /* Stops every worker and marks the pool failed with REASON; retries after FailedRetrySec. */
 void pool_fail(Pool *p, const char *reason);
 
+/* Its State, FailureReason, WorkersReady or Restarts changed: the group is signalled, once this
+ * turn of the loop (changes.h). */
+void pool_mark_changed(Pool *p);
 /* Called by a worker of the pool whenever its state changed. */
 void pool_worker_changed(Pool *p, Worker *w);
 

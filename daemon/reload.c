@@ -35,8 +35,8 @@ static int on_gc(sd_event_source *s, void *userdata) {
 
                         log_ctx(LOG_INFO, &ctx, "Pool removed.");
                         for (unsigned j = 0; j < p->n_workers; j++)
-                                bus_emit_object_removed(m, p->workers[j]->object_path);
-                        bus_emit_object_removed(m, p->object_path);
+                                manager_object_removed(m, p->workers[j]->object_path, APIARY_WORKER_INTERFACE);
+                        manager_object_removed(m, p->object_path, APIARY_POOL_INTERFACE);
                         pool_free(p);
                         changed = true;
                         continue;
@@ -45,7 +45,7 @@ static int on_gc(sd_event_source *s, void *userdata) {
         }
         m->n_pools = k;
         if (changed)
-                bus_emit_properties_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools");
+                manager_mark_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools");
         return 0;
 }
 
@@ -83,8 +83,8 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
         pool_config_free(p->config);
         p->config = pc;
         worker_limits_changed(p, old_burst);
-        bus_emit_properties_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
-                                    "QueueBytesLimit", "Concurrency");
+        manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
+                             "QueueBytesLimit", "Concurrency");
 
         if (p->n_wanted != pc->workers) {
                 r = pool_scale(p, pc->workers);
@@ -131,7 +131,7 @@ int manager_reload(Manager *m, char **ret_error) {
         (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading",
                           (unsigned long long) now_usec(CLOCK_MONOTONIC));
         m->state = MANAGER_RELOADING;
-        bus_manager_emit_changed(m);
+        manager_mark_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State");
 
         /* What only a restart can change stays as it is. */
         c->bus = m->config->bus;
@@ -174,7 +174,7 @@ int manager_reload(Manager *m, char **ret_error) {
                 }
                 log_info("Pool %s added.", pc->name);
                 pools[n++] = p;
-                bus_emit_object_added(m, p->object_path);
+                manager_object_added(m, p->object_path);
                 r = pool_start(p);
                 if (r < 0)
                         log_error_errno(r, "Failed to start the new pool %s: %m", pc->name);
@@ -206,8 +206,8 @@ int manager_reload(Manager *m, char **ret_error) {
         m->config = TAKE_PTR(c);
 
         m->state = MANAGER_RUNNING;
-        bus_manager_emit_changed(m);
-        bus_emit_properties_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools");
+        manager_mark_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State");
+        manager_mark_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools");
         manager_schedule_gc(m);
         (void) sd_notify(false, "READY=1");
         manager_pool_changed(m, NULL);

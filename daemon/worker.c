@@ -42,13 +42,23 @@ bool worker_is_running(const Worker *w) {
  * that a slot goes from one shown state to the next without those in between. The pool hears of
  * it too, unless it is about to fail (which looks at every slot itself). The pool may free W
  * here, when it was scaled away and is dead: nothing touches W after this. */
+/* Its group of properties is signalled this turn of the loop (changes.h), before its pool's. */
+static void worker_mark_changed(Worker *w) {
+        manager_mark_changed(w->pool->manager, w->object_path, APIARY_WORKER_INTERFACE, "PID", "State", "Restarts",
+                             "StartedAt", "LastExit");
+}
+
 static void worker_publish(Worker *w, bool tell_pool) {
         WorkerState shown = slot_state_to_public(w->life.state, w->in_flight.length);
+        bool was_ready;
 
         if (shown < 0 || shown == w->state)
                 return;
+        was_ready = IN_SET(w->state, WORKER_READY, WORKER_BUSY);
         w->state = shown;
-        bus_worker_emit_changed(w);
+        worker_mark_changed(w);
+        if (IN_SET(shown, WORKER_READY, WORKER_BUSY) != was_ready)
+                pool_mark_changed(w->pool);
         if (tell_pool)
                 pool_worker_changed(w->pool, w);
 }
@@ -600,6 +610,8 @@ static SlotEvent worker_act(Worker *w, const SlotDecision *d, SlotState was, con
         if (a & SLOT_ACTION_COUNT_RESTART) {
                 w->restarts++;
                 p->restarts++;
+                worker_mark_changed(w);
+                pool_mark_changed(p);
         }
         if ((a & SLOT_ACTION_FORK) && zygote_fork(p, w) < 0)
                 then = SLOT_EVENT_FORK_FAILED;

@@ -34,8 +34,7 @@ static void zygote_set_state(Zygote *z, ZygoteState state) {
                 return;
         z->state = state;
         if (z->pool)
-                bus_emit_properties_changed(z->pool->manager, z->pool->object_path, APIARY_POOL_INTERFACE,
-                                            "ZygotePID");
+                manager_mark_changed(z->pool->manager, z->pool->object_path, APIARY_POOL_INTERFACE, "ZygotePID");
 }
 
 /* The Fork() calls that will get no answer now: their slots are spawned instead (or, if they
@@ -228,7 +227,7 @@ void zygote_stop(Pool *p) {
         if (!z)
                 return;
         if (z->state == ZYGOTE_READY)
-                bus_emit_properties_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "ZygotePID");
+                manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "ZygotePID");
         if (z->pid > 0 && z->child_source) {
                 /* It holds no task and sits in epoll_wait(): SIGKILL ends it at once, and we reap
                  * it right here, so that no zombie stays behind, not even when apiaryd exits next.

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "tests/harness.h"
+#include "util/macro.h"
 
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define WORKER_IFACE "org.apiary.Apiary1.Worker"
@@ -184,6 +185,74 @@ static void test_killed_worker_is_replaced(void **state) {
         assert_int_equal(test_worker_pid(d, "echo", 0), other);
         assert_int_equal(test_get_u64(d, echo, POOL_IFACE, "Restarts"), 3);
         test_wait_pool_state(d, "echo", "running");
+}
+
+/* What PropertiesChanged said of pool echo and its slot 1: "echo/1 starting", "echo degraded", … */
+static int on_echo_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        GPtrArray *seen = userdata;
+        const char *path = sd_bus_message_get_path(m), *iface, *name, *value = NULL;
+        g_autoptr(GString) names = g_string_new(NULL);
+        const char *who;
+
+        if (streq(path, "/org/apiary/Apiary1/pool/echo"))
+                who = "echo";
+        else if (streq(path, "/org/apiary/Apiary1/pool/echo/1"))
+                who = "echo/1";
+        else
+                return 0;
+        assert_true(sd_bus_message_read(m, "s", &iface) > 0);
+        assert_true(sd_bus_message_enter_container(m, 'a', "{sv}") > 0);
+        while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+                assert_true(sd_bus_message_read(m, "s", &name) > 0);
+                g_string_append_printf(names, "%s%s", names->len ? "," : "", name);
+                if (streq(name, "State"))
+                        assert_true(sd_bus_message_read(m, "v", "s", &value) > 0);
+                else
+                        assert_true(sd_bus_message_skip(m, "v") >= 0);
+                assert_true(sd_bus_message_exit_container(m) >= 0);
+        }
+        /* Each signal carries its interface's whole group (docs/dbus-api.md). */
+        assert_string_equal(names->str, streq(who, "echo") ? "State,FailureReason,WorkersReady,Restarts"
+                                                           : "PID,State,Restarts,StartedAt,LastExit");
+        assert_non_null(value);
+        g_ptr_array_add(seen, g_strdup_printf("%s %s", who, value));
+        return 0;
+}
+
+/* A crash and its replacement as the bus tells it: each change once, the slot before its pool,
+ * in the order they happened (docs/dbus-api.md, "busctl monitor"). */
+static void test_crash_signals(void **state) {
+        static const char *const expected[] = { "echo/1 starting", "echo degraded", "echo/1 ready", "echo running" };
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autoptr(GPtrArray) seen = g_ptr_array_new_with_free_func(g_free);
+        usec_t deadline;
+        pid_t old;
+
+        test_daemon_start(d, &f->bus, two_pools, true);
+        test_wait_pool_state(d, "echo", "running");
+        assert_true(sd_bus_match_signal(d->bus, NULL, "org.apiary.Apiary1", NULL, "org.freedesktop.DBus.Properties",
+                                        "PropertiesChanged", on_echo_changed, seen) >= 0);
+        while (sd_bus_process(d->bus, NULL) > 0)
+                ;
+        g_ptr_array_set_size(seen, 0);
+
+        old = test_worker_pid(d, "echo", 1);
+        assert_int_equal(kill(old, SIGSEGV), 0);
+        deadline = now_usec(CLOCK_MONOTONIC) + TEST_TIMEOUT_USEC;
+        while (seen->len < ELEMENTSOF(expected) && now_usec(CLOCK_MONOTONIC) < deadline)
+                if (sd_bus_process(d->bus, NULL) == 0)
+                        (void) sd_bus_wait(d->bus, 100 * USEC_PER_MSEC);
+        /* Anything more that was to come has come by now. */
+        (void) sd_bus_wait(d->bus, 200 * USEC_PER_MSEC);
+        while (sd_bus_process(d->bus, NULL) > 0)
+                ;
+
+        for (unsigned i = 0; i < seen->len; i++)
+                print_message("signal %u: %s\n", i, (const char *) seen->pdata[i]);
+        assert_int_equal(seen->len, ELEMENTSOF(expected));
+        for (unsigned i = 0; i < ELEMENTSOF(expected); i++)
+                assert_string_equal(seen->pdata[i], expected[i]);
 }
 
 static bool loop_workers_dead(TestDaemon *d, const void *userdata) {
@@ -443,6 +512,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_ready_status_and_objects, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_killed_worker_is_replaced, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_crash_signals, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_crash_loop_fails_only_its_pool, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_failed_pool_retries_by_itself, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_bad_plugins_fail_cleanly, test_fixture_setup, test_fixture_teardown),
