@@ -173,13 +173,7 @@ static int worker_send_tasks(Worker *w, unsigned n) {
         unsigned k = 0;
         int r;
 
-        r = sd_bus_message_new_method_call(w->link, &m, NULL, WORKER_OBJECT_PATH, WORKER_INTERFACE, "Dispatch");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_set_expect_reply(m, false);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(m, 'a', "(tay)");
+        r = task_codec_new_dispatch(w->link, &m);
         if (r < 0)
                 return r;
 
@@ -187,13 +181,7 @@ static int worker_send_tasks(Worker *w, unsigned n) {
         while (k < n && p->queue.length > 0 && (k == 0 || bytes < DISPATCH_BYTES_MAX)) {
                 Task *t = g_queue_peek_head(&p->queue);
 
-                r = sd_bus_message_open_container(m, 'r', "tay");
-                if (r >= 0)
-                        r = sd_bus_message_append(m, "t", t->id);
-                if (r >= 0)
-                        r = sd_bus_message_append_array(m, 'y', t->payload, t->payload_size);
-                if (r >= 0)
-                        r = sd_bus_message_close_container(m);
+                r = task_codec_add_task(m, t->id, t->payload, t->payload_size);
                 if (r < 0) {
                         if (k == 0)
                                 /* Not even alone: too big for a message, say. */
@@ -211,7 +199,7 @@ static int worker_send_tasks(Worker *w, unsigned n) {
         if (k == 0)
                 return 0;
 
-        r = sd_bus_message_close_container(m);
+        r = task_codec_close(m);
         if (r >= 0)
                 r = sd_bus_send(w->link, m, NULL);
         if (r < 0) {

@@ -20,6 +20,7 @@
 #include "daemon/task.h"
 #include "daemon/worker.h"
 #include "daemon/zygote.h"
+#include "ipc/link-calls.h"
 #include "ipc/link-supervisor.h"
 #include "ipc/link.h"
 #include "ipc/protocol.h"
@@ -113,7 +114,7 @@ static int link_method_ready(sd_bus_message *msg, void *userdata, sd_bus_error *
         WorkerEventArgs args = { .ready_call = msg };
         int r;
 
-        r = sd_bus_message_read(msg, "sst", &args.plugin_name, &args.plugin_version, &args.ready_when);
+        r = link_read_ready(msg, &args.plugin_name, &args.plugin_version, &args.ready_when);
         if (r < 0)
                 return r;
         if (w->life.state == SLOT_STARTING && !worker_check_peer(w)) {
@@ -149,7 +150,7 @@ static int link_method_failed(sd_bus_message *msg, void *userdata, sd_bus_error 
         const char *name, *message;
         int r;
 
-        r = sd_bus_message_read(msg, "ss", &name, &message);
+        r = link_read_failed(msg, &name, &message);
         if (r < 0)
                 return r;
 

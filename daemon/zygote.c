@@ -14,6 +14,7 @@
 #include "daemon/reaper.h"
 #include "daemon/worker.h"
 #include "daemon/zygote.h"
+#include "ipc/link-calls.h"
 #include "ipc/link.h"
 #include "ipc/protocol.h"
 #include "util/log.h"
@@ -132,7 +133,7 @@ static int zygote_method_failed(sd_bus_message *msg, void *userdata, sd_bus_erro
         const char *name, *message;
         int r;
 
-        r = sd_bus_message_read(msg, "ss", &name, &message);
+        r = link_read_failed(msg, &name, &message);
         if (r < 0)
                 return r;
         log_zygote(LOG_NOTICE, z, "Zygote cannot load the plugin: %s", message);
@@ -285,12 +286,12 @@ static void zygote_distrust(Pool *p) {
 /* The answer to Fork(): the new worker's PID, or why there is none (then: spawn). */
 static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
         const sd_bus_error *e = sd_bus_message_get_error(reply);
-        uint32_t pid;
+        pid_t pid;
         int pidfd, r;
 
         w->fork_slot = sd_bus_slot_unref(w->fork_slot);
 
-        if (e || sd_bus_message_read(reply, "u", &pid) <= 0 || pid == 0) {
+        if (link_read_fork_reply(reply, &pid) < 0) {
                 log_worker(LOG_WARNING, w, "The zygote did not fork the worker (%s), spawning it instead.",
                            e ? e->message ?: e->name : "malformed reply");
                 w->ready_call = sd_bus_message_unref(w->ready_call);
@@ -302,11 +303,11 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
         /* The zygote runs plugin code, and may say anything: a PID is trusted only once it is
          * known to be a child of ours (CLONE_PARENT) that no slot has already. Being our child,
          * it cannot be reaped and reused but by us. That it holds the link is checked at Ready(). */
-        r = zygote_verify_child(w, (pid_t) pid, &pidfd);
+        r = zygote_verify_child(w, pid, &pidfd);
         if (r < 0) {
                 Pool *p = w->pool;      /* W may be freed by the pool once dead */
 
-                log_worker(LOG_ERR, w, "The zygote answered PID %" PRIu32 ", which is %s: not trusting it, "
+                log_worker(LOG_ERR, w, "The zygote answered PID %i, which is %s: not trusting it, "
                            "stopping the zygote and spawning the worker instead.", pid,
                            r == -ECHILD ? "not a child of apiaryd" : "another process of apiaryd's");
                 w->ready_call = sd_bus_message_unref(w->ready_call);
@@ -315,7 +316,7 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
                 zygote_distrust(p);
                 return 0;
         }
-        w->pid = (pid_t) pid;
+        w->pid = pid;
         worker_forked(w, pidfd);        /* watched through PIDFD, or by PID if it is < 0 */
         return 0;
 }
@@ -330,7 +331,6 @@ static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
 }
 
 int zygote_fork(Pool *p, Worker *w) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_(closep) int fd_worker = -1, fd_supervisor = -1;
         Zygote *z = p->zygote;
         int sv[2], r;
@@ -343,15 +343,9 @@ int zygote_fork(Pool *p, Worker *w) {
         fd_supervisor = sv[0];
         fd_worker = sv[1];
 
-        r = sd_bus_message_new_method_call(z->link, &m, NULL, ZYGOTE_OBJECT_PATH, ZYGOTE_INTERFACE, "Fork");
-        if (r < 0)
-                return r;
         /* sd-bus sends a copy of the fd; ours is closed on return. */
         worker_note_link_end(w, fd_worker);
-        r = sd_bus_message_append(m, "uh", (uint32_t) w->slot, fd_worker);
-        if (r < 0)
-                return r;
-        r = sd_bus_call_async(z->link, &w->fork_slot, m, on_fork_reply, w, FORK_TIMEOUT_USEC);
+        r = link_call_fork(z->link, (uint32_t) w->slot, fd_worker, FORK_TIMEOUT_USEC, on_fork_reply, w, &w->fork_slot);
         if (r < 0)
                 return r;
 

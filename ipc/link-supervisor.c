@@ -2,12 +2,12 @@
 #include <errno.h>
 
 #include "apiary/plugin.h"
+#include "ipc/link-calls.h"
 #include "ipc/link-supervisor.h"
 #include "ipc/protocol.h"
 #include "util/macro.h"
 
 static int on_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         LinkSupervisor *s = userdata;
         char *const *keys, *const *values;
         const char *path;
@@ -15,7 +15,7 @@ static int on_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         size_t n;
         int r;
 
-        r = sd_bus_message_read(msg, "u", &abi);
+        r = link_read_hello(msg, &abi);
         if (r < 0)
                 return r;
         if (abi != APIARY_PLUGIN_ABI_VERSION)
@@ -24,24 +24,7 @@ static int on_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                                          abi, APIARY_PLUGIN_ABI_VERSION);
 
         s->ops->hello(s->userdata, &path, &keys, &values, &n);
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(reply, "s", path);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'a', "(ss)");
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n; i++) {
-                r = sd_bus_message_append(reply, "(ss)", keys[i], values[i]);
-                if (r < 0)
-                        return r;
-        }
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return link_reply_hello(msg, path, keys, values, n);
 }
 
 static int forward(sd_bus_message_handler_t handler, sd_bus_message *msg, LinkSupervisor *s, sd_bus_error *error) {
@@ -77,26 +60,19 @@ static int on_results(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
 
 static const sd_bus_vtable link_supervisor_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD_WITH_ARGS("Hello",
-                                SD_BUS_ARGS("u", abi_version),
-                                SD_BUS_RESULT("s", plugin_path, "a(ss)", config),
-                                on_hello, 0),
-        SD_BUS_METHOD_WITH_ARGS("Ready",
-                                SD_BUS_ARGS("s", plugin_name, "s", plugin_version, "t", monotonic_usec),
-                                SD_BUS_NO_RESULT,
-                                on_ready, 0),
-        SD_BUS_METHOD_WITH_ARGS("Failed",
-                                SD_BUS_ARGS("s", error_name, "s", message),
-                                SD_BUS_NO_RESULT,
-                                on_failed, 0),
-        SD_BUS_METHOD_WITH_ARGS("Submit",
-                                SD_BUS_ARGS("s", pool, "ay", payload),
-                                SD_BUS_RESULT("ay", result),
-                                on_submit, 0),
-        SD_BUS_METHOD_WITH_ARGS("Results",
-                                SD_BUS_ARGS("a(tbay)", results),
-                                SD_BUS_NO_RESULT,
-                                on_results, SD_BUS_VTABLE_METHOD_NO_REPLY),
+        SD_BUS_METHOD_WITH_NAMES("Hello", LINK_HELLO_IN, SD_BUS_PARAM(abi_version),
+                                 LINK_HELLO_OUT, SD_BUS_PARAM(plugin_path) SD_BUS_PARAM(config),
+                                 on_hello, 0),
+        SD_BUS_METHOD_WITH_NAMES("Ready", LINK_READY_IN,
+                                 SD_BUS_PARAM(plugin_name) SD_BUS_PARAM(plugin_version) SD_BUS_PARAM(monotonic_usec),
+                                 NULL,, on_ready, 0),
+        SD_BUS_METHOD_WITH_NAMES("Failed", LINK_FAILED_IN, SD_BUS_PARAM(error_name) SD_BUS_PARAM(message),
+                                 NULL,, on_failed, 0),
+        SD_BUS_METHOD_WITH_NAMES("Submit", LINK_SUBMIT_IN, SD_BUS_PARAM(pool) SD_BUS_PARAM(payload),
+                                 LINK_SUBMIT_OUT, SD_BUS_PARAM(result),
+                                 on_submit, 0),
+        SD_BUS_METHOD_WITH_NAMES("Results", LINK_RESULTS_IN, SD_BUS_PARAM(results),
+                                 NULL,, on_results, SD_BUS_VTABLE_METHOD_NO_REPLY),
         SD_BUS_VTABLE_END
 };
 

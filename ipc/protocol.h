@@ -19,6 +19,23 @@
 #define ZYGOTE_OBJECT_PATH "/org/apiary/Zygote"
 #define ZYGOTE_INTERFACE "org.apiary.Zygote1"
 
+/* The signature of each call, written once: the vtables that serve the calls
+ * (ipc/link-supervisor.c, worker/task-link.c, worker/zygote.c) and the codecs that write and read
+ * them (ipc/task-codec.c, ipc/link-calls.c) use these. */
+#define LINK_SETTING "ss"                               /* one key=value of the plugin's configuration */
+#define LINK_HELLO_IN "u"                               /* abi_version */
+#define LINK_HELLO_OUT "sa(" LINK_SETTING ")"           /* plugin_path, config */
+#define LINK_READY_IN "sst"                             /* plugin_name, plugin_version, monotonic_usec */
+#define LINK_FAILED_IN "ss"                             /* error_name, message */
+#define LINK_SUBMIT_IN "say"                            /* pool, payload */
+#define LINK_SUBMIT_OUT "ay"                            /* result */
+#define LINK_RESULT "tbay"                              /* id, ok, data */
+#define LINK_RESULTS_IN "a(" LINK_RESULT ")"            /* results */
+#define LINK_TASK "tay"                                 /* id, payload */
+#define LINK_DISPATCH_IN "a(" LINK_TASK ")"             /* tasks */
+#define LINK_FORK_IN "uh"                               /* slot, link */
+#define LINK_FORK_OUT "u"                               /* pid */
+
 #define WORKER_ERROR_LOAD "org.apiary.Worker1.Error.Load"
 #define WORKER_ERROR_INIT "org.apiary.Worker1.Error.Init"
 

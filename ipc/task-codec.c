@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 
+#include "ipc/protocol.h"
 #include "ipc/task-codec.h"
 
 int task_codec_read_dispatch(sd_bus_message *m, task_codec_dispatch_fn fn, void *userdata) {
@@ -9,10 +10,10 @@ int task_codec_read_dispatch(sd_bus_message *m, task_codec_dispatch_fn fn, void 
         size_t size;
         int r;
 
-        r = sd_bus_message_enter_container(m, 'a', "(tay)");
+        r = sd_bus_message_enter_container(m, 'a', "(" LINK_TASK ")");
         if (r < 0)
                 return r;
-        while ((r = sd_bus_message_enter_container(m, 'r', "tay")) > 0) {
+        while ((r = sd_bus_message_enter_container(m, 'r', LINK_TASK)) > 0) {
                 r = sd_bus_message_read(m, "t", &id);
                 if (r < 0)
                         return r;
@@ -37,10 +38,10 @@ int task_codec_read_results(sd_bus_message *m, task_codec_result_fn fn, void *us
         size_t size;
         int ok, r;
 
-        r = sd_bus_message_enter_container(m, 'a', "(tbay)");
+        r = sd_bus_message_enter_container(m, 'a', "(" LINK_RESULT ")");
         if (r < 0)
                 return r;
-        while ((r = sd_bus_message_enter_container(m, 'r', "tbay")) > 0) {
+        while ((r = sd_bus_message_enter_container(m, 'r', LINK_RESULT)) > 0) {
                 r = sd_bus_message_read(m, "tb", &id, &ok);
                 if (r < 0)
                         return r;
@@ -57,4 +58,61 @@ int task_codec_read_results(sd_bus_message *m, task_codec_result_fn fn, void *us
         if (r < 0)
                 return r;
         return sd_bus_message_exit_container(m);
+}
+
+/* A no-reply call of LINK on PATH's INTERFACE, its array of ELEMENT open. */
+static int new_array_call(sd_bus *link, const char *path, const char *interface, const char *member,
+                          const char *element, sd_bus_message **ret) {
+        sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(link, &m, NULL, path, interface, member);
+        if (r >= 0)
+                r = sd_bus_message_set_expect_reply(m, false);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', element);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return r;
+        }
+        *ret = m;
+        return 0;
+}
+
+int task_codec_new_dispatch(sd_bus *link, sd_bus_message **ret) {
+        return new_array_call(link, WORKER_OBJECT_PATH, WORKER_INTERFACE, "Dispatch", "(" LINK_TASK ")", ret);
+}
+
+int task_codec_add_task(sd_bus_message *m, uint64_t id, const void *payload, size_t size) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'r', LINK_TASK);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "t", id);
+        if (r >= 0)
+                r = sd_bus_message_append_array(m, 'y', payload, size);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+int task_codec_new_results(sd_bus *link, sd_bus_message **ret) {
+        return new_array_call(link, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Results", "(" LINK_RESULT ")", ret);
+}
+
+int task_codec_add_result(sd_bus_message *m, uint64_t id, bool ok, const void *data, size_t size) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'r', LINK_RESULT);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "tb", id, (int) ok);
+        if (r >= 0)
+                r = sd_bus_message_append_array(m, 'y', data, size);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+int task_codec_close(sd_bus_message *m) {
+        return sd_bus_message_close_container(m);
 }

@@ -22,6 +22,7 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
+#include "ipc/link-calls.h"
 #include "ipc/link.h"
 #include "ipc/protocol.h"
 #include "util/log.h"
@@ -200,49 +201,65 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return sd_event_exit(sd_event_source_get_event(s), WORKER_EXIT_OK);
 }
 
+typedef struct Settings {
+        char **keys, **values;
+        size_t n, allocated;
+} Settings;
+
+static int add_setting(const char *key, const char *value, void *userdata) {
+        Settings *s = userdata;
+
+        if (s->n + 1 >= s->allocated) {
+                char **keys, **values;
+
+                s->allocated = s->allocated * 2 + 8;
+                keys = reallocarray(s->keys, s->allocated, sizeof(char *));
+                if (keys)
+                        s->keys = keys;
+                values = reallocarray(s->values, s->allocated, sizeof(char *));
+                if (values)
+                        s->values = values;
+                if (!keys || !values)
+                        return -ENOMEM;
+        }
+        s->keys[s->n] = strdup(key);
+        s->values[s->n] = strdup(value);
+        if (!s->keys[s->n] || !s->values[s->n])
+                return -ENOMEM;
+        s->n++;
+        return 0;
+}
+
 /* Hello() → (s plugin_path, a(ss) config): what this worker is to run. */
 static int call_hello(Context *c, char **ret_path, char ***ret_keys, char ***ret_values, size_t *ret_n) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        char **keys = NULL, **values = NULL;
-        const char *path, *k, *v;
-        size_t n = 0, allocated = 0;
+        Settings s = {};
+        const char *path;
         int r;
 
-        r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Hello",
-                               &error, &reply, "u", (uint32_t) APIARY_PLUGIN_ABI_VERSION);
+        r = link_call_hello(c->bus, APIARY_PLUGIN_ABI_VERSION, &error, &reply);
         if (r < 0)
                 return log_error_errno(r, "Hello to apiaryd failed: %s", error.message ?: strerror(-r));
 
-        r = sd_bus_message_read(reply, "s", &path);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', "(ss)");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_read(reply, "(ss)", &k, &v)) > 0) {
-                if (n + 1 >= allocated) {
-                        allocated = allocated * 2 + 8;
-                        keys = reallocarray(keys, allocated, sizeof(char *));
-                        values = reallocarray(values, allocated, sizeof(char *));
-                        if (!keys || !values)
-                                return -ENOMEM;
-                }
-                keys[n] = strdup(k);
-                values[n] = strdup(v);
-                if (!keys[n] || !values[n])
-                        return -ENOMEM;
-                n++;
+        r = link_read_hello_reply(reply, &path, add_setting, &s);
+        if (r >= 0) {
+                *ret_path = strdup(path);
+                if (!*ret_path)
+                        r = -ENOMEM;
         }
-        if (r < 0)
+        if (r < 0) {
+                for (size_t i = 0; i < s.n; i++) {
+                        free(s.keys[i]);
+                        free(s.values[i]);
+                }
+                free(s.keys);
+                free(s.values);
                 return r;
-
-        *ret_path = strdup(path);
-        if (!*ret_path)
-                return -ENOMEM;
-        *ret_keys = keys;
-        *ret_values = values;
-        *ret_n = n;
+        }
+        *ret_keys = s.keys;
+        *ret_values = s.values;
+        *ret_n = s.n;
         return 0;
 }
 
@@ -258,8 +275,7 @@ int report_failure(Context *c, const char *error_name, const char *message) {
         int r;
 
         log_ctx(LOG_ERR, &ctx, "%s", message);
-        r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Failed",
-                               NULL, NULL, "ss", error_name, message);
+        r = link_call_failed(c->bus, error_name, message);
         if (r < 0)
                 log_debug_errno(r, "Failed to report the failure to apiaryd, ignoring: %m");
         return r;
@@ -354,10 +370,8 @@ int worker_serve(Context *c) {
 int ready_and_serve(Context *c) {
         int r;
 
-        r = sd_bus_call_method(c->bus, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Ready",
-                               NULL, NULL, "sst",
-                               strempty(c->plugin.plugin->name), strempty(c->plugin.plugin->version),
-                               (uint64_t) now_usec(CLOCK_MONOTONIC));
+        r = link_call_ready(c->bus, strempty(c->plugin.plugin->name), strempty(c->plugin.plugin->version),
+                            now_usec(CLOCK_MONOTONIC));
         if (r < 0) {
                 log_error_errno(r, "Failed to report readiness to apiaryd: %m");
                 return WORKER_EXIT_LINK;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ipc/link-calls.h"
 #include "ipc/protocol.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -314,7 +315,7 @@ static int submit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret
 
                 req->callback(0, text, strlen(text), req->userdata);
         } else {
-                r = sd_bus_message_read_array(reply, 'y', &data, &size);
+                r = link_read_submit_reply(reply, &data, &size);
                 if (r < 0) {
                         static const char bad[] = "malformed reply from apiaryd";
                         req->callback(0, bad, sizeof(bad) - 1, req->userdata);
@@ -327,7 +328,6 @@ static int submit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret
 
 static int host_submit(const struct apiary_host *host, const char *pool, const void *payload, size_t size,
                        apiary_result_fn callback, void *userdata) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         PluginHost *h = host_of(host);
         SubmitRequest *req;
         int r;
@@ -337,23 +337,12 @@ static int host_submit(const struct apiary_host *host, const char *pool, const v
         if (!h->link)
                 return -ENOTCONN;       /* apiary-worker --oneshot: no apiaryd to submit to */
 
-        r = sd_bus_message_new_method_call(h->link, &m, NULL, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Submit");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "s", pool);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append_array(m, 'y', payload, size);
-        if (r < 0)
-                return r;
-
         req = malloc(sizeof(*req));
         if (!req)
                 return -ENOMEM;
         *req = (SubmitRequest) { .callback = callback, .userdata = userdata };
 
-        /* No bus timeout: the task takes as long as its pool lets it. */
-        r = sd_bus_call_async(h->link, NULL, m, submit_reply, req, UINT64_MAX);
+        r = link_call_submit(h->link, pool, payload, size, submit_reply, req);
         if (r < 0) {
                 free(req);
                 return r;

@@ -26,7 +26,7 @@ static int results_send(TaskLink *l) {
         l->n_results = 0;
         if (!m)
                 return 0;
-        r = sd_bus_message_close_container(m);
+        r = task_codec_close(m);
         if (r < 0)
                 return r;
         return sd_bus_send(l->link, m, NULL);
@@ -54,25 +54,12 @@ static int results_append(TaskLink *l, uint64_t id, bool ok, const void *data, s
                         return r;
         }
         if (!l->results) {
-                r = sd_bus_message_new_method_call(l->link, &l->results, NULL, SUPERVISOR_OBJECT_PATH,
-                                                   SUPERVISOR_INTERFACE, "Results");
-                if (r >= 0)
-                        r = sd_bus_message_set_expect_reply(l->results, false);
-                if (r >= 0)
-                        r = sd_bus_message_open_container(l->results, 'a', "(tbay)");
-                if (r < 0) {
-                        l->results = sd_bus_message_unref(l->results);
+                r = task_codec_new_results(l->link, &l->results);
+                if (r < 0)
                         return r;
-                }
         }
 
-        r = sd_bus_message_open_container(l->results, 'r', "tbay");
-        if (r >= 0)
-                r = sd_bus_message_append(l->results, "tb", id, (int) ok);
-        if (r >= 0)
-                r = sd_bus_message_append_array(l->results, 'y', data, size);
-        if (r >= 0)
-                r = sd_bus_message_close_container(l->results);
+        r = task_codec_add_result(l->results, id, ok, data, size);
         if (r < 0)
                 return r;
         l->results_bytes += size;
@@ -150,10 +137,8 @@ static int method_dispatch(sd_bus_message *msg, void *userdata, sd_bus_error *er
 
 static const sd_bus_vtable worker_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD_WITH_ARGS("Dispatch",
-                                SD_BUS_ARGS("a(tay)", tasks),
-                                SD_BUS_NO_RESULT,
-                                method_dispatch, SD_BUS_VTABLE_METHOD_NO_REPLY),
+        SD_BUS_METHOD_WITH_NAMES("Dispatch", LINK_DISPATCH_IN, SD_BUS_PARAM(tasks), NULL,,
+                                 method_dispatch, SD_BUS_VTABLE_METHOD_NO_REPLY),
         SD_BUS_VTABLE_END
 };
 

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "ipc/link-calls.h"
 #include "ipc/protocol.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -65,7 +66,7 @@ static int method_fork(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         pid_t pid;
         int fd, r;
 
-        r = sd_bus_message_read(msg, "uh", &slot, &fd);
+        r = link_read_fork(msg, &slot, &fd);
         if (r < 0)
                 return r;
 
@@ -81,15 +82,14 @@ static int method_fork(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if (pid == 0)
                 child_run(c, slot, fd);
 
-        return sd_bus_reply_method_return(msg, "u", (uint32_t) pid);
+        return link_reply_fork(msg, pid);
 }
 
 static const sd_bus_vtable zygote_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD_WITH_ARGS("Fork",
-                                SD_BUS_ARGS("u", slot, "h", link),
-                                SD_BUS_RESULT("u", pid),
-                                method_fork, 0),
+        SD_BUS_METHOD_WITH_NAMES("Fork", LINK_FORK_IN, SD_BUS_PARAM(slot) SD_BUS_PARAM(link),
+                                 LINK_FORK_OUT, SD_BUS_PARAM(pid),
+                                 method_fork, 0),
         SD_BUS_VTABLE_END
 };
 
