@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,7 +113,11 @@ void manager_mark_changed_strv(Manager *m, const char *path, const char *interfa
                                 break;
                 if (i < c->n_names)
                         continue;
-                assert(c->n_names < CHANGE_NAMES_MAX);
+                if (c->n_names >= CHANGE_NAMES_MAX) {
+                        /* More than an interface has: a bug of ours, but no reason to write past the array. */
+                        log_warning("Too many changed properties of %s, not signalling %s.", c->path, *names);
+                        continue;
+                }
                 c->names[c->n_names++] = *names;
         }
 }
