@@ -168,12 +168,6 @@ int auth_setup(Manager *m) {
                                          m);
 }
 
-void auth_done(Manager *m) {
-        if (m->callers)
-                g_hash_table_destroy(m->callers);
-        m->callers = NULL;
-}
-
 int auth_caller(Manager *m, sd_bus_message *msg, const Caller **ret) {
         sd_bus *bus = sd_bus_message_get_bus(msg);
         const char *sender;

@@ -56,6 +56,6 @@ const char *auth_caller_label(Manager *m, sd_bus_message *msg);
 /* Cancel of a task submitted by OWNER: its owner may, and whoever has control rights. */
 int auth_check_cancel(Manager *m, sd_bus_message *msg, uid_t owner, sd_bus_error *error);
 
-/* Watches for callers leaving the bus, to drop their cached credentials. */
+/* Watches for callers leaving the bus, to drop their cached credentials (m->callers, which the
+ * manager frees with itself). */
 int auth_setup(Manager *m);
-void auth_done(Manager *m);

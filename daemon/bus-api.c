@@ -12,22 +12,6 @@
 #include "util/log.h"
 #include "util/macro.h"
 
-int bus_pool_path(const char *name, char **ret) {
-        return sd_bus_path_encode(APIARY_POOL_PREFIX, name, ret);
-}
-
-int bus_worker_path(const char *pool_name, unsigned slot, char **ret) {
-        _cleanup_(freep) char *pool_path = NULL;
-        int r;
-
-        r = bus_pool_path(pool_name, &pool_path);
-        if (r < 0)
-                return r;
-        if (asprintf(ret, "%s/%u", pool_path, slot) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
 /* ---- Manager ---- */
 
 static int property_get_manager_state(sd_bus *bus, const char *path, const char *interface, const char *property,

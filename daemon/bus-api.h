@@ -2,18 +2,13 @@
 #pragma once
 
 #include "daemon/manager.h"
+#include "daemon/objects.h"
 
 /*
  * The public API on the bus from Bus=: org.apiary.Apiary1 on /org/apiary/Apiary1, with a Pool
- * object per pool and a Worker object per slot below it. See docs/dbus-api.md.
+ * object per pool and a Worker object per slot below it (their names: objects.h), and the errors
+ * its methods answer. See docs/dbus-api.md.
  */
-
-#define APIARY_BUS_NAME "org.apiary.Apiary1"
-#define APIARY_OBJECT_PATH "/org/apiary/Apiary1"
-#define APIARY_POOL_PREFIX "/org/apiary/Apiary1/pool"
-#define APIARY_MANAGER_INTERFACE "org.apiary.Apiary1.Manager"
-#define APIARY_POOL_INTERFACE "org.apiary.Apiary1.Pool"
-#define APIARY_WORKER_INTERFACE "org.apiary.Apiary1.Worker"
 
 #define APIARY_ERROR_NO_SUCH_POOL "org.apiary.Apiary1.Error.NoSuchPool"
 #define APIARY_ERROR_NO_SUCH_TASK "org.apiary.Apiary1.Error.NoSuchTask"
@@ -31,15 +26,8 @@
 /* Serves the objects on BUS: the public bus, or a connection to the private socket. */
 int bus_api_register(Manager *m, sd_bus *bus);
 
-/* Signals go to the public bus and to every private connection. */
 /* The signals of the objects, on every bus we serve; the core's changes come here through
  * ManagerObserver (changes.h), once per turn of the loop. */
 void bus_emit_properties_changed_strv(Manager *m, const char *path, const char *interface, const char *const *names);
 void bus_emit_object_added(Manager *m, const char *path);
 void bus_emit_object_removed(Manager *m, const char *path);
-
-int bus_pool_path(const char *name, char **ret);
-int bus_worker_path(const char *pool_name, unsigned slot, char **ret);
-
-/* PropertiesChanged for what may have changed; no-ops without a bus. */
-

@@ -11,8 +11,8 @@ typedef struct Task Task;
 
 /*
  * The task methods of org.apiary.Apiary1.Manager (Submit, Run, SubmitBatch, Cancel), and the
- * Submit a plugin makes through its worker's private link. The vtables in bus-api.c and
- * worker.c point here.
+ * Submit a plugin makes through its worker's private link. The vtable in bus-api.c points here,
+ * and the core reaches link_method_submit() through ManagerObserver.worker_submit.
  */
 
 int bus_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error);

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/bus-api.h"
 #include "daemon/manager.h"
 #include "daemon/pool.h"
 #include "daemon/task.h"

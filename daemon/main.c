@@ -11,6 +11,7 @@
 #include "build-config.h"
 #include "config/config.h"
 #include "daemon/bus-api.h"
+#include "daemon/bus-connect.h"
 #include "daemon/bus-tasks.h"
 #include "daemon/manager.h"
 #include "util/log.h"
@@ -190,8 +191,10 @@ static int run(int argc, char *argv[]) {
                 .properties_changed = bus_emit_properties_changed_strv,
                 .object_added = bus_emit_object_added,
                 .object_removed = bus_emit_object_removed,
+                .worker_submit = link_method_submit,
+                .closing = bus_close_peers,
         };
-        r = manager_connect_bus(m);
+        r = bus_connect(m);
         if (r < 0)
                 return EXIT_FAILURE;
 

@@ -8,10 +8,8 @@
 #include <unistd.h>
 
 #include "build-config.h"
-#include "daemon/auth.h"
-#include "daemon/bus-api.h"
 #include "daemon/manager.h"
-#include "daemon/peer.h"
+#include "daemon/objects.h"
 #include "daemon/pool.h"
 #include "daemon/reaper.h"
 #include "daemon/reload.h"
@@ -197,7 +195,8 @@ void manager_pool_changed(Manager *m, Pool *p) {
                 m->exiting = true;
                 /* Now, not at the loop's exit: there sd-bus flushes every connection still attached
                  * to it without a bound, and a peer that does not read would hold us forever. */
-                peer_server_stop(m);
+                if (m->observer.closing)
+                        m->observer.closing(m);
                 manager_flush_changes(m);       /* the last of them: the loop runs no defer source now */
                 (void) sd_event_exit(m->event, m->exit_status);
         }
@@ -232,78 +231,6 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
         log_info("Received SIGHUP.");
         (void) manager_reload(m, NULL);
         return 0;
-}
-
-static int on_bus_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
-
-        /* Without the bus nobody can reach us: stop cleanly and exit non-zero, so that systemd's
-         * Restart=on-failure brings us back once the bus is there again. */
-        log_error("Lost the connection to the bus, shutting down.");
-        m->exit_status = EXIT_FAILURE;
-        manager_stop(m);
-        return 0;
-}
-
-int manager_connect_bus(Manager *m) {
-        Config *c = m->config;
-        int r;
-
-        switch (c->bus) {
-        case BUS_KIND_SYSTEM:
-                r = sd_bus_open_system_with_description(&m->bus, "apiaryd");
-                break;
-        case BUS_KIND_SESSION:
-                r = sd_bus_open_user_with_description(&m->bus, "apiaryd");
-                break;
-        case BUS_KIND_ADDRESS:
-                r = sd_bus_new(&m->bus);
-                if (r >= 0)
-                        r = sd_bus_set_address(m->bus, c->bus_address);
-                if (r >= 0)
-                        r = sd_bus_set_bus_client(m->bus, true);
-                if (r >= 0)
-                        r = sd_bus_set_description(m->bus, "apiaryd");
-                if (r >= 0)
-                        r = sd_bus_start(m->bus);
-                break;
-        default:
-                r = -EINVAL;
-        }
-        if (r < 0)
-                return log_error_errno(r, "Failed to connect to the %s bus%s%s: %m",
-                                       c->bus == BUS_KIND_SYSTEM ? "system" :
-                                       c->bus == BUS_KIND_SESSION ? "session" : "configured",
-                                       c->bus == BUS_KIND_ADDRESS ? " at " : "",
-                                       c->bus == BUS_KIND_ADDRESS ? c->bus_address : "");
-
-        r = bus_api_register(m, m->bus);
-        if (r < 0)
-                return log_error_errno(r, "Failed to register bus objects: %m");
-        r = auth_setup(m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to watch for callers leaving the bus: %m");
-
-        r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus.Local", NULL, "org.freedesktop.DBus.Local",
-                                      "Disconnected", on_bus_disconnected, NULL, m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to watch for bus disconnection: %m");
-        r = sd_bus_set_exit_on_disconnect(m->bus, false);
-        if (r < 0)
-                return log_error_errno(r, "Failed to configure the bus connection: %m");
-
-        r = sd_bus_request_name(m->bus, APIARY_BUS_NAME, 0);
-        if (r == -EEXIST)
-                return log_error_errno(r, "Another process already owns %s on this bus.", APIARY_BUS_NAME);
-        if (r < 0)
-                return log_error_errno(r, "Failed to acquire %s: %m", APIARY_BUS_NAME);
-
-        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
-        if (r < 0)
-                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
-
-        /* Only once the name is ours: a socket in the way is then a dead apiaryd's. */
-        return peer_server_start(m);
 }
 
 int manager_start(Manager *m) {
@@ -387,9 +314,10 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
-        /* First, while everything its calls may look at is still there (peer_server_stop()
-         * answers what peers send while it flushes): the loop may have ended without a stop. */
-        peer_server_stop(m);
+        /* First, while everything its calls may look at is still there (the edge answers what
+         * peers send while it lets go of them): the loop may have ended without a stop. */
+        if (m->observer.closing)
+                m->observer.closing(m);
         if (m->tasks) {
                 GHashTableIter it;
                 gpointer task;
@@ -407,7 +335,8 @@ Manager *manager_free(Manager *m) {
         free(m->pools);
         m->status_source = sd_event_source_disable_unref(m->status_source);
         m->gc_source = sd_event_source_disable_unref(m->gc_source);
-        auth_done(m);
+        if (m->callers)
+                g_hash_table_destroy(m->callers);
         changes_done(m);
         m->bus = sd_bus_flush_close_unref(m->bus);
         m->event = sd_event_unref(m->event);

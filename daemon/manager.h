@@ -30,6 +30,11 @@ typedef struct ManagerObserver {
         void (*properties_changed)(Manager *m, const char *path, const char *interface, const char *const *names);
         void (*object_added)(Manager *m, const char *path);
         void (*object_removed)(Manager *m, const char *path);
+        /* A plugin's Submit over its worker's link, from the pool FROM: the edge queues it as it
+         * queues a Run, so SubmitFrom= and every limit are decided in one place (bus-tasks.c). */
+        int (*worker_submit)(sd_bus_message *msg, Manager *m, const char *from, sd_bus_error *error);
+        /* The loop is about to exit, or the manager is freed: let go of what could hold it. */
+        void (*closing)(Manager *m);
 } ManagerObserver;
 
 typedef struct Manager {
@@ -37,7 +42,7 @@ typedef struct Manager {
         ManagerObserver observer;
         Changes changes;                /* property changes not signalled yet */
         sd_event *event;
-        sd_bus *bus;                    /* the public bus, from Bus= */
+        sd_bus *bus;                    /* the public bus, from Bus= (bus-connect.c); closed with us */
         Config *config;
         const char *worker_path;        /* the apiary-worker binary */
         char **worker_env;              /* environ without systemd's notify/watchdog/listen vars */
@@ -47,7 +52,7 @@ typedef struct Manager {
         size_t n_pools;
 
         GHashTable *tasks;              /* uint64_t id → Task, every task not yet finished */
-        GHashTable *callers;            /* unique bus name → credentials (auth.c) */
+        GHashTable *callers;            /* unique bus name → credentials (auth.c); freed with us */
         GHashTable *caller_tasks;       /* caller → CallerTasks, while it has unfinished tasks */
         GHashTable *peers;              /* sd_bus * → Peer, the private socket's connections */
         char *peer_path;                /* the private socket we listen on, or NULL */
@@ -77,7 +82,6 @@ static inline void manager_freep(Manager **m) {
                 manager_free(*m);
 }
 
-int manager_connect_bus(Manager *m);
 int manager_start(Manager *m);
 /* Begins the shutdown: stops every pool; the loop exits when the last worker is gone. */
 void manager_stop(Manager *m);

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/bus-api.h"
 #include "daemon/manager.h"
+#include "daemon/objects.h"
 #include "daemon/pool.h"
 #include "daemon/reload.h"
 #include "util/log.h"
@@ -395,7 +395,7 @@ int pool_new(Pool **ret, Manager *m, PoolConfig *config) {
         p->life = (PoolLife) { .phase = POOL_PHASE_NEW };
         p->state = pool_phase_to_public(POOL_PHASE_NEW);
 
-        r = bus_pool_path(config->name, &p->object_path);
+        r = object_pool_path(config->name, &p->object_path);
         if (r >= 0)
                 r = pool_new_slots(p);
         if (r < 0) {

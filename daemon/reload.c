@@ -14,8 +14,8 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "daemon/bus-api.h"
 #include "daemon/manager.h"
+#include "daemon/objects.h"
 #include "daemon/pool.h"
 #include "daemon/reload.h"
 #include "util/log.h"

@@ -13,9 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "daemon/bus-api.h"
-#include "daemon/bus-tasks.h"
 #include "daemon/manager.h"
+#include "daemon/objects.h"
 #include "daemon/pool.h"
 #include "daemon/task.h"
 #include "daemon/worker.h"
@@ -165,8 +164,11 @@ static int link_method_failed(sd_bus_message *msg, void *userdata, sd_bus_error 
 
 static int link_method_submit_from_worker(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Worker *w = userdata;
+        Manager *m = w->pool->manager;
 
-        return link_method_submit(msg, w->pool->manager, w->pool->config->name, error);
+        if (!m->observer.worker_submit)
+                return sd_bus_error_set(error, SD_BUS_ERROR_NOT_SUPPORTED, "This apiaryd takes no tasks from plugins.");
+        return m->observer.worker_submit(msg, m, w->pool->config->name, error);
 }
 
 static int on_link_lost_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -780,7 +782,7 @@ int worker_new(Worker **ret, Pool *pool, unsigned slot) {
         r = start_limit_init(&w->start_limit, pool->config->start_limit_burst);
         if (r < 0)
                 return r;
-        r = bus_worker_path(pool->config->name, slot, &w->object_path);
+        r = object_worker_path(pool->config->name, slot, &w->object_path);
         if (r < 0)
                 return r;
 

@@ -8,8 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "daemon/bus-api.h"
 #include "daemon/manager.h"
+#include "daemon/objects.h"
 #include "daemon/pool.h"
 #include "daemon/reaper.h"
 #include "daemon/worker.h"
