@@ -90,7 +90,7 @@ void pool_fail_queued(Pool *p, const char *reason) {
 
 /* A worker that died takes nothing, also before we hear of its exit: its link closed first. */
 bool worker_has_capacity(const Worker *w) {
-        return slot_state_takes_tasks(w->life.state) && w->link && sd_bus_is_open(w->link) > 0 &&
+        return slot_takes_tasks(&w->life) && w->link && sd_bus_is_open(w->link) > 0 &&
                 w->in_flight.length < w->pool->config->concurrency;
 }
 
@@ -225,7 +225,7 @@ static int worker_send_tasks(Worker *w, unsigned n) {
 static void worker_check_retire(Worker *w) {
         uint64_t max = w->pool->config->max_tasks_per_worker;
 
-        if (max == 0 || w->n_dispatched < max || !slot_state_takes_tasks(w->life.state))
+        if (max == 0 || w->n_dispatched < max || !slot_takes_tasks(&w->life))
                 return;
         worker_retire(w);
         worker_update_load(w);

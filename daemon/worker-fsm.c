@@ -102,8 +102,10 @@ bool slot_state_has_process(SlotState state) {
         return !IN_SET(state, SLOT_DEAD, SLOT_BACKOFF);
 }
 
-bool slot_state_takes_tasks(SlotState state) {
-        return IN_SET(state, SLOT_READY, SLOT_BUSY);
+bool slot_takes_tasks(const Slot *s) {
+        /* A run already condemned (a task timeout, a lost link: its SIGKILL is on its way) takes
+         * nothing more: a task given to it now would only go back to the queue at its exit. */
+        return IN_SET(s->state, SLOT_READY, SLOT_BUSY) && s->result == SLOT_RESULT_SUCCESS;
 }
 
 static SlotDecision illegal(const Slot *s) {

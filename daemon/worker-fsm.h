@@ -157,8 +157,8 @@ SlotDecision slot_decide(const Slot *s, SlotEvent e, const SlotFacts *f);
 WorkerState slot_state_to_public(SlotState state, unsigned in_flight);
 /* Whether a slot in STATE has a process (or one on its way, or one whose exit is being handled). */
 bool slot_state_has_process(SlotState state);
-/* Whether a slot in STATE takes tasks (when it has room). */
-bool slot_state_takes_tasks(SlotState state);
+/* Whether slot S takes tasks (when it has room): serving, and not condemned by its result. */
+bool slot_takes_tasks(const Slot *s);
 
 const char *slot_state_to_string(SlotState s);
 const char *slot_event_to_string(SlotEvent e);

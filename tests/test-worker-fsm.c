@@ -111,9 +111,9 @@ static void test_public_states(void **state) {
         assert_false(slot_state_has_process(SLOT_DEAD));
         assert_false(slot_state_has_process(SLOT_BACKOFF));
         assert_true(slot_state_has_process(SLOT_EXITED));
-        assert_true(slot_state_takes_tasks(SLOT_BUSY));
-        assert_false(slot_state_takes_tasks(SLOT_RETIRING));
-        assert_false(slot_state_takes_tasks(SLOT_DRAINING));
+        assert_true(slot_takes_tasks(&(Slot) { .state = SLOT_BUSY }));
+        assert_false(slot_takes_tasks(&(Slot) { .state = SLOT_RETIRING }));
+        assert_false(slot_takes_tasks(&(Slot) { .state = SLOT_DRAINING }));
         for (SlotEvent e = 0; e < _SLOT_EVENT_MAX; e++)
                 assert_non_null(slot_event_to_string(e));
         for (SlotResult r = 0; r < _SLOT_RESULT_MAX; r++)
@@ -191,9 +191,16 @@ static void test_exit_reasons(void **state) {
         assert_int_equal(s.result, SLOT_RESULT_START_TIMEOUT);
         assert_true(step(&s, SLOT_EVENT_EXITED, &f) & SLOT_ACTION_START);
 
-        /* Killed for a task's timeout: replaced at once, and not counted as its failure. */
+        /* Killed for a task's timeout: it takes nothing more while its SIGKILL lands, is replaced
+         * at once, and that is not counted as its failure. */
+        s = (Slot) { .state = SLOT_BUSY };
+        assert_true(slot_takes_tasks(&s));
+        step(&s, SLOT_EVENT_TASK_TIMEOUT, &f);
+        assert_int_equal(s.state, SLOT_BUSY);
+        assert_false(slot_takes_tasks(&s));
         s = (Slot) { .state = SLOT_BUSY };
         step(&s, SLOT_EVENT_LINK_LOST, &f);
+        assert_false(slot_takes_tasks(&s));
         step(&s, SLOT_EVENT_TASK_TIMEOUT, &f);
         assert_int_equal(s.result, SLOT_RESULT_TASK_TIMEOUT);
         step(&s, SLOT_EVENT_EXIT, &(SlotFacts) { .exit_signal = true });
