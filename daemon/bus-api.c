@@ -147,7 +147,8 @@ static int property_get_pool_failure(sd_bus *bus, const char *path, const char *
                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Pool *p = userdata;
 
-        return sd_bus_message_append(reply, "s", strempty(p->failure_reason));
+        /* Why it failed; else why a reload's settings were rolled back, if they were. */
+        return sd_bus_message_append(reply, "s", strempty(p->failure_reason ?: p->rollback_reason));
 }
 
 static int property_get_pool_queued(sd_bus *bus, const char *path, const char *interface, const char *property,

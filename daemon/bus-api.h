@@ -22,6 +22,7 @@
 #define APIARY_ERROR_BUSY "org.apiary.Apiary1.Error.Busy"
 #define APIARY_ERROR_INVALID_CONFIG "org.apiary.Apiary1.Error.InvalidConfig"
 #define APIARY_ERROR_NOT_RUNNING "org.apiary.Apiary1.Error.NotRunning"
+#define APIARY_ERROR_ROLLED_BACK "org.apiary.Apiary1.Error.RolledBack"
 
 /* Serves the objects on BUS: the public bus, or a connection to the private socket. */
 int bus_api_register(Manager *m, sd_bus *bus);

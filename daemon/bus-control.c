@@ -164,6 +164,10 @@ int bus_worker_method_kill(sd_bus_message *m, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(m, NULL);
 }
 
+static void message_unref(void *m) {
+        sd_bus_message_unref(m);
+}
+
 int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(freep) char *reason = NULL;
         Manager *mgr = userdata;
@@ -177,8 +181,37 @@ int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *e
         r = manager_reload(mgr, &reason);
         if (r == -ESHUTDOWN)
                 return sd_bus_error_set(error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
+        if (r == -EBUSY)
+                return sd_bus_error_set(error, APIARY_ERROR_BUSY, "A reload is under way; try again once it has ended.");
         if (r < 0)
                 return sd_bus_error_setf(error, APIARY_ERROR_INVALID_CONFIG, "%s",
                                          reason ?: "the configuration could not be loaded");
-        return sd_bus_reply_method_return(m, NULL);
+
+        /* Answered once it has ended: the new settings run everywhere, or were rolled back. */
+        if (!mgr->reload_calls)
+                mgr->reload_calls = g_ptr_array_new_with_free_func(message_unref);
+        g_ptr_array_add(mgr->reload_calls, sd_bus_message_ref(m));
+        return 1;
+}
+
+void bus_reload_finished(Manager *m, ReloadResult result, const char *message) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        if (!m->reload_calls)
+                return;
+        if (result == RELOAD_ROLLED_BACK)
+                (void) sd_bus_error_setf(&error, APIARY_ERROR_ROLLED_BACK, "%s.", strempty(message));
+        else if (result == RELOAD_STOPPING)
+                (void) sd_bus_error_set(&error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
+
+        for (guint i = 0; i < m->reload_calls->len; i++) {
+                sd_bus_message *call = m->reload_calls->pdata[i];
+
+                /* A caller that left meanwhile gets nothing, and that is fine. */
+                if (sd_bus_error_is_set(&error))
+                        (void) sd_bus_reply_method_error(call, &error);
+                else
+                        (void) sd_bus_reply_method_return(call, NULL);
+        }
+        g_ptr_array_set_size(m->reload_calls, 0);
 }

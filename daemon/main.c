@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "daemon/bus-api.h"
 #include "daemon/bus-connect.h"
+#include "daemon/bus-control.h"
 #include "daemon/bus-tasks.h"
 #include "daemon/manager.h"
 #include "util/log.h"
@@ -192,6 +193,7 @@ static int run(int argc, char *argv[]) {
                 .object_added = bus_emit_object_added,
                 .object_removed = bus_emit_object_removed,
                 .worker_submit = link_method_submit,
+                .reload_finished = bus_reload_finished,
                 .closing = bus_close_peers,
         };
         r = bus_connect(m);

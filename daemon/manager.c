@@ -187,7 +187,9 @@ void manager_pool_changed(Manager *m, Pool *p) {
                         m->ready_sent = true;
                         log_info("Started %zu pool%s: %s", m->n_pools, m->n_pools == 1 ? "" : "s", m->status);
                 }
-        } else if (m->state == MANAGER_STOPPING && !m->exiting) {
+        } else if (m->state == MANAGER_RELOADING)
+                manager_reload_check(m);
+        else if (m->state == MANAGER_STOPPING && !m->exiting) {
                 for (size_t i = 0; i < m->n_pools; i++)
                         if (!pool_is_idle(m->pools[i]))
                                 return;
@@ -207,6 +209,8 @@ void manager_stop(Manager *m) {
                 return;
 
         log_info("Stopping all pools.");
+        if (m->state == MANAGER_RELOADING)
+                manager_reload_abort(m);
         manager_set_state(m, MANAGER_STOPPING);
         /* Tasks no worker has started will not start now: their callers hear so at once. */
         for (size_t i = 0; i < m->n_pools; i++)
@@ -335,6 +339,9 @@ Manager *manager_free(Manager *m) {
         free(m->pools);
         m->status_source = sd_event_source_disable_unref(m->status_source);
         m->gc_source = sd_event_source_disable_unref(m->gc_source);
+        m->reload_source = sd_event_source_disable_unref(m->reload_source);
+        if (m->reload_calls)
+                g_ptr_array_free(m->reload_calls, true);
         if (m->callers)
                 g_hash_table_destroy(m->callers);
         changes_done(m);

@@ -22,6 +22,15 @@ typedef enum ManagerState {
         _MANAGER_STATE_INVALID = -EINVAL,
 } ManagerState;
 
+/* How a reload ended (reload.c). */
+typedef enum ReloadResult {
+        RELOAD_DONE,            /* the new settings run everywhere */
+        RELOAD_ROLLED_BACK,     /* some pool's new settings failed and were rolled back */
+        RELOAD_STOPPING,        /* apiaryd stops before it ended */
+        _RELOAD_RESULT_MAX,
+        _RELOAD_RESULT_INVALID = -EINVAL,
+} ReloadResult;
+
 /* What the supervision core tells the D-Bus edge, which registers it (main.c): the core builds no
  * message itself. */
 typedef struct ManagerObserver {
@@ -33,6 +42,8 @@ typedef struct ManagerObserver {
         /* A plugin's Submit over its worker's link, from the pool FROM: the edge queues it as it
          * queues a Run, so SubmitFrom= and every limit are decided in one place (bus-tasks.c). */
         int (*worker_submit)(sd_bus_message *msg, Manager *m, const char *from, sd_bus_error *error);
+        /* A reload ended; MESSAGE says why it did not end well (NULL if it did). */
+        void (*reload_finished)(Manager *m, ReloadResult result, const char *message);
         /* The loop is about to exit, or the manager is freed: let go of what could hold it. */
         void (*closing)(Manager *m);
 } ManagerObserver;
@@ -69,6 +80,8 @@ typedef struct Manager {
         int exit_status;
         int log_level_override;         /* --log-level, or -1: LogLevel= decides */
         sd_event_source *gc_source;     /* frees pools a reload removed, once idle */
+        sd_event_source *reload_source; /* looks whether the reload under way has ended */
+        GPtrArray *reload_calls;        /* the edge's: Reload() calls that wait for it to end */
         bool exiting;                   /* the loop was told to exit */
         char *status;                   /* last STATUS= sent */
         usec_t status_sent_usec;        /* CLOCK_MONOTONIC, when */

@@ -20,10 +20,20 @@ static const char *const pool_event_table[_POOL_EVENT_MAX] = {
         [POOL_EVENT_SLOTS] = "slots",
         [POOL_EVENT_ROLL] = "roll",
         [POOL_EVENT_ROLL_DONE] = "roll-done",
+        [POOL_EVENT_ROLL_FAILED] = "roll-failed",
         [POOL_EVENT_STOP] = "stop",
         [POOL_EVENT_REMOVE] = "remove",
         [POOL_EVENT_FAIL] = "fail",
         [POOL_EVENT_RETRY] = "retry",
+};
+
+static const char *const pool_intent_table[_POOL_INTENT_MAX] = {
+        [POOL_INTENT_NONE] = "none",
+        [POOL_INTENT_ROLL] = "roll",
+        [POOL_INTENT_TRY] = "try",
+        [POOL_INTENT_ROLL_BACK] = "roll-back",
+        [POOL_INTENT_STOP] = "stop",
+        [POOL_INTENT_REMOVE] = "remove",
 };
 
 static const char *const pool_state_table[_POOL_STATE_MAX] = {
@@ -57,6 +67,10 @@ const char *pool_event_to_string(PoolEvent e) {
         return STRING_OF(pool_event_table, e);
 }
 
+const char *pool_intent_to_string(PoolIntent i) {
+        return STRING_OF(pool_intent_table, i);
+}
+
 const char *pool_state_to_string(PoolState s) {
         return STRING_OF(pool_state_table, s);
 }
@@ -73,6 +87,10 @@ bool pool_phase_is_active(PoolPhase phase) {
 
 bool pool_phase_has_failed(PoolPhase phase) {
         return IN_SET(phase, POOL_PHASE_FAILING, POOL_PHASE_FAILED);
+}
+
+bool pool_intent_is_roll(PoolIntent intent) {
+        return IN_SET(intent, POOL_INTENT_ROLL, POOL_INTENT_TRY, POOL_INTENT_ROLL_BACK);
 }
 
 static PoolDecision illegal(const PoolLife *l) {
@@ -105,9 +123,10 @@ static PoolDecision start(const PoolLife *l, const PoolFacts *f) {
 
 /* starting, running or degraded, from its slots. */
 static PoolDecision derive(const PoolLife *l, const PoolFacts *f) {
-        unsigned roll = l->intent == POOL_INTENT_ROLL && f->rolled ? POOL_ACTION_ROLL_NEXT : 0;
+        unsigned roll = pool_intent_is_roll(l->intent) && f->rolled ? POOL_ACTION_ROLL_NEXT : 0;
 
-        if (f->all_ready)
+        /* Rolled back, it serves, but not with what is configured: that is no "running". */
+        if (f->all_ready && !f->rolled_back)
                 return go(l, POOL_PHASE_RUNNING, roll);
         if (!f->settled && l->phase == POOL_PHASE_STARTING)
                 return stay(l, roll);   /* still coming up */
@@ -165,14 +184,22 @@ PoolDecision pool_decide(const PoolLife *l, PoolEvent e, const PoolFacts *f) {
                 if (!pool_phase_is_active(ph) || l->intent == POOL_INTENT_REMOVE)
                         return illegal(l);
                 d = stay(l, POOL_ACTION_ROLL_BEGIN);
-                d.next.intent = POOL_INTENT_ROLL;
+                d.next.intent = f->trial ? POOL_INTENT_TRY : POOL_INTENT_ROLL;
                 return d;
 
         case POOL_EVENT_ROLL_DONE:
-                if (l->intent != POOL_INTENT_ROLL || !pool_phase_is_active(ph))
+                if (!pool_intent_is_roll(l->intent) || !pool_phase_is_active(ph))
                         return illegal(l);
                 d = stay(l, 0);
                 d.next.intent = POOL_INTENT_NONE;
+                return d;
+
+        case POOL_EVENT_ROLL_FAILED:
+                /* Only a trial goes back: a Restart()'s new workers run what already ran. */
+                if (l->intent != POOL_INTENT_TRY || !pool_phase_is_active(ph))
+                        return illegal(l);
+                d = stay(l, POOL_ACTION_ROLL_BACK);
+                d.next.intent = POOL_INTENT_ROLL_BACK;
                 return d;
 
         case POOL_EVENT_STOP:
@@ -207,7 +234,7 @@ PoolDecision pool_decide(const PoolLife *l, PoolEvent e, const PoolFacts *f) {
                 if (IN_SET(ph, POOL_PHASE_STOPPED, POOL_PHASE_FAILING, POOL_PHASE_FAILED))
                         return illegal(l);
                 d = go(l, POOL_PHASE_FAILING, POOL_ACTION_DISARM_HOLD | POOL_ACTION_FAIL_QUEUED | POOL_ACTION_STOP_WORKERS);
-                if (l->intent == POOL_INTENT_ROLL)
+                if (pool_intent_is_roll(l->intent))
                         d.next.intent = POOL_INTENT_NONE;
                 /* A pool stopped or removed on purpose is not tried again. */
                 if (f->retry && d.next.intent == POOL_INTENT_NONE)

@@ -27,6 +27,11 @@ typedef enum PoolState {
  *                          (Zygote=no) ─────────────────────▲
  *   new … degraded ──STOP, REMOVE──▶ stopping ──SLOTS, idle──▶ stopped
  *   new … stopping ──FAIL──▶ failing ──SLOTS, idle──▶ failed ──RETRY──▶ held or starting
+ *
+ * A roll (an intent, in the active phases): ROLL replaces the workers slot by slot; a reload's
+ * new code rolls in as a trial (intent try), whose first worker to fail before it is ready
+ * (ROLL_FAILED) turns it into a roll back to the previous settings (intent roll-back), as nginx
+ * keeps its old workers when the new ones cannot start.
  */
 typedef enum PoolPhase {
         POOL_PHASE_NEW,         /* made, not started yet */
@@ -48,6 +53,7 @@ typedef enum PoolEvent {
         POOL_EVENT_SLOTS,               /* a slot shows a new state, or slots came or went */
         POOL_EVENT_ROLL,                /* Restart(): replace the workers one slot at a time */
         POOL_EVENT_ROLL_DONE,           /* past the last slot of the roll */
+        POOL_EVENT_ROLL_FAILED,         /* a worker of a trial's new settings ended before it was ready */
         POOL_EVENT_STOP,                /* Stop(), or apiaryd stops */
         POOL_EVENT_REMOVE,              /* gone from the configuration: stopped, then freed */
         POOL_EVENT_FAIL,                /* a slot hit its start limit, the plugin cannot load, no spawn */
@@ -60,6 +66,8 @@ typedef enum PoolEvent {
 typedef enum PoolIntent {
         POOL_INTENT_NONE,
         POOL_INTENT_ROLL,               /* a rolling restart is under way */
+        POOL_INTENT_TRY,                /* a reload's new settings roll in; the previous ones are kept */
+        POOL_INTENT_ROLL_BACK,          /* they failed: the previous settings roll back in */
         POOL_INTENT_STOP,               /* stopped on purpose: no retry */
         POOL_INTENT_REMOVE,             /* removed by a reload: freed once it has no worker, never started again */
         _POOL_INTENT_MAX,
@@ -80,6 +88,8 @@ typedef enum PoolAction {
         POOL_ACTION_ARM_RETRY      = 1 << 9,    /* the timer: FailedRetrySec= */
         POOL_ACTION_ARM_RETRY_SOON = 1 << 10,   /* the timer: a look again shortly, the last run's workers still go */
         POOL_ACTION_FREE           = 1 << 11,   /* removed and without worker: freed from the loop */
+        POOL_ACTION_ROLL_BACK      = 1 << 12,   /* the previous settings back, slots without a process started,
+                                                 * the slots of the new ones replaced (ROLL_DONE past the last) */
 } PoolAction;
 
 typedef struct PoolLife {
@@ -94,6 +104,8 @@ typedef struct PoolFacts {
         bool all_ready;         /* SLOTS: every wanted slot's worker is ready */
         bool idle;              /* SLOTS, REMOVE: no worker has a process */
         bool rolled;            /* SLOTS: the slot being rolled has its new worker ready */
+        bool trial;             /* ROLL: new settings from a reload, the previous ones kept to go back to */
+        bool rolled_back;       /* SLOTS: a reload's settings were rolled back: it does not run what is configured */
         bool retry;             /* FAIL: FailedRetrySec= is finite and apiaryd is not stopping */
 } PoolFacts;
 
@@ -111,7 +123,10 @@ PoolState pool_phase_to_public(PoolPhase phase);
 /* Whether a pool in PHASE is meant to run its workers, and so takes tasks: the one answer. */
 bool pool_phase_is_active(PoolPhase phase);
 bool pool_phase_has_failed(PoolPhase phase);
+/* Whether INTENT replaces the workers slot by slot (roll, try, roll-back). */
+bool pool_intent_is_roll(PoolIntent intent);
 
 const char *pool_phase_to_string(PoolPhase p);
 const char *pool_event_to_string(PoolEvent e);
+const char *pool_intent_to_string(PoolIntent i);
 const char *pool_state_to_string(PoolState s);

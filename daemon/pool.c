@@ -22,6 +22,7 @@
 typedef struct PoolEventArgs {
         const char *reason;             /* FAIL: why */
         const Worker *changed;          /* SLOTS: the worker that shows a new state, if one does */
+        bool trial;                     /* ROLL: new settings from a reload, p->previous kept */
 } PoolEventArgs;
 
 static int pool_event(Pool *p, PoolEvent e, const PoolEventArgs *args);
@@ -48,6 +49,10 @@ bool pool_is_idle(const Pool *p) {
 
 bool pool_is_active(const Pool *p) {
         return pool_phase_is_active(p->life.phase);
+}
+
+bool pool_is_trying(const Pool *p) {
+        return IN_SET(p->life.intent, POOL_INTENT_TRY, POOL_INTENT_ROLL_BACK);
 }
 
 bool pool_is_removed(const Pool *p) {
@@ -106,6 +111,29 @@ void pool_remove(Pool *p) {
 
 int pool_restart(Pool *p) {
         return pool_event(p, POOL_EVENT_ROLL, NULL);
+}
+
+void pool_try_settings(Pool *p, PoolConfig *new) {
+        p->previous = p->config;
+        p->previous_generation = p->generation;
+        p->config = new;
+        p->generation = ++p->n_generations;
+        if (pool_event(p, POOL_EVENT_ROLL, &(PoolEventArgs) { .trial = true }) < 0) {
+                /* Not running: nothing to try the settings on, nothing to go back to. */
+                p->previous = pool_config_free(p->previous);
+        }
+}
+
+void pool_roll_failed(Pool *p, const char *reason) {
+        (void) pool_event(p, POOL_EVENT_ROLL_FAILED, &(PoolEventArgs) { .reason = reason });
+}
+
+void pool_forget_rollback(Pool *p) {
+        if (!p->rollback_reason)
+                return;
+        p->rollback_reason = mfree(p->rollback_reason);
+        pool_mark_changed(p);
+        (void) pool_event(p, POOL_EVENT_SLOTS, NULL);
 }
 
 void pool_fail(Pool *p, const char *reason) {
@@ -193,9 +221,12 @@ static int on_held_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* The facts of pool-fsm.h, as of now; CHANGED is the worker that shows a new state, if any. */
-static PoolFacts pool_facts(Pool *p, const Worker *changed) {
+/* The facts of pool-fsm.h, as of now. */
+static PoolFacts pool_facts(Pool *p, const PoolEventArgs *args) {
+        const Worker *changed = args->changed;
         PoolFacts f = {
+                .trial = args->trial,
+                .rolled_back = p->rollback_reason,
                 .zygote = p->config->zygote,
                 .settled = true,
                 .all_ready = pool_workers_ready(p) >= p->n_wanted,
@@ -224,12 +255,18 @@ static void pool_publish(Pool *p) {
         pool_mark_changed(p);
 }
 
-/* Replaces the worker of p->rolling_slot, or the next one that can be; ROLL_DONE past the last. */
+/* Replaces the worker of p->rolling_slot, or the next one that can be; ROLL_DONE past the last.
+ * A restart replaces every worker; new settings, tried or rolled back, only those that run other
+ * code than they are. */
 static PoolEvent pool_roll_on(Pool *p) {
         for (; p->rolling_slot < p->n_wanted; p->rolling_slot++) {
-                if (p->life.intent != POOL_INTENT_ROLL)
+                Worker *w = p->workers[p->rolling_slot];
+
+                if (!pool_intent_is_roll(p->life.intent))
                         return _POOL_EVENT_INVALID;     /* a failure in the restart ended it */
-                if (worker_restart(p->workers[p->rolling_slot]) >= 0)
+                if (p->life.intent != POOL_INTENT_ROLL && worker_is_running(w) && w->generation == p->generation)
+                        continue;
+                if (worker_restart(w) >= 0)
                         return _POOL_EVENT_INVALID;     /* SLOTS moves on once it is ready */
         }
         log_pool(LOG_INFO, p, "Rolling restart done.");
@@ -247,6 +284,47 @@ static PoolEvent pool_start_zygote(Pool *p) {
         r = sd_event_add_time_relative(p->manager->event, &p->held_source, CLOCK_MONOTONIC, ZYGOTE_HOLD_USEC,
                                        USEC_PER_MSEC, on_held_timeout, p);
         return r < 0 ? POOL_EVENT_ZYGOTE_SETTLED : _POOL_EVENT_INVALID;
+}
+
+void pool_config_apply_limits(Pool *p, const PoolConfig *old) {
+        if (p->config->start_limit_burst == old->start_limit_burst)
+                return;
+        for (unsigned i = 0; i < p->n_workers; i++) {
+                start_limit_deinit(&p->workers[i]->start_limit);
+                (void) start_limit_init(&p->workers[i]->start_limit, p->config->start_limit_burst);
+        }
+}
+
+static void pool_start_slots(Pool *p) {
+        for (unsigned i = 0; i < p->n_wanted && pool_is_active(p); i++)
+                if (!worker_is_running(p->workers[i]))
+                        (void) worker_start(p->workers[i]);     /* a failure fails the pool */
+}
+
+/* The settings tried failed: the previous ones come back, in every slot that runs the new ones. */
+static PoolEvent pool_roll_back(Pool *p) {
+        PoolConfig *rejected = p->config;
+        int r;
+
+        log_pool(LOG_WARNING, p, "Rolling back to the previous settings.");
+        p->config = TAKE_PTR(p->previous);
+        p->generation = p->previous_generation;
+        pool_config_apply_limits(p, rejected);
+        pool_config_free(rejected);
+        manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
+                             "QueueBytesLimit", "Concurrency");
+        if (p->n_wanted != p->config->workers) {
+                r = pool_scale(p, p->config->workers);
+                if (r < 0)
+                        log_pool(LOG_ERR, p, "Failed to scale back to %u workers: %s", p->config->workers, strerror(-r));
+        }
+        zygote_stop(p);
+        if (p->config->zygote)
+                (void) zygote_start(p);
+        pool_start_slots(p);
+        p->rolling_slot = 0;
+        p->rolling_began = now_usec(CLOCK_MONOTONIC);
+        return pool_roll_on(p);
 }
 
 static void pool_arm_retry(Pool *p, usec_t usec, bool soon) {
@@ -296,9 +374,7 @@ static PoolEvent pool_act(Pool *p, const PoolDecision *d) {
         if (a & POOL_ACTION_START_ZYGOTE)
                 then = pool_start_zygote(p);
         if (a & POOL_ACTION_START_WORKERS) {
-                for (unsigned i = 0; i < p->n_wanted && pool_is_active(p); i++)
-                        if (!worker_is_running(p->workers[i]))
-                                (void) worker_start(p->workers[i]);     /* a failure fails the pool */
+                pool_start_slots(p);
                 then = POOL_EVENT_SLOTS;
         }
         if (a & POOL_ACTION_ROLL_BEGIN) {
@@ -323,6 +399,8 @@ static PoolEvent pool_act(Pool *p, const PoolDecision *d) {
                 pool_arm_retry(p, p->config->failed_retry_usec, false);
         if (a & POOL_ACTION_ARM_RETRY_SOON)
                 pool_arm_retry(p, 100 * USEC_PER_MSEC, true);
+        if (a & POOL_ACTION_ROLL_BACK)
+                then = pool_roll_back(p);
         if (a & POOL_ACTION_FREE)
                 manager_schedule_gc(p->manager);
         return then;
@@ -341,7 +419,7 @@ static int pool_event(Pool *p, PoolEvent e, const PoolEventArgs *args) {
 
         if (!args)
                 args = &no_args;
-        f = pool_facts(p, args->changed);
+        f = pool_facts(p, args);
         d = pool_decide(&p->life, e, &f);
         if (!d.legal) {
                 log_pool(LOG_DEBUG, p, "Event %s means nothing in phase %s, ignored.", pool_event_to_string(e),
@@ -357,8 +435,17 @@ static int pool_event(Pool *p, PoolEvent e, const PoolEventArgs *args) {
                 p->failure_reason = strdup(strempty(args->reason));
                 log_pool(LOG_ERR, p, "Pool failed: %s", strempty(args->reason));
         }
+        if (e == POOL_EVENT_ROLL_FAILED) {
+                free(p->rollback_reason);
+                p->rollback_reason = strdup(strempty(args->reason));
+                pool_mark_changed(p);
+                log_pool(LOG_ERR, p, "The new settings failed: %s", strempty(args->reason));
+        }
 
         then = pool_act(p, &d);
+        /* Tried no more (done, stopped, failed, restarted): the old settings are not needed. */
+        if (p->previous && p->life.intent != POOL_INTENT_TRY)
+                p->previous = pool_config_free(p->previous);
         if (then >= 0)
                 (void) pool_event(p, then, NULL);
         manager_pool_changed(p->manager, p);
@@ -421,6 +508,8 @@ Pool *pool_free(Pool *p) {
         free(p->object_path);
         free(p->failure_reason);
         pool_config_free(p->config);
+        pool_config_free(p->previous);
+        free(p->rollback_reason);
         free(p);
         return NULL;
 }

@@ -18,6 +18,12 @@ typedef struct Manager Manager;
 typedef struct Pool {
         Manager *manager;
         PoolConfig *config;             /* owned: replaced by a reload */
+        PoolConfig *previous;           /* while a reload's new settings are tried (intent try): the old ones */
+        uint64_t generation;            /* of the code in config (plugin, its settings, user, limits) */
+        uint64_t previous_generation;   /* ... of previous */
+        uint64_t n_generations;         /* the last generation given out: none is reused */
+        char *rollback_reason;          /* a reload's settings failed and were rolled back, until the next
+                                         * reload: it runs the previous ones, shown as degraded */
         char *object_path;
 
         PoolLife life;                  /* its phase and intent (pool-fsm.h): written by pool_event() only */
@@ -62,6 +68,18 @@ void pool_stop(Pool *p);
 void pool_remove(Pool *p);
 /* Rolling restart: one slot at a time, each new worker ready before the next slot goes. */
 int pool_restart(Pool *p);
+/* A reload gives P new code (NEW, taken): rolled in like a restart, but the first new worker that
+ * fails before it is ready rolls the pool back to what it ran (pool_roll_failed()). A pool that is
+ * not active just takes NEW. */
+void pool_try_settings(Pool *p, PoolConfig *new);
+/* P's settings changed from OLD: its slots' start limits follow StartLimitBurst=. */
+void pool_config_apply_limits(Pool *p, const PoolConfig *old);
+/* A worker of the settings being tried ended before it was ready, for REASON. */
+void pool_roll_failed(Pool *p, const char *reason);
+/* A reload found P's configured settings again: it is no longer shown rolled back. */
+void pool_forget_rollback(Pool *p);
+/* Whether a reload's new settings are still rolling in, or rolling back, in P. */
+bool pool_is_trying(const Pool *p);
 /* Changes the number of workers: new slots start, the highest slots drain and go away. */
 int pool_scale(Pool *p, unsigned n);
 void pool_set_paused(Pool *p, bool paused);

@@ -8,6 +8,7 @@
  * workers at once. Bus= only takes effect on restart.
  */
 #include <errno.h>
+#include <glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,34 +58,37 @@ void manager_schedule_gc(Manager *m) {
                 log_warning("Failed to schedule freeing removed pools, they stay listed.");
 }
 
-static void worker_limits_changed(Pool *p, unsigned old_burst) {
-        if (p->config->start_limit_burst == old_burst)
-                return;
-        for (unsigned i = 0; i < p->n_workers; i++) {
-                start_limit_deinit(&p->workers[i]->start_limit);
-                (void) start_limit_init(&p->workers[i]->start_limit, p->config->start_limit_burst);
-        }
-}
-
 /* Gives P its new settings PC (taken). */
 static void pool_apply(Pool *p, PoolConfig *pc) {
         LogContext ctx = { .pool = pc->name, .slot = -1 };
-        bool same_code = pool_config_same_code(p->config, pc);
-        unsigned old_burst = p->config->start_limit_burst;
+        PoolConfig *old = p->config;
+        bool same_code = pool_config_same_code(old, pc);
         int r;
 
-        if (pool_config_equal(p->config, pc)) {
+        /* What it runs is compared with what is configured anew. */
+        pool_forget_rollback(p);
+        if (pool_config_equal(old, pc)) {
                 pool_config_free(pc);
                 return;
         }
 
         log_ctx(LOG_NOTICE, &ctx, "Settings changed%s.", same_code ? ", applied to the running workers" :
                                                                       ", rolling the workers over");
-        pool_config_free(p->config);
-        p->config = pc;
-        worker_limits_changed(p, old_burst);
         manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
                              "QueueBytesLimit", "Concurrency");
+        if (same_code || !pool_is_active(p)) {
+                p->config = pc;
+                if (!same_code)
+                        p->generation = ++p->n_generations;
+                pool_config_apply_limits(p, old);
+                pool_config_free(old);
+        } else {
+                /* New code is tried: the old settings are kept until every slot runs the new
+                 * ones, and come back if a new worker cannot start. The intent is set first, so
+                 * that the new slots of a scale-up are part of the trial. */
+                pool_try_settings(p, pc);
+                pool_config_apply_limits(p, old);
+        }
 
         if (p->n_wanted != pc->workers) {
                 r = pool_scale(p, pc->workers);
@@ -98,14 +102,90 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
         if (pool_is_active(p))
                 (void) zygote_start(p);
 
-        if (!same_code) {
-                if (pool_is_active(p))
-                        (void) pool_restart(p);
-                else if (p->life.phase == POOL_PHASE_FAILED)
-                        /* New code for a failed pool: worth a try right away. */
-                        (void) pool_start(p);
-        }
+        if (!same_code && p->life.phase == POOL_PHASE_FAILED)
+                /* New code for a failed pool: worth a try right away. */
+                (void) pool_start(p);
         pool_dispatch(p);       /* Concurrency= may have grown */
+}
+
+/* Whether the reload is still being applied: new settings rolling in (or back), workers of new
+ * settings or new slots or pools still starting. Drains are not waited for. */
+static bool reload_in_progress(Manager *m) {
+        for (size_t i = 0; i < m->n_pools; i++) {
+                Pool *p = m->pools[i];
+
+                if (pool_is_trying(p))
+                        return true;
+                if (!pool_is_active(p))
+                        continue;
+                for (unsigned j = 0; j < p->n_wanted; j++)
+                        if (p->workers[j]->state == WORKER_STARTING)
+                                return true;
+        }
+        return false;
+}
+
+static void reload_finish(Manager *m) {
+        _cleanup_(freep) char *rolled_back = NULL;
+
+        for (size_t i = 0; i < m->n_pools; i++) {
+                Pool *p = m->pools[i];
+                char *s;
+
+                if (!p->rollback_reason)
+                        continue;
+                if (asprintf(&s, "%s%sPool \"%s\" rolled back to its previous settings: %s", strempty(rolled_back),
+                             rolled_back ? "; " : "", p->config->name, p->rollback_reason) < 0)
+                        s = NULL;
+                free(rolled_back);
+                rolled_back = s;
+        }
+
+        m->state = MANAGER_RUNNING;
+        manager_mark_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State");
+        (void) sd_notify(false, "READY=1");
+        if (rolled_back)
+                log_error("Reload done, but not everywhere: %s", rolled_back);
+        else
+                log_info("Reloaded.");
+        if (m->observer.reload_finished)
+                m->observer.reload_finished(m, rolled_back ? RELOAD_ROLLED_BACK : RELOAD_DONE, rolled_back);
+        manager_pool_changed(m, NULL);
+}
+
+static int on_reload_check(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        m->reload_source = sd_event_source_disable_unref(m->reload_source);
+        if (m->state == MANAGER_RELOADING && !reload_in_progress(m))
+                reload_finish(m);
+        return 0;
+}
+
+void manager_reload_check(Manager *m) {
+        if (m->state != MANAGER_RELOADING || m->reload_source)
+                return;
+        /* Deferred: never in the middle of applying, nor under a pool's event. */
+        if (sd_event_add_defer(m->event, &m->reload_source, on_reload_check, m) < 0) {
+                log_warning("Failed to schedule the end of the reload, ending it now.");
+                reload_finish(m);
+        }
+}
+
+void manager_reload_abort(Manager *m) {
+        m->reload_source = sd_event_source_disable_unref(m->reload_source);
+        if (m->observer.reload_finished)
+                m->observer.reload_finished(m, RELOAD_STOPPING, "apiaryd is stopping");
+}
+
+/* Everything --check-config checks beyond the syntax: that each plugin file is there to load. */
+static int reload_check_plugins(Config *c, char **ret_error) {
+        g_auto(GStrv) problems = NULL;
+
+        if (config_check_plugins(c, &problems) == 0)
+                return 0;
+        *ret_error = g_strjoinv("; ", problems);
+        return -ENOENT;
 }
 
 int manager_reload(Manager *m, char **ret_error) {
@@ -118,9 +198,15 @@ int manager_reload(Manager *m, char **ret_error) {
 
         if (m->state == MANAGER_STOPPING)
                 return -ESHUTDOWN;
+        if (m->state == MANAGER_RELOADING) {
+                log_warning("A reload is under way; asked to reload again, ignoring.");
+                return -EBUSY;
+        }
 
         log_info("Reloading %s.", m->config->path);
         r = config_load(m->config->path, n_cpus > 0 ? (unsigned) n_cpus : 1, &c, &error);
+        if (r >= 0)
+                r = reload_check_plugins(c, &error);
         if (r < 0) {
                 log_error("Reload refused, the running configuration stays: %s", error ?: strerror(-r));
                 if (ret_error)
@@ -205,12 +291,10 @@ int manager_reload(Manager *m, char **ret_error) {
         config_free(m->config);
         m->config = TAKE_PTR(c);
 
-        m->state = MANAGER_RUNNING;
-        manager_mark_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "State");
         manager_mark_changed(m, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Pools");
         manager_schedule_gc(m);
-        (void) sd_notify(false, "READY=1");
-        manager_pool_changed(m, NULL);
-        log_info("Reloaded.");
+        /* It ends (READY=1, State running, the observer told) once the new settings are in
+         * every slot, or rolled back. */
+        manager_reload_check(m);
         return 0;
 }

@@ -207,6 +207,10 @@ static SlotDecision exited(const Slot *s, const SlotFacts *f) {
                         return go(s, SLOT_DEAD, SLOT_ACTION_RESET | SLOT_ACTION_START | SLOT_ACTION_DISPATCH);
                 return go(s, SLOT_DEAD, SLOT_ACTION_DISPATCH);
         }
+        /* New settings that cannot bring a worker up: the pool goes back to the previous ones
+         * (which starts this slot again). Not the slot's failure: nothing is counted. */
+        if (f->trial)
+                return go(s, SLOT_DEAD, SLOT_ACTION_DISPATCH | SLOT_ACTION_ROLL_BACK);
         return after_failure(s, f);
 }
 
@@ -246,7 +250,9 @@ SlotDecision slot_decide(const Slot *s, SlotEvent e, const SlotFacts *f) {
         case SLOT_EVENT_SPAWN_FAILED:
                 if (!IN_SET(st, SLOT_FORKING, SLOT_STARTING))
                         return illegal(s);
-                d = go(s, SLOT_DEAD, SLOT_ACTION_DROP | SLOT_ACTION_FAIL_POOL);
+                d = go(s, SLOT_DEAD, SLOT_ACTION_DROP |
+                                     (f->trial && s->intent == SLOT_INTENT_NONE ? SLOT_ACTION_ROLL_BACK :
+                                                                                  SLOT_ACTION_FAIL_POOL));
                 d.next.result = SLOT_RESULT_SPAWN;
                 return d;
 

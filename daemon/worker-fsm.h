@@ -121,6 +121,8 @@ typedef enum SlotAction {
         SLOT_ACTION_ACCEPT_READY  = 1 << 14,    /* answer Ready(), and give it tasks */
         SLOT_ACTION_START         = 1 << 15,    /* then raise START: a new run in this slot */
         SLOT_ACTION_FAIL_POOL     = 1 << 16,    /* the pool fails with the result as its reason */
+        SLOT_ACTION_ROLL_BACK     = 1 << 17,    /* the pool goes back to its previous settings, this run's end
+                                                 * the reason (and the slot starts again with them) */
 } SlotAction;
 
 typedef struct Slot {
@@ -142,6 +144,8 @@ typedef struct SlotFacts {
         RestartPolicy restart;          /* EXITED: Restart= */
         bool start_limit_trips;         /* EXITED: one more failure now would be past StartLimitBurst= */
         bool backoff;                   /* EXITED: a restart now would wait (RestartSec=) */
+        bool trial;                     /* EXITED, SPAWN_FAILED: the run tried a reload's new settings and
+                                         * was never ready: its end is theirs, not the slot's */
 } SlotFacts;
 
 typedef struct SlotDecision {

@@ -532,6 +532,8 @@ static SlotFacts worker_facts(Worker *w, SlotEvent e, unsigned *ret_failures) {
                 .zygote_ready = p->zygote && p->zygote->state == ZYGOTE_READY,
                 .wanted = w->slot < p->n_wanted && pool_is_active(p),
                 .restart = c->restart,
+                /* A run of the settings a reload tries, never ready: its end is theirs. */
+                .trial = p->life.intent == POOL_INTENT_TRY && w->generation == p->generation && w->ready_mono == 0,
         };
 
         if (e == SLOT_EVENT_EXITED) {
@@ -616,6 +618,11 @@ static SlotEvent worker_act(Worker *w, const SlotDecision *d, SlotState was, con
                 worker_mark_changed(w);
                 pool_mark_changed(p);
         }
+        if (a & (SLOT_ACTION_FORK | SLOT_ACTION_SPAWN)) {
+                /* A new run, of the code the pool has now; never ready yet. */
+                w->generation = p->generation;
+                w->ready_mono = 0;
+        }
         if ((a & SLOT_ACTION_FORK) && zygote_fork(p, w) < 0)
                 then = SLOT_EVENT_FORK_FAILED;
         if (a & SLOT_ACTION_SPAWN) {
@@ -693,15 +700,23 @@ static int worker_event(Worker *w, SlotEvent e, const WorkerEventArgs *args) {
                         pool_dispatch(p);
                 return worker_event(w, SLOT_EVENT_START, NULL);
         }
-        if (d.actions & SLOT_ACTION_FAIL_POOL) {
-                _cleanup_(freep) char *why = pool_failure_reason(w);
+        if (d.actions & (SLOT_ACTION_FAIL_POOL | SLOT_ACTION_ROLL_BACK)) {
+                _cleanup_(freep) char *why = NULL;
 
                 if (d.next.result == SLOT_RESULT_SPAWN) {
                         free(w->last_exit);
                         w->last_exit = strdup("failed to spawn apiary-worker");
                 }
-                worker_publish(w, false);       /* pool_fail() looks at every slot */
-                pool_fail(p, why ?: "pool failed");
+                worker_publish(w, false);       /* the pool looks at every slot */
+                if (d.actions & SLOT_ACTION_FAIL_POOL) {
+                        why = pool_failure_reason(w);
+                        pool_fail(p, why ?: "pool failed");
+                        return r;
+                }
+                if (asprintf(&why, "worker %u %s", w->slot, strempty(w->last_exit)) < 0)
+                        why = NULL;
+                pool_roll_failed(p, why ?: "a new worker failed");      /* which starts W again */
+                pool_dispatch(p);
                 return r;
         }
         worker_publish(w, true);                /* W may be gone from here on */

@@ -39,6 +39,7 @@ typedef struct Worker {
         StartLimit start_limit;
         usec_t backoff_usec;            /* the restart delay the last exit's decision was made with */
 
+        uint64_t generation;            /* the pool's code generation its current (or last) process runs */
         usec_t started_at;              /* CLOCK_REALTIME, when the current process was spawned */
         usec_t spawned_mono;            /* CLOCK_MONOTONIC, likewise */
         usec_t ready_mono;              /* CLOCK_MONOTONIC, when it reported Ready; 0 if not yet */

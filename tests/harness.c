@@ -13,6 +13,7 @@
 #include <string.h>
 #include <inttypes.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -42,6 +43,11 @@ static void rm_rf(const char *dir) {
         cmd = g_strdup_printf("rm -rf '%s'", dir);
         (void) system(cmd);
 }
+
+/* The daemon started last and not stopped yet: whose notify socket test_wait_child() reads. */
+static TestDaemon *current_daemon;
+
+static void notify_receive(TestDaemon *d, usec_t timeout);
 
 static int pidfd_open_(pid_t pid) {
         return (int) syscall(SYS_pidfd_open, pid, 0);
@@ -373,10 +379,45 @@ void test_daemon_connect_private(TestDaemon *d, const char *path) {
 
 void test_daemon_start(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready) {
         daemon_start(d, b, config, wait_ready, false);
+        current_daemon = d;
 }
 
 void test_daemon_start_logged(TestDaemon *d, const TestBus *b, const char *config, bool wait_ready) {
         daemon_start(d, b, config, wait_ready, true);
+        current_daemon = d;
+}
+
+int test_wait_child(pid_t pid, usec_t timeout) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout;
+        int pidfd = pidfd_open_(pid), status = 0;
+
+        assert_true(pidfd >= 0);
+        for (;;) {
+                TestDaemon *d = current_daemon;
+                struct pollfd p[2] = {
+                        { .fd = pidfd, .events = POLLIN },
+                        { .fd = d ? d->notify_fd : -1, .events = POLLIN },
+                };
+                usec_t now = now_usec(CLOCK_MONOTONIC);
+                int r;
+
+                if (now >= deadline) {
+                        close(pidfd);
+                        kill(pid, SIGKILL);
+                        (void) waitpid(pid, NULL, 0);
+                        fail_msg("child %i did not finish in time", (int) pid);
+                }
+                r = poll(p, 2, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC));
+                if (r < 0 && errno != EINTR)
+                        fail_msg("poll: %s", strerror(errno));
+                if (r > 0 && (p[1].revents & POLLIN))
+                        notify_receive(d, 0);
+                if (r > 0 && (p[0].revents & POLLIN))
+                        break;
+        }
+        close(pidfd);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 char *test_daemon_log(TestDaemon *d) {
@@ -438,6 +479,19 @@ void test_daemon_write_config(TestDaemon *d, const char *config) {
         g_autofree char *text = substitute(config);
 
         assert_true(g_file_set_contents(d->config_path, text, -1, NULL));
+}
+
+void test_daemon_write_dropin(TestDaemon *d, const char *name, const char *config) {
+        g_autofree char *dir = g_strconcat(d->config_path, ".d", NULL);
+        g_autofree char *path = g_build_filename(dir, name, NULL);
+
+        assert_int_equal(g_mkdir_with_parents(dir, 0755), 0);
+        if (!config) {
+                (void) unlink(path);
+                return;
+        }
+        g_autofree char *text = substitute(config);
+        assert_true(g_file_set_contents(path, text, -1, NULL));
 }
 
 /* Once apiaryd has exited: waits for the tee of its log to end, so that the log file is whole.
@@ -509,6 +563,8 @@ int test_daemon_wait(TestDaemon *d) {
 int test_daemon_stop(TestDaemon *d) {
         int result = 0;
 
+        if (current_daemon == d)
+                current_daemon = NULL;
         /* A clean stop, so that apiaryd's own exit checks run (valgrind's and LeakSanitizer's
          * among them), then SIGKILL if it does not come. */
         if (d->pid > 0) {
@@ -928,11 +984,22 @@ int test_client(const TestBus *b, unsigned uid, char **ret_output, const char *c
         return test_client_at(b->address, uid, ret_output, args);
 }
 
+static char *read_fd_whole(int fd) {
+        GString *s = g_string_new(NULL);
+        char buf[4096];
+        ssize_t k;
+
+        assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+        while ((k = read(fd, buf, sizeof(buf))) > 0)
+                g_string_append_len(s, buf, k);
+        return g_string_free(s, false);
+}
+
 int test_client_at(const char *address, unsigned uid, char **ret_output, const char *const *args) {
         GPtrArray *argv;
         g_autofree char *out = NULL, *err = NULL;
         g_autoptr(GError) e = NULL;
-        int status = 0;
+        int status;
 
         /* These calls are about who the caller is: root, or another user through setpriv, which
          * takes root too. An unprivileged run (a package build, a developer's checkout) skips the
@@ -957,15 +1024,27 @@ int test_client_at(const char *address, unsigned uid, char **ret_output, const c
                 g_ptr_array_add(argv, g_strdup(args[i]));
         g_ptr_array_add(argv, NULL);
 
-        if (!g_spawn_sync(NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, &e))
+        /* Waited for with apiaryd's notify socket read meanwhile: the call may wait for a
+         * reload, whose READY=1 blocks apiaryd while the socket's queue is full. */
+        int out_fd = memfd_create("client-out", MFD_CLOEXEC), err_fd = memfd_create("client-err", MFD_CLOEXEC);
+        GPid pid;
+
+        assert_true(out_fd >= 0 && err_fd >= 0);
+        if (!g_spawn_async_with_fds(NULL, (char **) argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH,
+                                    NULL, NULL, &pid, -1, out_fd, err_fd, &e))
                 fail_msg("cannot run the python3-dbus client: %s", e->message);
         g_ptr_array_free(argv, true);
+        status = test_wait_child(pid, 2 * TEST_TIMEOUT_USEC);
+        out = read_fd_whole(out_fd);
+        err = read_fd_whole(err_fd);
+        close(out_fd);
+        close(err_fd);
         if (err && err[0])
                 fprintf(stderr, "client.py: %s", err);
         g_strchomp(out);
         if (ret_output)
                 *ret_output = g_steal_pointer(&out);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+        return status;
 }
 
 int test_fixture_setup(void **state) {

@@ -74,6 +74,9 @@ char *test_daemon_log(TestDaemon *d);
 char *test_daemon_wait_log(TestDaemon *d, const char *needle, usec_t timeout);
 /* Rewrites apiaryd's configuration file (same substitutions), for reload tests. */
 void test_daemon_write_config(TestDaemon *d, const char *config);
+/* Writes the drop-in NAME (e.g. "50-x.conf") of apiaryd's configuration (same substitutions), or
+ * removes it if CONFIG is NULL. */
+void test_daemon_write_dropin(TestDaemon *d, const char *name, const char *config);
 /* Sends SIG and waits (bounded) for apiaryd to exit, and for its log to be complete (with
  * test_daemon_start_logged()); returns d->exit_status. */
 int test_daemon_kill_and_wait(TestDaemon *d, int sig);
@@ -153,6 +156,11 @@ int test_client_at(const char *address, unsigned uid, char **ret_output, const c
 typedef struct DBusConnection DBusConnection;
 DBusConnection *test_libdbus_connect(const char *address);
 void test_libdbus_disconnect(DBusConnection *c);
+
+/* Waits (bounded: the test fails) for our child PID to exit, reading the notify socket of the
+ * running apiaryd meanwhile, as systemd would: apiaryd blocks on a full one (a reload's READY=1).
+ * Returns its exit status, or 128 + the signal that killed it. */
+int test_wait_child(pid_t pid, usec_t timeout);
 
 /* Waits for a process that is not our child to be gone (pidfd). Returns true if it went. */
 bool test_wait_pid_gone(pid_t pid, usec_t timeout);

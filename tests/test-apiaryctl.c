@@ -99,22 +99,7 @@ static char *memfd_read(int fd, size_t *ret_size) {
 }
 
 static int wait_child(pid_t pid) {
-        int pidfd = (int) syscall(SYS_pidfd_open, pid, 0), status = 0;
-        struct pollfd p = { .fd = pidfd, .events = POLLIN };
-        int r;
-
-        assert_true(pidfd >= 0);
-        do
-                r = poll(&p, 1, (int) (TEST_TIMEOUT_USEC / USEC_PER_MSEC));
-        while (r < 0 && errno == EINTR);
-        close(pidfd);
-        if (r == 0) {
-                kill(pid, SIGKILL);
-                (void) waitpid(pid, NULL, 0);
-                fail_msg("apiaryctl (PID %i) did not finish in time", (int) pid);
-        }
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return test_wait_child(pid, TEST_TIMEOUT_USEC);
 }
 
 /* Runs apiaryctl ARGS as UID with INPUT on stdin, and waits for it. */

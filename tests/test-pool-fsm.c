@@ -29,6 +29,7 @@ static const unsigned legal_in[_POOL_EVENT_MAX] = {
         [POOL_EVENT_SLOTS] = ALL_PHASES,
         [POOL_EVENT_ROLL] = ACTIVE,
         [POOL_EVENT_ROLL_DONE] = 0,
+        [POOL_EVENT_ROLL_FAILED] = 0,
         [POOL_EVENT_STOP] = ALL_PHASES,
         [POOL_EVENT_REMOVE] = ALL_PHASES,
         [POOL_EVENT_FAIL] = ALL_PHASES & ~(BIT(POOL_PHASE_STOPPED) | BIT(POOL_PHASE_FAILING) | BIT(POOL_PHASE_FAILED)),
@@ -38,7 +39,10 @@ static const unsigned legal_in[_POOL_EVENT_MAX] = {
 static bool expect_legal(PoolPhase ph, PoolIntent in, PoolEvent e) {
         switch (e) {
         case POOL_EVENT_ROLL_DONE:
-                return in == POOL_INTENT_ROLL && (ACTIVE & BIT(ph));    /* a roll ends only while it runs */
+                /* a roll ends only while it runs */
+                return IN_SET(in, POOL_INTENT_ROLL, POOL_INTENT_TRY, POOL_INTENT_ROLL_BACK) && (ACTIVE & BIT(ph));
+        case POOL_EVENT_ROLL_FAILED:
+                return in == POOL_INTENT_TRY && (ACTIVE & BIT(ph));    /* only a reload's trial goes back */
         case POOL_EVENT_START:
         case POOL_EVENT_REMOVE:
         case POOL_EVENT_ROLL:
@@ -58,9 +62,11 @@ static bool expect_legal(PoolPhase ph, PoolIntent in, PoolEvent e) {
 /* Facts to try each triple with: none, all of them, a pool still coming up, an idle one. */
 static const PoolFacts facts[] = {
         {},
-        { .zygote = true, .settled = true, .all_ready = true, .idle = true, .rolled = true, .retry = true },
+        { .zygote = true, .settled = true, .all_ready = true, .idle = true, .rolled = true, .retry = true,
+          .trial = true, .rolled_back = true },
         { .retry = true },
         { .settled = true, .idle = true, .rolled = true },
+        { .settled = true, .all_ready = true, .trial = true },
 };
 
 static void test_every_triple(void **state) {
@@ -111,16 +117,30 @@ static void test_every_triple(void **state) {
                                                 assert_true(IN_SET(to, POOL_PHASE_STOPPED, POOL_PHASE_FAILED));
                                         }
                                         /* A roll goes on only while the pool runs. */
-                                        if (d.actions & (POOL_ACTION_ROLL_BEGIN | POOL_ACTION_ROLL_NEXT)) {
-                                                assert_int_equal(d.next.intent, POOL_INTENT_ROLL);
+                                        if (d.actions & (POOL_ACTION_ROLL_BEGIN | POOL_ACTION_ROLL_NEXT |
+                                                         POOL_ACTION_ROLL_BACK)) {
+                                                assert_true(pool_intent_is_roll(d.next.intent));
                                                 assert_true(pool_phase_is_active(to));
                                         }
                                         /* It begins only in a running pool, and a stop or a failure ends it. */
-                                        if (d.next.intent == POOL_INTENT_ROLL && in != POOL_INTENT_ROLL)
+                                        if (pool_intent_is_roll(d.next.intent) && !pool_intent_is_roll(in))
                                                 assert_true(pool_phase_is_active(to));
-                                        if (in == POOL_INTENT_ROLL && pool_phase_is_active(ph) &&
+                                        if (pool_intent_is_roll(in) && pool_phase_is_active(ph) &&
                                             !pool_phase_is_active(to))
-                                                assert_int_not_equal(d.next.intent, POOL_INTENT_ROLL);
+                                                assert_false(pool_intent_is_roll(d.next.intent));
+                                        /* A reload's trial is begun by a roll with new settings only; it
+                                         * goes back by its failure only, and back is where it goes. */
+                                        if (d.next.intent == POOL_INTENT_TRY && in != POOL_INTENT_TRY)
+                                                assert_true(e == POOL_EVENT_ROLL && facts[k].trial);
+                                        if (d.next.intent == POOL_INTENT_ROLL_BACK && in != POOL_INTENT_ROLL_BACK) {
+                                                assert_int_equal(e, POOL_EVENT_ROLL_FAILED);
+                                                assert_int_equal(d.actions, POOL_ACTION_ROLL_BACK);
+                                        }
+                                        if (d.actions & POOL_ACTION_ROLL_BACK)
+                                                assert_int_equal(in, POOL_INTENT_TRY);
+                                        /* A pool rolled back never shows running: it runs what is not configured. */
+                                        if (facts[k].rolled_back && to != ph)
+                                                assert_int_not_equal(to, POOL_PHASE_RUNNING);
                                 }
 }
 
@@ -320,6 +340,58 @@ static void test_roll(void **state) {
         assert_illegal(&l, POOL_EVENT_ROLL);
 }
 
+/* A reload's new settings: rolled in as a trial; a failure rolls them back, and the pool serves
+ * on, degraded, until the next reload. */
+static void test_trial(void **state) {
+        PoolLife l = { .phase = POOL_PHASE_RUNNING };
+        unsigned a;
+
+        assert_illegal(&l, POOL_EVENT_ROLL_FAILED);
+        a = raise_event(&l, POOL_EVENT_ROLL, &(PoolFacts) { .trial = true });
+        assert_int_equal(l.intent, POOL_INTENT_TRY);
+        assert_int_equal(a, POOL_ACTION_ROLL_BEGIN);
+
+        /* The first new worker never becomes ready. */
+        a = raise_event(&l, POOL_EVENT_ROLL_FAILED, NULL);
+        assert_int_equal(l.intent, POOL_INTENT_ROLL_BACK);
+        assert_int_equal(l.phase, POOL_PHASE_RUNNING);
+        assert_int_equal(a, POOL_ACTION_ROLL_BACK);
+        assert_illegal(&l, POOL_EVENT_ROLL_FAILED);    /* the old settings' failures are failures */
+        raise_event(&l, POOL_EVENT_SLOTS, &(PoolFacts) { .settled = true, .rolled_back = true });
+        assert_int_equal(l.phase, POOL_PHASE_DEGRADED);
+        a = raise_event(&l, POOL_EVENT_SLOTS, &(PoolFacts) { .settled = true, .all_ready = true, .rolled = true,
+                                                            .rolled_back = true });
+        assert_int_equal(l.phase, POOL_PHASE_DEGRADED);
+        assert_int_equal(a, POOL_ACTION_ROLL_NEXT);
+        raise_event(&l, POOL_EVENT_ROLL_DONE, NULL);
+        assert_int_equal(l.intent, POOL_INTENT_NONE);
+        /* Every worker ready, but with the previous settings: degraded until a reload says so. */
+        raise_event(&l, POOL_EVENT_SLOTS, &(PoolFacts) { .settled = true, .all_ready = true, .rolled_back = true });
+        assert_int_equal(l.phase, POOL_PHASE_DEGRADED);
+        raise_event(&l, POOL_EVENT_SLOTS, &(PoolFacts) { .settled = true, .all_ready = true });
+        assert_int_equal(l.phase, POOL_PHASE_RUNNING);
+
+        /* A trial that goes well ends like a restart; Restart() during it makes it a restart. */
+        l = (PoolLife) { .phase = POOL_PHASE_DEGRADED };
+        raise_event(&l, POOL_EVENT_ROLL, &(PoolFacts) { .trial = true });
+        raise_event(&l, POOL_EVENT_ROLL, NULL);
+        assert_int_equal(l.intent, POOL_INTENT_ROLL);
+        assert_illegal(&l, POOL_EVENT_ROLL_FAILED);
+        l = (PoolLife) { .phase = POOL_PHASE_RUNNING };
+        raise_event(&l, POOL_EVENT_ROLL, &(PoolFacts) { .trial = true });
+        raise_event(&l, POOL_EVENT_ROLL_DONE, NULL);
+        assert_int_equal(l.intent, POOL_INTENT_NONE);
+
+        /* Stopped or failed meanwhile: the trial is over. */
+        l = (PoolLife) { .phase = POOL_PHASE_RUNNING, .intent = POOL_INTENT_TRY };
+        raise_event(&l, POOL_EVENT_STOP, NULL);
+        assert_int_equal(l.intent, POOL_INTENT_STOP);
+        assert_illegal(&l, POOL_EVENT_ROLL_FAILED);
+        l = (PoolLife) { .phase = POOL_PHASE_RUNNING, .intent = POOL_INTENT_ROLL_BACK };
+        raise_event(&l, POOL_EVENT_FAIL, &(PoolFacts) { .retry = true });
+        assert_int_equal(l.intent, POOL_INTENT_NONE);
+}
+
 static const char *doc_path;
 
 static const char *event_name(unsigned e) {
@@ -370,6 +442,7 @@ int main(int argc, char *argv[]) {
                 cmocka_unit_test(test_stop),
                 cmocka_unit_test(test_remove),
                 cmocka_unit_test(test_roll),
+                cmocka_unit_test(test_trial),
                 cmocka_unit_test(test_doc_table),
         };
 

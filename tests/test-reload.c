@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "tests/harness.h"
+#include "util/macro.h"
 
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define MANAGER_IFACE "org.apiary.Apiary1.Manager"
@@ -164,11 +165,140 @@ static void test_sighup_reloads(void **state) {
         test_wait_until(d, new_pool_running, NULL, TEST_TIMEOUT_USEC, "the added pool to run");
 }
 
+/* Everything --check-config checks is checked by Reload() too: a plugin file that is not there. */
+static void test_reload_checks_plugin_files(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *out = NULL;
+        pid_t pid0, pid1;
+
+        test_daemon_start(d, &f->bus, "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=2\n", true);
+        pid0 = test_worker_pid(d, "echo", 0);
+        pid1 = test_worker_pid(d, "echo", 1);
+
+        test_daemon_write_dropin(d, "50-typo.conf", "[Pool echo]\nPlugin=nosuch.so\n");
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "Reload", NULL }), 1);
+        assert_non_null(strstr(out, "org.apiary.Apiary1.Error.InvalidConfig: "));
+        assert_non_null(strstr(out, "apiary.conf.d/50-typo.conf: [Pool echo] Plugin=nosuch.so: "));
+        assert_non_null(strstr(out, "nosuch.so: No such file"));
+
+        /* Nothing was touched. */
+        assert_int_equal(test_worker_pid(d, "echo", 0), pid0);
+        assert_int_equal(test_worker_pid(d, "echo", 1), pid1);
+        g_autofree char *state_ = test_pool_state(d, "echo");
+        assert_string_equal(state_, "running");
+}
+
+/* New settings that cannot bring up a worker, each way they can fail. */
+typedef struct BadSettings {
+        const char *dropin;
+        const char *reason;     /* in the error and in FailureReason */
+} BadSettings;
+
+static const BadSettings bad_settings[] = {
+        /* the plugin cannot be loaded */
+        { "[Pool echo]\nPlugin=@TEST_PLUGINS@/no-symbol.so\n", "worker 0 exited with status 3" },
+        /* the plugin's init() refuses its settings */
+        { "[Pool echo Plugin]\nInitMode=fail\n", "worker 0 exited with status 4 (plugin control: init failed: told to fail by InitMode=fail)" },
+        /* init() never returns */
+        { "[Pool echo]\nStartTimeoutSec=300ms\n[Pool echo Plugin]\nInitMode=hang\n",
+          "worker 0 start timed out, killed by SIGKILL" },
+        /* it crashes before it is ready */
+        { "[Pool echo Plugin]\nInitMode=crash\n", "worker 0 killed by SIG" },
+};
+
+static const char *const serving = "[Pool echo]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=2\n";
+
+static void test_failed_settings_roll_back(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { N = 40 };
+
+        test_daemon_start(d, &f->bus, serving, true);
+        test_collect_results(d);
+
+        for (size_t k = 0; k < ELEMENTSOF(bad_settings); k++) {
+                g_autofree char *out = NULL, *reason = NULL, *plugin = NULL, *pool_state = NULL, *again = NULL;
+                g_autofree char *path = test_pool_path("echo");
+                char *payloads[N];
+                uint64_t ids[N];
+                pid_t pid1 = test_worker_pid(d, "echo", 1);
+
+                /* Tasks keep coming across it: none is lost or failed. */
+                for (size_t i = 0; i < N; i++)
+                        payloads[i] = g_strdup_printf("case %zu task %zu", k, i);
+                test_submit_batch(d, "echo", payloads, N / 2, ids);
+
+                test_daemon_write_dropin(d, "50-new.conf", bad_settings[k].dropin);
+                assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "Reload", NULL }), 1);
+                if (!strstr(out, "org.apiary.Apiary1.Error.RolledBack: Pool \"echo\" rolled back to its previous settings: ") ||
+                    !strstr(out, bad_settings[k].reason))
+                        fail_msg("case %zu: %s", k, out);
+                test_submit_batch(d, "echo", payloads + N / 2, N / 2, ids + N / 2);
+
+                /* Once Reload() has answered, the old settings run in every slot; the slot not yet
+                 * replaced was never touched. The pool serves, degraded, and says why. */
+                assert_int_equal(test_get_u32(d, path, POOL_IFACE, "WorkersReady"), 2);
+                assert_int_equal(test_worker_pid(d, "echo", 1), pid1);
+                pool_state = test_pool_state(d, "echo");
+                assert_string_equal(pool_state, "degraded");
+                reason = test_get_string(d, path, POOL_IFACE, "FailureReason");
+                assert_non_null(strstr(reason, bad_settings[k].reason));
+                plugin = test_get_string(d, path, POOL_IFACE, "Plugin");
+                assert_non_null(strstr(plugin, "/control.so"));
+
+                test_wait_results(d, (k + 1) * N);
+                for (size_t i = 0; i < N; i++) {
+                        const TestResult *r = test_result(d, ids[i]);
+
+                        assert_true(r->ok);
+                        assert_string_equal(r->data, payloads[i]);
+                        g_free(payloads[i]);
+                }
+
+                /* The configuration as it runs again: a reload says it is fine, and it is running. */
+                test_daemon_write_dropin(d, "50-new.conf", NULL);
+                assert_int_equal(test_client(&f->bus, 0, &again, (const char *[]) { "call-manager", "Reload", NULL }), 0);
+                test_wait_pool_state(d, "echo", "running");
+                g_free(reason);
+                reason = test_get_string(d, path, POOL_IFACE, "FailureReason");
+                assert_string_equal(reason, "");
+        }
+}
+
+/* A reload that works still answers only once the new settings run everywhere. */
+static void test_reload_answers_when_applied(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *out = NULL, *path = test_pool_path("echo");
+        pid_t old0, old1;
+
+        test_daemon_start(d, &f->bus, serving, true);
+        old0 = test_worker_pid(d, "echo", 0);
+        old1 = test_worker_pid(d, "echo", 1);
+        test_daemon_write_dropin(d, "50-new.conf", "[Pool echo]\nWorkers=3\n[Pool echo Plugin]\nInitDelayMs=100\n");
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "Reload", NULL }), 0);
+        assert_int_equal(test_get_u32(d, path, POOL_IFACE, "WorkersReady"), 3);
+        for (unsigned i = 0; i < 3; i++) {
+                pid_t pid = test_worker_pid(d, "echo", i);
+
+                assert_true(pid > 0 && pid != old0 && pid != old1);
+        }
+        g_autofree char *pool_state = test_pool_state(d, "echo");
+        assert_string_equal(pool_state, "running");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_reload_applies_changes, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_bad_config_changes_nothing, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_sighup_reloads, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_reload_checks_plugin_files, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_failed_settings_roll_back, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_reload_answers_when_applied, test_fixture_setup,
+                                                test_fixture_teardown),
         };
 
         if (getenv("TEST_FILTER"))

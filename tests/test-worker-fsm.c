@@ -207,6 +207,27 @@ static void test_exit_reasons(void **state) {
         a = step(&s, SLOT_EVENT_EXITED, &f);
         assert_int_equal(a, SLOT_ACTION_COUNT_RESTART | SLOT_ACTION_DISPATCH | SLOT_ACTION_START);
 
+        /* A run of a reload's new settings that ends before it is ready, however it ends, rolls
+         * the pool back instead: the slot counts nothing and waits for the pool to start it. */
+        s = (Slot) { .state = SLOT_STARTING };
+        step(&s, SLOT_EVENT_EXIT, &(SlotFacts) { .exit_load = true });
+        a = step(&s, SLOT_EVENT_EXITED, &(SlotFacts) { .wanted = true, .trial = true, .start_limit_trips = true });
+        assert_int_equal(s.state, SLOT_DEAD);
+        assert_int_equal(a, SLOT_ACTION_DISPATCH | SLOT_ACTION_ROLL_BACK);
+        s = (Slot) { .state = SLOT_STARTING };
+        step(&s, SLOT_EVENT_START_TIMEOUT, &f);
+        step(&s, SLOT_EVENT_EXIT, &(SlotFacts) { .exit_signal = true });
+        assert_int_equal(step(&s, SLOT_EVENT_EXITED, &(SlotFacts) { .wanted = true, .trial = true }),
+                         SLOT_ACTION_DISPATCH | SLOT_ACTION_ROLL_BACK);
+        s = (Slot) { .state = SLOT_STARTING };
+        assert_int_equal(step(&s, SLOT_EVENT_SPAWN_FAILED, &(SlotFacts) { .trial = true }),
+                         SLOT_ACTION_DROP | SLOT_ACTION_ROLL_BACK);
+        /* ... but a stop asked for stays a stop. */
+        s = (Slot) { .state = SLOT_STARTING };
+        step(&s, SLOT_EVENT_STOP, &f);
+        step(&s, SLOT_EVENT_EXIT, &(SlotFacts) { .exit_signal = true });
+        assert_false(step(&s, SLOT_EVENT_EXITED, &(SlotFacts) { .trial = true }) & SLOT_ACTION_ROLL_BACK);
+
         /* A clean exit is no failure: on-failure leaves it dead, and so does Restart=no. */
         s = (Slot) { .state = SLOT_READY };
         step(&s, SLOT_EVENT_EXIT, &(SlotFacts) { .exit_clean = true });

@@ -38,6 +38,12 @@ static inline void freep(void *p) {
         free(*(void **) p);
 }
 
+/* free() that says so: p = mfree(p). */
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
+
 static inline int safe_close(int fd) {
         if (fd >= 0) {
                 int saved = errno;

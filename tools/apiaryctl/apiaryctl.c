@@ -428,10 +428,16 @@ static int verb_kill(sd_bus *bus, int argc, char **argv) {
 
 static int verb_reload(sd_bus *bus, int argc, char **argv) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;
 
-        r = sd_bus_call_method(bus, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE, "Reload", &error,
-                               NULL, NULL);
+        r = sd_bus_message_new_method_call(bus, &m, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
+                                           "Reload");
+        if (r < 0)
+                return ctl_bus_error(r, NULL, "Failed to create the Reload() call");
+        /* It answers once the new settings run everywhere: rolling restarts take what they
+         * take (StartTimeoutSec=, StopTimeoutSec= bound them), and systemd bounds the whole. */
+        r = sd_bus_call(bus, m, USEC_INFINITY, &error, NULL);
         if (r < 0)
                 return ctl_bus_error(r, &error, "Failed to reload apiaryd");
         return CTL_EXIT_SUCCESS;
