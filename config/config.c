@@ -1011,6 +1011,28 @@ static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config 
         return 0;
 }
 
+/* Copies the keys of G and their values as written into *KEYS and *VALUES (NULL-terminated), in
+ * order of first appearance; *N counts what is to be freed, also after a failure. */
+static int copy_entries(const SourceGroup *g, char ***keys, char ***values, size_t *n) {
+        size_t len = g->entries->len;
+
+        *keys = calloc(len + 1, sizeof(char *));
+        *values = calloc(len + 1, sizeof(char *));
+        if (!*keys || !*values)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < len; i++) {
+                const SourceEntry *e = g->entries->pdata[i];
+
+                (*keys)[i] = strdup(e->key);
+                (*values)[i] = strdup(e->value);
+                *n = i + 1;
+                if (!(*keys)[i] || !(*values)[i])
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 static int config_add_pool(Config *c, const SourceGroup *g, const char *name, unsigned n_cpus,
                            char **ret_error) {
         _cleanup_(pool_config_freep) PoolConfig *p = NULL;
@@ -1026,6 +1048,9 @@ static int config_add_pool(Config *c, const SourceGroup *g, const char *name, un
         r = pool_config_finish(p, g, c, n_cpus, ret_error);
         if (r < 0)
                 return r;
+        r = copy_entries(g, &p->written_keys, &p->written_values, &p->n_written);
+        if (r < 0)
+                return config_error(ret_error, r, "%s: out of memory", g->file);
 
         pools = reallocarray(c->pools, c->n_pools + 1, sizeof(*pools));
         if (!pools)
@@ -1037,23 +1062,7 @@ static int config_add_pool(Config *c, const SourceGroup *g, const char *name, un
 
 /* Copies [Pool NAME Plugin] into the pool, keys in order of first appearance. */
 static int pool_set_plugin_settings(PoolConfig *p, const SourceGroup *g) {
-        size_t n = g->entries->len;
-
-        p->plugin_keys = calloc(n + 1, sizeof(char *));
-        p->plugin_values = calloc(n + 1, sizeof(char *));
-        if (!p->plugin_keys || !p->plugin_values)
-                return -ENOMEM;
-
-        for (size_t i = 0; i < n; i++) {
-                const SourceEntry *e = g->entries->pdata[i];
-
-                p->plugin_keys[i] = strdup(e->key);
-                p->plugin_values[i] = strdup(e->value);
-                p->n_plugin = i + 1;    /* counts what pool_config_free() must release */
-                if (!p->plugin_keys[i] || !p->plugin_values[i])
-                        return -ENOMEM;
-        }
-        return 0;
+        return copy_entries(g, &p->plugin_keys, &p->plugin_values, &p->n_plugin);
 }
 
 static int config_new(const char *path, Config **ret) {
@@ -1085,6 +1094,9 @@ static int config_apply(Config *c, const ConfigSource *s, unsigned n_cpus, char 
                 r = parse_group(apiary, apiary_keys, ELEMENTSOF(apiary_keys), c, ret_error);
                 if (r < 0)
                         return r;
+                r = copy_entries(apiary, &c->written_keys, &c->written_values, &c->n_written);
+                if (r < 0)
+                        return config_error(ret_error, r, "%s: out of memory", apiary->file);
         }
 
         for (guint i = 0; i < s->groups->len; i++) {
@@ -1215,6 +1227,12 @@ PoolConfig *pool_config_free(PoolConfig *p) {
         }
         free(p->plugin_keys);
         free(p->plugin_values);
+        for (size_t i = 0; i < p->n_written; i++) {
+                free(p->written_keys[i]);
+                free(p->written_values[i]);
+        }
+        free(p->written_keys);
+        free(p->written_values);
         free(p->plugin_file);
         free(p->plugin_path);
         free(p->plugin);
@@ -1231,6 +1249,12 @@ Config *config_free(Config *c) {
         for (size_t i = 0; i < c->n_pools; i++)
                 pool_config_free(c->pools[i]);
         free(c->pools);
+        for (size_t i = 0; i < c->n_written; i++) {
+                free(c->written_keys[i]);
+                free(c->written_values[i]);
+        }
+        free(c->written_keys);
+        free(c->written_values);
         free(c->bus_address);
         free(c->private_socket);
         free(c->plugin_directory);
@@ -1281,6 +1305,39 @@ void pool_config_plugin_settings(const PoolConfig *c, const char **ret_path, cha
         *ret_keys = c->plugin_keys;
         *ret_values = c->plugin_values;
         *ret_n = c->n_plugin;
+}
+
+static const char *lookup(char *const *keys, char *const *values, size_t n, const char *key) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(keys[i], key))
+                        return values[i];
+        return NULL;
+}
+
+/* FN for each key of A's and B's that is not in both with the same value, A's keys first. */
+static void diff_entries(char *const *a_keys, char *const *a_values, size_t a_n, char *const *b_keys,
+                         char *const *b_values, size_t b_n, bool plugin, ConfigChangeFn fn, void *userdata) {
+        for (size_t i = 0; i < a_n; i++) {
+                const char *new = lookup(b_keys, b_values, b_n, a_keys[i]);
+
+                if (!streq_ptr(a_values[i], new))
+                        fn(a_keys[i], plugin, a_values[i], new, userdata);
+        }
+        for (size_t i = 0; i < b_n; i++)
+                if (!lookup(a_keys, a_values, a_n, b_keys[i]))
+                        fn(b_keys[i], plugin, NULL, b_values[i], userdata);
+}
+
+void config_diff(const Config *a, const Config *b, ConfigChangeFn fn, void *userdata) {
+        diff_entries(a->written_keys, a->written_values, a->n_written, b->written_keys, b->written_values,
+                     b->n_written, false, fn, userdata);
+}
+
+void pool_config_diff(const PoolConfig *a, const PoolConfig *b, ConfigChangeFn fn, void *userdata) {
+        diff_entries(a->written_keys, a->written_values, a->n_written, b->written_keys, b->written_values,
+                     b->n_written, false, fn, userdata);
+        diff_entries(a->plugin_keys, a->plugin_values, a->n_plugin, b->plugin_keys, b->plugin_values, b->n_plugin,
+                     true, fn, userdata);
 }
 
 /* Every field but plugin_file, which only says where Plugin= was written. */

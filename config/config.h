@@ -88,6 +88,11 @@ typedef struct PoolConfig {
         char **plugin_keys;
         char **plugin_values;
         size_t n_plugin;
+
+        /* [Pool NAME] as written, the same way: what a reload reports as changed; not compared. */
+        char **written_keys;
+        char **written_values;
+        size_t n_written;
 } PoolConfig;
 
 typedef struct Config {
@@ -111,6 +116,11 @@ typedef struct Config {
 
         PoolConfig **pools;             /* in order of first appearance */
         size_t n_pools;
+
+        /* [Apiary] as written: what a reload reports as changed; not compared. */
+        char **written_keys;
+        char **written_values;
+        size_t n_written;
 } Config;
 
 /* Loads PATH and PATH.d/\*.conf. On failure returns a negative errno and, if ret_error is not
@@ -146,6 +156,13 @@ const PoolConfig *config_find_pool(const Config *c, const char *name);
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b);
 /* True when two pools would run the same workers the same way (used by reload). */
 bool pool_config_equal(const PoolConfig *a, const PoolConfig *b);
+/* The keys whose values as written differ from A to B: KEY of [Pool NAME], or of [Pool NAME
+ * Plugin] if PLUGIN; OLD or NEW is NULL where the key is not set. Drop-ins count as written: the
+ * value is the one that won. */
+typedef void (*ConfigChangeFn)(const char *key, bool plugin, const char *old, const char *new, void *userdata);
+void pool_config_diff(const PoolConfig *a, const PoolConfig *b, ConfigChangeFn fn, void *userdata);
+/* The same for [Apiary] (PLUGIN is false). */
+void config_diff(const Config *a, const Config *b, ConfigChangeFn fn, void *userdata);
 /* What a worker of the pool C runs: its plugin's path, and its [Pool NAME Plugin] settings. */
 void pool_config_plugin_settings(const PoolConfig *c, const char **ret_path, char *const **ret_keys,
                                  char *const **ret_values, size_t *ret_n);

@@ -8,6 +8,7 @@
 #include "daemon/bus-control.h"
 #include "daemon/manager.h"
 #include "daemon/pool.h"
+#include "daemon/reload-plan.h"
 #include "daemon/reload.h"
 #include "daemon/worker.h"
 #include "util/log.h"
@@ -192,6 +193,42 @@ int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *e
                 mgr->reload_calls = g_ptr_array_new_with_free_func(message_unref);
         g_ptr_array_add(mgr->reload_calls, sd_bus_message_ref(m));
         return 1;
+}
+
+int bus_manager_method_plan_reload(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        g_autoptr(GPtrArray) changes = NULL;
+        _cleanup_(freep) char *reason = NULL;
+        Manager *mgr = userdata;
+        int r;
+
+        /* Control rights: the configuration may hold what not everyone is to read (plugin keys). */
+        r = auth_check(mgr, m, ACCESS_CONTROL, error);
+        if (r < 0)
+                return r;
+        r = manager_plan_reload(mgr, &changes, &reason);
+        if (r < 0)
+                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_CONFIG, "%s",
+                                         reason ?: "the configuration could not be loaded");
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(sssss)");
+        if (r < 0)
+                return r;
+        for (guint i = 0; i < changes->len; i++) {
+                const ReloadChange *c = changes->pdata[i];
+
+                r = sd_bus_message_append(reply, "(sssss)", c->pool, reload_change_kind_to_string(c->kind),
+                                          strempty(c->key), strempty(c->old), strempty(c->new));
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
 }
 
 void bus_reload_finished(Manager *m, ReloadResult result, const char *message) {

@@ -12,6 +12,8 @@
  * ManagerObserver.reload_finished, answers every call that waits. */
 int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error);
 void bus_reload_finished(Manager *m, ReloadResult result, const char *message);
+/* PlanReload() → a(sssss) (pool, kind, key, old, new): what Reload() would change now. */
+int bus_manager_method_plan_reload(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_pool_method_start(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_pool_method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_pool_method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error);

@@ -116,6 +116,7 @@ int pool_restart(Pool *p) {
 void pool_try_settings(Pool *p, PoolConfig *new) {
         p->previous = p->config;
         p->previous_generation = p->generation;
+        p->previous_wanted = p->n_wanted;
         p->config = new;
         p->generation = ++p->n_generations;
         if (pool_event(p, POOL_EVENT_ROLL, &(PoolEventArgs) { .trial = true }) < 0) {
@@ -313,10 +314,10 @@ static PoolEvent pool_roll_back(Pool *p) {
         pool_config_free(rejected);
         manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
                              "QueueBytesLimit", "Concurrency");
-        if (p->n_wanted != p->config->workers) {
-                r = pool_scale(p, p->config->workers);
+        if (p->n_wanted != p->previous_wanted) {
+                r = pool_scale(p, p->previous_wanted);
                 if (r < 0)
-                        log_pool(LOG_ERR, p, "Failed to scale back to %u workers: %s", p->config->workers, strerror(-r));
+                        log_pool(LOG_ERR, p, "Failed to scale back to %u workers: %s", p->previous_wanted, strerror(-r));
         }
         zygote_stop(p);
         if (p->config->zygote)

@@ -21,6 +21,7 @@ typedef struct Pool {
         PoolConfig *previous;           /* while a reload's new settings are tried (intent try): the old ones */
         uint64_t generation;            /* of the code in config (plugin, its settings, user, limits) */
         uint64_t previous_generation;   /* ... of previous */
+        unsigned previous_wanted;       /* ... and the workers it had then */
         uint64_t n_generations;         /* the last generation given out: none is reused */
         char *rollback_reason;          /* a reload's settings failed and were rolled back, until the next
                                          * reload: it runs the previous ones, shown as degraded */

@@ -18,6 +18,7 @@
 #include "daemon/manager.h"
 #include "daemon/objects.h"
 #include "daemon/pool.h"
+#include "daemon/reload-plan.h"
 #include "daemon/reload.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -58,11 +59,31 @@ void manager_schedule_gc(Manager *m) {
                 log_warning("Failed to schedule freeing removed pools, they stay listed.");
 }
 
+/* What changed in P's settings, for its log line: "Plugin=a.so → b.so, [Plugin] Mode=(unset) → x". */
+static char *describe_keys(const PoolConfig *old, unsigned wanted, bool active, const PoolConfig *pc) {
+        g_autoptr(GPtrArray) changes = g_ptr_array_new_with_free_func(reload_change_free);
+        g_autoptr(GString) s = g_string_new(NULL);
+
+        reload_plan_pool(changes, old, wanted, active, pc);
+        for (guint i = 0; i < changes->len; i++) {
+                const ReloadChange *c = changes->pdata[i];
+                g_autofree char *text = NULL;
+
+                if (!IN_SET(c->kind, RELOAD_CHANGE_KEY, RELOAD_CHANGE_PLUGIN_KEY))
+                        continue;
+                text = reload_change_describe(c);
+                g_string_append_printf(s, "%s%s", s->len > 0 ? ", " : "", text);
+        }
+        return g_string_free(g_steal_pointer(&s), false);
+}
+
 /* Gives P its new settings PC (taken). */
 static void pool_apply(Pool *p, PoolConfig *pc) {
         LogContext ctx = { .pool = pc->name, .slot = -1 };
         PoolConfig *old = p->config;
         bool same_code = pool_config_same_code(old, pc);
+        unsigned old_workers = old->workers;
+        g_autofree char *keys = NULL;
         int r;
 
         /* What it runs is compared with what is configured anew. */
@@ -72,8 +93,10 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
                 return;
         }
 
-        log_ctx(LOG_NOTICE, &ctx, "Settings changed%s.", same_code ? ", applied to the running workers" :
-                                                                      ", rolling the workers over");
+        keys = describe_keys(old, p->n_wanted, pool_is_active(p), pc);
+        log_ctx(LOG_NOTICE, &ctx, "Settings changed (%s)%s.", keys,
+                same_code ? ", applied to the running workers" :
+                pool_is_active(p) ? ", rolling the workers over to the new code" : "");
         manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
                              "QueueBytesLimit", "Concurrency");
         if (same_code || !pool_is_active(p)) {
@@ -90,7 +113,8 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
                 pool_config_apply_limits(p, old);
         }
 
-        if (p->n_wanted != pc->workers) {
+        /* A Scale() stays until Workers= itself changes. */
+        if (pc->workers != old_workers && p->n_wanted != pc->workers) {
                 r = pool_scale(p, pc->workers);
                 if (r < 0)
                         log_ctx(LOG_ERR, &ctx, "Failed to scale to %u workers: %s", pc->workers, strerror(-r));
@@ -188,12 +212,41 @@ static int reload_check_plugins(Config *c, char **ret_error) {
         return -ENOENT;
 }
 
+/* The configuration a reload would apply: loaded, and checked as --check-config checks it. */
+static int reload_load(Manager *m, Config **ret, char **ret_error) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(freep) char *error = NULL;
+        long n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int r;
+
+        r = config_load(m->config->path, n_cpus > 0 ? (unsigned) n_cpus : 1, &c, &error);
+        if (r >= 0)
+                r = reload_check_plugins(c, &error);
+        if (r < 0) {
+                if (ret_error)
+                        *ret_error = error ? TAKE_PTR(error) : strdup(strerror(-r));
+                return r;
+        }
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int manager_plan_reload(Manager *m, GPtrArray **ret, char **ret_error) {
+        _cleanup_(config_freep) Config *c = NULL;
+        int r;
+
+        r = reload_load(m, &c, ret_error);
+        if (r < 0)
+                return r;
+        *ret = reload_plan(m, c);
+        return 0;
+}
+
 int manager_reload(Manager *m, char **ret_error) {
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_(freep) char *error = NULL;
         Pool **pools;
         size_t n = 0;
-        long n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
         int r;
 
         if (m->state == MANAGER_STOPPING)
@@ -204,11 +257,9 @@ int manager_reload(Manager *m, char **ret_error) {
         }
 
         log_info("Reloading %s.", m->config->path);
-        r = config_load(m->config->path, n_cpus > 0 ? (unsigned) n_cpus : 1, &c, &error);
-        if (r >= 0)
-                r = reload_check_plugins(c, &error);
+        r = reload_load(m, &c, &error);
         if (r < 0) {
-                log_error("Reload refused, the running configuration stays: %s", error ?: strerror(-r));
+                log_error("Reload refused, the running configuration stays: %s", error);
                 if (ret_error)
                         *ret_error = TAKE_PTR(error);
                 return r;

@@ -611,6 +611,86 @@ static void test_control(void **state) {
         ctl_clear(&c);
 }
 
+/* reload prints what it changes, --dry-run changes nothing, a Scale() is kept or says it is not,
+ * and a typo is refused or rolled back with the reason. */
+static void test_reload(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *echo = test_pool_path("echo");
+        pid_t echo0, control0;
+        unsigned three = 3;
+        Ctl c = {};
+
+        test_daemon_start(d, &f->bus, config, true);
+        CTL(f, &c, "scale", "echo", "3");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        test_wait_until(d, pool_has_workers, &three, TEST_TIMEOUT_USEC, "echo to have 3 workers");
+        echo0 = test_worker_pid(d, "echo", 0);
+        control0 = test_worker_pid(d, "control", 0);
+
+        test_daemon_write_dropin(d, "50-new.conf",
+                                 "[Apiary]\nLogLevel=debug\n"
+                                 "[Pool echo]\nRestartSec=200ms\n"
+                                 "[Pool control Plugin]\nVersion=2\n"
+                                 "[Pool added]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n");
+        CTL(f, &c, "reload", "--dry-run");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out,
+                            "[Apiary]: LogLevel=(unset) → debug\n"
+                            "echo: RestartSec=(unset) → 200ms\n"
+                            "echo: keeps the 3 workers of its scale (Workers=2 did not change)\n"
+                            "control: [Plugin] Version=(unset) → 2\n"
+                            "control: new code: its workers roll over one by one, and back if the new ones cannot start\n"
+                            "added: added, starts\n");
+        ctl_clear(&c);
+        assert_int_equal(test_worker_pid(d, "control", 0), control0);
+        assert_int_equal(test_get_object_paths(d, "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager", "Pools")[2], NULL);
+
+        /* Applied, and waited for: the new worker is there when it returns. */
+        CTL(f, &c, "reload");
+        assert_int_equal(c.status, 0);
+        assert_true(g_str_has_suffix(c.out, "added: added, starts\nReloaded.\n"));
+        ctl_clear(&c);
+        assert_int_not_equal(test_worker_pid(d, "control", 0), control0);
+        assert_int_equal(test_worker_pid(d, "echo", 0), echo0);
+        assert_int_equal(test_get_u32(d, echo, POOL_IFACE, "WorkersWanted"), 3);
+        g_autofree char *added = test_pool_state(d, "added");
+        assert_string_equal(added, "running");
+
+        /* Workers= itself changes: the scale gives way, and it says so. */
+        test_daemon_write_dropin(d, "50-new.conf", "[Pool echo]\nWorkers=1\n");
+        CTL(f, &c, "reload");
+        assert_int_equal(c.status, 0);
+        assert_non_null(strstr(c.out, "echo: Workers=2 → 1\n"));
+        assert_non_null(strstr(c.out, "echo: RestartSec=200ms → (unset)\n"));
+        assert_non_null(strstr(c.out, "echo: does not keep the 3 workers of its scale: Workers= changed, scales to 1\n"));
+        assert_non_null(strstr(c.out, "added: removed: drains, then goes\n"));
+        ctl_clear(&c);
+        assert_int_equal(test_get_u32(d, echo, POOL_IFACE, "WorkersWanted"), 1);
+
+        /* A plugin file that is not there: refused whole, and the file, group and key named. */
+        test_daemon_write_dropin(d, "50-new.conf", "[Pool echo]\nWorkers=1\nPlugin=nosuch.so\n");
+        CTL(f, &c, "-v", "reload");
+        assert_int_equal(c.status, 1);
+        assert_non_null(strstr(c.err, "Failed to reload apiaryd: "));
+        assert_non_null(strstr(c.err, "50-new.conf: [Pool echo] Plugin=nosuch.so: "));
+        assert_non_null(strstr(c.err, "(org.apiary.Apiary1.Error.InvalidConfig)"));
+        ctl_clear(&c);
+
+        /* A plugin that refuses its settings: rolled back, and the reason told. */
+        test_daemon_write_dropin(d, "50-new.conf", "[Pool echo]\nWorkers=1\n[Pool control Plugin]\nInitMode=fail\n");
+        CTL(f, &c, "-v", "reload");
+        assert_int_equal(c.status, 1);
+        assert_non_null(strstr(c.out, "control: [Plugin] InitMode=(unset) → fail\n"));
+        assert_non_null(strstr(c.err, "Failed to reload apiaryd: Pool \"control\" rolled back to its previous "
+                                      "settings: worker 0 exited with status 4 (plugin control: init failed: told to "
+                                      "fail by InitMode=fail). (org.apiary.Apiary1.Error.RolledBack)"));
+        ctl_clear(&c);
+        g_autofree char *control = test_pool_state(d, "control");
+        assert_string_equal(control, "degraded");
+}
+
 static void test_access_denied(void **state) {
         static const char *const restricted =
                 "[Apiary]\nControlUsers=daemon\nSubmitUsers=daemon\n"
@@ -764,6 +844,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_wait, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_status_pools_workers, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_control, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_reload, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_access_denied, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_monitor, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_private_socket, test_fixture_setup, test_fixture_teardown),

@@ -181,6 +181,9 @@ static void test_reload_checks_plugin_files(void **state) {
         assert_non_null(strstr(out, "org.apiary.Apiary1.Error.InvalidConfig: "));
         assert_non_null(strstr(out, "apiary.conf.d/50-typo.conf: [Pool echo] Plugin=nosuch.so: "));
         assert_non_null(strstr(out, "nosuch.so: No such file"));
+        g_free(out);
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "PlanReload", NULL }), 1);
+        assert_non_null(strstr(out, "org.apiary.Apiary1.Error.InvalidConfig: "));
 
         /* Nothing was touched. */
         assert_int_equal(test_worker_pid(d, "echo", 0), pid0);

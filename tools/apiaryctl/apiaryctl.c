@@ -2,8 +2,8 @@
 /*
  * apiaryctl: query and control apiaryd over its public D-Bus API, in the manner of systemctl.
  * See docs/apiaryctl.md. This file holds the command line, the connection, error reporting and
- * the verbs that are one method call each; ctl-show.c prints the state, ctl-watch.c follows
- * signals.
+ * the task verbs; ctl-control.c the verbs that steer pools, workers and reloads; ctl-show.c
+ * prints the state, ctl-watch.c follows signals.
  */
 #include <assert.h>
 #include <errno.h>
@@ -43,6 +43,8 @@ bool arg_wait = false;
 bool arg_legend = true;
 JsonMode arg_json = JSON_OFF;
 usec_t arg_timeout = USEC_INFINITY;
+bool arg_no_block = false;
+bool arg_dry_run = false;
 
 /* ---- reporting ---- */
 
@@ -63,6 +65,46 @@ int ctl_usage_error(const char *format, ...) {
         va_end(ap);
         fputs("\nSee 'apiaryctl --help'.\n", stderr);
         return CTL_EXIT_USAGE;
+}
+
+static bool progress_shown = false;
+
+static void progress_vprint(const char *format, va_list ap) {
+        /* Back to the start of the line, the text, and the rest of the old one erased. */
+        fputs("\r", stderr);
+        vfprintf(stderr, format, ap);
+        fputs("\033[K", stderr);
+        fflush(stderr);
+}
+
+bool ctl_progress_begin(const char *format, ...) {
+        va_list ap;
+
+        if (!isatty(STDERR_FILENO))
+                return false;
+        va_start(ap, format);
+        progress_vprint(format, ap);
+        va_end(ap);
+        progress_shown = true;
+        return true;
+}
+
+void ctl_progress_update(const char *format, ...) {
+        va_list ap;
+
+        if (!progress_shown)
+                return;
+        va_start(ap, format);
+        progress_vprint(format, ap);
+        va_end(ap);
+}
+
+void ctl_progress_end(void) {
+        if (!progress_shown)
+                return;
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        progress_shown = false;
 }
 
 int ctl_oom(void) {
@@ -150,7 +192,7 @@ int parse_task_id(const char *s, uint64_t *ret) {
         return 0;
 }
 
-static int parse_u32(const char *s, uint32_t *ret) {
+int parse_u32(const char *s, uint32_t *ret) {
         uint64_t v;
 
         if (parse_u64(s, &v) < 0 || v > UINT32_MAX)
@@ -160,7 +202,7 @@ static int parse_u32(const char *s, uint32_t *ret) {
 }
 
 /* "TERM", "SIGTERM", "sigterm", "15", "RTMIN+2". */
-static int parse_signal(const char *s, int *ret) {
+int parse_signal(const char *s, int *ret) {
         uint32_t n;
 
         if (parse_u32(s, &n) >= 0) {
@@ -226,221 +268,6 @@ static int read_all(int fd, GByteArray *ret) {
                         return 0;
                 g_byte_array_append(ret, buf, (guint) k);
         }
-}
-
-/* ---- targets: POOL or POOL/SLOT ---- */
-
-typedef struct Target {
-        char *pool;
-        bool has_slot;
-        uint32_t slot;
-        char *path;
-        char *description;      /* pool "echo", worker echo/1 */
-} Target;
-
-static void target_done(Target *t) {
-        free(t->pool);
-        free(t->path);
-        free(t->description);
-}
-
-/* Pool names have no '/' (see pool_name_is_valid() in config/), so the last one splits off a slot. */
-static int target_parse(const char *s, bool slot_allowed, bool slot_required, Target *ret) {
-        _cleanup_(freep) char *pool = NULL, *pool_path = NULL, *path = NULL, *description = NULL;
-        const char *slash = strrchr(s, '/');
-        uint32_t slot = 0;
-        int r;
-
-        if (slash) {
-                if (!slot_allowed)
-                        return ctl_usage_error("Expected a pool name, not a worker: \"%s\".", s);
-                if (parse_u32(slash + 1, &slot) < 0 || slash == s)
-                        return ctl_usage_error("Expected POOL/SLOT with a decimal slot number: \"%s\".", s);
-                pool = strndup(s, (size_t) (slash - s));
-        } else {
-                if (slot_required)
-                        return ctl_usage_error("Expected a worker as POOL/SLOT, e.g. echo/0: \"%s\".", s);
-                pool = strdup(s);
-        }
-        if (!pool)
-                return ctl_oom();
-        if (pool[0] == '\0')
-                return ctl_usage_error("Expected a pool name, got an empty one.");
-
-        r = sd_bus_path_encode(APIARY_POOL_PREFIX, pool, &pool_path);
-        if (r < 0)
-                return ctl_oom();
-        if (slash) {
-                if (asprintf(&path, "%s/%" PRIu32, pool_path, slot) < 0 ||
-                    asprintf(&description, "worker %s/%" PRIu32, pool, slot) < 0)
-                        return ctl_oom();
-        } else {
-                path = TAKE_PTR(pool_path);
-                if (asprintf(&description, "pool \"%s\"", pool) < 0)
-                        return ctl_oom();
-        }
-
-        *ret = (Target) {
-                .pool = TAKE_PTR(pool),
-                .has_slot = slash != NULL,
-                .slot = slot,
-                .path = TAKE_PTR(path),
-                .description = TAKE_PTR(description),
-        };
-        return 0;
-}
-
-/* An object that does not exist gets UnknownObject, which does not say whether the pool or only
- * the slot is missing: ask the pool. */
-static int target_not_found(sd_bus *bus, const Target *t, const char *verb, const sd_bus_error *error) {
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        _cleanup_(freep) char *pool_path = NULL, *name = NULL;
-        bool pool_exists = false;
-        int r;
-
-        if (t->has_slot && sd_bus_path_encode(APIARY_POOL_PREFIX, t->pool, &pool_path) >= 0) {
-                r = sd_bus_get_property_string(bus, APIARY_BUS_NAME, pool_path, APIARY_POOL_INTERFACE, "Name", &e,
-                                               &name);
-                pool_exists = r >= 0;
-        }
-
-        fprintf(stderr, "Failed to %s %s: ", verb, t->description);
-        if (pool_exists)
-                fprintf(stderr, "Pool \"%s\" has no slot %" PRIu32 ".", t->pool, t->slot);
-        else
-                fprintf(stderr, "No pool named \"%s\".", t->pool);
-        if (arg_verbose)
-                fprintf(stderr, " (%s)", error->name);
-        fputc('\n', stderr);
-        return CTL_EXIT_NOT_FOUND;
-}
-
-/* Calls METHOD on the pool or worker object of T, with arguments TYPES, ... (or none). */
-static int target_call(sd_bus *bus, const Target *t, const char *method, const char *verb, const char *types, ...) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r;
-
-        r = sd_bus_message_new_method_call(bus, &m, APIARY_BUS_NAME, t->path,
-                                           t->has_slot ? APIARY_WORKER_INTERFACE : APIARY_POOL_INTERFACE, method);
-        if (r < 0)
-                return ctl_bus_error(r, NULL, "Failed to create the %s() call", method);
-        if (types) {
-                va_list ap;
-
-                va_start(ap, types);
-                r = sd_bus_message_appendv(m, types, ap);
-                va_end(ap);
-                if (r < 0)
-                        return ctl_bus_error(r, NULL, "Failed to create the %s() call", method);
-        }
-
-        r = sd_bus_call(bus, m, 0, &error, NULL);
-        if (r >= 0)
-                return CTL_EXIT_SUCCESS;
-        if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT))
-                return target_not_found(bus, t, verb, &error);
-        return ctl_bus_error(r, &error, "Failed to %s %s", verb, t->description);
-}
-
-/* ---- verbs on pools and workers ---- */
-
-/* start, stop, pause, resume, restart: each target in turn; the first failure's status is
- * returned, but the other targets are still tried, as systemctl does. */
-static int verb_pool_method(sd_bus *bus, int argc, char **argv) {
-        static const struct {
-                const char *verb;
-                const char *method;
-                bool slot_allowed;
-        } table[] = {
-                { "start", "Start", false },
-                { "stop", "Stop", false },
-                { "pause", "Pause", false },
-                { "resume", "Resume", false },
-                { "restart", "Restart", true },
-        };
-        const char *method = NULL;
-        bool slot_allowed = false;
-        int ret = CTL_EXIT_SUCCESS;
-
-        for (size_t i = 0; i < ELEMENTSOF(table); i++)
-                if (streq(table[i].verb, argv[0])) {
-                        method = table[i].method;
-                        slot_allowed = table[i].slot_allowed;
-                }
-        assert(method);
-
-        /* All targets are checked before anything is done: a typo must not leave half a job. */
-        for (int i = 1; i < argc; i++) {
-                Target t;
-                int r = target_parse(argv[i], slot_allowed, false, &t);
-
-                if (r != 0)
-                        return r;
-                target_done(&t);
-        }
-
-        for (int i = 1; i < argc; i++) {
-                Target t = {};
-                int r;
-
-                (void) target_parse(argv[i], slot_allowed, false, &t);
-                r = target_call(bus, &t, method, argv[0], NULL);
-                target_done(&t);
-                if (r != 0 && ret == CTL_EXIT_SUCCESS)
-                        ret = r;
-        }
-        return ret;
-}
-
-static int verb_scale(sd_bus *bus, int argc, char **argv) {
-        Target t;
-        uint32_t n;
-        int r;
-
-        if (parse_u32(argv[2], &n) < 0)
-                return ctl_usage_error("Expected a number of workers, got \"%s\".", argv[2]);
-        r = target_parse(argv[1], false, false, &t);
-        if (r != 0)
-                return r;
-        r = target_call(bus, &t, "Scale", "scale", "u", n);
-        target_done(&t);
-        return r;
-}
-
-static int verb_kill(sd_bus *bus, int argc, char **argv) {
-        Target t;
-        int sig = SIGTERM, r;
-
-        if (argc > 2) {
-                r = parse_signal(argv[2], &sig);
-                if (r < 0)
-                        return ctl_usage_error("Unknown signal \"%s\": expected a name (TERM, SIGKILL, RTMIN+1) "
-                                               "or a number from 1 to %i.", argv[2], SIGRTMAX);
-        }
-        r = target_parse(argv[1], true, true, &t);
-        if (r != 0)
-                return r;
-        r = target_call(bus, &t, "Kill", "kill", "i", (int32_t) sig);
-        target_done(&t);
-        return r;
-}
-
-static int verb_reload(sd_bus *bus, int argc, char **argv) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        int r;
-
-        r = sd_bus_message_new_method_call(bus, &m, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
-                                           "Reload");
-        if (r < 0)
-                return ctl_bus_error(r, NULL, "Failed to create the Reload() call");
-        /* It answers once the new settings run everywhere: rolling restarts take what they
-         * take (StartTimeoutSec=, StopTimeoutSec= bound them), and systemd bounds the whole. */
-        r = sd_bus_call(bus, m, USEC_INFINITY, &error, NULL);
-        if (r < 0)
-                return ctl_bus_error(r, &error, "Failed to reload apiaryd");
-        return CTL_EXIT_SUCCESS;
 }
 
 /* ---- tasks ---- */
@@ -665,7 +492,8 @@ static void help(void) {
                "  restart POOL[/SLOT]...     Replace the workers of a pool one by one, or one worker\n"
                "  scale POOL N               Run N workers in a pool\n"
                "  kill POOL/SLOT [SIGNAL]    Send a signal (default TERM) to a worker\n"
-               "  reload                     Reload apiaryd's configuration\n\n"
+               "  reload                     Reload apiaryd's configuration: print what changes, apply it,\n"
+               "                             and wait until it is applied (--dry-run: only print)\n\n"
                "Options:\n"
                "  -h --help                  Show this help\n"
                "     --version               Show the version\n"
@@ -679,6 +507,8 @@ static void help(void) {
                "     --timeout=SPAN          submit, run: fail the task after SPAN (500ms, 2s, 1min);\n"
                "                             wait: give up after SPAN\n"
                "     --wait                  submit: wait for the tasks and print their results\n"
+               "     --no-block              start, stop, restart, scale, reload: do not wait for the effect\n"
+               "     --dry-run               reload: print what would change, and change nothing\n"
                "     --json=short|pretty     status, pools, workers: print JSON\n"
                "     --no-legend             Print no column headers and footers\n"
                "     --no-color              Print no colours (nor with $NO_COLOR set)\n"
@@ -701,6 +531,8 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_NO_COLOR,
                 ARG_WAIT,
                 ARG_PRIVATE,
+                ARG_NO_BLOCK,
+                ARG_DRY_RUN,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -716,6 +548,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "no-color", no_argument, NULL, ARG_NO_COLOR },
                 { "wait", no_argument, NULL, ARG_WAIT },
                 { "private", optional_argument, NULL, ARG_PRIVATE },
+                { "no-block", no_argument, NULL, ARG_NO_BLOCK },
+                { "dry-run", no_argument, NULL, ARG_DRY_RUN },
                 { "verbose", no_argument, NULL, 'v' },
                 {}
         };
@@ -790,6 +624,12 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_WAIT:
                         arg_wait = true;
+                        break;
+                case ARG_NO_BLOCK:
+                        arg_no_block = true;
+                        break;
+                case ARG_DRY_RUN:
+                        arg_dry_run = true;
                         break;
                 case ARG_PRIVATE:
                         if (optarg && optarg[0] != '/') {
@@ -928,6 +768,8 @@ typedef enum VerbFlags {
         VERB_JSON = 1 << 0,             /* takes --json */
         VERB_TIMEOUT = 1 << 1,          /* takes --timeout */
         VERB_WAIT = 1 << 2,             /* takes --wait */
+        VERB_NO_BLOCK = 1 << 3,         /* takes --no-block */
+        VERB_DRY_RUN = 1 << 4,          /* takes --dry-run */
 } VerbFlags;
 
 typedef struct Verb {
@@ -946,14 +788,14 @@ static const Verb verbs[] = {
         { "run", 1, 2, verb_run, VERB_TIMEOUT },
         { "wait", 1, UINT_MAX, verb_wait, VERB_TIMEOUT },
         { "cancel", 1, UINT_MAX, verb_cancel, 0 },
-        { "start", 1, UINT_MAX, verb_pool_method, 0 },
-        { "stop", 1, UINT_MAX, verb_pool_method, 0 },
+        { "start", 1, UINT_MAX, verb_pool_method, VERB_NO_BLOCK },
+        { "stop", 1, UINT_MAX, verb_pool_method, VERB_NO_BLOCK },
         { "pause", 1, UINT_MAX, verb_pool_method, 0 },
         { "resume", 1, UINT_MAX, verb_pool_method, 0 },
-        { "restart", 1, UINT_MAX, verb_pool_method, 0 },
-        { "scale", 2, 2, verb_scale, 0 },
+        { "restart", 1, UINT_MAX, verb_pool_method, VERB_NO_BLOCK },
+        { "scale", 2, 2, verb_scale, VERB_NO_BLOCK },
         { "kill", 1, 2, verb_kill, 0 },
-        { "reload", 0, 0, verb_reload, 0 },
+        { "reload", 0, 0, verb_reload, VERB_NO_BLOCK | VERB_DRY_RUN },
         { "help", 0, UINT_MAX, NULL, 0 },
 };
 
@@ -1002,6 +844,10 @@ int main(int argc, char *argv[]) {
                 return ctl_usage_error("--timeout works with submit, run and wait only.");
         if (arg_wait && !(verb->flags & VERB_WAIT))
                 return ctl_usage_error("--wait works with submit only.");
+        if (arg_no_block && !(verb->flags & VERB_NO_BLOCK))
+                return ctl_usage_error("--no-block works with start, stop, restart, scale and reload only.");
+        if (arg_dry_run && !(verb->flags & VERB_DRY_RUN))
+                return ctl_usage_error("--dry-run works with reload only.");
         if (!verb->run) {
                 help();
                 return CTL_EXIT_SUCCESS;

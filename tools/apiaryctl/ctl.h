@@ -47,12 +47,20 @@ extern bool arg_wait;
 extern bool arg_legend;
 extern JsonMode arg_json;
 extern usec_t arg_timeout;              /* USEC_INFINITY: not given */
+extern bool arg_no_block;               /* control verbs: return once the call is answered */
+extern bool arg_dry_run;                /* reload: show what would change, change nothing */
 
 /* Opens a connection to the bus the options chose; a negative errno on failure. */
 int ctl_bus_open(sd_bus **ret);
 /* True with --private: the connection is to apiaryd's private socket, peer-to-peer, with no bus
  * daemon (no names, no NameOwnerChanged, no monitoring; signals after Manager.Subscribe()). */
 bool ctl_bus_is_private(void);
+
+/* A one-line progress on stderr, if it is a terminal: shown (and true returned) or not. Updated
+ * in place; ctl_progress_end() clears it. */
+bool ctl_progress_begin(const char *format, ...) _printf_(1, 2);
+void ctl_progress_update(const char *format, ...) _printf_(1, 2);
+void ctl_progress_end(void);
 
 /* One line to stderr. */
 void ctl_error(const char *format, ...) _printf_(1, 2);
@@ -66,6 +74,10 @@ int ctl_oom(void);
 
 /* Parses a task id: a decimal number > 0. */
 int parse_task_id(const char *s, uint64_t *ret);
+/* Parses a plain decimal number that fits 32 bits. */
+int parse_u32(const char *s, uint32_t *ret);
+/* Parses a signal: "TERM", "SIGTERM", "sigterm", "15", "RTMIN+2". */
+int parse_signal(const char *s, int *ret);
 
 /* Writes all of DATA to FD. */
 int write_all(int fd, const void *data, size_t size);
@@ -89,3 +101,7 @@ int verb_pools(sd_bus *bus, int argc, char **argv);
 int verb_workers(sd_bus *bus, int argc, char **argv);
 int verb_wait(sd_bus *bus, int argc, char **argv);
 int verb_monitor(sd_bus *bus, int argc, char **argv);
+int verb_pool_method(sd_bus *bus, int argc, char **argv);
+int verb_scale(sd_bus *bus, int argc, char **argv);
+int verb_kill(sd_bus *bus, int argc, char **argv);
+int verb_reload(sd_bus *bus, int argc, char **argv);
