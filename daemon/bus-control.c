@@ -98,7 +98,7 @@ int bus_pool_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *err
                 return r;
         if (!pool_is_active(p))
                 return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED,
-                                         "Pool \"%s\" is %s: Start() it instead.", p->config->name,
+                                         "Pool \"%s\" is %s; it must be started first.", p->config->name,
                                          p->life.phase == POOL_PHASE_STOPPING ? "stopping" :
                                          pool_state_to_string(p->state));
         (void) pool_restart(p);

@@ -500,10 +500,11 @@ static void test_control(void **state) {
 
         test_daemon_start(d, &f->bus, config, true);
 
+        /* Each waits for its effect: no waiting in the test after it. */
         CTL(f, &c, "scale", "echo", "3");
         assert_int_equal(c.status, 0);
         ctl_clear(&c);
-        test_wait_until(d, pool_has_workers, &three, TEST_TIMEOUT_USEC, "echo to have 3 workers");
+        assert_true(pool_has_workers(d, &three));
         CTL(f, &c, "--no-legend", "workers", "echo");
         {
                 g_auto(GStrv) l = lines(c.out);
@@ -516,11 +517,23 @@ static void test_control(void **state) {
         CTL(f, &c, "stop", "echo");
         assert_int_equal(c.status, 0);
         ctl_clear(&c);
-        test_wait_pool_state(d, "echo", "stopped");
+        {
+                g_autofree char *st = test_pool_state(d, "echo");
+                assert_string_equal(st, "stopped");
+        }
+        /* A stopped pool does not restart: the hint names the command that starts it. */
+        CTL(f, &c, "restart", "echo");
+        assert_int_equal(c.status, 1);
+        assert_non_null(strstr(c.err, "Failed to restart pool \"echo\": Pool \"echo\" is stopped; it must be started first.\n"
+                                      "To start it: apiaryctl start echo\n"));
+        ctl_clear(&c);
         CTL(f, &c, "start", "echo");
         assert_int_equal(c.status, 0);
         ctl_clear(&c);
-        test_wait_pool_state(d, "echo", "running");
+        {
+                g_autofree char *st = test_pool_state(d, "echo");
+                assert_string_equal(st, "running");
+        }
 
         CTL(f, &c, "pause", "echo", "control");
         assert_int_equal(c.status, 0);
@@ -548,13 +561,29 @@ static void test_control(void **state) {
         CTL(f, &c, "restart", "echo/1");
         assert_int_equal(c.status, 0);
         ctl_clear(&c);
-        test_wait_until(d, worker_replaced, &s, TEST_TIMEOUT_USEC, "echo/1 to be restarted");
+        assert_true(worker_replaced(d, &s));
 
-        s = (Slot) { "echo", 0, test_worker_pid(d, "echo", 0) };
-        CTL(f, &c, "restart", "echo");
+        {
+                Slot all[3];
+
+                for (unsigned i = 0; i < 3; i++)
+                        all[i] = (Slot) { "echo", i, test_worker_pid(d, "echo", i) };
+                CTL(f, &c, "restart", "echo");
+                assert_int_equal(c.status, 0);
+                ctl_clear(&c);
+                /* Rolled: every slot has its new worker, ready, when restart returns. */
+                for (unsigned i = 0; i < 3; i++)
+                        assert_true(worker_replaced(d, &all[i]));
+        }
+
+        /* --no-block returns at once; the effect comes all the same. */
+        CTL(f, &c, "--no-block", "scale", "echo", "2");
         assert_int_equal(c.status, 0);
         ctl_clear(&c);
-        test_wait_until(d, worker_replaced, &s, TEST_TIMEOUT_USEC, "echo/0 to be replaced by the rolling restart");
+        {
+                unsigned two = 2;
+                test_wait_until(d, pool_has_workers, &two, TEST_TIMEOUT_USEC, "echo to have 2 workers");
+        }
 
         /* Reload is newer than the rest: an apiaryd without it answers UnknownMethod. */
         CTL(f, &c, "-v", "reload");
@@ -604,6 +633,19 @@ static void test_control(void **state) {
         assert_int_equal(c.status, 2);
         ctl_clear(&c);
         assert_false(pool_paused(d, "echo"));
+        /* Every target exists, or nothing is done. */
+        CTL(f, &c, "pause", "echo", "nope");
+        assert_int_equal(c.status, 4);
+        assert_string_equal(c.err, "Failed to pause pool \"nope\": No pool named \"nope\". Nothing was done.\n");
+        ctl_clear(&c);
+        assert_false(pool_paused(d, "echo"));
+        CTL(f, &c, "restart", "echo/0", "echo/7");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "Pool \"echo\" has no slot 7. Nothing was done."));
+        ctl_clear(&c);
+        CTL(f, &c, "--no-block", "pause", "echo");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
         /* Arguments apiaryd refuses as invalid: 2 as well. */
         CTL(f, &c, "scale", "echo", "0");
         assert_int_equal(c.status, 2);
@@ -691,6 +733,24 @@ static void test_reload(void **state) {
         assert_string_equal(control, "degraded");
 }
 
+/* A start that ends in failure is a failure of start, with the reason. */
+static void test_start_fails(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        Ctl c = {};
+
+        test_daemon_start(d, &f->bus, "[Pool bad]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\n"
+                                     "StartLimitBurst=0\nRestart=no\nFailedRetrySec=infinity\n"
+                                     "[Pool bad Plugin]\nInitMode=exit\nExitCode=3\n", true);
+        CTL(f, &c, "stop", "bad");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        CTL(f, &c, "start", "bad");
+        assert_int_equal(c.status, 1);
+        assert_non_null(strstr(c.err, "Failed to start pool \"bad\": Pool \"bad\" failed: exited with status 3"));
+        ctl_clear(&c);
+}
+
 static void test_access_denied(void **state) {
         static const char *const restricted =
                 "[Apiary]\nControlUsers=daemon\nSubmitUsers=daemon\n"
@@ -775,6 +835,15 @@ static void test_private_socket(void **state) {
         assert_non_null(strstr(c.out, "echo "));
         ctl_clear(&c);
 
+        /* Waiting for the effect works without the bus daemon too (Subscribe()). */
+        CTL(f, &c, opt, "scale", "echo", "3");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        {
+                unsigned three = 3;
+                assert_true(pool_has_workers(&f->daemon, &three));
+        }
+
         /* Others' TaskFinished never reach a peer: wait needs the bus. */
         CTL(f, &c, opt, "--timeout=1s", "wait", "1");
         assert_int_equal(c.status, 2);
@@ -845,6 +914,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_status_pools_workers, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_control, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_reload, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_start_fails, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_access_denied, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_monitor, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_private_socket, test_fixture_setup, test_fixture_teardown),

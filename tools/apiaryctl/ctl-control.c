@@ -6,6 +6,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <glib.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tools/apiaryctl/ctl-state.h"
 #include "tools/apiaryctl/ctl.h"
 
 /* ---- targets: POOL or POOL/SLOT ---- */
@@ -102,8 +104,9 @@ static int target_not_found(sd_bus *bus, const Target *t, const char *verb, cons
         return CTL_EXIT_NOT_FOUND;
 }
 
-/* Calls METHOD on the pool or worker object of T, with arguments TYPES, ... (or none). */
-static int target_call(sd_bus *bus, const Target *t, const char *method, const char *verb, const char *types, ...) {
+/* Calls METHOD on the pool or worker object of T, with arguments TYPES, AP (or none). */
+static int target_callv(sd_bus *bus, const Target *t, const char *method, const char *verb, const char *types,
+                        va_list ap) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
@@ -113,11 +116,7 @@ static int target_call(sd_bus *bus, const Target *t, const char *method, const c
         if (r < 0)
                 return ctl_bus_error(r, NULL, "Failed to create the %s() call", method);
         if (types) {
-                va_list ap;
-
-                va_start(ap, types);
                 r = sd_bus_message_appendv(m, types, ap);
-                va_end(ap);
                 if (r < 0)
                         return ctl_bus_error(r, NULL, "Failed to create the %s() call", method);
         }
@@ -127,76 +126,354 @@ static int target_call(sd_bus *bus, const Target *t, const char *method, const c
                 return CTL_EXIT_SUCCESS;
         if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT))
                 return target_not_found(bus, t, verb, &error);
-        return ctl_bus_error(r, &error, "Failed to %s %s", verb, t->description);
+        r = ctl_bus_error(r, &error, "Failed to %s %s", verb, t->description);
+        /* What to do about it, in this tool's words. */
+        if (sd_bus_error_has_name(&error, APIARY_ERROR_POOL_STOPPED) && streq(verb, "restart"))
+                ctl_error("To start it: apiaryctl start %s", t->pool);
+        else if (sd_bus_error_has_name(&error, APIARY_ERROR_BUSY) && streq(verb, "start"))
+                ctl_error("Once it has stopped, it can start: apiaryctl stop %s waits for that.", t->pool);
+        return r;
+}
+
+/* ---- every target checked first ---- */
+
+/* ARGS (N of them) parsed and looked up in S: all exist, or nothing is done. Returns 0, or the exit
+ * status, having said what is wrong. */
+static int targets_check(const Snapshot *s, const char *verb, char **args, int n, bool slot_allowed, bool slot_required,
+                         Target **ret) {
+        g_autofree Target *targets = g_new0(Target, n > 0 ? n : 1);
+        int r = 0, i;
+
+        for (i = 0; i < n && r == 0; i++)
+                r = target_parse(args[i], slot_allowed, slot_required, &targets[i]);
+        if (r != 0) {
+                for (int j = 0; j < i - 1; j++)
+                        target_done(&targets[j]);
+                return r;
+        }
+
+        for (i = 0; i < n; i++) {
+                const Target *t = &targets[i];
+                PoolInfo *p = snapshot_find_pool(s, t->pool);
+                bool found = p && !t->has_slot;
+
+                for (guint j = 0; p && t->has_slot && j < p->workers->len; j++)
+                        found = found || ((WorkerInfo *) p->workers->pdata[j])->slot == t->slot;
+                if (found)
+                        continue;
+                fprintf(stderr, "Failed to %s %s: ", verb, t->description);
+                if (p)
+                        fprintf(stderr, "Pool \"%s\" has no slot %" PRIu32 ".", t->pool, t->slot);
+                else
+                        fprintf(stderr, "No pool named \"%s\".", t->pool);
+                fputs(n > 1 ? " Nothing was done.\n" : "\n", stderr);
+                for (int j = 0; j < n; j++)
+                        target_done(&targets[j]);
+                return CTL_EXIT_NOT_FOUND;
+        }
+        *ret = g_steal_pointer(&targets);
+        return 0;
+}
+
+static void targets_free(Target *targets, int n) {
+        for (int i = 0; i < n; i++)
+                target_done(&targets[i]);
+        g_free(targets);
+}
+
+/* ---- waiting for the effect ---- */
+
+typedef enum Effect {
+        EFFECT_WAITING,
+        EFFECT_DONE,
+        EFFECT_FAILED,
+} Effect;
+
+/* What a verb waits for: VERB on TARGET, called at SINCE (CLOCK_REALTIME, µs), N_WORKERS for scale. */
+typedef struct Want {
+        const char *verb;
+        const Target *target;
+        uint64_t since;
+        uint32_t n_workers;
+} Want;
+
+static bool state_is(const char *state, const char *a, const char *b) {
+        return streq(strempty(state), a) || (b && streq(strempty(state), b));
+}
+
+static bool pool_is_down(const PoolInfo *p) {
+        return state_is(p->state, "stopped", "failed") || state_is(p->state, "stopping", NULL);
+}
+
+/* A worker that took its new process since W->since and serves; FAILED if it is dead instead. */
+static Effect worker_replaced(const Want *w, const WorkerInfo *wi, char **ret_why) {
+        if (wi->started_at >= w->since && state_is(wi->state, "ready", "busy"))
+                return EFFECT_DONE;
+        if (state_is(wi->state, "dead", NULL) && wi->started_at >= w->since) {
+                *ret_why = g_strdup_printf("Worker %s/%" PRIu32 " is dead: %s.", wi->pool_name, wi->slot,
+                                           strempty(wi->last_exit));
+                return EFFECT_FAILED;
+        }
+        return EFFECT_WAITING;
+}
+
+/* Where W stands in S: *RET_WHY says why it failed, *RET_PROGRESS how far it is. */
+static Effect want_check(const Snapshot *s, const Want *w, char **ret_why, char **ret_progress) {
+        const Target *t = w->target;
+        PoolInfo *p = snapshot_find_pool(s, t->pool);
+        unsigned done = 0, wanted = 0;
+
+        if (!p) {
+                *ret_why = g_strdup_printf("Pool \"%s\" is gone.", t->pool);
+                return EFFECT_FAILED;
+        }
+
+        if (streq(w->verb, "start")) {
+                if (state_is(p->state, "failed", NULL)) {
+                        *ret_why = g_strdup_printf("Pool \"%s\" failed: %s", t->pool, strempty(p->failure_reason));
+                        return EFFECT_FAILED;
+                }
+                if (state_is(p->state, "stopped", "stopping")) {
+                        *ret_why = g_strdup_printf("Pool \"%s\" was stopped meanwhile.", t->pool);
+                        return EFFECT_FAILED;
+                }
+                *ret_progress = g_strdup_printf("%s: %s, %" PRIu32 "/%" PRIu32 " workers ready", t->pool,
+                                                strempty(p->state), p->workers_ready, p->workers_wanted);
+                return state_is(p->state, "starting", NULL) ? EFFECT_WAITING : EFFECT_DONE;
+        }
+
+        if (streq(w->verb, "stop")) {
+                for (guint i = 0; i < p->workers->len; i++) {
+                        WorkerInfo *wi = p->workers->pdata[i];
+
+                        wanted++;
+                        if (state_is(wi->state, "dead", "stopped") || state_is(wi->state, "backoff", NULL))
+                                done++;
+                }
+                *ret_progress = g_strdup_printf("%s: %s, %u/%u workers stopped", t->pool, strempty(p->state), done,
+                                                wanted);
+                return state_is(p->state, "stopped", "failed") && done == wanted ? EFFECT_DONE : EFFECT_WAITING;
+        }
+
+        if (pool_is_down(p)) {
+                if (streq(w->verb, "scale"))
+                        return EFFECT_DONE;     /* it takes effect when the pool starts */
+                *ret_why = g_strdup_printf("Pool \"%s\" is %s%s%s", t->pool, strempty(p->state),
+                                           p->failure_reason && p->failure_reason[0] ? ": " : ".",
+                                           strempty(p->failure_reason));
+                return EFFECT_FAILED;
+        }
+
+        if (streq(w->verb, "scale")) {
+                for (guint i = 0; i < p->workers->len; i++) {
+                        WorkerInfo *wi = p->workers->pdata[i];
+
+                        if (wi->slot < w->n_workers && state_is(wi->state, "dead", NULL)) {
+                                *ret_why = g_strdup_printf("Worker %s/%" PRIu32 " is dead: %s.", t->pool, wi->slot,
+                                                           strempty(wi->last_exit));
+                                return EFFECT_FAILED;
+                        }
+                }
+                *ret_progress = g_strdup_printf("%s: %" PRIu32 "/%" PRIu32 " workers ready, %u slots", t->pool,
+                                                p->workers_ready, w->n_workers, p->workers->len);
+                return p->workers->len == w->n_workers && p->workers_ready >= w->n_workers ? EFFECT_DONE :
+                                                                                               EFFECT_WAITING;
+        }
+
+        /* restart: every slot (or the one) has a worker started since the call, ready. */
+        for (guint i = 0; i < p->workers->len; i++) {
+                WorkerInfo *wi = p->workers->pdata[i];
+                Effect e;
+
+                if (t->has_slot ? wi->slot != t->slot : wi->slot >= p->workers_wanted)
+                        continue;
+                wanted++;
+                e = worker_replaced(w, wi, ret_why);
+                if (e == EFFECT_FAILED)
+                        return e;
+                if (e == EFFECT_DONE)
+                        done++;
+        }
+        *ret_progress = g_strdup_printf("%s: %u/%u workers replaced", t->description, done, wanted);
+        return done == wanted ? EFFECT_DONE : EFFECT_WAITING;
+}
+
+/* Signals that may mean progress: a property, an object going or coming, apiaryd leaving. */
+static int watch_changes(sd_bus *bus) {
+        static const char *const rules[] = {
+                "type='signal',sender='" APIARY_BUS_NAME "',interface='org.freedesktop.DBus.Properties',"
+                "member='PropertiesChanged',path_namespace='" APIARY_OBJECT_PATH "'",
+                "type='signal',sender='" APIARY_BUS_NAME "',interface='org.freedesktop.DBus.ObjectManager'",
+                "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+                "member='NameOwnerChanged',arg0='" APIARY_BUS_NAME "'",
+        };
+        int r;
+
+        if (ctl_bus_is_private())
+                /* No bus daemon, no match rules: apiaryd sends what it is asked for. */
+                return sd_bus_call_method(bus, APIARY_BUS_NAME, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
+                                          "Subscribe", NULL, NULL, NULL);
+        for (size_t i = 0; i < ELEMENTSOF(rules); i++) {
+                r = sd_bus_add_match(bus, NULL, rules[i], NULL, NULL);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Until every one of WANTS (N) is done, or one failed: event driven, a look at the state after
+ * each batch of signals. Returns the exit status. */
+static int wait_effect(sd_bus *bus, const Want *wants, int n) {
+        bool progress = false;
+        int r;
+
+        for (;;) {
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+                _cleanup_(snapshot_freep) Snapshot *s = NULL;
+                g_autofree char *line = NULL;
+                bool all_done = true;
+
+                r = snapshot_load(bus, &s, &error);
+                if (r < 0) {
+                        ctl_progress_end();
+                        return ctl_bus_error(r, &error, "Failed to follow the %s", wants[0].verb);
+                }
+                for (int i = 0; i < n; i++) {
+                        g_autofree char *why = NULL, *text = NULL;
+                        Effect e = want_check(s, &wants[i], &why, &text);
+
+                        if (e == EFFECT_FAILED) {
+                                ctl_progress_end();
+                                ctl_error("Failed to %s %s: %s", wants[i].verb, wants[i].target->description, why);
+                                return CTL_EXIT_FAILURE;
+                        }
+                        if (e == EFFECT_WAITING) {
+                                all_done = false;
+                                if (!line)
+                                        line = g_steal_pointer(&text);
+                        }
+                }
+                if (all_done) {
+                        ctl_progress_end();
+                        return CTL_EXIT_SUCCESS;
+                }
+                if (!progress)
+                        progress = ctl_progress_begin("%s…", line ?: "waiting");
+                else
+                        ctl_progress_update("%s…", line ?: "waiting");
+
+                /* Whatever came meanwhile is taken in; then wait for more. */
+                do
+                        r = sd_bus_process(bus, NULL);
+                while (r > 0);
+                if (r >= 0)
+                        r = sd_bus_wait(bus, UINT64_MAX);
+                if (r < 0) {
+                        ctl_progress_end();
+                        return ctl_bus_error(r, NULL, "Failed to follow the %s", wants[0].verb);
+                }
+        }
 }
 
 /* ---- verbs on pools and workers ---- */
 
-/* start, stop, pause, resume, restart: each target in turn; the first failure's status is
- * returned, but the other targets are still tried, as systemctl does. */
+/* Calls METHOD on each of TARGETS (N), then waits for the effect of VERB unless it has none to wait
+ * for or --no-block. Every target is tried, as systemctl does; the first failure's status is
+ * returned, and only the targets whose call succeeded are waited for. */
+static int call_and_wait(sd_bus *bus, const char *verb, const char *method, Target *targets, int n, bool wait,
+                         uint32_t n_workers, const char *types, ...) {
+        g_autofree Want *wants = g_new0(Want, n > 0 ? n : 1);
+        uint64_t since = now_usec(CLOCK_REALTIME);
+        int ret = CTL_EXIT_SUCCESS, n_wants = 0, r;
+
+        if (!arg_no_block && wait) {
+                r = watch_changes(bus);
+                if (r < 0)
+                        return ctl_bus_error(r, NULL, "Failed to follow apiaryd's state");
+        }
+
+        for (int i = 0; i < n; i++) {
+                va_list ap;
+
+                va_start(ap, types);
+                r = target_callv(bus, &targets[i], method, verb, types, ap);
+                va_end(ap);
+                if (r != 0) {
+                        if (ret == CTL_EXIT_SUCCESS)
+                                ret = r;
+                        continue;
+                }
+                wants[n_wants++] = (Want) { .verb = verb, .target = &targets[i], .since = since,
+                                            .n_workers = n_workers };
+        }
+        if (arg_no_block || !wait || n_wants == 0)
+                return ret;
+        r = wait_effect(bus, wants, n_wants);
+        return ret != CTL_EXIT_SUCCESS ? ret : r;
+}
+
+/* start, stop, pause, resume, restart. */
 int verb_pool_method(sd_bus *bus, int argc, char **argv) {
         static const struct {
                 const char *verb;
                 const char *method;
                 bool slot_allowed;
+                bool wait;
         } table[] = {
-                { "start", "Start", false },
-                { "stop", "Stop", false },
-                { "pause", "Pause", false },
-                { "resume", "Resume", false },
-                { "restart", "Restart", true },
+                { "start", "Start", false, true },
+                { "stop", "Stop", false, true },
+                { "pause", "Pause", false, false },
+                { "resume", "Resume", false, false },
+                { "restart", "Restart", true, true },
         };
-        const char *method = NULL;
-        bool slot_allowed = false;
-        int ret = CTL_EXIT_SUCCESS;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(snapshot_freep) Snapshot *s = NULL;
+        Target *targets = NULL;
+        size_t k = 0;
+        int r;
 
-        for (size_t i = 0; i < ELEMENTSOF(table); i++)
-                if (streq(table[i].verb, argv[0])) {
-                        method = table[i].method;
-                        slot_allowed = table[i].slot_allowed;
-                }
-        assert(method);
+        while (!streq(table[k].verb, argv[0]))
+                k++;
+        assert(k < ELEMENTSOF(table));
 
-        /* All targets are checked before anything is done: a typo must not leave half a job. */
-        for (int i = 1; i < argc; i++) {
-                Target t;
-                int r = target_parse(argv[i], slot_allowed, false, &t);
+        /* All targets are checked, and looked up, before anything is done: a typo must not leave
+         * half a job. */
+        r = snapshot_load(bus, &s, &error);
+        if (r < 0)
+                return ctl_bus_error(r, &error, "Failed to %s", argv[0]);
+        r = targets_check(s, argv[0], argv + 1, argc - 1, table[k].slot_allowed, false, &targets);
+        if (r != 0)
+                return r;
 
-                if (r != 0)
-                        return r;
-                target_done(&t);
-        }
-
-        for (int i = 1; i < argc; i++) {
-                Target t = {};
-                int r;
-
-                (void) target_parse(argv[i], slot_allowed, false, &t);
-                r = target_call(bus, &t, method, argv[0], NULL);
-                target_done(&t);
-                if (r != 0 && ret == CTL_EXIT_SUCCESS)
-                        ret = r;
-        }
-        return ret;
+        r = call_and_wait(bus, argv[0], table[k].method, targets, argc - 1, table[k].wait, 0, NULL);
+        targets_free(targets, argc - 1);
+        return r;
 }
 
 int verb_scale(sd_bus *bus, int argc, char **argv) {
-        Target t;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(snapshot_freep) Snapshot *s = NULL;
+        Target *t = NULL;
         uint32_t n;
         int r;
 
         if (parse_u32(argv[2], &n) < 0)
                 return ctl_usage_error("Expected a number of workers, got \"%s\".", argv[2]);
-        r = target_parse(argv[1], false, false, &t);
+        r = snapshot_load(bus, &s, &error);
+        if (r < 0)
+                return ctl_bus_error(r, &error, "Failed to scale");
+        r = targets_check(s, "scale", argv + 1, 1, false, false, &t);
         if (r != 0)
                 return r;
-        r = target_call(bus, &t, "Scale", "scale", "u", n);
-        target_done(&t);
+        r = call_and_wait(bus, "scale", "Scale", t, 1, true, n, "u", n);
+        targets_free(t, 1);
         return r;
 }
 
 int verb_kill(sd_bus *bus, int argc, char **argv) {
-        Target t;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(snapshot_freep) Snapshot *s = NULL;
+        Target *t = NULL;
         int sig = SIGTERM, r;
 
         if (argc > 2) {
@@ -205,11 +482,15 @@ int verb_kill(sd_bus *bus, int argc, char **argv) {
                         return ctl_usage_error("Unknown signal \"%s\": expected a name (TERM, SIGKILL, RTMIN+1) "
                                                "or a number from 1 to %i.", argv[2], SIGRTMAX);
         }
-        r = target_parse(argv[1], true, true, &t);
+        r = snapshot_load(bus, &s, &error);
+        if (r < 0)
+                return ctl_bus_error(r, &error, "Failed to kill");
+        r = targets_check(s, "kill", argv + 1, 1, true, true, &t);
         if (r != 0)
                 return r;
-        r = target_call(bus, &t, "Kill", "kill", "i", (int32_t) sig);
-        target_done(&t);
+        /* What a signal leads to is the restart policy's business: nothing to wait for. */
+        r = call_and_wait(bus, "kill", "Kill", t, 1, false, 0, "i", (int32_t) sig);
+        targets_free(t, 1);
         return r;
 }
 

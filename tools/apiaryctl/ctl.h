@@ -25,6 +25,8 @@
 #define APIARY_ERROR_NO_SUCH_TASK "org.apiary.Apiary1.Error.NoSuchTask"
 #define APIARY_ERROR_TASK_FAILED "org.apiary.Apiary1.Error.TaskFailed"
 #define APIARY_ERROR_INVALID_OPTION "org.apiary.Apiary1.Error.InvalidOption"
+#define APIARY_ERROR_POOL_STOPPED "org.apiary.Apiary1.Error.PoolStopped"
+#define APIARY_ERROR_BUSY "org.apiary.Apiary1.Error.Busy"
 
 /* The exit statuses, documented in docs/apiaryctl.md. */
 enum {
