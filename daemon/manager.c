@@ -17,6 +17,7 @@
 #include "daemon/zygote.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/signal-util.h"
 #include "util/notify.h"
 
 extern char **environ;
@@ -224,7 +225,7 @@ void manager_stop(Manager *m) {
 static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Manager *m = userdata;
 
-        log_info("Received SIG%s.", sigabbrev_np((int) si->ssi_signo) ?: "?");
+        log_info("Received %s.", signal_to_string((int) si->ssi_signo, (char[SIGNAL_NAME_MAX]) {}));
         manager_stop(m);
         return 0;
 }

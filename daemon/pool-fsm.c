@@ -42,6 +42,7 @@ static const char *const pool_state_table[_POOL_STATE_MAX] = {
         [POOL_DEGRADED] = "degraded",
         [POOL_FAILED] = "failed",
         [POOL_STOPPED] = "stopped",
+        [POOL_STOPPING] = "stopping",
 };
 
 /* What each phase shows, as systemd's state_translation_table[]. */
@@ -51,7 +52,7 @@ static const PoolState pool_public_table[_POOL_PHASE_MAX] = {
         [POOL_PHASE_STARTING] = POOL_STARTING,
         [POOL_PHASE_RUNNING] = POOL_RUNNING,
         [POOL_PHASE_DEGRADED] = POOL_DEGRADED,
-        [POOL_PHASE_STOPPING] = _POOL_STATE_INVALID,
+        [POOL_PHASE_STOPPING] = POOL_STOPPING,
         [POOL_PHASE_STOPPED] = POOL_STOPPED,
         [POOL_PHASE_FAILING] = POOL_FAILED,
         [POOL_PHASE_FAILED] = POOL_FAILED,
@@ -128,6 +129,9 @@ static PoolDecision derive(const PoolLife *l, const PoolFacts *f) {
         /* Rolled back, it serves, but not with what is configured: that is no "running". */
         if (f->all_ready && !f->rolled_back)
                 return go(l, POOL_PHASE_RUNNING, roll);
+        /* A scale-up, a rolling restart, a recycle: slots down as planned do not degrade it. */
+        if (l->phase == POOL_PHASE_RUNNING && f->only_planned && !f->rolled_back)
+                return stay(l, roll);
         if (!f->settled && l->phase == POOL_PHASE_STARTING)
                 return stay(l, roll);   /* still coming up */
         return go(l, POOL_PHASE_DEGRADED, roll);

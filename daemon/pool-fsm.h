@@ -11,6 +11,7 @@ typedef enum PoolState {
         POOL_DEGRADED,          /* started, but some slot is not ready (restarting, or Restart=no) */
         POOL_FAILED,            /* start limit hit or plugin unloadable; retried after FailedRetrySec */
         POOL_STOPPED,           /* stopped on purpose */
+        POOL_STOPPING,          /* its workers are being stopped on purpose (Stop(), a removal, apiaryd stopping) */
         _POOL_STATE_MAX,
         _POOL_STATE_INVALID = -EINVAL,
 } PoolState;
@@ -39,7 +40,7 @@ typedef enum PoolPhase {
         POOL_PHASE_STARTING,    /* its workers start; some slot has not settled */
         POOL_PHASE_RUNNING,     /* every slot's worker is ready */
         POOL_PHASE_DEGRADED,    /* every slot has settled, not every one is ready */
-        POOL_PHASE_STOPPING,    /* its workers are being stopped: shown as before */
+        POOL_PHASE_STOPPING,    /* its workers are being stopped */
         POOL_PHASE_STOPPED,     /* stopped, no worker left */
         POOL_PHASE_FAILING,     /* failed; its workers are being stopped */
         POOL_PHASE_FAILED,      /* failed, no worker left; retried after FailedRetrySec= */
@@ -102,6 +103,8 @@ typedef struct PoolFacts {
         bool zygote;            /* START, RETRY: Zygote=yes, its workers wait for it */
         bool settled;           /* SLOTS: every wanted slot has settled (docs/apiaryd.md) */
         bool all_ready;         /* SLOTS: every wanted slot's worker is ready */
+        bool only_planned;      /* SLOTS: every wanted slot that is not ready comes up as planned (a new
+                                 * slot, a replacement asked for): a running pool stays running */
         bool idle;              /* SLOTS, REMOVE: no worker has a process */
         bool rolled;            /* SLOTS: the slot being rolled has its new worker ready */
         bool trial;             /* ROLL: new settings from a reload, the previous ones kept to go back to */
@@ -117,8 +120,7 @@ typedef struct PoolDecision {
 
 PoolDecision pool_decide(const PoolLife *l, PoolEvent e, const PoolFacts *f);
 
-/* What the bus shows for PHASE; _POOL_STATE_INVALID for POOL_PHASE_STOPPING, whose pool shows
- * what it showed before. */
+/* What the bus shows for PHASE. */
 PoolState pool_phase_to_public(PoolPhase phase);
 /* Whether a pool in PHASE is meant to run its workers, and so takes tasks: the one answer. */
 bool pool_phase_is_active(PoolPhase phase);

@@ -66,7 +66,7 @@ bool pool_can_be_freed(const Pool *p) {
 
 void pool_mark_changed(Pool *p) {
         manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "State", "FailureReason", "WorkersReady",
-                             "Restarts");
+                             "Restarts", "PlannedRestarts");
 }
 
 /* Frees the slots above n_wanted once their workers are gone, highest first. */
@@ -83,6 +83,11 @@ static void pool_trim(Pool *p) {
                 p->workers[--p->n_workers] = NULL;
                 manager_mark_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Workers");
         }
+}
+
+void pool_slot_planned(Pool *p, Worker *w) {
+        if (w->slot < p->n_workers)
+                p->settled[w->slot] = false;
 }
 
 void pool_worker_changed(Pool *p, Worker *w) {
@@ -235,9 +240,15 @@ static PoolFacts pool_facts(Pool *p, const PoolEventArgs *args) {
                 .retry = p->config->failed_retry_usec != USEC_INFINITY && p->manager->state != MANAGER_STOPPING,
         };
 
-        for (unsigned i = 0; i < p->n_wanted; i++)
+        f.only_planned = true;
+        for (unsigned i = 0; i < p->n_wanted; i++) {
+                bool ready = IN_SET(p->workers[i]->state, WORKER_READY, WORKER_BUSY);
+
                 if (!p->settled[i])
                         f.settled = false;
+                else if (!ready)
+                        f.only_planned = false;
+        }
         /* The slot being rolled has its new worker once one spawned since the roll began is ready. */
         f.rolled = changed && changed->slot == p->rolling_slot && IN_SET(changed->state, WORKER_READY, WORKER_BUSY) &&
                    changed->spawned_mono >= p->rolling_began;

@@ -32,9 +32,11 @@ typedef struct Pool {
         Worker **workers;               /* one per slot */
         unsigned n_workers;             /* slots that exist: n_wanted, plus any still being removed */
         unsigned n_wanted;              /* Workers=, or what Scale() asked for */
-        bool *settled;                  /* per slot: it has been ready, or backoff, or dead, since the start */
+        bool *settled;                  /* per slot: it has been ready, or backoff, or dead, since the start or
+                                         * since its planned replacement began */
 
-        uint64_t restarts;              /* worker restarts over the pool's life */
+        uint64_t restarts;              /* worker restarts over the pool's life that nobody asked for */
+        uint64_t planned_restarts;      /* ... that were asked for (Restart(), a reload, MaxTasksPerWorker=) */
         char *failure_reason;           /* why the pool last failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
 
@@ -95,6 +97,8 @@ void pool_fail(Pool *p, const char *reason);
 /* Its State, FailureReason, WorkersReady or Restarts changed: the group is signalled, once this
  * turn of the loop (changes.h). */
 void pool_mark_changed(Pool *p);
+/* W is being replaced as asked (recycled, revived): until it settles, it does not degrade P. */
+void pool_slot_planned(Pool *p, Worker *w);
 /* Called by a worker of the pool whenever its state changed. */
 void pool_worker_changed(Pool *p, Worker *w);
 

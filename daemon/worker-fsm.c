@@ -50,6 +50,7 @@ static const char *const slot_result_table[_SLOT_RESULT_MAX] = {
 
 static const char *const worker_state_table[_WORKER_STATE_MAX] = {
         [WORKER_DEAD] = "dead",
+        [WORKER_STOPPED] = "stopped",
         [WORKER_STARTING] = "starting",
         [WORKER_READY] = "ready",
         [WORKER_BUSY] = "busy",
@@ -90,12 +91,14 @@ const char *worker_state_to_string(WorkerState s) {
         return STRING_OF(worker_state_table, s);
 }
 
-WorkerState slot_state_to_public(SlotState state, unsigned in_flight) {
-        if (state < 0 || state >= _SLOT_STATE_MAX)
+WorkerState slot_to_public(const Slot *s, unsigned in_flight) {
+        if (s->state < 0 || s->state >= _SLOT_STATE_MAX)
                 return _WORKER_STATE_INVALID;
-        if (state == SLOT_RETIRING && in_flight == 0)
+        if (s->state == SLOT_RETIRING && in_flight == 0)
                 return WORKER_READY;
-        return slot_public_table[state];
+        if (s->state == SLOT_DEAD && s->intent != SLOT_INTENT_NONE)
+                return WORKER_STOPPED;
+        return slot_public_table[s->state];
 }
 
 bool slot_state_has_process(SlotState state) {
@@ -141,6 +144,9 @@ static SlotDecision stop_running(const Slot *s, SlotIntent intent, unsigned in_f
         else
                 d = go(s, SLOT_STOP_SIGTERM, SLOT_ACTION_ARM_STOP | SLOT_ACTION_SIGTERM);
         d.next.intent = intent;
+        if (intent == SLOT_INTENT_RECYCLE)
+                /* Replaced on purpose: its pool does not count the slot as down meanwhile. */
+                d.actions |= SLOT_ACTION_PLANNED;
         return d;
 }
 
@@ -202,7 +208,7 @@ static SlotDecision exited(const Slot *s, const SlotFacts *f) {
          * but a recycle or a revive of a slot that is still wanted. */
         if (s->intent != SLOT_INTENT_NONE || !f->wanted) {
                 if (s->intent == SLOT_INTENT_RECYCLE && f->wanted)
-                        return go(s, SLOT_DEAD, SLOT_ACTION_COUNT_RESTART | SLOT_ACTION_START | SLOT_ACTION_DISPATCH);
+                        return go(s, SLOT_DEAD, SLOT_ACTION_COUNT_PLANNED | SLOT_ACTION_START | SLOT_ACTION_DISPATCH);
                 if (s->intent == SLOT_INTENT_REVIVE && f->wanted)
                         return go(s, SLOT_DEAD, SLOT_ACTION_RESET | SLOT_ACTION_START | SLOT_ACTION_DISPATCH);
                 return go(s, SLOT_DEAD, SLOT_ACTION_DISPATCH);
@@ -304,7 +310,9 @@ SlotDecision slot_decide(const Slot *s, SlotEvent e, const SlotFacts *f) {
                         d.next.intent = SLOT_INTENT_STOP;
                         return d;
                 case SLOT_BACKOFF:
-                        return go(s, SLOT_DEAD, SLOT_ACTION_DISARM);
+                        d = go(s, SLOT_DEAD, SLOT_ACTION_DISARM);
+                        d.next.intent = SLOT_INTENT_STOP;
+                        return d;
                 case SLOT_DEAD:
                 case SLOT_EXITED:
                 default:
@@ -321,7 +329,7 @@ SlotDecision slot_decide(const Slot *s, SlotEvent e, const SlotFacts *f) {
 
         case SLOT_EVENT_REVIVE:
                 if (IN_SET(st, SLOT_DRAINING, SLOT_STOP_SIGTERM, SLOT_STOP_SIGKILL)) {
-                        d = stay(s, 0);
+                        d = stay(s, SLOT_ACTION_PLANNED);
                         d.next.intent = SLOT_INTENT_REVIVE;
                         return d;
                 }

@@ -8,12 +8,13 @@
 
 /* The states a slot shows on the bus (the Worker's State property, docs/apiaryd.md). */
 typedef enum WorkerState {
-        WORKER_DEAD,            /* no process, none coming (stopped, Restart=no, pool failed) */
+        WORKER_DEAD,            /* no process, none coming, not asked for (Restart= did not restart it, it failed its pool) */
         WORKER_STARTING,        /* spawned, plugin loading or in init() */
         WORKER_READY,           /* init() done, serving */
         WORKER_BUSY,            /* serving, with tasks in flight */
         WORKER_STOPPING,        /* being stopped: SIGTERM once drained, SIGKILL at StopTimeoutSec */
         WORKER_BACKOFF,         /* exited, restart timer running */
+        WORKER_STOPPED,         /* no process, none coming, as asked (a stop, its pool's, a scale-down) */
         _WORKER_STATE_MAX,
         _WORKER_STATE_INVALID = -EINVAL,
 } WorkerState;
@@ -108,7 +109,7 @@ typedef enum SlotAction {
         SLOT_ACTION_DISARM        = 1 << 1,     /* the slot's timer */
         SLOT_ACTION_RESET         = 1 << 2,     /* forget the failures in a row and the start limit */
         SLOT_ACTION_COUNT_FAILURE = 1 << 3,     /* one more failure in a row, into the start limit */
-        SLOT_ACTION_COUNT_RESTART = 1 << 4,     /* Restarts + 1, the slot's and its pool's */
+        SLOT_ACTION_COUNT_RESTART = 1 << 4,     /* Restarts + 1, the slot's and its pool's: one nobody asked for */
         SLOT_ACTION_DISPATCH      = 1 << 5,     /* the pool's queue may go to others meanwhile */
         SLOT_ACTION_FORK          = 1 << 6,     /* ask the zygote for the process (FORK_FAILED if it cannot) */
         SLOT_ACTION_SPAWN         = 1 << 7,     /* spawn+exec apiary-worker (SPAWN_FAILED if it cannot) */
@@ -121,6 +122,9 @@ typedef enum SlotAction {
         SLOT_ACTION_ACCEPT_READY  = 1 << 14,    /* answer Ready(), and give it tasks */
         SLOT_ACTION_START         = 1 << 15,    /* then raise START: a new run in this slot */
         SLOT_ACTION_FAIL_POOL     = 1 << 16,    /* the pool fails with the result as its reason */
+        SLOT_ACTION_COUNT_PLANNED = 1 << 18,    /* PlannedRestarts + 1: a replacement that was asked for */
+        SLOT_ACTION_PLANNED       = 1 << 19,    /* its next run comes as planned (a recycle, a revive): the pool
+                                                 * is not degraded while it comes up */
         SLOT_ACTION_ROLL_BACK     = 1 << 17,    /* the pool goes back to its previous settings, this run's end
                                                  * the reason (and the slot starts again with them) */
 } SlotAction;
@@ -156,9 +160,9 @@ typedef struct SlotDecision {
 
 SlotDecision slot_decide(const Slot *s, SlotEvent e, const SlotFacts *f);
 
-/* What the bus shows for STATE with IN_FLIGHT tasks; _WORKER_STATE_INVALID for SLOT_EXITED, whose
- * slot shows what it showed before. */
-WorkerState slot_state_to_public(SlotState state, unsigned in_flight);
+/* What the bus shows for slot S with IN_FLIGHT tasks; _WORKER_STATE_INVALID for SLOT_EXITED, whose
+ * slot shows what it showed before. A dead slot whose end was asked for shows "stopped". */
+WorkerState slot_to_public(const Slot *s, unsigned in_flight);
 /* Whether a slot in STATE has a process (or one on its way, or one whose exit is being handled). */
 bool slot_state_has_process(SlotState state);
 /* Whether slot S takes tasks (when it has room): serving, and not condemned by its result. */

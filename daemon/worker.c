@@ -25,6 +25,7 @@
 #include "ipc/protocol.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/signal-util.h"
 
 /* What an event brings with it, for the actions that need it. */
 typedef struct WorkerEventArgs {
@@ -45,11 +46,12 @@ bool worker_is_running(const Worker *w) {
 /* Its group of properties is signalled this turn of the loop (changes.h), before its pool's. */
 static void worker_mark_changed(Worker *w) {
         manager_mark_changed(w->pool->manager, w->object_path, APIARY_WORKER_INTERFACE, "PID", "State", "Restarts",
+                             "PlannedRestarts",
                              "StartedAt", "LastExit");
 }
 
 static void worker_publish(Worker *w, bool tell_pool) {
-        WorkerState shown = slot_state_to_public(w->life.state, w->in_flight.length);
+        WorkerState shown = slot_to_public(&w->life, w->in_flight.length);
         bool was_ready;
 
         if (shown < 0 || shown == w->state)
@@ -223,7 +225,7 @@ static char *describe_exit(const siginfo_t *si) {
         if (si->si_code == CLD_EXITED)
                 k = asprintf(&s, "exited with status %i", si->si_status);
         else
-                k = asprintf(&s, "killed by SIG%s%s", sigabbrev_np(si->si_status) ?: "?",
+                k = asprintf(&s, "killed by %s%s", signal_to_string(si->si_status, (char[SIGNAL_NAME_MAX]) {}),
                              si->si_code == CLD_DUMPED ? " (core dumped)" : "");
         return k < 0 ? NULL : s;
 }
@@ -618,6 +620,14 @@ static SlotEvent worker_act(Worker *w, const SlotDecision *d, SlotState was, con
                 worker_mark_changed(w);
                 pool_mark_changed(p);
         }
+        if (a & SLOT_ACTION_COUNT_PLANNED) {
+                w->planned_restarts++;
+                p->planned_restarts++;
+                worker_mark_changed(w);
+                pool_mark_changed(p);
+        }
+        if (a & SLOT_ACTION_PLANNED)
+                pool_slot_planned(p, w);
         if (a & (SLOT_ACTION_FORK | SLOT_ACTION_SPAWN)) {
                 /* A new run, of the code the pool has now; never ready yet. */
                 w->generation = p->generation;

@@ -34,7 +34,8 @@ typedef struct Worker {
         LinkSupervisor link_supervisor; /* what serves Supervisor1 on it */
         sd_event_source *link_source;   /* the link closed under a running worker: SIGKILL at StopTimeoutSec */
 
-        unsigned restarts;              /* processes started in this slot after the first */
+        unsigned restarts;              /* processes started in this slot after the first, not asked for */
+        unsigned planned_restarts;      /* ... asked for: recycled by Restart(), a reload, MaxTasksPerWorker= */
         unsigned failures;              /* failed runs in a row, for the backoff */
         StartLimit start_limit;
         usec_t backoff_usec;            /* the restart delay the last exit's decision was made with */

@@ -885,6 +885,8 @@ static void test_monitor(void **state) {
         assert_int_equal(c.status, 0);
         ctl_clear(&c);
         assert_true(read_until(p.out_fd, p.out, " worker control/0 PID="));
+        /* Times as local time, not microseconds since the epoch. */
+        assert_true(read_until(p.out_fd, p.out, " PlannedRestarts=1 StartedAt=\"20"));
         assert_true(read_until(p.out_fd, p.out, " pool control State="));
 
         kill(p.pid, SIGINT);

@@ -207,6 +207,20 @@ static void test_stop_fails_what_cannot_finish(void **state) {
         assert_int_equal(test_get_u64(d, path, POOL_IFACE, "TasksQueued"), 0);
 }
 
+static bool worker_pid_changed_echo0(TestDaemon *d, const void *userdata) {
+        const pid_t *old = userdata;
+        pid_t pid = test_worker_pid(d, "echo", 0);
+        g_autofree char *state = test_worker_state(d, "echo", 0);
+
+        return pid > 0 && pid != *old && strcmp(state, "ready") == 0;
+}
+
+static bool slow_busy(TestDaemon *d, const void *userdata) {
+        g_autofree char *state = test_worker_state(d, "slow", 0);
+
+        return strcmp(state, "busy") == 0;
+}
+
 static bool worker_replaced(TestDaemon *d, const void *userdata) {
         const pid_t *old = userdata;
         pid_t pid = test_worker_pid(d, "control", 0);
@@ -239,6 +253,95 @@ static void test_worker_restart_and_kill(void **state) {
 
         call_fails(d, w0, WORKER_IFACE, "Kill", 'i', 0, "org.freedesktop.DBus.Error.InvalidArgs");
         call_fails(d, w0, WORKER_IFACE, "Kill", 'i', 1000, "org.freedesktop.DBus.Error.InvalidArgs");
+}
+
+/* Every State a pool shows, in order, from its PropertiesChanged signals. */
+static int on_pool_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        GPtrArray *states = userdata;
+        const char *iface, *name, *value;
+
+        if (sd_bus_message_read(m, "s", &iface) < 0 || sd_bus_message_enter_container(m, 'a', "{sv}") < 0)
+                return 0;
+        while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+                if (sd_bus_message_read(m, "s", &name) < 0)
+                        return 0;
+                if (strcmp(name, "State") == 0 && sd_bus_message_read(m, "v", "s", &value) >= 0)
+                        g_ptr_array_add(states, g_strdup(value));
+                else
+                        (void) sd_bus_message_skip(m, "v");
+                (void) sd_bus_message_exit_container(m);
+        }
+        return 0;
+}
+
+static bool states_contain(GPtrArray *states, const char *state) {
+        for (guint i = 0; i < states->len; i++)
+                if (strcmp(states->pdata[i], state) == 0)
+                        return true;
+        return false;
+}
+
+static bool all_pids_changed_4(TestDaemon *d, const void *userdata) {
+        const pid_t *old = userdata;
+        g_autofree char *path = test_pool_path("echo");
+
+        for (unsigned i = 0; i < 4; i++) {
+                pid_t pid = test_worker_pid(d, "echo", i);
+
+                if (pid <= 0 || pid == old[i])
+                        return false;
+        }
+        return test_get_u32(d, path, POOL_IFACE, "WorkersReady") == 4;
+}
+
+/* A scale-up and a rolling restart are planned: the pool stays running, and they count apart from
+ * the restarts nobody asked for. A crash degrades it, a stop shows "stopping", a slot stopped on
+ * purpose "stopped", and a real-time signal has its name. */
+static void test_states_tell_the_truth(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *echo = test_pool_path("echo"), *slow = test_pool_path("slow");
+        g_autofree char *w0 = test_worker_path("echo", 0), *slow0 = test_worker_path("slow", 0);
+        g_autoptr(GPtrArray) states = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *s = NULL, *last = NULL;
+        pid_t old[4];
+
+        test_daemon_start(d, &f->bus, "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=2\n"
+                                     "[Pool slow]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nStopTimeoutSec=1s\n",
+                          true);
+        assert_true(sd_bus_match_signal(d->bus, NULL, "org.apiary.Apiary1", echo, "org.freedesktop.DBus.Properties",
+                                        "PropertiesChanged", on_pool_changed, states) >= 0);
+
+        call_ok(d, echo, POOL_IFACE, "Scale", 'u', 4);
+        wait_pool_shape(d, "echo", 4, 4);
+        for (unsigned i = 0; i < 4; i++)
+                old[i] = test_worker_pid(d, "echo", i);
+        call_ok(d, echo, POOL_IFACE, "Restart", 0, 0);
+        test_wait_until(d, all_pids_changed_4, old, TEST_TIMEOUT_USEC, "every worker to be replaced");
+        assert_false(states_contain(states, "degraded"));
+        assert_int_equal(test_get_u64(d, echo, POOL_IFACE, "Restarts"), 0);
+        assert_int_equal(test_get_u64(d, echo, POOL_IFACE, "PlannedRestarts"), 4);
+        assert_int_equal(test_get_u32(d, w0, WORKER_IFACE, "PlannedRestarts"), 1);
+
+        /* SIGRTMIN+3 ends a worker (its default action): nobody asked, so it degrades the pool. */
+        old[0] = test_worker_pid(d, "echo", 0);
+        call_ok(d, w0, WORKER_IFACE, "Kill", 'i', (uint32_t) (SIGRTMIN + 3));
+        test_wait_until(d, worker_pid_changed_echo0, &old[0], TEST_TIMEOUT_USEC, "echo/0 to be replaced");
+        last = test_get_string(d, w0, WORKER_IFACE, "LastExit");
+        assert_string_equal(last, "killed by SIGRTMIN+3");
+        assert_true(states_contain(states, "degraded"));
+        assert_int_equal(test_get_u64(d, echo, POOL_IFACE, "Restarts"), 1);
+
+        /* A stop with a task in flight: stopping while it drains, then stopped, its slot too. */
+        (void) test_submit(d, "slow", "hang", 4);
+        test_wait_until(d, slow_busy, NULL, TEST_TIMEOUT_USEC, "slow/0 to be busy");
+        call_ok(d, slow, POOL_IFACE, "Stop", 0, 0);
+        s = test_pool_state(d, "slow");
+        assert_string_equal(s, "stopping");
+        test_wait_pool_state(d, "slow", "stopped");
+        g_free(s);
+        s = test_worker_state(d, "slow", 0);
+        assert_string_equal(s, "stopped");
 }
 
 static void test_control_authorization(void **state) {
@@ -279,6 +382,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_stop_start_pause_resume, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_worker_restart_and_kill, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_stop_fails_what_cannot_finish, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_states_tell_the_truth, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_control_authorization, test_fixture_setup, test_fixture_teardown),
         };
 

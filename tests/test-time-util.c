@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <cmocka.h>
 
 #include "util/macro.h"
+#include "util/signal-util.h"
 #include "util/time-util.h"
 
 static void assert_span(const char *s, usec_t expected) {
@@ -136,9 +138,23 @@ static void test_size_format(void **state) {
         }
 }
 
+/* util/signal-util.c lives beside: signal names as log lines and LastExit write them. */
+static void test_signal_names(void **state) {
+        char buf[SIGNAL_NAME_MAX];
+
+        assert_string_equal(signal_to_string(SIGSEGV, buf), "SIGSEGV");
+        assert_string_equal(signal_to_string(SIGRTMIN, buf), "SIGRTMIN");
+        assert_string_equal(signal_to_string(SIGRTMIN + 3, buf), "SIGRTMIN+3");
+        assert_string_equal(signal_to_string(SIGRTMAX, buf), signal_to_string(SIGRTMAX, (char[SIGNAL_NAME_MAX]) {}));
+        assert_non_null(strstr(signal_to_string(SIGRTMAX, buf), "SIGRTMIN+"));
+        assert_string_equal(signal_to_string(0, buf), "signal 0");
+        assert_string_equal(signal_to_string(999, buf), "signal 999");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_timespan_units),
+                cmocka_unit_test(test_signal_names),
                 cmocka_unit_test(test_timespan_default_unit),
                 cmocka_unit_test(test_timespan_errors),
                 cmocka_unit_test(test_timespan_roundtrip),

@@ -95,7 +95,7 @@ static void test_every_pair(void **state) {
 
 static void test_public_states(void **state) {
         for (SlotState st = 0; st < _SLOT_STATE_MAX; st++) {
-                WorkerState w = slot_state_to_public(st, 1);
+                WorkerState w = slot_to_public(&(Slot) { .state = st }, 1);
 
                 assert_non_null(slot_state_to_string(st));
                 if (st == SLOT_EXITED)
@@ -103,11 +103,16 @@ static void test_public_states(void **state) {
                 else
                         assert_non_null(worker_state_to_string(w));
         }
-        assert_int_equal(slot_state_to_public(SLOT_FORKING, 0), WORKER_STARTING);
-        assert_int_equal(slot_state_to_public(SLOT_RETIRING, 2), WORKER_BUSY);
-        assert_int_equal(slot_state_to_public(SLOT_RETIRING, 0), WORKER_READY);
-        assert_int_equal(slot_state_to_public(SLOT_DRAINING, 2), WORKER_STOPPING);
-        assert_int_equal(slot_state_to_public(SLOT_STOP_SIGKILL, 0), WORKER_STOPPING);
+        assert_int_equal(slot_to_public(&(Slot) { .state = SLOT_FORKING }, 0), WORKER_STARTING);
+        assert_int_equal(slot_to_public(&(Slot) { .state = SLOT_RETIRING }, 2), WORKER_BUSY);
+        assert_int_equal(slot_to_public(&(Slot) { .state = SLOT_RETIRING }, 0), WORKER_READY);
+        assert_int_equal(slot_to_public(&(Slot) { .state = SLOT_DRAINING }, 2), WORKER_STOPPING);
+        assert_int_equal(slot_to_public(&(Slot) { .state = SLOT_STOP_SIGKILL }, 0), WORKER_STOPPING);
+        /* Dead as asked is "stopped"; dead by itself is "dead". */
+        assert_int_equal(slot_to_public(&(Slot) { .state = SLOT_DEAD, .intent = SLOT_INTENT_STOP }, 0), WORKER_STOPPED);
+        assert_int_equal(slot_to_public(&(Slot) { .state = SLOT_DEAD, .intent = SLOT_INTENT_RECYCLE }, 0),
+                         WORKER_STOPPED);
+        assert_int_equal(slot_to_public(&(Slot) { .state = SLOT_DEAD, .result = SLOT_RESULT_SIGNAL }, 0), WORKER_DEAD);
         assert_false(slot_state_has_process(SLOT_DEAD));
         assert_false(slot_state_has_process(SLOT_BACKOFF));
         assert_true(slot_state_has_process(SLOT_EXITED));
@@ -267,10 +272,11 @@ static void test_stop(void **state) {
         assert_int_equal(s.state, SLOT_DEAD);
         assert_int_equal(a, SLOT_ACTION_DISPATCH);
 
-        /* A slot waiting in backoff just stops waiting. */
+        /* A slot waiting in backoff just stops waiting, and shows that it was stopped. */
         s = (Slot) { .state = SLOT_BACKOFF };
         assert_int_equal(step(&s, SLOT_EVENT_STOP, NULL), SLOT_ACTION_DISARM);
         assert_int_equal(s.state, SLOT_DEAD);
+        assert_int_equal(slot_to_public(&s, 0), WORKER_STOPPED);
 }
 
 static void test_recycle_and_revive(void **state) {
@@ -278,14 +284,15 @@ static void test_recycle_and_revive(void **state) {
         Slot s = { .state = SLOT_READY };
         unsigned a;
 
-        /* Restart(): stopped, then a new process at once, counted as a restart. */
+        /* Restart(): stopped (its pool told that it comes back as planned), then a new process at
+         * once, counted as a planned restart. */
         a = step(&s, SLOT_EVENT_RECYCLE, &(SlotFacts) {});
         assert_int_equal(s.state, SLOT_STOP_SIGTERM);
         assert_int_equal(s.intent, SLOT_INTENT_RECYCLE);
-        assert_int_equal(a, SLOT_ACTION_ARM_STOP | SLOT_ACTION_SIGTERM);
+        assert_int_equal(a, SLOT_ACTION_ARM_STOP | SLOT_ACTION_SIGTERM | SLOT_ACTION_PLANNED);
         step(&s, SLOT_EVENT_EXIT, &(SlotFacts) { .exit_clean = true });
         a = step(&s, SLOT_EVENT_EXITED, &wanted);
-        assert_int_equal(a, SLOT_ACTION_COUNT_RESTART | SLOT_ACTION_START | SLOT_ACTION_DISPATCH);
+        assert_int_equal(a, SLOT_ACTION_COUNT_PLANNED | SLOT_ACTION_START | SLOT_ACTION_DISPATCH);
 
         /* Scaled away meanwhile: it stays dead. */
         s = (Slot) { .state = SLOT_EXITED, .intent = SLOT_INTENT_RECYCLE };
@@ -324,7 +331,7 @@ static void test_retire(void **state) {
         a = step(&s, SLOT_EVENT_LOAD, &(SlotFacts) {});
         assert_int_equal(s.state, SLOT_STOP_SIGTERM);
         assert_int_equal(s.intent, SLOT_INTENT_RECYCLE);
-        assert_int_equal(a, SLOT_ACTION_ARM_STOP | SLOT_ACTION_SIGTERM);
+        assert_int_equal(a, SLOT_ACTION_ARM_STOP | SLOT_ACTION_SIGTERM | SLOT_ACTION_PLANNED);
 }
 
 static void test_zygote_fork(void **state) {
@@ -386,7 +393,7 @@ static void doc_row(const DocRow *r, void *userdata) {
         if (st == SLOT_EXITED)
                 assert_string_equal(r->shown, "(as before)");
         else
-                assert_string_equal(r->shown, worker_state_to_string(slot_state_to_public(st, 1)));
+                assert_string_equal(r->shown, worker_state_to_string(slot_to_public(&(Slot) { .state = st }, 1)));
 
         for (SlotEvent e = 0; e < _SLOT_EVENT_MAX; e++)
                 if (slot_decide(&(Slot) { .state = st }, e, NULL).legal)

@@ -213,6 +213,12 @@ static void test_unloadable_plugin(void **state) {
         run_echo(d, "other pools serve");
 }
 
+static bool manager_running(TestDaemon *d, const void *userdata) {
+        g_autofree char *s = test_get_string(d, "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager", "State");
+
+        return strcmp(s, "running") == 0;
+}
+
 /* New plugin settings: a new zygote, and the workers rolled over come from it. */
 static void test_reload_renews_the_zygote(void **state) {
         Fixture *f = *state;
@@ -229,8 +235,8 @@ static void test_reload_renews_the_zygote(void **state) {
         assert_true(test_wait_pid_gone(zygote, TEST_TIMEOUT_USEC));
         assert_true(again > 0);
         /* The roll-over is under way: slot 0 may be between its old worker and the new one's
-         * Fork() answer (PID 0). Once the pool runs again, both slots are forked. */
-        test_wait_pool_state(d, "echo", "running");
+         * Fork() answer (PID 0). Once the reload has ended, both slots are forked. */
+        test_wait_until(d, manager_running, NULL, TEST_TIMEOUT_USEC, "the reload to end");
         (void) kill_and_expect_forked(d, 0);
         run_echo(d, "after the reload");
 }

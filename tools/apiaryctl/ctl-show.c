@@ -78,6 +78,7 @@ static void json_worker(GString *s, const WorkerInfo *w) {
         json_u64(s, "PID", w->pid);
         json_str(s, "State", w->state);
         json_u64(s, "Restarts", w->restarts);
+        json_u64(s, "PlannedRestarts", w->planned_restarts);
         json_u64(s, "StartedAt", w->started_at);
         json_str(s, "LastExit", w->last_exit);
         g_string_append_c(s, '}');
@@ -96,6 +97,7 @@ static void json_pool(GString *s, const PoolInfo *p) {
         json_key(s, "Paused");
         g_string_append(s, p->paused ? "true" : "false");
         json_u64(s, "Restarts", p->restarts);
+        json_u64(s, "PlannedRestarts", p->planned_restarts);
         json_u64(s, "TasksSubmitted", p->tasks_submitted);
         json_u64(s, "TasksQueued", p->tasks_queued);
         json_u64(s, "TasksRunning", p->tasks_running);
@@ -157,14 +159,17 @@ static void print_pool_status(const PoolInfo *p) {
         if (p->paused)
                 printf(", %spaused%s", ansi(ANSI_YELLOW), ansi(ANSI_NORMAL));
         putchar('\n');
+        /* A failed pool's reason, or a degraded one's (a reload's settings rolled back). */
         if (p->failure_reason && p->failure_reason[0])
-                printf("%10s: %s%s%s\n", "Failed", ansi(ANSI_RED), p->failure_reason, ansi(ANSI_NORMAL));
+                printf("%10s: %s%s%s\n", streq(strempty(p->state), "failed") ? "Failed" : "Reason",
+                       ansi(ANSI_RED), p->failure_reason, ansi(ANSI_NORMAL));
         printf("%10s: %s\n", "Kind", strempty(p->kind));
         printf("%10s: %s\n", "Plugin", strempty(p->plugin));
         print_tasks_line("Tasks", p->tasks_submitted, p->tasks_queued, p->tasks_running, p->tasks_done,
                          p->tasks_failed);
         printf("%10s: limit %" PRIu32 ", concurrency %" PRIu32 "\n", "Queue", p->queue_limit, p->concurrency);
-        printf("%10s: %" PRIu64 "\n", "Restarts", p->restarts);
+        printf("%10s: %" PRIu64 " after failures, %" PRIu64 " planned\n", "Restarts", p->restarts,
+               p->planned_restarts);
 
         if (p->workers->len == 0) {
                 printf("%10s: none\n", "Workers");

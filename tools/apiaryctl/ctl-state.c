@@ -37,6 +37,7 @@ static const PropertyMap pool_map[] = {
         { "WorkersReady", "u", offsetof(PoolInfo, workers_ready) },
         { "Paused", "b", offsetof(PoolInfo, paused) },
         { "Restarts", "t", offsetof(PoolInfo, restarts) },
+        { "PlannedRestarts", "t", offsetof(PoolInfo, planned_restarts) },
         { "TasksSubmitted", "t", offsetof(PoolInfo, tasks_submitted) },
         { "TasksQueued", "t", offsetof(PoolInfo, tasks_queued) },
         { "TasksRunning", "t", offsetof(PoolInfo, tasks_running) },
@@ -53,6 +54,7 @@ static const PropertyMap worker_map[] = {
         { "PID", "u", offsetof(WorkerInfo, pid) },
         { "State", "s", offsetof(WorkerInfo, state) },
         { "Restarts", "u", offsetof(WorkerInfo, restarts) },
+        { "PlannedRestarts", "u", offsetof(WorkerInfo, planned_restarts) },
         { "StartedAt", "t", offsetof(WorkerInfo, started_at) },
         { "LastExit", "s", offsetof(WorkerInfo, last_exit) },
         {}

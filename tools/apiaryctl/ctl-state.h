@@ -17,6 +17,7 @@ typedef struct WorkerInfo {
         uint32_t pid;
         char *state;
         uint32_t restarts;
+        uint32_t planned_restarts;
         uint64_t started_at;            /* µs since the epoch, 0 if never */
         char *last_exit;
 } WorkerInfo;
@@ -33,6 +34,7 @@ typedef struct PoolInfo {
         uint32_t workers_ready;
         int paused;
         uint64_t restarts;
+        uint64_t planned_restarts;
         uint64_t tasks_submitted, tasks_queued, tasks_running, tasks_done, tasks_failed;
         uint32_t queue_limit;
         uint32_t concurrency;

@@ -559,6 +559,30 @@ static int on_monitor_task_finished(sd_bus_message *m) {
         return 0;
 }
 
+/* A time property (µs since the epoch, in a variant) as local time; 0 is "never". */
+static int append_time(sd_bus_message *m, GString *s) {
+        uint64_t usec;
+        time_t sec;
+        struct tm tm;
+        char buf[32];
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'v', "t");
+        if (r <= 0)
+                return r < 0 ? r : append_value(m, s);
+        r = sd_bus_message_read(m, "t", &usec);
+        if (r < 0)
+                return r;
+        sec = (time_t) (usec / USEC_PER_SEC);
+        if (usec == 0)
+                g_string_append(s, "never");
+        else if (localtime_r(&sec, &tm) && strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm) > 0)
+                g_string_append_printf(s, "\"%s.%03" PRIu64 "\"", buf, (usec % USEC_PER_SEC) / USEC_PER_MSEC);
+        else
+                g_string_append_printf(s, "%" PRIu64, usec);
+        return sd_bus_message_exit_container(m);
+}
+
 static int on_monitor_properties_changed(sd_bus_message *m) {
         g_autoptr(GString) line = g_string_new(NULL);
         const char *interface, *name;
@@ -575,7 +599,10 @@ static int on_monitor_properties_changed(sd_bus_message *m) {
                 if (r < 0)
                         break;
                 g_string_append_printf(line, " %s=", name);
-                r = append_value(m, line);
+                if (streq(name, "StartedAt"))
+                        r = append_time(m, line);
+                else
+                        r = append_value(m, line);
                 if (r >= 0)
                         r = sd_bus_message_exit_container(m);
         }
