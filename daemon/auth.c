@@ -27,6 +27,19 @@ static void caller_free(gpointer p) {
         auth_caller_free(p);
 }
 
+/* "PID 4242, apiaryctl": the process's own name for itself, for log lines only (it chooses it, and
+ * it may have exec()ed something else since: nothing is decided by it). */
+static char *describe_process(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%i/comm", (int) pid), *comm = NULL;
+
+        if (pid <= 0)
+                return g_strdup("PID unknown");
+        if (!g_file_get_contents(path, &comm, NULL, NULL))
+                return g_strdup_printf("PID %i", (int) pid);
+        g_strchomp(comm);
+        return g_strdup_printf("PID %i, %s", (int) pid, comm);
+}
+
 static int caller_add_gid(Caller *c, gid_t gid) {
         gid_t *n;
 
@@ -75,9 +88,13 @@ int auth_caller_from_socket(int fd, uint64_t connection_id, Caller **ret) {
         r = caller_add_gid(c, ucred.gid);
         for (size_t i = 0; r >= 0 && i < len / sizeof(gid_t); i++)
                 r = caller_add_gid(c, groups[i]);
-        if (r >= 0 && asprintf(&c->label, "private connection %" PRIu64 " (UID %u, PID %i)", connection_id,
-                               (unsigned) c->uid, (int) c->pid) < 0)
-                r = -ENOMEM;
+        if (r >= 0) {
+                g_autofree char *process = describe_process(c->pid);
+
+                if (asprintf(&c->label, "private connection %" PRIu64 " (UID %u, %s)", connection_id,
+                             (unsigned) c->uid, process) < 0)
+                        r = -ENOMEM;
+        }
         if (r < 0) {
                 auth_caller_free(c);
                 return r;
@@ -139,8 +156,12 @@ static int caller_from_bus(sd_bus *bus, const char *sender, Caller **ret) {
                 r = sd_bus_message_exit_container(reply);
         if (r >= 0 && !have_uid)
                 r = -ENODATA;
-        if (r >= 0 && asprintf(&c->label, "%s (UID %u)", sender, (unsigned) c->uid) < 0)
-                r = -ENOMEM;
+        if (r >= 0) {
+                g_autofree char *process = describe_process(c->pid);
+
+                if (asprintf(&c->label, "%s (UID %u, %s)", sender, (unsigned) c->uid, process) < 0)
+                        r = -ENOMEM;
+        }
         if (r < 0) {
                 auth_caller_free(c);
                 return r;

@@ -26,7 +26,8 @@ typedef struct Caller {
         pid_t pid;
         gid_t *gids;            /* primary and supplementary */
         size_t n_gids;
-        char *label;            /* for log lines and errors: ":1.7 (UID 1000)", "private connection 3 (UID 0)" */
+        char *label;            /* for log lines: ":1.7 (UID 1000, PID 4242, apiaryctl)",
+                                 * "private connection 3 (UID 0, PID 4250, python3)" */
 } Caller;
 
 Caller *auth_caller_free(Caller *c);

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <glib.h>
+#include <stdio.h>
 #include <signal.h>
 #include <string.h>
 
@@ -13,30 +15,74 @@
 #include "daemon/worker.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/signal-util.h"
 
 #define WORKERS_MAX 4096u
 
-static int check(Pool *p, sd_bus_message *m, sd_bus_error *error) {
-        int r;
+/*
+ * Every control call goes through control_call(): the caller's right, apiaryd not stopping, then
+ * the method itself; and one audit line, whatever came of it:
+ *   "Scale(4) on pool echo called by :1.7 (UID 0, PID 4242, apiaryctl)."
+ *   "Stop() on pool echo by :1.9 (UID 1000, PID 4250, python3) refused: org.freedesktop.DBus.Error.AccessDenied: ..."
+ */
+typedef int (*ControlMethod)(sd_bus_message *m, void *userdata, sd_bus_error *error);
 
-        r = auth_check(p->manager, m, ACCESS_CONTROL, error);
-        if (r < 0)
-                return r;
-        LogContext ctx = { .pool = p->config->name, .slot = -1 };
-        log_ctx(LOG_NOTICE, &ctx, "%s() called by %s.", sd_bus_message_get_member(m),
-                auth_caller_label(p->manager, m));
-        if (p->manager->state == MANAGER_STOPPING)
-                return sd_bus_error_set(error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
-        return 0;
+typedef struct ControlTarget {
+        Manager *manager;
+        const char *pool;       /* NULL: apiaryd itself */
+        int slot;               /* -1: the pool */
+        const char *args;       /* "4", "SIGRTMIN+3", "" */
+} ControlTarget;
+
+static void audit(const ControlTarget *t, sd_bus_message *m, int r, const sd_bus_error *error) {
+        LogContext ctx = { .pool = t->pool, .slot = t->slot };
+        g_autofree char *target = NULL;
+        const char *member = sd_bus_message_get_member(m) ?: "?";
+        const char *caller = auth_caller_label(t->manager, m);
+
+        if (!t->pool)
+                target = g_strdup("");
+        else if (t->slot < 0)
+                target = g_strdup_printf(" on pool %s", t->pool);
+        else
+                target = g_strdup_printf(" on worker %s/%i", t->pool, t->slot);
+
+        if (r >= 0)
+                log_ctx(LOG_NOTICE, &ctx, "%s(%s)%s called by %s.", member, t->args, target, caller);
+        else
+                log_ctx(LOG_WARNING, &ctx, "%s(%s)%s by %s refused: %s: %s", member, t->args, target, caller,
+                        error && error->name ? error->name : "errno", error && error->message ? error->message :
+                        strerror(-r));
 }
 
-int bus_pool_method_start(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+static int control_call(const ControlTarget *t, sd_bus_message *m, ControlMethod method, void *userdata,
+                        sd_bus_error *error) {
+        int r;
+
+        r = auth_check(t->manager, m, ACCESS_CONTROL, error);
+        if (r >= 0 && t->manager->state == MANAGER_STOPPING)
+                r = sd_bus_error_set(error, APIARY_ERROR_STOPPING, "apiaryd is stopping.");
+        if (r >= 0)
+                r = method(m, userdata, error);
+        if (r < 0 && !sd_bus_error_is_set(error))
+                (void) sd_bus_error_set_errno(error, r);
+        audit(t, m, r, error);
+        return r;
+}
+
+static ControlTarget pool_target(Pool *p, const char *args) {
+        return (ControlTarget) { .manager = p->manager, .pool = p->config->name, .slot = -1, .args = args };
+}
+
+static ControlTarget worker_target(Worker *w, const char *args) {
+        return (ControlTarget) { .manager = w->pool->manager, .pool = w->pool->config->name, .slot = (int) w->slot,
+                                 .args = args };
+}
+
+static int pool_start_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Pool *p = userdata;
         int r;
 
-        r = check(p, m, error);
-        if (r < 0)
-                return r;
         if (IN_SET(p->life.phase, POOL_PHASE_STOPPING, POOL_PHASE_FAILING))
                 return sd_bus_error_setf(error, APIARY_ERROR_BUSY, "Pool \"%s\" is still stopping its workers.",
                                          p->config->name);
@@ -51,13 +97,15 @@ int bus_pool_method_start(sd_bus_message *m, void *userdata, sd_bus_error *error
         return sd_bus_reply_method_return(m, NULL);
 }
 
-int bus_pool_method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Pool *p = userdata;
-        int r;
+int bus_pool_method_start(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ControlTarget t = pool_target(userdata, "");
 
-        r = check(p, m, error);
-        if (r < 0)
-                return r;
+        return control_call(&t, m, pool_start_call, userdata, error);
+}
+
+static int pool_stop_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+
         if (!IN_SET(p->life.phase, POOL_PHASE_STOPPED, POOL_PHASE_STOPPING)) {
                 /* Queued tasks would wait for a Start() nobody may send: they fail now. Running
                  * ones finish first (StopTimeoutSec= bounds it). */
@@ -67,71 +115,82 @@ int bus_pool_method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return sd_bus_reply_method_return(m, NULL);
 }
 
-int bus_pool_method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Pool *p = userdata;
-        int r;
+int bus_pool_method_stop(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ControlTarget t = pool_target(userdata, "");
 
-        r = check(p, m, error);
-        if (r < 0)
-                return r;
-        pool_set_paused(p, true);
+        return control_call(&t, m, pool_stop_call, userdata, error);
+}
+
+static int pool_pause_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        pool_set_paused(userdata, streq(sd_bus_message_get_member(m), "Pause"));
         return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_pool_method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ControlTarget t = pool_target(userdata, "");
+
+        return control_call(&t, m, pool_pause_call, userdata, error);
 }
 
 int bus_pool_method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Pool *p = userdata;
-        int r;
+        ControlTarget t = pool_target(userdata, "");
 
-        r = check(p, m, error);
-        if (r < 0)
-                return r;
-        pool_set_paused(p, false);
-        return sd_bus_reply_method_return(m, NULL);
+        return control_call(&t, m, pool_pause_call, userdata, error);
 }
 
-int bus_pool_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+static int pool_restart_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Pool *p = userdata;
-        int r;
 
-        r = check(p, m, error);
-        if (r < 0)
-                return r;
         if (!pool_is_active(p))
                 return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED,
                                          "Pool \"%s\" is %s; it must be started first.", p->config->name,
-                                         p->life.phase == POOL_PHASE_STOPPING ? "stopping" :
                                          pool_state_to_string(p->state));
         (void) pool_restart(p);
         return sd_bus_reply_method_return(m, NULL);
 }
 
-int bus_pool_method_scale(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Pool *p = userdata;
+int bus_pool_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ControlTarget t = pool_target(userdata, "");
+
+        return control_call(&t, m, pool_restart_call, userdata, error);
+}
+
+typedef struct ScaleCall {
+        Pool *pool;
         uint32_t n;
+} ScaleCall;
+
+static int pool_scale_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ScaleCall *c = userdata;
         int r;
 
-        r = sd_bus_message_read(m, "u", &n);
-        if (r < 0)
-                return r;
-        r = check(p, m, error);
-        if (r < 0)
-                return r;
-        if (n < 1 || n > WORKERS_MAX)
+        if (c->n < 1 || c->n > WORKERS_MAX)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "Cannot scale to %u workers: expected 1 to %u.", n, WORKERS_MAX);
-        r = pool_scale(p, n);
+                                         "Cannot scale to %u workers: expected 1 to %u.", c->n, WORKERS_MAX);
+        r = pool_scale(c->pool, c->n);
         if (r < 0)
-                return sd_bus_error_set_errnof(error, r, "Failed to scale pool \"%s\": %m", p->config->name);
+                return sd_bus_error_set_errnof(error, r, "Failed to scale pool \"%s\": %m", c->pool->config->name);
         return sd_bus_reply_method_return(m, NULL);
 }
 
-int bus_worker_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+int bus_pool_method_scale(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ScaleCall c = { .pool = userdata };
+        char args[16];
+        ControlTarget t;
+        int r;
+
+        r = sd_bus_message_read(m, "u", &c.n);
+        if (r < 0)
+                return r;
+        snprintf(args, sizeof(args), "%u", c.n);
+        t = pool_target(c.pool, args);
+        return control_call(&t, m, pool_scale_call, &c, error);
+}
+
+static int worker_restart_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Worker *w = userdata;
         int r;
 
-        r = check(w->pool, m, error);
-        if (r < 0)
-                return r;
         if (!pool_is_active(w->pool) || w->slot >= w->pool->n_wanted)
                 return sd_bus_error_setf(error, APIARY_ERROR_POOL_STOPPED, "Pool \"%s\" is not running this slot.",
                                          w->pool->config->name);
@@ -144,40 +203,56 @@ int bus_worker_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *e
         return sd_bus_reply_method_return(m, NULL);
 }
 
-int bus_worker_method_kill(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Worker *w = userdata;
-        int32_t sig;
-        int r;
+int bus_worker_method_restart(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ControlTarget t = worker_target(userdata, "");
 
-        r = sd_bus_message_read(m, "i", &sig);
-        if (r < 0)
-                return r;
-        if (sig < 1 || sig > SIGRTMAX)
+        return control_call(&t, m, worker_restart_call, userdata, error);
+}
+
+typedef struct KillCall {
+        Worker *worker;
+        int32_t sig;
+} KillCall;
+
+static int worker_kill_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        KillCall *c = userdata;
+        Worker *w = c->worker;
+
+        if (c->sig < 1 || c->sig > SIGRTMAX)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid signal number %i: expected 1 to %i.",
-                                         sig, SIGRTMAX);
-        r = check(w->pool, m, error);
-        if (r < 0)
-                return r;
+                                         c->sig, SIGRTMAX);
         if (!worker_is_running(w))
                 return sd_bus_error_setf(error, APIARY_ERROR_NOT_RUNNING, "Worker %s/%u has no process (it is %s).",
                                          w->pool->config->name, w->slot, worker_state_to_string(w->state));
-        worker_kill(w, sig);
+        worker_kill(w, c->sig);
         return sd_bus_reply_method_return(m, NULL);
+}
+
+int bus_worker_method_kill(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        KillCall c = { .worker = userdata };
+        char args[SIGNAL_NAME_MAX];
+        ControlTarget t;
+        int r;
+
+        r = sd_bus_message_read(m, "i", &c.sig);
+        if (r < 0)
+                return r;
+        if (c.sig >= 1 && c.sig <= SIGRTMAX)
+                signal_to_string(c.sig, args);
+        else
+                snprintf(args, sizeof(args), "%i", c.sig);
+        t = worker_target(c.worker, args);
+        return control_call(&t, m, worker_kill_call, &c, error);
 }
 
 static void message_unref(void *m) {
         sd_bus_message_unref(m);
 }
 
-int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+static int reload_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(freep) char *reason = NULL;
         Manager *mgr = userdata;
         int r;
-
-        r = auth_check(mgr, m, ACCESS_CONTROL, error);
-        if (r < 0)
-                return r;
-        log_notice("Reload() called by %s.", auth_caller_label(mgr, m));
 
         r = manager_reload(mgr, &reason);
         if (r == -ESHUTDOWN)
@@ -195,17 +270,19 @@ int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *e
         return 1;
 }
 
-int bus_manager_method_plan_reload(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+int bus_manager_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ControlTarget t = { .manager = userdata, .slot = -1, .args = "" };
+
+        return control_call(&t, m, reload_call, userdata, error);
+}
+
+static int plan_reload_call(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         g_autoptr(GPtrArray) changes = NULL;
         _cleanup_(freep) char *reason = NULL;
         Manager *mgr = userdata;
         int r;
 
-        /* Control rights: the configuration may hold what not everyone is to read (plugin keys). */
-        r = auth_check(mgr, m, ACCESS_CONTROL, error);
-        if (r < 0)
-                return r;
         r = manager_plan_reload(mgr, &changes, &reason);
         if (r < 0)
                 return sd_bus_error_setf(error, APIARY_ERROR_INVALID_CONFIG, "%s",
@@ -229,6 +306,13 @@ int bus_manager_method_plan_reload(sd_bus_message *m, void *userdata, sd_bus_err
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
+}
+
+int bus_manager_method_plan_reload(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        /* Control rights: the configuration may hold what not everyone is to read (plugin keys). */
+        ControlTarget t = { .manager = userdata, .slot = -1, .args = "" };
+
+        return control_call(&t, m, plan_reload_call, userdata, error);
 }
 
 void bus_reload_finished(Manager *m, ReloadResult result, const char *message) {

@@ -733,6 +733,50 @@ static void test_reload(void **state) {
         assert_string_equal(control, "degraded");
 }
 
+/* Every control call is in the log: who (UID, PID, command name), what, on which target, with
+ * which arguments, and whether it was refused. */
+static void test_audit_log(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *out = NULL, *line = NULL;
+        Ctl c = {};
+
+        test_daemon_start_logged(d, &f->bus, config, true);
+        CTL(f, &c, "scale", "echo", "3");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        line = test_daemon_wait_log(d, "Scale(3) on pool echo called by :", TEST_TIMEOUT_USEC);
+        assert_non_null(strstr(line, " (UID 0, PID "));
+        assert_true(g_str_has_suffix(line, ", apiaryctl)."));
+        g_free(line);
+
+        CTL(f, &c, "kill", "echo/2", "RTMIN+3");
+        assert_int_equal(c.status, 0);
+        ctl_clear(&c);
+        line = test_daemon_wait_log(d, "Kill(SIGRTMIN+3) on worker echo/2 called by :", TEST_TIMEOUT_USEC);
+        g_free(line);
+
+        CTL(f, &c, "stop", "control");
+        ctl_clear(&c);
+        CTL(f, &c, "restart", "control");
+        assert_int_equal(c.status, 1);
+        ctl_clear(&c);
+        line = test_daemon_wait_log(d, "Restart() on pool control by :", TEST_TIMEOUT_USEC);
+        assert_non_null(strstr(line, "apiaryctl) refused: org.apiary.Apiary1.Error.PoolStopped: Pool \"control\" is "
+                                     "stopped; it must be started first."));
+        g_free(line);
+
+        /* Refused for want of the right: logged as such, with the other user's process. */
+        if (geteuid() == 0) {
+                assert_int_equal(test_client(&f->bus, 65534, &out, (const char *[]) { "call-pool", "echo", "Stop", NULL }),
+                                 1);
+                assert_non_null(strstr(out, "org.freedesktop.DBus.Error.AccessDenied"));
+                line = test_daemon_wait_log(d, "Stop() on pool echo by :", TEST_TIMEOUT_USEC);
+                assert_non_null(strstr(line, "(UID 65534, PID "));
+                assert_non_null(strstr(line, "refused: org.freedesktop.DBus.Error.AccessDenied: User 65534 may not call Stop()"));
+        }
+}
+
 /* A start that ends in failure is a failure of start, with the reason. */
 static void test_start_fails(void **state) {
         Fixture *f = *state;
@@ -917,6 +961,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_control, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_reload, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_start_fails, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_audit_log, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_access_denied, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_monitor, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_private_socket, test_fixture_setup, test_fixture_teardown),

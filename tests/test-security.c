@@ -185,14 +185,17 @@ static void test_forged_sender_on_private_socket(void **state) {
         g_autofree char *state_s = test_pool_state(d, "echo");
         assert_string_equal(state_s, "running");
 
-        /* And the log names the real caller, not root. */
+        /* And the log names the real caller, not root, and says it was refused. */
         log = test_daemon_log(d);
-        assert_null(strstr(log, "Pause() called by"));
+        assert_null(strstr(log, "Pause() on pool echo called by"));
+        assert_non_null(strstr(log, "Pause() on pool echo by private connection "));
+        assert_non_null(strstr(log, " refused: org.freedesktop.DBus.Error.AccessDenied: User 65534 may not call "
+                                    "Pause()"));
         call_pool(d, "echo", "Pause");
         g_free(log);
-        log = test_daemon_wait_log(d, "Pause() called by", TEST_TIMEOUT_USEC);
+        log = test_daemon_wait_log(d, "Pause() on pool echo called by", TEST_TIMEOUT_USEC);
         assert_non_null(strstr(log, root_name));
-        assert_non_null(strstr(log, "(UID 0)"));
+        assert_non_null(strstr(log, "(UID 0, PID "));
 }
 
 /* Finding 6: groups are those of the moment of connecting, on the bus and on the private
