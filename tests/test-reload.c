@@ -269,6 +269,54 @@ static void test_failed_settings_roll_back(void **state) {
         }
 }
 
+/* The exec plugin refuses a key it does not know: a typo rolls back, and the pool serves on. */
+static void test_exec_typo_rolls_back(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *out = NULL, *result = NULL, *pool_state = NULL;
+
+        test_daemon_start(d, &f->bus, "[Pool cat]\nPlugin=@PLUGINS@/exec.so\nWorkers=2\n"
+                                     "[Pool cat Plugin]\nCommand=/bin/cat\n", true);
+        test_daemon_write_dropin(d, "50-typo.conf", "[Pool cat Plugin]\nComand=/bin/cat -n\n");
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "Reload", NULL }), 1);
+        assert_non_null(strstr(out, "org.apiary.Apiary1.Error.RolledBack: Pool \"cat\" rolled back to its previous "
+                                    "settings: worker 0 exited with status 4 ("));
+        assert_non_null(strstr(out, "unknown key Comand="));
+        result = test_run_text(d, "cat", "still serving", 0);
+        assert_string_equal(result, "still serving");
+        pool_state = test_pool_state(d, "cat");
+        assert_string_equal(pool_state, "degraded");
+}
+
+static int reload_replied(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        int *replied = userdata;
+
+        *replied = sd_bus_message_is_method_error(m, NULL) ? -1 : 1;
+        return 0;
+}
+
+static bool is_set(TestDaemon *d, const void *userdata) {
+        return *(const int *) userdata != 0;
+}
+
+/* One reload at a time: another Reload() meanwhile is Busy, and the first one ends well. */
+static void test_reload_during_reload_is_busy(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *out = NULL;
+        int replied = 0;
+
+        test_daemon_start(d, &f->bus, serving, true);
+        test_daemon_write_dropin(d, "50-slow.conf", "[Pool echo Plugin]\nInitDelayMs=300\n");
+        assert_true(sd_bus_call_method_async(d->bus, NULL, "org.apiary.Apiary1", "/org/apiary/Apiary1", MANAGER_IFACE,
+                                             "Reload", reload_replied, &replied, NULL) >= 0);
+        assert_true(sd_bus_flush(d->bus) >= 0);
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "Reload", NULL }), 1);
+        assert_string_equal(out, "org.apiary.Apiary1.Error.Busy: A reload is under way; try again once it has ended.");
+        test_wait_until(d, is_set, &replied, TEST_TIMEOUT_USEC, "the first Reload() to be answered");
+        assert_int_equal(replied, 1);
+}
+
 /* A reload that works still answers only once the new settings run everywhere. */
 static void test_reload_answers_when_applied(void **state) {
         Fixture *f = *state;
@@ -301,6 +349,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_failed_settings_roll_back, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_reload_answers_when_applied, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_exec_typo_rolls_back, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_reload_during_reload_is_busy, test_fixture_setup,
                                                 test_fixture_teardown),
         };
 
