@@ -362,12 +362,16 @@ static int wait_effect(sd_bus *bus, const Want *wants, int n) {
                 else
                         ctl_progress_update("%s…", line ?: "waiting");
 
-                /* Whatever came meanwhile is taken in; then wait for more. */
-                do
-                        r = sd_bus_process(bus, NULL);
-                while (r > 0);
-                if (r >= 0)
-                        r = sd_bus_wait(bus, UINT64_MAX);
+                /* What came while the state was read is taken in, and the state read again: a
+                 * signal queued then would not wake sd_bus_wait(). Only with nothing new, wait. */
+                {
+                        bool any = false;
+
+                        while ((r = sd_bus_process(bus, NULL)) > 0)
+                                any = true;
+                        if (r >= 0 && !any)
+                                r = sd_bus_wait(bus, UINT64_MAX);
+                }
                 if (r < 0) {
                         ctl_progress_end();
                         return ctl_bus_error(r, NULL, "Failed to follow the %s", wants[0].verb);
