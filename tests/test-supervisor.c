@@ -355,12 +355,14 @@ static void test_bad_plugins_fail_cleanly(void **state) {
         g_autofree char *s = NULL;
 
         for (size_t i = 0; i < G_N_ELEMENTS(bad_plugins); i++) {
-                /* An AddressSanitizer worker takes its time to exit (the leak check): its load
-                 * failure must not become a start timeout on a busy machine. */
+                /* An AddressSanitizer worker takes its time to exit (the leak check), and apiaryd under
+                 * valgrind to see it: a load failure must not become a start timeout on a busy
+                 * machine. */
                 g_string_append_printf(config,
                                        "[Pool %s]\nPlugin=%s\nWorkers=1\nRestartSec=1ms\nStartLimitBurst=1\n"
                                        "StartTimeoutSec=%s\nFailedRetrySec=infinity\n",
-                                       bad_plugins[i].name, bad_plugins[i].plugin, test_under_asan() ? "3s" : "300ms");
+                                       bad_plugins[i].name, bad_plugins[i].plugin,
+                                       test_under_asan() || test_under_wrapper() ? "3s" : "300ms");
                 if (bad_plugins[i].plugin_group[0])
                         g_string_append_printf(config, "[Pool %s Plugin]\n%s", bad_plugins[i].name,
                                                bad_plugins[i].plugin_group);
