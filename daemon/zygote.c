@@ -22,7 +22,12 @@
 
 #define ZYGOTE_RETRY_USEC (1 * USEC_PER_SEC)
 #define ZYGOTE_RETRY_MAX_USEC (60 * USEC_PER_SEC)
+/* How long a Fork() may take: 5 s, plus 20 ms for each Fork() already waiting before it. The
+ * zygote answers them one by one (a few ms each): 1,000 started at once must not time out
+ * behind each other, which spawned a second process for those slots while the zygote still
+ * forked the first (bench/run spawn, Zygote=yes, 1,000 workers). */
 #define FORK_TIMEOUT_USEC (5 * USEC_PER_SEC)
+#define FORK_TIMEOUT_QUEUED_USEC (20 * USEC_PER_MSEC)
 
 #define log_zygote(level, z, ...)                                                                       \
         ({                                                                                              \
@@ -330,6 +335,16 @@ static int on_fork_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
         return 0;
 }
 
+/* The Fork() calls of P not answered yet. */
+static unsigned forks_waiting(const Pool *p) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < p->n_workers; i++)
+                if (p->workers[i]->fork_slot)
+                        n++;
+        return n;
+}
+
 int zygote_fork(Pool *p, Worker *w) {
         _cleanup_(closep) int fd_worker = -1, fd_supervisor = -1;
         Zygote *z = p->zygote;
@@ -345,7 +360,9 @@ int zygote_fork(Pool *p, Worker *w) {
 
         /* sd-bus sends a copy of the fd; ours is closed on return. */
         worker_note_link_end(w, fd_worker);
-        r = link_call_fork(z->link, (uint32_t) w->slot, fd_worker, FORK_TIMEOUT_USEC, on_fork_reply, w, &w->fork_slot);
+        r = link_call_fork(z->link, (uint32_t) w->slot, fd_worker,
+                           FORK_TIMEOUT_USEC + forks_waiting(p) * FORK_TIMEOUT_QUEUED_USEC, on_fork_reply, w,
+                           &w->fork_slot);
         if (r < 0)
                 return r;
 
