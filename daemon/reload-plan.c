@@ -64,12 +64,13 @@ static void on_key(const char *key, bool plugin, const char *old, const char *ne
 void reload_plan_pool(GPtrArray *changes, const PoolConfig *old, unsigned wanted, bool active, const PoolConfig *pc) {
         char from[16], to[16];
 
-        if (pool_config_equal(old, pc))
-                return;
-        pool_config_diff(old, pc, on_key, &(KeyDiff) { .changes = changes, .pool = pc->name });
-        if (!pool_config_same_code(old, pc) && active)
-                add(changes, RELOAD_CHANGE_ROLL, pc->name, NULL, NULL, NULL);
+        if (!pool_config_equal(old, pc)) {
+                pool_config_diff(old, pc, on_key, &(KeyDiff) { .changes = changes, .pool = pc->name });
+                if (!pool_config_same_code(old, pc) && active)
+                        add(changes, RELOAD_CHANGE_ROLL, pc->name, NULL, NULL, NULL);
+        }
 
+        /* A scale in force is said either way: kept, or given up. */
         snprintf(from, sizeof(from), "%u", wanted);
         snprintf(to, sizeof(to), "%u", pc->workers);
         if (old->workers == pc->workers) {

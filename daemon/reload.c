@@ -69,7 +69,7 @@ static char *describe_keys(const PoolConfig *old, unsigned wanted, bool active, 
                 const ReloadChange *c = changes->pdata[i];
                 g_autofree char *text = NULL;
 
-                if (!IN_SET(c->kind, RELOAD_CHANGE_KEY, RELOAD_CHANGE_PLUGIN_KEY))
+                if (!IN_SET(c->kind, RELOAD_CHANGE_KEY, RELOAD_CHANGE_PLUGIN_KEY, RELOAD_CHANGE_DROP_SCALE))
                         continue;
                 text = reload_change_describe(c);
                 g_string_append_printf(s, "%s%s", s->len > 0 ? ", " : "", text);

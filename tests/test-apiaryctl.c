@@ -663,7 +663,18 @@ static void test_reload(void **state) {
         unsigned three = 3;
         Ctl c = {};
 
-        test_daemon_start(d, &f->bus, config, true);
+        test_daemon_start_logged(d, &f->bus, config, true);
+
+        /* Workers= and what only a restart applies, said as such; nothing changes. */
+        test_daemon_write_dropin(d, "40-other.conf", "[Apiary]\nBus=session\n[Pool echo]\nWorkers=3\n");
+        CTL(f, &c, "reload", "--dry-run");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "[Apiary]: Bus=(unset) → session, which takes effect when apiaryd restarts\n"
+                                   "echo: Workers=2 → 3\n"
+                                   "echo: scales from 2 to 3 workers\n");
+        ctl_clear(&c);
+        test_daemon_write_dropin(d, "40-other.conf", NULL);
+
         CTL(f, &c, "scale", "echo", "3");
         assert_int_equal(c.status, 0);
         ctl_clear(&c);
@@ -735,6 +746,18 @@ static void test_reload(void **state) {
         ctl_clear(&c);
         g_autofree char *control = test_pool_state(d, "control");
         assert_string_equal(control, "degraded");
+
+        /* The log says which keys changed; status says why the pool is degraded, and counts the
+         * replacements apart. */
+        g_free(test_daemon_wait_log(d, "control: Settings changed ([Plugin] InitMode=(unset) → fail), rolling the "
+                                       "workers over to the new code.", TEST_TIMEOUT_USEC));
+        CTL(f, &c, "status", "control");
+        assert_non_null(strstr(c.out, "    Reason: worker 0 exited with status 4 (plugin control: init failed: "));
+        /* Three reloads gave it new code (Version=2, then none, then InitMode=fail): three planned
+         * replacements; the failed worker of the last is counted nowhere. */
+        if (!strstr(c.out, "  Restarts: 0 after failures, 3 planned\n"))
+                fail_msg("%s", c.out);
+        ctl_clear(&c);
 }
 
 /* Every control call is in the log: who (UID, PID, command name), what, on which target, with
