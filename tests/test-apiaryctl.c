@@ -804,6 +804,24 @@ static void test_audit_log(void **state) {
         }
 }
 
+/* On a terminal, the wait shows a one-line progress, rewritten in place and cleared at the end. */
+static void test_progress_on_a_tty(void **state) {
+        Fixture *f = *state;
+        g_autofree char *cmd = NULL, *out = NULL, *err = NULL;
+        g_autoptr(GError) e = NULL;
+        int status = 0;
+
+        test_daemon_start(&f->daemon, &f->bus, config, true);
+        /* script(1) gives apiaryctl a pseudo-terminal for stdout and stderr. */
+        cmd = g_strdup_printf("%s --bus=%s restart echo", getenv("APIARYCTL"), f->bus.address);
+        if (!g_spawn_sync(NULL, (char *[]) { (char *) "script", (char *) "-qec", cmd, (char *) "/dev/null", NULL }, NULL,
+                          G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, &e))
+                fail_msg("cannot run script: %s", e->message);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        assert_non_null(strstr(out, "\rpool \"echo\": 0/2 workers replaced…\033[K"));
+        assert_true(g_str_has_suffix(out, "\r\033[K"));
+}
+
 /* A start that ends in failure is a failure of start, with the reason. */
 static void test_start_fails(void **state) {
         Fixture *f = *state;
@@ -989,6 +1007,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_reload, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_start_fails, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_audit_log, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_progress_on_a_tty, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_access_denied, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_monitor, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_private_socket, test_fixture_setup, test_fixture_teardown),
