@@ -156,7 +156,8 @@ static void reload_finish(Manager *m) {
                 Pool *p = m->pools[i];
                 char *s;
 
-                if (!p->rollback_reason)
+                /* A removed pool's rollback was an earlier reload's, not this one's. */
+                if (!p->rollback_reason || pool_is_removed(p))
                         continue;
                 if (asprintf(&s, "%s%sPool \"%s\" rolled back to its previous settings: %s", strempty(rolled_back),
                              rolled_back ? "; " : "", p->config->name, p->rollback_reason) < 0)

@@ -288,6 +288,26 @@ static void test_exec_typo_rolls_back(void **state) {
         assert_string_equal(pool_state, "degraded");
 }
 
+/* A pool rolled back by one reload and removed by the next: the second went well, whatever the
+ * draining pool once went through. */
+static void test_removed_pool_rollback_is_not_this_reloads(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *out = NULL, *again = NULL;
+
+        test_daemon_start(d, &f->bus, "[Pool old]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nStopTimeoutSec=1s\n",
+                          true);
+        test_daemon_write_dropin(d, "50-new.conf", "[Pool old Plugin]\nInitMode=fail\n");
+        assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "Reload", NULL }), 1);
+        assert_non_null(strstr(out, "org.apiary.Apiary1.Error.RolledBack"));
+
+        /* A task that never ends keeps the removed pool draining while the next reload ends. */
+        (void) test_submit(d, "old", "hang", 4);
+        test_daemon_write_dropin(d, "50-new.conf", NULL);
+        test_daemon_write_config(d, "[Pool other]\nPlugin=@PLUGINS@/echo.so\nWorkers=1\n");
+        assert_int_equal(test_client(&f->bus, 0, &again, (const char *[]) { "call-manager", "Reload", NULL }), 0);
+}
+
 static int reload_replied(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         int *replied = userdata;
 
@@ -351,6 +371,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_reload_answers_when_applied, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_exec_typo_rolls_back, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_removed_pool_rollback_is_not_this_reloads, test_fixture_setup,
+                                                test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_reload_during_reload_is_busy, test_fixture_setup,
                                                 test_fixture_teardown),
         };
