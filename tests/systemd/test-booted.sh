@@ -358,7 +358,9 @@ log "staging build and install: $(($(ms_now) - t0)) ms"
 
 # With an empty /etc, the first boot enables every unit with an [Install] section by preset, and
 # would start apiary.service before its configuration is there: the test starts it itself.
-printf 'disable apiary.service\n' >"$tmp/apiary-test.preset"
+# nats-server (tools/deps installs it for the shared-pool tests) would start with its package's
+# configuration and hold up the boot: the container needs no engine.
+printf 'disable apiary.service\ndisable nats-server.service\n' >"$tmp/apiary-test.preset"
 
 # ---- boot ----
 

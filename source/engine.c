@@ -1,0 +1,1053 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+#include <glib.h>
+
+#include "ipc/source-protocol.h"
+#include "source/engine.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+/* A pull request waits this long for tasks before the engine ends it (status 408) and we ask
+ * again: also how soon a pull lost with a failed engine node is noticed. */
+#define PULL_EXPIRES_USEC (5 * USEC_PER_SEC)
+/* At most this many tasks or results are asked for in one pull. */
+#define PULL_BATCH_MAX 256u
+/* Results are pulled ahead, to be handed on as they come: this many at a time. */
+#define RESULTS_WINDOW 256u
+/* Retries of a connection or a stream setup that failed: the first after this, doubling. */
+#define RETRY_MIN_USEC (250 * USEC_PER_MSEC)
+#define RETRY_MAX_USEC (5 * USEC_PER_SEC)
+/* The stream's counts are asked for at most this often, and only while something happens. */
+#define STATS_INTERVAL_USEC USEC_PER_SEC
+/* How long results wait for a submitter that does not come back. */
+#define RESULTS_MAX_AGE_USEC (24 * 3600 * USEC_PER_SEC)
+
+typedef enum EventType {
+        EVENT_TASK,             /* a message on the task pull inbox */
+        EVENT_RESULT,           /* ... on the results pull inbox */
+        EVENT_REPLY,            /* a reply to one of our requests */
+        EVENT_DISCONNECTED,
+        EVENT_RECONNECTED,
+} EventType;
+
+/* What a libnats thread hands to the loop. */
+typedef struct Event {
+        struct Event *next;
+        EventType type;
+        natsMsg *msg;
+} Event;
+
+typedef enum RequestType {
+        REQUEST_PUBLISH,        /* a task stored: fn */
+        REQUEST_RESULT,         /* a result stored, then the ack below */
+        REQUEST_ACK,            /* +ACK / +TERM / -NAK confirmed: fn */
+        REQUEST_STATS,          /* consumer info */
+} RequestType;
+
+typedef struct Request {
+        uint64_t id;
+        RequestType type;
+        usec_t deadline;        /* CLOCK_MONOTONIC */
+        bool done;
+        engine_done_fn fn;
+        void *userdata;
+        char *token;            /* REQUEST_RESULT: what to ack once stored */
+        bool term;
+} Request;
+
+typedef struct Puller {
+        const char *what;       /* for messages */
+        char *request_subject;  /* $JS.API.CONSUMER.MSG.NEXT.STREAM.CONSUMER */
+        char *inbox;            /* where its messages come */
+        natsSubscription *sub;
+        uint64_t outstanding;   /* asked for in live pull requests, not yet delivered */
+} Puller;
+
+struct Engine {
+        sd_event *event;
+        const EngineOps *ops;
+        void *userdata;
+
+        char *servers_text;
+        char **servers;         /* nats://HOST:PORT each */
+        char *pool, *host, *credentials, *tls_ca;
+        unsigned replicas;
+        usec_t lease_usec, timeout_usec;
+
+        char *task_stream, *task_subject;
+        char *result_stream, *result_subject;
+
+        natsOptions *opts;
+        natsConnection *nc;
+        jsCtx *js;
+        char *inbox;            /* _INBOX.xxx: our requests' replies come to INBOX.q.ID */
+        natsSubscription *reply_sub;
+        Puller tasks, results;
+        bool ready;             /* connected, streams and consumers in place */
+        bool connected;
+        usec_t retry_usec;
+        sd_event_source *retry_source;
+
+        /* apiaryd's side of the task pull: what it can take. */
+        unsigned want;
+        uint64_t received;      /* by apiaryd, as it last said */
+        uint64_t sent;          /* to apiaryd */
+
+        uint64_t next_request;
+        GHashTable *requests;   /* id → Request */
+        GQueue deadlines;       /* of Request, in order of deadline (they all wait as long) */
+        sd_event_source *deadline_source;
+
+        bool activity;          /* since the stats were last asked for */
+        sd_event_source *stats_source;
+
+        /* From libnats' threads. */
+        pthread_mutex_t lock;
+        Event *head, *tail;
+        int efd;
+        bool closed;            /* the connection's closed callback came */
+        pthread_cond_t closed_cond;
+        sd_event_source *efd_source;
+};
+
+/* ---- from libnats' threads ---- */
+
+static void engine_post(Engine *e, EventType type, natsMsg *msg) {
+        Event *ev = malloc(sizeof(*ev));
+        bool was_empty;
+
+        if (!ev) {
+                /* Nothing to be done on a thread that is not ours: the engine redelivers what we drop. */
+                natsMsg_Destroy(msg);
+                return;
+        }
+        *ev = (Event) { .type = type, .msg = msg };
+
+        pthread_mutex_lock(&e->lock);
+        was_empty = !e->head;
+        if (e->tail)
+                e->tail->next = ev;
+        else
+                e->head = ev;
+        e->tail = ev;
+        pthread_mutex_unlock(&e->lock);
+
+        if (was_empty)
+                (void) eventfd_write(e->efd, 1);
+}
+
+static void on_task_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+        engine_post(closure, EVENT_TASK, msg);
+}
+
+static void on_result_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+        engine_post(closure, EVENT_RESULT, msg);
+}
+
+static void on_reply_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+        engine_post(closure, EVENT_REPLY, msg);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure) {
+        engine_post(closure, EVENT_DISCONNECTED, NULL);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure) {
+        engine_post(closure, EVENT_RECONNECTED, NULL);
+}
+
+/* The last callback libnats makes for a connection: after it, none of its threads touches us. */
+static void on_closed(natsConnection *nc, void *closure) {
+        Engine *e = closure;
+
+        pthread_mutex_lock(&e->lock);
+        e->closed = true;
+        pthread_cond_signal(&e->closed_cond);
+        pthread_mutex_unlock(&e->lock);
+}
+
+/* ---- small helpers ---- */
+
+static const char *nats_error(natsStatus s) {
+        const char *last = nats_GetLastError(NULL);
+
+        return last && *last ? last : natsStatus_GetText(s);
+}
+
+/* The value of "KEY": NUMBER in a JSON text, or 0. Enough for the engine's fixed answers. */
+static uint64_t json_u64(const char *json, int len, const char *key) {
+        g_autofree char *text = g_strndup(json, len);
+        g_autofree char *pattern = g_strdup_printf("\"%s\":", key);
+        const char *p = strstr(text, pattern);
+
+        if (!p)
+                return 0;
+        p += strlen(pattern);
+        while (*p == ' ')
+                p++;
+        return g_ascii_strtoull(p, NULL, 10);
+}
+
+/* An engine's error answer ({"error":{"code":...,"description":"..."}}), as text, or NULL. */
+static char *json_error(const char *json, int len) {
+        g_autofree char *text = g_strndup(json, len);
+        const char *p, *end;
+
+        if (!strstr(text, "\"error\""))
+                return NULL;
+        p = strstr(text, "\"description\":");
+        if (!p)
+                return g_strdup(text);
+        p = strchr(p + strlen("\"description\":"), '"');
+        if (!p)
+                return g_strdup(text);
+        p++;
+        end = strchr(p, '"');
+        return end ? g_strndup(p, end - p) : g_strdup(p);
+}
+
+/* The Status header of a status message (no payload, no reply subject), or NULL. */
+static const char *msg_status(natsMsg *msg) {
+        const char *v = NULL;
+
+        if (natsMsgHeader_Get(msg, "Status", &v) != NATS_OK)
+                return NULL;
+        return v;
+}
+
+static const char *msg_header(natsMsg *msg, const char *key) {
+        const char *v = NULL;
+
+        if (natsMsgHeader_Get(msg, key, &v) != NATS_OK)
+                return NULL;
+        return v;
+}
+
+unsigned engine_token_deliveries(const char *token) {
+        g_auto(GStrv) parts = NULL;
+        guint n;
+
+        /* $JS.ACK.STREAM.CONSUMER.DELIVERED.SSEQ.CSEQ.TS.PENDING, or with a domain and an
+         * account hash after ACK (and a random token at the end). */
+        if (!token || !g_str_has_prefix(token, "$JS.ACK."))
+                return 0;
+        parts = g_strsplit(token, ".", -1);
+        n = g_strv_length(parts);
+        if (n == 9)
+                return (unsigned) g_ascii_strtoull(parts[4], NULL, 10);
+        if (n >= 11)
+                return (unsigned) g_ascii_strtoull(parts[6], NULL, 10);
+        return 0;
+}
+
+/* ---- requests: a write and its confirmation ---- */
+
+static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void request_free(Request *q) {
+        if (!q)
+                return;
+        free(q->token);
+        free(q);
+}
+
+static void engine_arm_deadline(Engine *e) {
+        Request *head;
+
+        while ((head = g_queue_peek_head(&e->deadlines)) && head->done) {
+                g_queue_pop_head(&e->deadlines);
+                request_free(head);
+        }
+        if (!head) {
+                (void) sd_event_source_set_enabled(e->deadline_source, SD_EVENT_OFF);
+                return;
+        }
+        if (!e->deadline_source) {
+                if (sd_event_add_time(e->event, &e->deadline_source, CLOCK_MONOTONIC, head->deadline, 0,
+                                      on_deadline, e) < 0)
+                        log_oom();
+                return;
+        }
+        (void) sd_event_source_set_time(e->deadline_source, head->deadline);
+        (void) sd_event_source_set_enabled(e->deadline_source, SD_EVENT_ONESHOT);
+}
+
+static Request *request_new(Engine *e, RequestType type, engine_done_fn fn, void *userdata) {
+        Request *q = malloc(sizeof(*q));
+
+        if (!q)
+                return NULL;
+        *q = (Request) {
+                .id = ++e->next_request,
+                .type = type,
+                .deadline = now_usec(CLOCK_MONOTONIC) + e->timeout_usec,
+                .fn = fn,
+                .userdata = userdata,
+        };
+        g_hash_table_insert(e->requests, &q->id, q);
+        g_queue_push_tail(&e->deadlines, q);
+        if (g_queue_get_length(&e->deadlines) == 1)
+                engine_arm_deadline(e);
+        return q;
+}
+
+/* Ends Q: it leaves the table now and the deadline queue when it reaches the head. */
+static void request_end(Engine *e, Request *q, const char *error_name, const char *message) {
+        g_hash_table_remove(e->requests, &q->id);
+        q->done = true;
+        if (q->fn)
+                q->fn(error_name, message, q->userdata);
+        q->fn = NULL;
+}
+
+static char *request_reply_subject(Engine *e, const Request *q) {
+        return g_strdup_printf("%s.q.%" PRIu64, e->inbox, q->id);
+}
+
+/* Sends MSG (taken) with Q's reply subject; on failure ends Q at once. */
+static void request_send(Engine *e, Request *q, natsMsg *msg) {
+        natsStatus s = msg ? natsConnection_PublishMsg(e->nc, msg) : NATS_NO_MEMORY;
+
+        natsMsg_Destroy(msg);
+        if (s == NATS_MAX_PAYLOAD) {
+                request_end(e, q, SOURCE_ERROR_TOO_LARGE, "larger than the engine's max_payload");
+                return;
+        }
+        if (s != NATS_OK) {
+                g_autofree char *m = g_strdup_printf("the engine cannot be reached: %s", nats_error(s));
+
+                request_end(e, q, SOURCE_ERROR_UNAVAILABLE, m);
+        }
+}
+
+static natsMsg *request_msg(Engine *e, Request *q, const char *subject, const void *data, size_t size) {
+        g_autofree char *reply = request_reply_subject(e, q);
+        natsMsg *msg = NULL;
+
+        if (!e->nc || size > INT_MAX || natsMsg_Create(&msg, subject, reply, data, (int) size) != NATS_OK)
+                return NULL;
+        return msg;
+}
+
+static void engine_mark_activity(Engine *e);
+
+static void engine_ack(Engine *e, const char *token, const char *verb, engine_done_fn fn, void *userdata) {
+        Request *q = request_new(e, REQUEST_ACK, fn, userdata);
+
+        if (!q) {
+                if (fn)
+                        fn(SOURCE_ERROR_UNAVAILABLE, "out of memory", userdata);
+                return;
+        }
+        if (!e->nc) {
+                request_end(e, q, SOURCE_ERROR_UNAVAILABLE, "not connected to the engine");
+                return;
+        }
+        request_send(e, q, request_msg(e, q, token, verb, strlen(verb)));
+        engine_mark_activity(e);
+}
+
+void engine_publish(Engine *e, const char *id, uint64_t timeout_usec, const void *payload, size_t size,
+                    engine_done_fn fn, void *userdata) {
+        Request *q = request_new(e, REQUEST_PUBLISH, fn, userdata);
+        natsMsg *msg;
+
+        if (!q) {
+                fn(SOURCE_ERROR_UNAVAILABLE, "out of memory", userdata);
+                return;
+        }
+        if (!e->ready) {
+                request_end(e, q, SOURCE_ERROR_UNAVAILABLE, "the engine is not ready");
+                return;
+        }
+        msg = request_msg(e, q, e->task_subject, payload, size);
+        if (msg) {
+                char t[32];
+
+                (void) natsMsgHeader_Set(msg, SOURCE_HEADER_ID, id);
+                (void) natsMsgHeader_Set(msg, SOURCE_HEADER_REPLY, e->result_subject);
+                if (timeout_usec > 0) {
+                        snprintf(t, sizeof(t), "%" PRIu64, timeout_usec);
+                        (void) natsMsgHeader_Set(msg, SOURCE_HEADER_TIMEOUT, t);
+                }
+        }
+        request_send(e, q, msg);
+        engine_mark_activity(e);
+}
+
+void engine_finish(Engine *e, const char *token, const char *reply, const char *id, bool ok, bool term,
+                   const void *data, size_t size, engine_done_fn fn, void *userdata) {
+        Request *q = request_new(e, REQUEST_RESULT, fn, userdata);
+        g_autofree char *too_large = NULL;
+        natsMsg *msg;
+
+        if (!q) {
+                fn(SOURCE_ERROR_UNAVAILABLE, "out of memory", userdata);
+                return;
+        }
+        q->token = strdup(token);
+        q->term = term;
+        if (!q->token || !e->nc) {
+                request_end(e, q, SOURCE_ERROR_UNAVAILABLE, "not connected to the engine");
+                return;
+        }
+        /* A result the engine cannot carry ends the task as failed, with that as its reason. */
+        if ((int64_t) size + 1024 > natsConnection_GetMaxPayload(e->nc)) {
+                too_large = g_strdup_printf("its result of %zu bytes is larger than the engine carries "
+                                            "(max_payload %" PRId64 " bytes)",
+                                            size, natsConnection_GetMaxPayload(e->nc));
+                ok = false;
+                data = too_large;
+                size = strlen(too_large);
+        }
+        msg = request_msg(e, q, reply, data, size);
+        if (msg) {
+                (void) natsMsgHeader_Set(msg, SOURCE_HEADER_ID, id);
+                (void) natsMsgHeader_Set(msg, SOURCE_HEADER_OK, ok ? "1" : "0");
+        }
+        request_send(e, q, msg);
+        engine_mark_activity(e);
+}
+
+void engine_release(Engine *e, const char *token, engine_done_fn fn, void *userdata) {
+        engine_ack(e, token, "-NAK", fn, userdata);
+}
+
+void engine_renew(Engine *e, const char *token) {
+        if (e->nc)
+                (void) natsConnection_PublishString(e->nc, token, "+WPI");
+}
+
+/* A pub ack: {"stream":"S","seq":N} (with "duplicate":true for a repeated id), an error, or a
+ * 503 status: no stream takes the subject. NULL if it was stored; else the error's text. */
+static char *publish_outcome(natsMsg *msg) {
+        const char *status = msg_status(msg);
+
+        if (status && streq(status, "503"))
+                return strdup("no stream takes its subject");
+        if (status)
+                return g_strdup_printf("status %s", status);
+        return json_error(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+}
+
+static void engine_handle_stats(Engine *e, natsMsg *msg) {
+        const char *d = natsMsg_GetData(msg);
+        int n = natsMsg_GetDataLength(msg);
+        g_autofree char *error = json_error(d, n);
+
+        if (error) {
+                log_debug("Stream counts not available: %s", error);
+                return;
+        }
+        e->ops->stats(e->userdata, json_u64(d, n, "num_pending"), json_u64(d, n, "num_ack_pending"),
+                      json_u64(d, n, "num_redelivered"), json_u64(d, n, "num_waiting"));
+}
+
+static void engine_handle_reply(Engine *e, natsMsg *msg) {
+        const char *subject = natsMsg_GetSubject(msg), *dot;
+        g_autofree char *error = NULL;
+        uint64_t id;
+        Request *q;
+
+        dot = strrchr(subject, '.');
+        if (!dot)
+                return;
+        id = g_ascii_strtoull(dot + 1, NULL, 10);
+        q = g_hash_table_lookup(e->requests, &id);
+        if (!q)
+                return;         /* late: it timed out */
+
+        switch (q->type) {
+        case REQUEST_PUBLISH:
+                error = publish_outcome(msg);
+                request_end(e, q, error ? SOURCE_ERROR_UNAVAILABLE : NULL, error);
+                break;
+        case REQUEST_RESULT: {
+                engine_done_fn fn = q->fn;
+                void *userdata = q->userdata;
+                g_autofree char *token = TAKE_PTR(q->token);
+                bool term = q->term;
+
+                /* Stored, or stored before (a duplicate), or its submitter's stream is gone:
+                 * either way nothing more can be done for the result, and the task is acked.
+                 * Anything else and the task is left to come back after its lease. */
+                error = publish_outcome(msg);
+                if (error && !strstr(error, "no stream")) {
+                        request_end(e, q, SOURCE_ERROR_UNAVAILABLE, error);
+                        break;
+                }
+                if (error)
+                        log_notice("Result dropped: %s (its submitter's result stream is gone).", error);
+                q->fn = NULL;
+                request_end(e, q, NULL, NULL);
+                engine_ack(e, token, term ? "+TERM" : "+ACK", fn, userdata);
+                break;
+        }
+        case REQUEST_ACK:
+                request_end(e, q, NULL, NULL);
+                break;
+        case REQUEST_STATS:
+                engine_handle_stats(e, msg);
+                request_end(e, q, NULL, NULL);
+                break;
+        }
+}
+
+static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        Engine *e = userdata;
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+        Request *q;
+
+        while ((q = g_queue_peek_head(&e->deadlines)) && (q->done || q->deadline <= now)) {
+                g_queue_pop_head(&e->deadlines);
+                if (!q->done) {
+                        char buf[FORMAT_TIMESPAN_MAX];
+                        g_autofree char *m = g_strdup_printf("the engine did not confirm it within %s",
+                                                             format_timespan(buf, sizeof(buf), e->timeout_usec));
+
+                        request_end(e, q, SOURCE_ERROR_UNAVAILABLE, m);
+                }
+                request_free(q);
+        }
+        engine_arm_deadline(e);
+        return 0;
+}
+
+/* ---- pulls ---- */
+
+static void puller_ask(Engine *e, Puller *p, uint64_t n) {
+        char body[96];
+
+        if (n == 0 || !e->ready)
+                return;
+        n = MIN(n, (uint64_t) PULL_BATCH_MAX);
+        snprintf(body, sizeof(body), "{\"batch\":%" PRIu64 ",\"expires\":%" PRIu64 "}", n,
+                 (uint64_t) PULL_EXPIRES_USEC * 1000);
+        if (natsConnection_PublishRequestString(e->nc, p->request_subject, p->inbox, body) != NATS_OK) {
+                log_debug("Pull of %s failed: %s", p->what, nats_GetLastError(NULL));
+                return;
+        }
+        p->outstanding += n;
+}
+
+static void engine_pull(Engine *e) {
+        uint64_t in_flight = e->sent - MIN(e->received, e->sent);
+        uint64_t covered = in_flight + e->tasks.outstanding;
+
+        if (!e->ready)
+                return;
+        if (e->want > covered)
+                puller_ask(e, &e->tasks, e->want - covered);
+        if (e->results.outstanding < RESULTS_WINDOW / 2)
+                puller_ask(e, &e->results, RESULTS_WINDOW - e->results.outstanding);
+}
+
+void engine_want(Engine *e, unsigned want, uint64_t received) {
+        e->want = want;
+        e->received = received;
+        engine_pull(e);
+}
+
+/* A status message on a pull inbox: the request it answers ended with its remainder. */
+static void puller_status(Puller *p, natsMsg *msg, const char *status) {
+        const char *pending = msg_header(msg, "Nats-Pending-Messages");
+        const char *description = msg_header(msg, "Description");
+
+        if (streq(status, "100"))
+                return;         /* a heartbeat */
+        if (pending) {
+                uint64_t n = g_ascii_strtoull(pending, NULL, 10);
+
+                p->outstanding -= MIN(n, p->outstanding);
+        } else
+                /* Not said how many: ask anew for all, at worst a few more than fit. */
+                p->outstanding = 0;
+        if (!streq(status, "408"))
+                log_debug("Pull of %s ended: %s %s", p->what, status, strempty(description));
+}
+
+static void engine_handle_task(Engine *e, natsMsg *msg) {
+        const char *status = msg_status(msg), *token = natsMsg_GetReply(msg), *id, *reply, *timeout;
+
+        if (status && !token) {
+                puller_status(&e->tasks, msg, status);
+                return;
+        }
+        if (e->tasks.outstanding > 0)
+                e->tasks.outstanding--;
+        id = msg_header(msg, SOURCE_HEADER_ID);
+        reply = msg_header(msg, SOURCE_HEADER_REPLY);
+        timeout = msg_header(msg, SOURCE_HEADER_TIMEOUT);
+        if (!token || !id || !reply) {
+                /* Not one of ours: nobody can run it, and it must not come back. */
+                log_warning("Dropping a message without %s in the task stream %s.",
+                            !token ? "an ack token" : !id ? SOURCE_HEADER_ID : SOURCE_HEADER_REPLY, e->task_stream);
+                if (token)
+                        (void) natsConnection_PublishString(e->nc, token, "+TERM");
+                return;
+        }
+        e->sent++;
+        e->ops->task(e->userdata, token, id, reply, timeout ? g_ascii_strtoull(timeout, NULL, 10) : 0,
+                     engine_token_deliveries(token), natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+}
+
+static void engine_handle_result(Engine *e, natsMsg *msg) {
+        const char *status = msg_status(msg), *token = natsMsg_GetReply(msg), *id, *ok;
+
+        if (status && !token) {
+                puller_status(&e->results, msg, status);
+                return;
+        }
+        if (e->results.outstanding > 0)
+                e->results.outstanding--;
+        id = msg_header(msg, SOURCE_HEADER_ID);
+        ok = msg_header(msg, SOURCE_HEADER_OK);
+        if (id)
+                e->ops->result(e->userdata, id, ok && streq(ok, "1"), natsMsg_GetData(msg),
+                               natsMsg_GetDataLength(msg));
+        /* Handed on: apiaryd answers its caller or, if it no longer knows the id, drops it. */
+        if (token)
+                (void) natsConnection_PublishString(e->nc, token, "+ACK");
+}
+
+/* ---- the stream's counts ---- */
+
+static int on_stats_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Engine *e = userdata;
+        g_autofree char *subject = NULL;
+        Request *q;
+
+        if (!e->activity || !e->ready)
+                return 0;
+        e->activity = false;
+        (void) sd_event_source_set_time_relative(s, STATS_INTERVAL_USEC);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+
+        q = request_new(e, REQUEST_STATS, NULL, NULL);
+        if (!q)
+                return 0;
+        subject = g_strdup_printf("$JS.API.CONSUMER.INFO.%s.workers", e->task_stream);
+        request_send(e, q, request_msg(e, q, subject, NULL, 0));
+        return 0;
+}
+
+/* Something happened: the stream's counts are asked for within STATS_INTERVAL_USEC, and once
+ * more after the last thing that happened. */
+static void engine_mark_activity(Engine *e) {
+        int enabled = SD_EVENT_OFF;
+
+        e->activity = true;
+        if (!e->stats_source) {
+                if (sd_event_add_time_relative(e->event, &e->stats_source, CLOCK_MONOTONIC, 0, 0, on_stats_timer,
+                                               e) < 0)
+                        log_oom();
+                return;
+        }
+        (void) sd_event_source_get_enabled(e->stats_source, &enabled);
+        if (enabled == SD_EVENT_OFF) {
+                (void) sd_event_source_set_time_relative(e->stats_source, 0);
+                (void) sd_event_source_set_enabled(e->stats_source, SD_EVENT_ONESHOT);
+        }
+}
+
+/* ---- connecting ---- */
+
+static void engine_set_state(Engine *e, const char *state, const char *error) {
+        e->ops->state(e->userdata, state, error ?: "");
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void engine_retry_later(Engine *e) {
+        e->retry_usec = e->retry_usec ? MIN(e->retry_usec * 2, (usec_t) RETRY_MAX_USEC) : RETRY_MIN_USEC;
+        if (!e->retry_source) {
+                if (sd_event_add_time_relative(e->event, &e->retry_source, CLOCK_MONOTONIC, e->retry_usec, 0,
+                                               on_retry, e) < 0)
+                        log_oom();
+                return;
+        }
+        (void) sd_event_source_set_time_relative(e->retry_source, e->retry_usec);
+        (void) sd_event_source_set_enabled(e->retry_source, SD_EVENT_ONESHOT);
+}
+
+static natsStatus engine_make_options(Engine *e) {
+        natsStatus s;
+
+        s = natsOptions_Create(&e->opts);
+        if (s == NATS_OK)
+                s = natsOptions_SetServers(e->opts, (const char **) e->servers, (int) g_strv_length(e->servers));
+        if (s == NATS_OK) {
+                g_autofree char *name = g_strdup_printf("apiary-source %s %s", e->host, e->pool);
+
+                s = natsOptions_SetName(e->opts, name);
+        }
+        if (s == NATS_OK)
+                s = natsOptions_SetTimeout(e->opts, 2000);
+        if (s == NATS_OK)
+                s = natsOptions_SetMaxReconnect(e->opts, -1);
+        if (s == NATS_OK)
+                s = natsOptions_SetReconnectWait(e->opts, 250);
+        if (s == NATS_OK)
+                s = natsOptions_SetDisconnectedCB(e->opts, on_disconnected, e);
+        if (s == NATS_OK)
+                s = natsOptions_SetReconnectedCB(e->opts, on_reconnected, e);
+        if (s == NATS_OK)
+                s = natsOptions_SetClosedCB(e->opts, on_closed, e);
+        if (s == NATS_OK && e->credentials)
+                s = natsOptions_SetUserCredentialsFromFiles(e->opts, e->credentials, NULL);
+        if (s == NATS_OK && e->tls_ca) {
+                s = natsOptions_SetSecure(e->opts, true);
+                if (s == NATS_OK)
+                        s = natsOptions_LoadCATrustedCertificates(e->opts, e->tls_ca);
+        }
+        return s;
+}
+
+/* Creates the stream NAME on SUBJECT if it does not exist, and sets its replicas if it does. */
+static int engine_ensure_stream(Engine *e, const char *name, const char *subject, int64_t max_age_ns,
+                                char **ret_error) {
+        const char *subjects[] = { subject };
+        jsStreamInfo *si = NULL;
+        jsStreamConfig sc;
+        jsErrCode jerr = 0;
+        natsStatus s;
+
+        jsStreamConfig_Init(&sc);
+        sc.Name = name;
+        sc.Subjects = subjects;
+        sc.SubjectsLen = 1;
+        sc.Retention = js_WorkQueuePolicy;
+        sc.Storage = js_FileStorage;
+        sc.Replicas = e->replicas;
+        sc.MaxAge = max_age_ns;
+
+        s = js_GetStreamInfo(&si, e->js, name, NULL, &jerr);
+        if (s == NATS_NOT_FOUND)
+                s = js_AddStream(&si, e->js, &sc, NULL, &jerr);
+        else if (s == NATS_OK && si->Config->Replicas != (int64_t) e->replicas) {
+                log_info("Stream %s has %" PRId64 " replicas, SourceReplicas= asks for %u: updating it.", name,
+                         si->Config->Replicas, e->replicas);
+                jsStreamInfo_Destroy(si);
+                si = NULL;
+                s = js_UpdateStream(&si, e->js, &sc, NULL, &jerr);
+        }
+        jsStreamInfo_Destroy(si);
+        if (s != NATS_OK) {
+                *ret_error = g_strdup_printf("stream %s: %s", name, nats_error(s));
+                return -EIO;
+        }
+        return 0;
+}
+
+static int engine_ensure_consumer(Engine *e, const char *stream, const char *durable, usec_t ack_wait,
+                                  char **ret_error) {
+        jsConsumerInfo *ci = NULL;
+        jsConsumerConfig cc;
+        jsErrCode jerr = 0;
+        natsStatus s;
+
+        jsConsumerConfig_Init(&cc);
+        cc.Durable = durable;
+        cc.AckPolicy = js_AckExplicit;
+        cc.AckWait = (int64_t) ack_wait * 1000;
+        cc.MaxDeliver = -1;             /* TaskRetries= is counted by apiaryd, which terminates */
+        cc.MaxAckPending = -1;          /* each host pulls only what it has room for */
+        cc.Replicas = e->replicas;
+
+        s = js_GetConsumerInfo(&ci, e->js, stream, durable, NULL, &jerr);
+        if (s == NATS_NOT_FOUND)
+                s = js_AddConsumer(&ci, e->js, stream, &cc, NULL, &jerr);
+        else if (s == NATS_OK && ci->Config->AckWait != cc.AckWait) {
+                jsConsumerInfo_Destroy(ci);
+                ci = NULL;
+                s = js_UpdateConsumer(&ci, e->js, stream, &cc, NULL, &jerr);
+        }
+        jsConsumerInfo_Destroy(ci);
+        if (s != NATS_OK) {
+                *ret_error = g_strdup_printf("consumer %s of stream %s: %s", durable, stream, nats_error(s));
+                return -EIO;
+        }
+        return 0;
+}
+
+static int puller_init(Engine *e, Puller *p, const char *what, const char *stream, const char *durable,
+                       const char *suffix, natsMsgHandler handler) {
+        p->what = what;
+        p->request_subject = g_strdup_printf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, durable);
+        p->inbox = g_strdup_printf("%s.%s", e->inbox, suffix);
+        return natsConnection_Subscribe(&p->sub, e->nc, p->inbox, handler, e) == NATS_OK ? 0 : -EIO;
+}
+
+/* One attempt: connect if not connected, then set up what is missing. Blocks for at most a few
+ * seconds (the connect timeout per server, the JetStream API's). */
+static int engine_try(Engine *e) {
+        g_autofree char *error = NULL;
+        g_autofree char *replies = NULL;
+        natsStatus s;
+
+        if (!e->nc) {
+                s = natsConnection_Connect(&e->nc, e->opts);
+                if (s != NATS_OK) {
+                        g_autofree char *m = g_strdup_printf("cannot connect to %s: %s", e->servers_text,
+                                                             nats_error(s));
+
+                        e->nc = NULL;
+                        engine_set_state(e, SOURCE_STATE_UNAVAILABLE, m);
+                        return -EIO;
+                }
+                e->connected = true;
+                replies = g_strdup_printf("%s.q.*", e->inbox);
+                if (natsConnection_JetStream(&e->js, e->nc, NULL) != NATS_OK ||
+                    natsConnection_Subscribe(&e->reply_sub, e->nc, replies, on_reply_msg, e) != NATS_OK ||
+                    puller_init(e, &e->tasks, "tasks", e->task_stream, "workers", "t", on_task_msg) < 0 ||
+                    puller_init(e, &e->results, "results", e->result_stream, "submitter", "r", on_result_msg) < 0) {
+                        engine_set_state(e, SOURCE_STATE_FAILED, nats_error(NATS_ERR));
+                        return -EIO;
+                }
+        }
+
+        if (engine_ensure_stream(e, e->task_stream, e->task_subject, 0, &error) < 0 ||
+            engine_ensure_consumer(e, e->task_stream, "workers", e->lease_usec, &error) < 0 ||
+            engine_ensure_stream(e, e->result_stream, e->result_subject, (int64_t) RESULTS_MAX_AGE_USEC * 1000,
+                                 &error) < 0 ||
+            engine_ensure_consumer(e, e->result_stream, "submitter", 30 * USEC_PER_SEC, &error) < 0) {
+                engine_set_state(e, SOURCE_STATE_UNAVAILABLE, error);
+                return -EIO;
+        }
+
+        e->ready = true;
+        e->retry_usec = 0;
+        log_info("Connected to %s: stream %s ready.", e->servers_text, e->task_stream);
+        engine_set_state(e, SOURCE_STATE_READY, NULL);
+        engine_pull(e);
+        return 0;
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Engine *e = userdata;
+
+        if (engine_try(e) < 0)
+                engine_retry_later(e);
+        return 0;
+}
+
+int engine_start(Engine *e) {
+        engine_set_state(e, SOURCE_STATE_CONNECTING, NULL);
+        if (engine_try(e) < 0)
+                engine_retry_later(e);
+        return 0;
+}
+
+/* ---- the loop's side of the queue ---- */
+
+static int on_efd(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Engine *e = userdata;
+        eventfd_t v;
+        Event *list;
+
+        (void) eventfd_read(fd, &v);
+        pthread_mutex_lock(&e->lock);
+        list = e->head;
+        e->head = e->tail = NULL;
+        pthread_mutex_unlock(&e->lock);
+
+        while (list) {
+                Event *ev = list;
+
+                list = ev->next;
+                switch (ev->type) {
+                case EVENT_TASK:
+                        engine_handle_task(e, ev->msg);
+                        engine_mark_activity(e);
+                        break;
+                case EVENT_RESULT:
+                        engine_handle_result(e, ev->msg);
+                        break;
+                case EVENT_REPLY:
+                        engine_handle_reply(e, ev->msg);
+                        break;
+                case EVENT_DISCONNECTED:
+                        if (e->ready)
+                                engine_set_state(e, SOURCE_STATE_UNAVAILABLE,
+                                                 "disconnected from the engine, reconnecting");
+                        break;
+                case EVENT_RECONNECTED:
+                        /* Pulls made before may be gone with the server: ask anew. */
+                        e->tasks.outstanding = e->results.outstanding = 0;
+                        if (e->ready)
+                                engine_set_state(e, SOURCE_STATE_READY, NULL);
+                        break;
+                }
+                natsMsg_Destroy(ev->msg);
+                free(ev);
+        }
+        e->ops->flush(e->userdata);
+        engine_pull(e);
+        return 0;
+}
+
+/* "nats://a:1,b:2" or "a:1,b:2" → { "nats://a:1", "nats://b:2" }; tls:// is kept. */
+static char **split_servers(const char *text) {
+        g_auto(GStrv) parts = g_strsplit(text, ",", -1);
+        GPtrArray *out = g_ptr_array_new();
+
+        for (char **p = parts; *p; p++) {
+                g_autofree char *s = g_strstrip(g_strdup(*p));
+
+                if (!*s)
+                        continue;
+                g_ptr_array_add(out, strstr(s, "://") ? g_strdup(s) : g_strconcat("nats://", s, NULL));
+        }
+        g_ptr_array_add(out, NULL);
+        return (char **) g_ptr_array_free(out, false);
+}
+
+static guint id_hash(gconstpointer p) {
+        return g_int64_hash(p);
+}
+
+static gboolean id_equal(gconstpointer a, gconstpointer b) {
+        return g_int64_equal(a, b);
+}
+
+int engine_new(Engine **ret, const EngineSettings *s, sd_event *event, const EngineOps *ops, void *userdata) {
+        Engine *e;
+        natsStatus ns;
+        int r;
+
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        e->event = sd_event_ref(event);
+        e->ops = ops;
+        e->userdata = userdata;
+        e->efd = -1;
+        pthread_mutex_init(&e->lock, NULL);
+        pthread_cond_init(&e->closed_cond, NULL);
+        e->servers_text = g_strdup(s->servers);
+        e->servers = split_servers(s->servers);
+        e->pool = g_strdup(s->pool);
+        e->host = g_strdup(s->host);
+        e->credentials = s->credentials && *s->credentials ? g_strdup(s->credentials) : NULL;
+        e->tls_ca = s->tls_ca && *s->tls_ca ? g_strdup(s->tls_ca) : NULL;
+        e->replicas = s->replicas;
+        e->lease_usec = s->lease_usec;
+        e->timeout_usec = s->timeout_usec;
+        e->task_stream = g_strdup_printf("APIARY_%s", s->pool);
+        e->task_subject = g_strdup_printf("apiary.%s.t", s->pool);
+        e->result_stream = g_strdup_printf("APIARY_%s_R_%s", s->pool, s->host);
+        e->result_subject = g_strdup_printf("apiary.%s.r.%s", s->pool, s->host);
+        e->requests = g_hash_table_new(id_hash, id_equal);
+        g_queue_init(&e->deadlines);
+
+        ns = natsInbox_Create((natsInbox **) &e->inbox);
+        if (ns != NATS_OK) {
+                e->inbox = NULL;
+                engine_free(e);
+                return -ENOMEM;
+        }
+        ns = engine_make_options(e);
+        if (ns != NATS_OK) {
+                log_error("Bad engine settings: %s", nats_error(ns));
+                engine_free(e);
+                return -EINVAL;
+        }
+
+        e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (e->efd < 0) {
+                r = -errno;
+                engine_free(e);
+                return r;
+        }
+        r = sd_event_add_io(event, &e->efd_source, e->efd, EPOLLIN, on_efd, e);
+        if (r < 0) {
+                engine_free(e);
+                return r;
+        }
+        *ret = e;
+        return 0;
+}
+
+static void puller_done(Puller *p) {
+        natsSubscription_Destroy(p->sub);
+        g_free(p->request_subject);
+        g_free(p->inbox);
+}
+
+Engine *engine_free(Engine *e) {
+        Request *q;
+
+        if (!e)
+                return NULL;
+        /* Closed first, and its closed callback waited for (bounded): no libnats thread posts
+         * after this. */
+        if (e->nc) {
+                struct timespec until;
+
+                (void) natsConnection_FlushTimeout(e->nc, 1000);
+                natsConnection_Close(e->nc);
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_sec += 5;
+                pthread_mutex_lock(&e->lock);
+                while (!e->closed)
+                        if (pthread_cond_timedwait(&e->closed_cond, &e->lock, &until) != 0)
+                                break;
+                pthread_mutex_unlock(&e->lock);
+                if (!e->closed) {
+                        /* A thread of libnats may still post to us: left as it is, the process
+                         * exits next. */
+                        log_warning("The engine connection did not close within 5s.");
+                        return NULL;
+                }
+        }
+        puller_done(&e->tasks);
+        puller_done(&e->results);
+        natsSubscription_Destroy(e->reply_sub);
+        jsCtx_Destroy(e->js);
+        natsConnection_Destroy(e->nc);
+        natsOptions_Destroy(e->opts);
+
+        while (e->head) {
+                Event *ev = e->head;
+
+                e->head = ev->next;
+                natsMsg_Destroy(ev->msg);
+                free(ev);
+        }
+        while ((q = g_queue_pop_head(&e->deadlines))) {
+                if (!q->done && q->fn)
+                        q->fn(SOURCE_ERROR_UNAVAILABLE, "apiary-source is stopping", q->userdata);
+                request_free(q);
+        }
+        g_hash_table_unref(e->requests);
+        sd_event_source_disable_unref(e->efd_source);
+        sd_event_source_disable_unref(e->deadline_source);
+        sd_event_source_disable_unref(e->stats_source);
+        sd_event_source_disable_unref(e->retry_source);
+        safe_close(e->efd);
+        pthread_mutex_destroy(&e->lock);
+        pthread_cond_destroy(&e->closed_cond);
+        sd_event_unref(e->event);
+        natsInbox_Destroy((natsInbox *) e->inbox);
+        g_strfreev(e->servers);
+        g_free(e->servers_text);
+        g_free(e->pool);
+        g_free(e->host);
+        g_free(e->credentials);
+        g_free(e->tls_ca);
+        g_free(e->task_stream);
+        g_free(e->task_subject);
+        g_free(e->result_stream);
+        g_free(e->result_subject);
+        free(e);
+        return NULL;
+}
