@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <glib.h>
+#include <systemd/sd-id128.h>
 
 #include "build-config.h"
 #include "config/config.h"
@@ -772,6 +773,58 @@ static int config_parse_restart(const char *value, void *base, size_t offset) {
         return 0;
 }
 
+/* Source=: nats://HOST:PORT, tls://HOST:PORT or HOST:PORT, separated by commas. HOST may not
+ * be empty; PORT is 1-65535. */
+static int config_parse_source(const char *value, void *base, size_t offset) {
+        g_auto(GStrv) servers = g_strsplit(value, ",", -1);
+        unsigned n = 0;
+
+        for (char **s = servers; *s; s++) {
+                const char *server = g_strstrip(*s), *colon;
+                unsigned port;
+
+                if (g_str_has_prefix(server, "nats://"))
+                        server += strlen("nats://");
+                else if (g_str_has_prefix(server, "tls://"))
+                        server += strlen("tls://");
+                colon = strrchr(server, ':');
+                if (!colon || colon == server || parse_unsigned(colon + 1, &port) < 0 || port < 1 || port > 65535)
+                        return -EINVAL;
+                for (const char *c = server; c < colon; c++)
+                        if (!g_ascii_isalnum(*c) && !strchr(".-_[]:", *c))
+                                return -EINVAL;
+                n++;
+        }
+        if (n == 0)
+                return -EINVAL;
+        return replace_string(FIELD(base, offset, char *), value);
+}
+
+static int config_parse_replicas(const char *value, void *base, size_t offset) {
+        unsigned n;
+        int r;
+
+        r = parse_unsigned(value, &n);
+        if (r < 0)
+                return r;
+        if (!IN_SET(n, 1u, 3u, 5u))
+                return -ERANGE;
+        *FIELD(base, offset, unsigned) = n;
+        return 0;
+}
+
+static int config_parse_path(const char *value, void *base, size_t offset) {
+        if (value[0] != '/')
+                return -EINVAL;
+        return replace_string(FIELD(base, offset, char *), value);
+}
+
+static int config_parse_host_id(const char *value, void *base, size_t offset) {
+        if (!engine_name_is_valid(value))
+                return -EINVAL;
+        return replace_string(FIELD(base, offset, char *), value);
+}
+
 #define SPAN_EXAMPLE " (e.g. 500ms, 30s, 5min)"
 
 static const ConfigKey apiary_keys[] = {
@@ -795,6 +848,8 @@ static const ConfigKey apiary_keys[] = {
           "user names or numeric UIDs, separated by spaces" },
         { "ControlGroups", config_parse_groups, offsetof(Config, control_groups),
           "group names or numeric GIDs, separated by spaces" },
+        { "HostId", config_parse_host_id, offsetof(Config, host_id),
+          "1 to 64 characters of A-Z, a-z, 0-9, _ and -" },
 };
 
 /* To add a key: a field in PoolConfig, its default in pool_config_new(), a line here, a check in
@@ -844,6 +899,16 @@ static const ConfigKey pool_keys[] = {
           "a group name that exists, or a numeric GID" },
         { "LimitDATA", config_parse_size_limit, offsetof(PoolConfig, limit_data),
           "a positive size (e.g. 512M, 2G) or \"infinity\"" },
+        { "Source", config_parse_source, offsetof(PoolConfig, source),
+          "nats://HOST:PORT, or several separated by commas" },
+        { "SourceReplicas", config_parse_replicas, offsetof(PoolConfig, source_replicas),
+          "1, 3 or 5" },
+        { "SourceLeaseSec", config_parse_sec_positive, offsetof(PoolConfig, source_lease_usec),
+          "a positive time span" SPAN_EXAMPLE },
+        { "SourceCredentials", config_parse_path, offsetof(PoolConfig, source_credentials),
+          "an absolute path (a NATS .creds file)" },
+        { "SourceTLSCA", config_parse_path, offsetof(PoolConfig, source_tls_ca),
+          "an absolute path (CA certificates, PEM)" },
 };
 
 static const ConfigKey *config_key_find(const ConfigKey *table, size_t n, const char *key) {
@@ -937,6 +1002,8 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .user_gid = (gid_t) -1,
                 .group = (gid_t) -1,
                 .limit_data = UINT64_MAX,
+                .source_replicas = 1,
+                .source_lease_usec = 30 * USEC_PER_SEC,
         };
         p->name = strdup(name);
         if (!p->name)
@@ -989,6 +1056,13 @@ static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config 
         r = pool_check_restart(p, g, ret_error);
         if (r < 0)
                 return r;
+
+        const SourceEntry *source = group_find_entry(g, "Source");
+        if (source && p->source && !engine_name_is_valid(p->name))
+                return config_error(ret_error, -EINVAL,
+                                    "%s: [%s] Source=%s: a shared pool's name names its stream in the engine: "
+                                    "expected 1 to 64 characters of A-Z, a-z, 0-9, _ and - (no \".\")",
+                                    source->file, g->name, source->value);
 
         if (p->workers_auto)
                 p->workers = workers_for_cpus(p->kind, n_cpus);
@@ -1136,6 +1210,24 @@ static int config_apply(Config *c, const ConfigSource *s, unsigned n_cpus, char 
                 if (r < 0)
                         return config_error(ret_error, r, "%s: out of memory", g->file);
         }
+
+        /* HostId= defaults to the machine ID, for shared pools: without one, they need it set. */
+        if (!c->host_id) {
+                sd_id128_t id;
+                char buf[SD_ID128_STRING_MAX];
+
+                if (sd_id128_get_machine(&id) >= 0) {
+                        c->host_id = strdup(sd_id128_to_string(id, buf));
+                        if (!c->host_id)
+                                return config_error(ret_error, -ENOMEM, "%s: out of memory", c->path);
+                }
+        }
+        for (size_t i = 0; i < c->n_pools && !c->host_id; i++)
+                if (c->pools[i]->source)
+                        return config_error(ret_error, -EINVAL,
+                                            "%s: [Pool %s] Source=%s: this machine has no machine ID "
+                                            "(/etc/machine-id): set HostId= in [Apiary]",
+                                            c->path, c->pools[i]->name, c->pools[i]->source);
         return 0;
 }
 
@@ -1237,6 +1329,9 @@ PoolConfig *pool_config_free(PoolConfig *p) {
         free(p->plugin_path);
         free(p->plugin);
         free(p->submit_from);
+        free(p->source);
+        free(p->source_credentials);
+        free(p->source_tls_ca);
         free(p->name);
         free(p);
         return NULL;
@@ -1256,6 +1351,7 @@ Config *config_free(Config *c) {
         free(c->written_keys);
         free(c->written_values);
         free(c->bus_address);
+        free(c->host_id);
         free(c->private_socket);
         free(c->plugin_directory);
         free(c->path);
@@ -1289,6 +1385,13 @@ static bool plugin_settings_equal(const PoolConfig *a, const PoolConfig *b) {
                 if (!streq_ptr(a->plugin_values[i], plugin_setting(b, a->plugin_keys[i])))
                         return false;
         return true;
+}
+
+bool pool_config_same_source(const PoolConfig *a, const PoolConfig *b) {
+        return streq_ptr(a->source, b->source) && a->source_replicas == b->source_replicas &&
+                a->source_lease_usec == b->source_lease_usec &&
+                streq_ptr(a->source_credentials, b->source_credentials) &&
+                streq_ptr(a->source_tls_ca, b->source_tls_ca);
 }
 
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b) {
@@ -1372,6 +1475,7 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 pool_config_gid(a) == pool_config_gid(b) &&
                 a->limit_data == b->limit_data &&
                 streq_ptr(a->submit_from, b->submit_from) &&
+                pool_config_same_source(a, b) &&
                 plugin_settings_equal(a, b);
 }
 
@@ -1415,6 +1519,20 @@ const char *restart_policy_to_string(RestartPolicy p) {
 
 RestartPolicy restart_policy_from_string(const char *s) {
         return (RestartPolicy) string_table_lookup(restart_policy_table, ELEMENTSOF(restart_policy_table), s);
+}
+
+bool engine_name_is_valid(const char *name) {
+        size_t n;
+
+        if (!name)
+                return false;
+        n = strlen(name);
+        if (n == 0 || n > 64)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!g_ascii_isalnum(name[i]) && !strchr("_-", name[i]))
+                        return false;
+        return true;
 }
 
 bool pool_name_is_valid(const char *name) {

@@ -84,6 +84,14 @@ typedef struct PoolConfig {
         char *submit_from;              /* SubmitFrom=: the pools whose plugins may submit() here, separated
                                          * by spaces, "*" for every pool; NULL: only this pool's own */
 
+        /* Source=: the pool is shared, its tasks in a NATS JetStream stream (docs/shared-pools.md);
+         * NULL: a local pool. As written: nats://HOST:PORT or HOST:PORT, separated by commas. */
+        char *source;
+        unsigned source_replicas;       /* SourceReplicas=, 1, 3 or 5, default 1 */
+        usec_t source_lease_usec;       /* SourceLeaseSec=, default 30s: the engine's AckWait */
+        char *source_credentials;       /* SourceCredentials=: a NATS .creds file, or NULL */
+        char *source_tls_ca;            /* SourceTLSCA=: CA certificates (PEM): TLS to the engine, or NULL */
+
         /* [Pool NAME Plugin]: free-form, in order of first appearance; later files override values. */
         char **plugin_keys;
         char **plugin_values;
@@ -108,6 +116,7 @@ typedef struct Config {
         int log_level;                  /* LogLevel=, syslog priority, default LOG_INFO */
         unsigned max_tasks_per_caller;  /* MaxTasksPerCaller=, default 16384; 0: no limit (per UID) */
         uint64_t max_bytes_per_caller;  /* MaxBytesPerCaller=, default 256M: their payloads' bytes; UINT64_MAX: none */
+        char *host_id;                  /* HostId=, default the machine ID: this host among a shared pool's */
 
         /* Who may call Submit/Run (Submit*) and the control methods (Control*), besides root and
          * apiaryd's own user: SubmitUsers=, SubmitGroups=, ControlUsers=, ControlGroups=, lists of
@@ -154,6 +163,9 @@ const PoolConfig *config_find_pool(const Config *c, const char *name);
 /* True when workers of A and B run the same plugin with the same [Pool NAME Plugin] settings and
  * the same LimitDATA=: what a reload must restart workers for (the rest applies to running workers). */
 bool pool_config_same_code(const PoolConfig *a, const PoolConfig *b);
+/* True when A and B reach their engine the same way: Source=, SourceReplicas=, SourceLeaseSec=,
+ * SourceCredentials=, SourceTLSCA=. */
+bool pool_config_same_source(const PoolConfig *a, const PoolConfig *b);
 /* True when two pools would run the same workers the same way (used by reload). */
 bool pool_config_equal(const PoolConfig *a, const PoolConfig *b);
 /* The keys whose values as written differ from A to B: KEY of [Pool NAME], or of [Pool NAME
@@ -177,5 +189,8 @@ RestartPolicy restart_policy_from_string(const char *s);
 
 /* Whether the pool name is usable: non-empty, at most 64 bytes of [A-Za-z0-9_.-]. */
 bool pool_name_is_valid(const char *name);
+/* Whether NAME can name a host or a shared pool in the engine: 1 to 64 bytes of [A-Za-z0-9_-]
+ * (no '.', which separates subject tokens). */
+bool engine_name_is_valid(const char *name);
 /* Whether a plugin of pool FROM may submit() to the pool C (SubmitFrom=). */
 bool pool_config_accepts_from(const PoolConfig *c, const char *from);

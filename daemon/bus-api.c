@@ -6,6 +6,7 @@
 
 #include "build-config.h"
 #include "daemon/bus-api.h"
+#include "daemon/source.h"
 #include "daemon/bus-control.h"
 #include "daemon/bus-tasks.h"
 #include "daemon/peer.h"
@@ -38,6 +39,14 @@ static int property_get_pools(sd_bus *bus, const char *path, const char *interfa
 }
 
 /* Task counters change with every task: they are read, not signalled (introspection says so). */
+static int property_get_manager_host_id(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "s", strempty(m->config->host_id));
+}
+
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", NULL, offsetof(Manager, version), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -48,6 +57,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("TasksRunning", "t", NULL, offsetof(Manager, n_running), 0),
         SD_BUS_PROPERTY("TasksDone", "t", NULL, offsetof(Manager, n_done), 0),
         SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Manager, n_failed), 0),
+        SD_BUS_PROPERTY("HostId", "s", property_get_manager_host_id, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Submit",
                                 SD_BUS_ARGS("s", pool, "ay", payload, "a{sv}", options),
                                 SD_BUS_RESULT("t", id),
@@ -202,6 +212,39 @@ static int property_get_pool_zygote_pid(sd_bus *bus, const char *path, const cha
                                      (uint32_t) (p->zygote && p->zygote->state == ZYGOTE_READY ? p->zygote->pid : 0));
 }
 
+/* A shared pool's source; empty strings and zeros for a local pool. */
+static int property_get_pool_source(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+        const Source *s = p->source;
+
+        if (streq(property, "Source"))
+                return sd_bus_message_append(reply, "s", strempty(p->config->source));
+        if (streq(property, "SourceState"))
+                return sd_bus_message_append(reply, "s", s ? strempty(s->state) : "");
+        if (streq(property, "SourceError"))
+                return sd_bus_message_append(reply, "s", s ? strempty(s->error) : "");
+        if (streq(property, "SourceHeld"))
+                return sd_bus_message_append(reply, "t", s ? (uint64_t) s->held.length : UINT64_C(0));
+        if (streq(property, "SourceAwaiting"))
+                return sd_bus_message_append(reply, "t", s ? s->n_awaiting : UINT64_C(0));
+        if (streq(property, "SourcePulled"))
+                return sd_bus_message_append(reply, "t", s ? s->n_pulled : UINT64_C(0));
+        if (streq(property, "SourceRan"))
+                return sd_bus_message_append(reply, "t", s ? s->n_ran : UINT64_C(0));
+        if (streq(property, "SourceReleased"))
+                return sd_bus_message_append(reply, "t", s ? s->n_released : UINT64_C(0));
+        if (streq(property, "SourceDuplicates"))
+                return sd_bus_message_append(reply, "t", s ? s->n_duplicates : UINT64_C(0));
+        if (streq(property, "SourcePending"))
+                return sd_bus_message_append(reply, "t", s ? s->pending : UINT64_C(0));
+        if (streq(property, "SourceAckPending"))
+                return sd_bus_message_append(reply, "t", s ? s->ack_pending : UINT64_C(0));
+        if (streq(property, "SourceRedelivered"))
+                return sd_bus_message_append(reply, "t", s ? s->redelivered : UINT64_C(0));
+        return -EINVAL;
+}
+
 static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -227,6 +270,18 @@ static const sd_bus_vtable pool_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Concurrency", "u", property_get_pool_concurrency, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ZygotePID", "u", property_get_pool_zygote_pid, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Source", "s", property_get_pool_source, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SourceState", "s", property_get_pool_source, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SourceError", "s", property_get_pool_source, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SourceHeld", "t", property_get_pool_source, 0, 0),
+        SD_BUS_PROPERTY("SourceAwaiting", "t", property_get_pool_source, 0, 0),
+        SD_BUS_PROPERTY("SourcePulled", "t", property_get_pool_source, 0, 0),
+        SD_BUS_PROPERTY("SourceRan", "t", property_get_pool_source, 0, 0),
+        SD_BUS_PROPERTY("SourceReleased", "t", property_get_pool_source, 0, 0),
+        SD_BUS_PROPERTY("SourceDuplicates", "t", property_get_pool_source, 0, 0),
+        SD_BUS_PROPERTY("SourcePending", "t", property_get_pool_source, 0, 0),
+        SD_BUS_PROPERTY("SourceAckPending", "t", property_get_pool_source, 0, 0),
+        SD_BUS_PROPERTY("SourceRedelivered", "t", property_get_pool_source, 0, 0),
         SD_BUS_METHOD("Start", NULL, NULL, bus_pool_method_start, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Stop", NULL, NULL, bus_pool_method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Pause", NULL, NULL, bus_pool_method_pause, SD_BUS_VTABLE_UNPRIVILEGED),

@@ -23,6 +23,9 @@
 #define APIARY_ERROR_INVALID_CONFIG "org.apiary.Apiary1.Error.InvalidConfig"
 #define APIARY_ERROR_NOT_RUNNING "org.apiary.Apiary1.Error.NotRunning"
 #define APIARY_ERROR_ROLLED_BACK "org.apiary.Apiary1.Error.RolledBack"
+/* Shared pools: the same names as the engine helper's (ipc/source-protocol.h). */
+#define APIARY_ERROR_SOURCE_UNAVAILABLE "org.apiary.Apiary1.Error.SourceUnavailable"
+#define APIARY_ERROR_TOO_LARGE "org.apiary.Apiary1.Error.TooLarge"
 
 /* Serves the objects on BUS: the public bus, or a connection to the private socket. */
 int bus_api_register(Manager *m, sd_bus *bus);

@@ -10,6 +10,7 @@
 #include "daemon/bus-tasks.h"
 #include "daemon/manager.h"
 #include "daemon/pool.h"
+#include "daemon/source.h"
 #include "daemon/task.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -112,6 +113,14 @@ static int find_pool_for(Manager *m, const char *name, unsigned n, uint64_t byte
                                          "Pool \"%s\" has room for %u more task%s (QueueLimit=%u), %u asked.",
                                          name, pool_queue_room(p), pool_queue_room(p) == 1 ? "" : "s",
                                          p->config->queue_limit, n);
+        case POOL_REFUSAL_SOURCE_UNAVAILABLE: {
+                const char *why = "";
+
+                (void) source_is_ready(p->source, &why);
+                return sd_bus_error_setf(error, APIARY_ERROR_SOURCE_UNAVAILABLE,
+                                         "Pool \"%s\" is shared and its engine (%s) is not available: %s", name,
+                                         p->config->source, why);
+        }
         case POOL_REFUSAL_QUEUE_BYTES:
                 return sd_bus_error_setf(error, APIARY_ERROR_QUEUE_FULL,
                                          "Pool \"%s\"'s queued tasks hold %" PRIu64 " bytes and this call brings "
@@ -303,6 +312,122 @@ void bus_task_finished(Task *t, bool ok, const void *data, size_t size) {
                 log_warning_errno(r, "Failed to emit TaskFinished for task %" PRIu64 ", ignoring: %m", t->id);
 }
 
+/* ---- shared pools: Submit() and SubmitBatch() answered once the engine stored the tasks ---- */
+
+struct TaskAccept {
+        sd_bus_message *call;
+        bool batch;                     /* SubmitBatch: answers at, else t */
+        unsigned n, remaining, n_rejected;
+        uint64_t *ids;
+        char *error_name, *error_message;       /* the first rejection */
+};
+
+static int task_accept_new(TaskAccept **ret, sd_bus_message *call, bool batch, unsigned n) {
+        TaskAccept *a = calloc(1, sizeof(*a));
+
+        if (!a)
+                return -ENOMEM;
+        a->ids = calloc(MAX(n, 1u), sizeof(uint64_t));
+        if (!a->ids) {
+                free(a);
+                return -ENOMEM;
+        }
+        a->call = sd_bus_message_ref(call);
+        a->batch = batch;
+        a->n = a->remaining = n;
+        *ret = a;
+        return 0;
+}
+
+static void task_accept_free(TaskAccept *a) {
+        sd_bus_message_unref(a->call);
+        free(a->ids);
+        free(a->error_name);
+        free(a->error_message);
+        free(a);
+}
+
+static const char *rejection_error_name(TaskRejection why) {
+        switch (why) {
+        case TASK_REJECT_TOO_LARGE:
+                return APIARY_ERROR_TOO_LARGE;
+        case TASK_REJECT_STOPPING:
+                return APIARY_ERROR_STOPPING;
+        case TASK_REJECT_POOL_REMOVED:
+                return APIARY_ERROR_POOL_STOPPED;
+        default:
+                return APIARY_ERROR_SOURCE_UNAVAILABLE;
+        }
+}
+
+/* One of A's tasks is settled: stored (ERROR_NAME NULL) or not. The last one answers the call:
+ * its ids if all were stored, else the first error (for a batch, saying how many were stored:
+ * those run, and their TaskFinished comes). */
+static void task_accept_settle(TaskAccept *a, unsigned index, uint64_t id, const char *error_name,
+                               const char *message) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        a->ids[index] = id;
+        if (error_name) {
+                if (a->n_rejected++ == 0) {
+                        a->error_name = strdup(error_name);
+                        a->error_message = strdup(strempty(message));
+                }
+        }
+        if (--a->remaining > 0)
+                return;
+
+        if (a->n_rejected > 0 && !a->batch)
+                r = sd_bus_reply_method_errorf(a->call, a->error_name ?: APIARY_ERROR_SOURCE_UNAVAILABLE,
+                                               "The task was not stored: %s", strempty(a->error_message));
+        else if (a->n_rejected > 0)
+                r = sd_bus_reply_method_errorf(a->call, a->error_name ?: APIARY_ERROR_SOURCE_UNAVAILABLE,
+                                               "%u of the %u tasks were not stored (%s); the other %u were, and "
+                                               "run: their TaskFinished comes.", a->n_rejected, a->n, 
+                                               strempty(a->error_message), a->n - a->n_rejected);
+        else {
+                r = sd_bus_message_new_method_return(a->call, &reply);
+                if (r >= 0 && a->batch)
+                        r = sd_bus_message_append_array(reply, 't', a->ids, a->n * sizeof(uint64_t));
+                else if (r >= 0)
+                        r = sd_bus_message_append(reply, "t", a->ids[0]);
+                if (r >= 0)
+                        r = sd_bus_send(NULL, reply, NULL);
+        }
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer %s(), ignoring: %m", sd_bus_message_get_member(a->call));
+        task_accept_free(a);
+}
+
+void bus_task_stored(Task *t) {
+        if (!t->accept)
+                return;
+        task_accept_settle(t->accept, t->accept_index, t->id, NULL, NULL);
+        t->accept = NULL;
+}
+
+void bus_task_rejected(Task *t, TaskRejection why, const char *message) {
+        const char *name = rejection_error_name(why);
+        g_autofree char *text = g_strdup_printf("%s: %s", name, strempty(message));
+        int r;
+
+        if (t->accept) {
+                task_accept_settle(t->accept, t->accept_index, t->id, name, message);
+                t->accept = NULL;
+                return;
+        }
+        if (t->reply_to && !t->batch) {
+                r = sd_bus_reply_method_errorf(t->reply_to, name, "%s", strempty(message));
+                if (r < 0)
+                        log_debug_errno(r, "Failed to reply for task %" PRIu64 ", ignoring: %m", t->id);
+                return;
+        }
+        /* A slot of a RunBatch, or a stored Submit(): its end as this host sees it, with the
+         * error's name in front. */
+        bus_task_finished(t, false, text, strlen(text));
+}
+
 /* Submit and Run: (s pool, ay payload, a{sv} options); Run replies when the task is done. A
  * plugin's Submit through its worker's link is a Run without options, and needs no check: the
  * worker is ours. */
@@ -365,6 +490,22 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, const char *fr
         t->owner = owner;
         if (caller)
                 task_set_caller(t, caller);
+
+        if (p->source) {
+                /* Shared: accepted once stored in the engine. Submit is answered then. */
+                if (!wait) {
+                        r = task_accept_new(&t->accept, m, false, 1);
+                        if (r < 0) {
+                                g_hash_table_remove(mgr->tasks, &t->id);
+                                p->n_submitted--;
+                                mgr->n_submitted--;
+                                task_free(t);
+                                return r;
+                        }
+                }
+                source_publish(p->source, t);
+                return 1;
+        }
         pool_enqueue(p, t);
 
         if (!wait) {
@@ -436,6 +577,38 @@ static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOpt
         return caller_tasks_check(mgr, who, payloads->len, bytes, ret_caller, error);
 }
 
+/* SubmitBatch to a shared pool: answered once the engine stored them all (task_accept_settle()). */
+static int submit_batch_shared(sd_bus_message *m, Manager *mgr, Pool *p, GArray *payloads, const TaskOptions *o,
+                               uid_t owner, CallerTasks *caller) {
+        TaskAccept *accept;
+        int r;
+
+        r = task_accept_new(&accept, m, true, payloads->len);
+        if (r < 0) {
+                caller_tasks_forget_unused(mgr, caller);
+                return r;
+        }
+        for (guint i = 0; i < payloads->len; i++) {
+                Payload *e = &g_array_index(payloads, Payload, i);
+                Task *t;
+
+                r = task_new(&t, p, m, e->data, e->size, o->timeout_usec, NULL);
+                if (r < 0) {
+                        /* Out of memory halfway: those not made count as not stored. */
+                        for (guint j = i; j < payloads->len; j++)
+                                task_accept_settle(accept, j, 0, APIARY_ERROR_SOURCE_UNAVAILABLE, "out of memory");
+                        caller_tasks_forget_unused(mgr, caller);
+                        return 1;
+                }
+                t->owner = owner;
+                task_set_caller(t, caller);
+                t->accept = accept;
+                t->accept_index = i;
+                source_publish(p->source, t);
+        }
+        return 1;
+}
+
 int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         g_autoptr(GArray) payloads = g_array_new(false, false, sizeof(Payload));
@@ -449,6 +622,9 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
         r = read_batch(m, mgr, payloads, &o, &p, &owner, &caller, error);
         if (r < 0)
                 return r;
+
+        if (p->source && payloads->len > 0)
+                return submit_batch_shared(m, mgr, p, payloads, &o, owner, caller);
 
         r = sd_bus_message_new_method_return(m, &reply);
         if (r < 0)
@@ -535,7 +711,10 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 t->batch_index = i;
                 t->owner = owner;
                 task_set_caller(t, caller);
-                pool_enqueue(p, t);
+                if (p->source)
+                        source_publish(p->source, t);
+                else
+                        pool_enqueue(p, t);
         }
         pool_dispatch(p);
         return 1;

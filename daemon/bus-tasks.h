@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 typedef struct Manager Manager;
-typedef struct Task Task;
+#include "daemon/task.h"
 
 /*
  * The task methods of org.apiary.Apiary1.Manager (Submit, Run, SubmitBatch, Cancel), and the
@@ -29,3 +29,8 @@ int link_method_submit(sd_bus_message *m, Manager *mgr, const char *from, sd_bus
 /* How a task's end reaches its submitter: the reply to its Run, its slot in a RunBatch reply, or
  * a TaskFinished to the connection that submitted it. The core calls it (ManagerObserver). */
 void bus_task_finished(Task *t, bool ok, const void *data, size_t size);
+/* A shared pool's task submitted here is stored in the engine: Submit() and SubmitBatch() are
+ * answered once all their tasks are. */
+void bus_task_stored(Task *t);
+/* ... has no end to report here (TaskRejection): its caller hears the documented error. */
+void bus_task_rejected(Task *t, TaskRejection why, const char *message);

@@ -16,6 +16,7 @@
 
 #include "daemon/manager.h"
 #include "daemon/pool.h"
+#include "daemon/source.h"
 #include "daemon/task.h"
 #include "daemon/worker.h"
 #include "ipc/protocol.h"
@@ -38,12 +39,18 @@ uint64_t pool_queue_bytes_room(const Pool *p) {
 }
 
 PoolRefusal pool_check_tasks(const Pool *p, unsigned n, uint64_t bytes) {
+        const char *why;
+
         if (p->manager->state == MANAGER_STOPPING)
                 return POOL_REFUSAL_STOPPING;
         if (pool_phase_has_failed(p->life.phase))
                 return POOL_REFUSAL_FAILED;
         if (!pool_is_active(p))
                 return POOL_REFUSAL_STOPPED;
+        /* A shared pool queues in the engine: its own queue holds only what its workers have room
+         * for, pulled from there. */
+        if (p->source)
+                return source_is_ready(p->source, &why) ? POOL_TAKES_TASKS : POOL_REFUSAL_SOURCE_UNAVAILABLE;
         if (pool_queue_room(p) < n)
                 return POOL_REFUSAL_QUEUE_FULL;
         if (pool_queue_bytes_room(p) < bytes)
@@ -84,8 +91,13 @@ static Task *pool_dequeue(Pool *p) {
 void pool_fail_queued(Pool *p, const char *reason) {
         Task *t;
 
-        while ((t = pool_dequeue(p)))
-                task_fail(t, reason);
+        while ((t = pool_dequeue(p))) {
+                if (t->source_token && p->source)
+                        /* Pulled from a shared pool: back to the engine, to run elsewhere. */
+                        source_release(p->source, t);
+                else
+                        task_fail(t, reason);
+        }
 }
 
 /* A worker that died takes nothing, also before we hear of its exit: its link closed first. */
@@ -94,8 +106,7 @@ bool worker_has_capacity(const Worker *w) {
                 w->in_flight.length < w->pool->config->concurrency;
 }
 
-/* What a worker takes now: its free places, and no more than it may run before its recycling. */
-static unsigned worker_room(const Worker *w) {
+unsigned worker_room(const Worker *w) {
         const PoolConfig *c = w->pool->config;
         unsigned room;
 
@@ -232,8 +243,11 @@ static void worker_check_retire(Worker *w) {
 }
 
 void pool_dispatch(Pool *p) {
-        if (p->manager->state == MANAGER_STOPPING || p->paused)
+        if (p->manager->state == MANAGER_STOPPING || p->paused) {
+                if (p->source)
+                        source_places_changed(p->source);
                 return;
+        }
 
         for (unsigned i = 0; i < p->n_workers; i++)
                 worker_check_retire(p->workers[i]);
@@ -247,7 +261,7 @@ void pool_dispatch(Pool *p) {
                         if (worker_room(p->workers[i]) > 0)
                                 n_open++;
                 if (n_open == 0)
-                        return;
+                        break;
                 share = (p->queue.length + n_open - 1) / n_open;
 
                 for (unsigned i = 0; i < p->n_workers && p->queue.length > 0; i++) {
@@ -275,8 +289,10 @@ void pool_dispatch(Pool *p) {
                         worker_update_load(w);
                 }
                 if (served == 0)
-                        return;
+                        break;
         }
+        if (p->source)
+                source_places_changed(p->source);
 }
 
 static int on_result(uint64_t id, bool ok, const void *data, size_t size, void *userdata) {
@@ -317,6 +333,29 @@ int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error
         return 1;
 }
 
+/* T, pulled from a shared pool, lost its worker W: the attempts are the engine's deliveries, across
+ * all hosts. Not its fault: it stays here. Its fault: back to the engine for another try
+ * anywhere, or past TaskRetries= it fails for good. Nothing to run it here any more: back. */
+static void worker_release_pulled(Worker *w, Task *t, const char *reason, bool stopping) {
+        Pool *p = w->pool;
+        bool not_its_fault = w->life.result == SLOT_RESULT_TASK_TIMEOUT || w->life.intent != SLOT_INTENT_NONE;
+
+        if (stopping || !pool_is_active(p) || pool_is_removed(p) || (not_its_fault && p->source->stopping)) {
+                source_release(p->source, t);
+                return;
+        }
+        if (not_its_fault) {
+                pool_requeue_front(p, t);
+                return;
+        }
+        if (t->deliveries > p->config->task_retries) {
+                task_failf(t, "worker crashed running this task, %u time%s across the pool's hosts; last: %s",
+                           t->deliveries, t->deliveries == 1 ? "" : "s", strempty(reason));
+                return;
+        }
+        source_release(p->source, t);
+}
+
 void worker_release_tasks(Worker *w, const char *reason) {
         Pool *p = w->pool;
         bool stopping = p->manager->state == MANAGER_STOPPING;
@@ -339,6 +378,10 @@ void worker_release_tasks(Worker *w, const char *reason) {
                 free(t->last_loss);
                 t->last_loss = strdup(strempty(reason));
 
+                if (t->source_token && p->source) {
+                        worker_release_pulled(w, t, reason, stopping);
+                        continue;
+                }
                 if (pool_phase_has_failed(p->life.phase))
                         task_failf(t, "pool failed: %s", strempty(p->failure_reason));
                 else if (stopping)

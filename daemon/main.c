@@ -184,11 +184,15 @@ static int run(int argc, char *argv[]) {
         r = manager_new(&m, TAKE_PTR(config), worker_path);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the supervisor: %m"), EXIT_FAILURE;
+        /* Shared pools' engine client, next to apiary-worker; checked when one is spawned. */
+        m->source_path = getenv("APIARY_SOURCE_PATH") ?: APIARY_SOURCE_PATH;
 
         m->log_level_override = arg_log_level;
 
         m->observer = (ManagerObserver) {
                 .task_finished = bus_task_finished,
+                .task_stored = bus_task_stored,
+                .task_rejected = bus_task_rejected,
                 .properties_changed = bus_emit_properties_changed_strv,
                 .object_added = bus_emit_object_added,
                 .object_removed = bus_emit_object_removed,

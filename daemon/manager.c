@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "daemon/pool.h"
 #include "daemon/reaper.h"
 #include "daemon/reload.h"
+#include "daemon/source.h"
 #include "daemon/worker.h"
 #include "daemon/zygote.h"
 #include "util/log.h"
@@ -40,6 +42,8 @@ bool manager_pid_is_taken(Manager *m, pid_t pid, const Worker *except) {
                 Pool *p = m->pools[i];
 
                 if (p->zygote && p->zygote->pid == pid)
+                        return true;
+                if (p->source && p->source->pid == pid)
                         return true;
                 for (unsigned j = 0; j < p->n_workers; j++)
                         if (p->workers[j] != except && p->workers[j]->pid == pid)
@@ -177,6 +181,9 @@ static void manager_update_status(Manager *m) {
 
 void manager_pool_changed(Manager *m, Pool *p) {
         manager_update_status(m);
+        /* A shared pool on its way out stops its helper once its workers are gone. */
+        if (p && p->source)
+                source_check_stop(p->source);
 
         if (m->state == MANAGER_STARTING) {
                 for (size_t i = 0; i < m->n_pools; i++)
@@ -193,6 +200,13 @@ void manager_pool_changed(Manager *m, Pool *p) {
         else if (m->state == MANAGER_STOPPING && !m->exiting) {
                 for (size_t i = 0; i < m->n_pools; i++)
                         if (!pool_is_idle(m->pools[i]))
+                                return;
+                /* Then the shared pools' helpers, once what the workers ran is acked. */
+                for (size_t i = 0; i < m->n_pools; i++)
+                        if (m->pools[i]->source)
+                                source_check_stop(m->pools[i]->source);
+                for (size_t i = 0; i < m->n_pools; i++)
+                        if (m->pools[i]->source && !source_is_stopped(m->pools[i]->source))
                                 return;
                 log_info("All workers stopped.");
                 m->exiting = true;
@@ -213,7 +227,14 @@ void manager_stop(Manager *m) {
         if (m->state == MANAGER_RELOADING)
                 manager_reload_abort(m);
         manager_set_state(m, MANAGER_STOPPING);
-        /* Tasks no worker has started will not start now: their callers hear so at once. */
+        /* Shared pools pull no more, and their callers waiting for a result elsewhere hear now. */
+        for (size_t i = 0; i < m->n_pools; i++)
+                if (m->pools[i]->source)
+                        source_stop(m->pools[i]->source, TASK_REJECT_STOPPING,
+                                    "apiaryd is stopping: the task is stored in the shared pool and runs, but its "
+                                    "result cannot reach this caller");
+        /* Tasks no worker has started will not start now: their callers hear so at once (a
+         * shared pool's go back to the engine, for another host). */
         for (size_t i = 0; i < m->n_pools; i++)
                 pool_fail_queued(m->pools[i], "apiaryd is stopping");
         manager_send_status(m, "STOPPING=1\n");
@@ -288,6 +309,17 @@ int manager_new(Manager **ret, Config *config, const char *worker_path) {
         r = sd_id128_randomize(&m->link_id);
         if (r < 0)
                 return r;
+        /* Ids of tasks submitted to shared pools: this host, this run of apiaryd, the task id. */
+        {
+                sd_id128_t run;
+
+                r = sd_id128_randomize(&run);
+                if (r < 0)
+                        return r;
+                if (asprintf(&m->source_id_prefix, "%s.%016" PRIx64 ".", strempty(config->host_id),
+                             run.qwords[0]) < 0)
+                        return -ENOMEM;
+        }
 
         r = sd_event_default(&m->event);
         if (r < 0)
@@ -350,6 +382,7 @@ Manager *manager_free(Manager *m) {
         m->event = sd_event_unref(m->event);
         config_free(m->config);
         free(m->worker_env);
+        free(m->source_id_prefix);
         free(m->status);
         free(m);
         return NULL;

@@ -42,6 +42,10 @@ typedef struct ManagerObserver {
         /* A plugin's Submit over its worker's link, from the pool FROM: the edge queues it as it
          * queues a Run, so SubmitFrom= and every limit are decided in one place (bus-tasks.c). */
         int (*worker_submit)(sd_bus_message *msg, Manager *m, const char *from, sd_bus_error *error);
+        /* A task submitted to a shared pool is stored in the engine: accepted (source.c). */
+        void (*task_stored)(Task *t);
+        /* ... has no end to report here (task.h): its caller hears WHY and MESSAGE. */
+        void (*task_rejected)(Task *t, TaskRejection why, const char *message);
         /* A reload ended; MESSAGE says why it did not end well (NULL if it did). */
         void (*reload_finished)(Manager *m, ReloadResult result, const char *message);
         /* The loop is about to exit, or the manager is freed: let go of what could hold it. */
@@ -56,6 +60,9 @@ typedef struct Manager {
         sd_bus *bus;                    /* the public bus, from Bus= (bus-connect.c); closed with us */
         Config *config;
         const char *worker_path;        /* the apiary-worker binary */
+        const char *source_path;        /* the apiary-source binary */
+        char *source_id_prefix;         /* "HOST.RUN.": ids of tasks submitted here to shared pools are
+                                         * this and their task id, unique across hosts and runs */
         char **worker_env;              /* environ without systemd's notify/watchdog/listen vars */
         sd_id128_t link_id;             /* the server id of every private worker connection */
 
@@ -100,7 +107,8 @@ int manager_start(Manager *m);
 void manager_stop(Manager *m);
 
 Pool *manager_find_pool(Manager *m, const char *name);
-/* Whether PID is the process of a worker other than EXCEPT (may be NULL), or of a zygote. */
+/* Whether PID is the process of a worker other than EXCEPT (may be NULL), of a zygote, or of a
+ * shared pool's apiary-source. */
 bool manager_pid_is_taken(Manager *m, pid_t pid, const Worker *except);
 /* Whether some worker waits for its zygote's Fork() answer: its PID is not known yet. */
 bool manager_fork_pending(Manager *m);

@@ -8,6 +8,7 @@
 #include "daemon/objects.h"
 #include "daemon/pool.h"
 #include "daemon/reload.h"
+#include "daemon/source.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/time-util.h"
@@ -61,7 +62,7 @@ bool pool_is_removed(const Pool *p) {
 
 bool pool_can_be_freed(const Pool *p) {
         return pool_is_removed(p) && IN_SET(p->life.phase, POOL_PHASE_STOPPED, POOL_PHASE_FAILED) &&
-               p->queue.length == 0;
+               p->queue.length == 0 && (!p->source || source_is_stopped(p->source));
 }
 
 void pool_mark_changed(Pool *p) {
@@ -96,6 +97,8 @@ void pool_worker_changed(Pool *p, Worker *w) {
 
         (void) pool_event(p, POOL_EVENT_SLOTS, &(PoolEventArgs) { .changed = w });
         pool_trim(p);           /* W may be gone from here on */
+        if (p->source)
+                source_places_changed(p->source);
 }
 
 int pool_start(Pool *p) {
@@ -111,6 +114,10 @@ void pool_stop(Pool *p) {
 }
 
 void pool_remove(Pool *p) {
+        if (p->source)
+                source_stop(p->source, TASK_REJECT_POOL_REMOVED,
+                            "the pool was removed by a reload: the task is stored in the shared pool and runs, but "
+                            "its result cannot reach this caller");
         (void) pool_event(p, POOL_EVENT_REMOVE, NULL);
 }
 
@@ -156,6 +163,8 @@ void pool_set_paused(Pool *p, bool paused) {
         manager_mark_changed(m, p->object_path, APIARY_POOL_INTERFACE, "Paused");
         if (!paused)
                 pool_dispatch(p);
+        if (p->source)
+                source_places_changed(p->source);
 }
 
 int pool_scale(Pool *p, unsigned n) {
@@ -497,6 +506,8 @@ int pool_new(Pool **ret, Manager *m, PoolConfig *config) {
         r = object_pool_path(config->name, &p->object_path);
         if (r >= 0)
                 r = pool_new_slots(p);
+        if (r >= 0 && config->source)
+                r = source_new(&p->source, p);
         if (r < 0) {
                 p->config = NULL;       /* still the caller's */
                 return r;
@@ -512,6 +523,7 @@ Pool *pool_free(Pool *p) {
 
         p->held_source = sd_event_source_disable_unref(p->held_source);
         zygote_stop(p);
+        p->source = source_free(p->source);
         for (unsigned i = 0; i < p->n_workers; i++)
                 worker_free(p->workers[i]);
         free(p->workers);

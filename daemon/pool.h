@@ -14,6 +14,7 @@
 #include "daemon/zygote.h"
 
 typedef struct Manager Manager;
+typedef struct Source Source;
 
 typedef struct Pool {
         Manager *manager;
@@ -45,6 +46,7 @@ typedef struct Pool {
         usec_t rolling_began;           /* CLOCK_MONOTONIC */
 
         Zygote *zygote;                 /* Zygote=yes: forks its workers (zygote.c) */
+        Source *source;                 /* Source=: a shared pool's engine (source.c); NULL: local */
         sd_event_source *held_source;   /* a start held back for the zygote: its time limit */
 
         GQueue queue;                   /* of Task, FIFO; links embedded in the tasks */
@@ -115,12 +117,15 @@ typedef enum PoolRefusal {
         POOL_REFUSAL_STOPPED,           /* stopping its workers, or stopped */
         POOL_REFUSAL_QUEUE_FULL,        /* no room for that many tasks (QueueLimit=) */
         POOL_REFUSAL_QUEUE_BYTES,       /* no room for that many payload bytes (QueueBytesLimit=) */
+        POOL_REFUSAL_SOURCE_UNAVAILABLE, /* a shared pool whose engine is not ready (SourceError) */
 } PoolRefusal;
 
 /* The queue (dispatch.c). */
 /* Whether P takes N more tasks of BYTES payload bytes in all now. */
 PoolRefusal pool_check_tasks(const Pool *p, unsigned n, uint64_t bytes);
 unsigned pool_queue_room(const Pool *p);
+/* The tasks W takes now: its free places, no more than it may run before its recycling. */
+unsigned worker_room(const Worker *w);
 uint64_t pool_queue_bytes_room(const Pool *p);  /* UINT64_MAX: QueueBytesLimit=infinity */
 void pool_enqueue(Pool *p, Task *t);
 void pool_dispatch(Pool *p);

@@ -20,6 +20,7 @@
 #include "daemon/pool.h"
 #include "daemon/reload-plan.h"
 #include "daemon/reload.h"
+#include "daemon/source.h"
 #include "util/log.h"
 #include "util/macro.h"
 
@@ -82,6 +83,7 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
         LogContext ctx = { .pool = pc->name, .slot = -1 };
         PoolConfig *old = p->config;
         bool same_code = pool_config_same_code(old, pc);
+        bool same_source = pool_config_same_source(old, pc);
         unsigned old_workers = old->workers;
         g_autofree char *keys = NULL;
         int r;
@@ -129,6 +131,9 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
         if (!same_code && p->life.phase == POOL_PHASE_FAILED)
                 /* New code for a failed pool: worth a try right away. */
                 (void) pool_start(p);
+        /* A shared pool's engine settings: its helper starts anew with them; what it holds stays. */
+        if (!same_source && p->source)
+                source_restart_helper(p->source);
         pool_dispatch(p);       /* Concurrency= may have grown */
 }
 
@@ -213,6 +218,24 @@ static int reload_check_plugins(Config *c, char **ret_error) {
         return -ENOENT;
 }
 
+/* A pool does not turn shared, or local, while it runs: its tasks would have to move between
+ * its queue and the engine. */
+static int reload_check_sources(Manager *m, const Config *c, char **ret_error) {
+        for (size_t i = 0; i < c->n_pools; i++) {
+                const PoolConfig *pc = c->pools[i];
+                Pool *p = manager_find_pool(m, pc->name);
+
+                if (!p || pool_is_removed(p) || !p->config->source == !pc->source)
+                        continue;
+                *ret_error = g_strdup_printf("%s: [Pool %s] Source=%s: a reload cannot make a running pool %s; "
+                                             "remove the pool (reload), then add it back (reload)",
+                                             c->path, pc->name, strempty(pc->source),
+                                             pc->source ? "shared" : "local");
+                return -EINVAL;
+        }
+        return 0;
+}
+
 /* The configuration a reload would apply: loaded, and checked as --check-config checks it. */
 static int reload_load(Manager *m, Config **ret, char **ret_error) {
         _cleanup_(config_freep) Config *c = NULL;
@@ -223,6 +246,8 @@ static int reload_load(Manager *m, Config **ret, char **ret_error) {
         r = config_load(m->config->path, n_cpus > 0 ? (unsigned) n_cpus : 1, &c, &error);
         if (r >= 0)
                 r = reload_check_plugins(c, &error);
+        if (r >= 0)
+                r = reload_check_sources(m, c, &error);
         if (r < 0) {
                 if (ret_error)
                         *ret_error = error ? TAKE_PTR(error) : strdup(strerror(-r));
@@ -278,6 +303,9 @@ int manager_reload(Manager *m, char **ret_error) {
         free(c->private_socket);
         c->private_socket = m->config->private_socket ? strdup(m->config->private_socket) : NULL;
         c->private_socket_set = m->config->private_socket_set;
+        /* Tasks submitted to shared pools carry the host's id: it stays until a restart. */
+        free(c->host_id);
+        c->host_id = m->config->host_id ? strdup(m->config->host_id) : NULL;
         if (m->log_level_override < 0)
                 log_set_max_level(c->log_level);
 

@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/manager.h"
 #include "daemon/pool.h"
+#include "daemon/source.h"
 #include "daemon/task.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -56,6 +58,29 @@ int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void
         return 0;
 }
 
+int task_new_pulled(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
+                    usec_t timeout_usec) {
+        Manager *m = pool->manager;
+        Task *t;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->id = ++m->next_task_id;
+        t->pool = pool;
+        t->state = TASK_QUEUED;
+        t->payload_message = sd_bus_message_ref(payload_message);
+        t->payload = payload;
+        t->payload_size = size;
+        t->timeout_usec = timeout_usec;
+        t->owner = geteuid();           /* run for another host: only control users cancel it here */
+        t->queue_link.data = t;
+        t->worker_link.data = t;
+        g_hash_table_insert(m->tasks, &t->id, t);
+        *ret = t;
+        return 0;
+}
+
 static void task_detach(Task *t) {
         Pool *p = t->pool;
         Manager *m = p->manager;
@@ -80,6 +105,14 @@ void task_finish(Task *t, bool ok, const void *data, size_t size) {
         Manager *m = p->manager;
 
         task_detach(t);
+        if (t->source_token) {
+                /* Pulled from a shared pool: its end goes back to the engine, for its submitter. */
+                if (p->source)
+                        source_task_ended(p->source, t, ok, data, size);
+                g_hash_table_remove(m->tasks, &t->id);
+                task_free(t);
+                return;
+        }
         /* Its reply, its TaskFinished or its place in a RunBatch reply: the edge's to send. */
         if (m->observer.task_finished)
                 m->observer.task_finished(t, ok, data, size);
@@ -94,6 +127,22 @@ void task_finish(Task *t, bool ok, const void *data, size_t size) {
                 log_ctx(LOG_DEBUG, &ctx, "Task %" PRIu64 " failed: %.*s", t->id, (int) size, (const char *) data);
         }
 
+        g_hash_table_remove(m->tasks, &t->id);
+        task_free(t);
+}
+
+void task_reject(Task *t, TaskRejection why, const char *message) {
+        Pool *p = t->pool;
+        Manager *m = p->manager;
+
+        task_detach(t);
+        if (m->observer.task_rejected)
+                m->observer.task_rejected(t, why, message);
+        /* Never stored: it never existed. Stored: it ends elsewhere, and is counted there. */
+        if (why == TASK_REJECT_UNAVAILABLE || why == TASK_REJECT_TOO_LARGE) {
+                p->n_submitted--;
+                m->n_submitted--;
+        }
         g_hash_table_remove(m->tasks, &t->id);
         task_free(t);
 }
@@ -122,6 +171,11 @@ Task *task_free(Task *t) {
                         g_hash_table_remove(t->pool->manager->caller_tasks, GUINT_TO_POINTER(t->caller->uid));
         }
         sd_event_source_disable_unref(t->timeout_source);
+        if (t->source_link.data && t->pool->source)
+                source_forget(t->pool->source, t);
+        free(t->source_id);
+        free(t->source_token);
+        free(t->source_reply);
         sd_bus_message_unref(t->payload_message);
         sd_bus_message_unref(t->reply_to);
         sd_bus_unref(t->notify_bus);

@@ -17,6 +17,8 @@ typedef struct Worker Worker;
 
 /* RunBatch(): one reply for many tasks, the D-Bus edge's business (bus-tasks.c). */
 typedef struct TaskBatch TaskBatch;
+/* Submit()/SubmitBatch() to a shared pool: answered once the engine has stored the tasks (bus-tasks.c). */
+typedef struct TaskAccept TaskAccept;
 
 /* The unfinished tasks of one caller UID, in all pools together, against MaxTasksPerCaller= and
  * MaxBytesPerCaller=: a client that floods apiaryd fills its own share, not everyone's queue, and
@@ -31,6 +33,8 @@ typedef struct CallerTasks {
 typedef enum TaskState {
         TASK_QUEUED,
         TASK_RUNNING,
+        TASK_PUBLISHING,        /* submitted to a shared pool here, on its way to the engine */
+        TASK_STORED,            /* ... stored there: its result comes back from whichever host runs it */
         _TASK_STATE_MAX,
         _TASK_STATE_INVALID = -EINVAL,
 } TaskState;
@@ -61,6 +65,17 @@ typedef struct Task {
         CallerTasks *caller;            /* counted there until it ends; NULL for a plugin's task */
         TaskBatch *batch;               /* RunBatch(): where the result goes instead */
         unsigned batch_index;
+        TaskAccept *accept;             /* Submit*() to a shared pool: answered once stored */
+        unsigned accept_index;
+
+        /* A shared pool's task (source.c). Submitted here: its id in the engine. Pulled from the
+         * engine to run here: that, its ack token, where its result goes, and the engine's count
+         * of its deliveries (this one included). */
+        char *source_id;
+        char *source_token;             /* NULL for a task submitted here */
+        char *source_reply;
+        unsigned deliveries;
+        GList source_link;              /* pulled: in the source's list of what it holds */
 
         GList queue_link;               /* in pool->queue while in_queue (data = task) */
         bool in_queue;
@@ -78,6 +93,26 @@ int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void
 void task_finish(Task *t, bool ok, const void *data, size_t size);
 void task_fail(Task *t, const char *reason);
 _printf_(2, 3) void task_failf(Task *t, const char *format, ...);
+
+/* A task pulled from a shared pool's engine to run here (source.c): queued (not yet in the
+ * pool's queue), not counted as submitted here; its end goes back to the engine. */
+int task_new_pulled(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
+                    usec_t timeout_usec);
+
+/* Why a task submitted to a shared pool here has no end to report; the D-Bus edge turns each
+ * into its documented error. */
+typedef enum TaskRejection {
+        TASK_REJECT_UNAVAILABLE,        /* the engine did not store it: it never existed */
+        TASK_REJECT_TOO_LARGE,          /* ... it is larger than the engine carries */
+        TASK_REJECT_STOPPING,           /* stored and runs, but apiaryd stops before its result comes */
+        TASK_REJECT_POOL_REMOVED,       /* ... but the pool was removed here */
+        _TASK_REJECT_MAX,
+        _TASK_REJECT_INVALID = -EINVAL,
+} TaskRejection;
+
+/* T, submitted to a shared pool here, has no end to report (WHY, MESSAGE): its caller hears so,
+ * and it is freed without being counted done or failed (nor submitted, if it was never stored). */
+void task_reject(Task *t, TaskRejection why, const char *message);
 
 /* Counts T as one of C's tasks until it is freed. */
 void task_set_caller(Task *t, CallerTasks *c);

@@ -260,14 +260,54 @@ static int on_slot_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd_worker, pid_t *ret_pid) {
-        char arg_fd[32], arg_supervisor[32], arg_log[32], arg_uid[32], arg_gid[32], arg_limit[48];
-        _cleanup_(freep) char *arg_pool = NULL;
+int spawn_with_link(Manager *m, const char *path, char **argv, int fd_link, pid_t *ret_pid) {
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
         _cleanup_(closep) int fd_moved = -1;
         sigset_t mask;
         int r;
+
+        /* dup2() onto WORKER_BUS_FD clears O_CLOEXEC in the child, unless the fd already is that
+         * number, where dup2() does nothing: move it out of the way first. */
+        if (fd_link == WORKER_BUS_FD) {
+                fd_moved = fcntl(fd_link, F_DUPFD_CLOEXEC, WORKER_BUS_FD + 1);
+                if (fd_moved < 0)
+                        return -errno;
+                fd_link = fd_moved;
+        }
+
+        r = posix_spawn_file_actions_init(&actions);
+        if (r != 0)
+                return -r;
+        r = posix_spawnattr_init(&attr);
+        if (r != 0) {
+                posix_spawn_file_actions_destroy(&actions);
+                return -r;
+        }
+
+        /* stdin from /dev/null; stdout and stderr where ours go (the journal under systemd,
+         * where apiary-worker swaps them for a stream of its own); the link as fd 3. */
+        (void) posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        (void) posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
+        (void) posix_spawn_file_actions_adddup2(&actions, fd_link, WORKER_BUS_FD);
+
+        /* Our signals are blocked for sd-event; the child starts with none blocked and all default. */
+        sigemptyset(&mask);
+        (void) posix_spawnattr_setsigmask(&attr, &mask);
+        sigfillset(&mask);
+        (void) posix_spawnattr_setsigdefault(&attr, &mask);
+        /* A session of its own: a terminal's Ctrl-C is for apiaryd, which stops its children in order. */
+        (void) posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
+
+        r = posix_spawn(ret_pid, path, &actions, &attr, argv, m->worker_env);
+        posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attr);
+        return -r;
+}
+
+int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd_worker, pid_t *ret_pid) {
+        char arg_fd[32], arg_supervisor[32], arg_log[32], arg_uid[32], arg_gid[32], arg_limit[48];
+        _cleanup_(freep) char *arg_pool = NULL;
 
         snprintf(arg_fd, sizeof(arg_fd), "--bus-fd=%i", WORKER_BUS_FD);
         snprintf(arg_supervisor, sizeof(arg_supervisor), "--supervisor-pid=%i", (int) getpid());
@@ -292,42 +332,7 @@ int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd_worker,
         }
         argv[n_argv] = NULL;
 
-        /* dup2() onto WORKER_BUS_FD clears O_CLOEXEC in the child, unless the fd already is that
-         * number, where dup2() does nothing: move it out of the way first. */
-        if (fd_worker == WORKER_BUS_FD) {
-                fd_moved = fcntl(fd_worker, F_DUPFD_CLOEXEC, WORKER_BUS_FD + 1);
-                if (fd_moved < 0)
-                        return -errno;
-                fd_worker = fd_moved;
-        }
-
-        r = posix_spawn_file_actions_init(&actions);
-        if (r != 0)
-                return -r;
-        r = posix_spawnattr_init(&attr);
-        if (r != 0) {
-                posix_spawn_file_actions_destroy(&actions);
-                return -r;
-        }
-
-        /* stdin from /dev/null; stdout and stderr where ours go (the journal under systemd,
-         * where apiary-worker swaps them for a stream of its own); the link as fd 3. */
-        (void) posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-        (void) posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
-        (void) posix_spawn_file_actions_adddup2(&actions, fd_worker, WORKER_BUS_FD);
-
-        /* Our signals are blocked for sd-event; the worker starts with none blocked and all default. */
-        sigemptyset(&mask);
-        (void) posix_spawnattr_setsigmask(&attr, &mask);
-        sigfillset(&mask);
-        (void) posix_spawnattr_setsigdefault(&attr, &mask);
-        /* A session of its own: a terminal's Ctrl-C is for apiaryd, which stops workers in order. */
-        (void) posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
-
-        r = posix_spawn(ret_pid, m->worker_path, &actions, &attr, argv, m->worker_env);
-        posix_spawn_file_actions_destroy(&actions);
-        posix_spawnattr_destroy(&attr);
-        return -r;
+        return spawn_with_link(m, m->worker_path, argv, fd_worker, ret_pid);
 }
 
 /* A new process for the slot is on its way (PID, or 0 until the zygote says): fresh bookkeeping.

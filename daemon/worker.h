@@ -99,6 +99,9 @@ bool worker_has_capacity(const Worker *w);
 
 /* Spawns apiary-worker for POOL with ROLE ("--slot=N" or "--zygote") and FD as its link (fd 3). */
 int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd, pid_t *ret_pid);
+/* Spawns PATH with ARGV, FD_LINK as its fd 3, stdin /dev/null, our stderr as its stdout and
+ * stderr, no signal blocked, a session of its own: how apiaryd starts each of its helpers. */
+int spawn_with_link(Manager *m, const char *path, char **argv, int fd_link, pid_t *ret_pid);
 /* For zygote.c: the steps of a worker start that worker_spawn() takes for a spawned process. */
 void worker_process_begins(Worker *w, pid_t pid);
 /* The zygote forked W's process, whose PID (W->pid) was verified: watches it (through PIDFD if

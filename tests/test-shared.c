@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared pools, end to end: real nats-server engines and several Apiary "hosts" on this machine,
+ * each its own dbus-daemon, apiaryd and HostId=, all on 127.0.0.1 with ports of their own. Tasks
+ * submitted on one host run on whichever host has a free worker; each ends exactly once.
+ */
+#include <errno.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "tests/harness.h"
+#include "tests/nats.h"
+#include "util/macro.h"
+
+#define POOL_IFACE "org.apiary.Apiary1.Pool"
+
+/* One Apiary host: its bus and its apiaryd. */
+typedef struct Host {
+        TestBus bus;
+        TestDaemon daemon;
+} Host;
+
+typedef struct Fixture {
+        TestNats nats;
+        Host hosts[3];
+        unsigned n_hosts;
+} Fixture;
+
+static int setup(void **state) {
+        Fixture *f = g_new0(Fixture, 1);
+
+        if (!test_nats_available()) {
+                g_free(f);
+                print_message("nats-server is not installed (tools/deps installs it)\n");
+                return -1;
+        }
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        Fixture *f = *state;
+        int r = 0;
+
+        for (unsigned i = 0; i < f->n_hosts; i++) {
+                if (test_daemon_stop(&f->hosts[i].daemon) < 0)
+                        r = -1;
+                test_bus_stop(&f->hosts[i].bus);
+        }
+        test_nats_stop(&f->nats);
+        g_free(f);
+        return r;
+}
+
+/* The configuration of host ID: POOLS, with @SOURCE@ replaced by the engine's servers. */
+static char *host_config(Fixture *f, const char *id, const char *pools) {
+        g_auto(GStrv) parts = g_strsplit(pools, "@SOURCE@", -1);
+        g_autofree char *text = g_strjoinv(f->nats.servers, parts);
+
+        return g_strdup_printf("[Apiary]\nHostId=%s\n%s", id, text);
+}
+
+static TestDaemon *host_start(Fixture *f, const char *id, const char *pools) {
+        Host *h = &f->hosts[f->n_hosts++];
+        g_autofree char *config = host_config(f, id, pools);
+
+        test_bus_start(&h->bus);
+        test_daemon_start(&h->daemon, &h->bus, config, true);
+        return &h->daemon;
+}
+
+static bool source_is(TestDaemon *d, const void *state) {
+        g_autofree char *path = test_pool_path("echo");
+        g_autofree char *s = test_get_string(d, path, POOL_IFACE, "SourceState");
+
+        return streq(s, state);
+}
+
+static void wait_source(TestDaemon *d, const char *state) {
+        test_wait_until(d, source_is, state, TEST_TIMEOUT_USEC, state);
+}
+
+static uint64_t pool_u64(TestDaemon *d, const char *property) {
+        g_autofree char *path = test_pool_path("echo");
+
+        return test_get_u64(d, path, POOL_IFACE, property);
+}
+
+/* PROPERTY summed over the running hosts. */
+static uint64_t sum_u64(Fixture *f, const char *property) {
+        uint64_t n = 0;
+
+        for (unsigned i = 0; i < f->n_hosts; i++)
+                if (f->hosts[i].daemon.pid > 0)
+                        n += pool_u64(&f->hosts[i].daemon, property);
+        return n;
+}
+
+/* Waits until PROPERTY, summed over the hosts, is WANT. These counters change without a signal
+ * (an ack lands after the submitter has its result), so they are read again every 20 ms. */
+static void wait_sum(Fixture *f, const char *property, uint64_t want) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + TEST_TIMEOUT_USEC;
+        uint64_t n;
+
+        while ((n = sum_u64(f, property)) != want) {
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        fail_msg("%s: %" PRIu64 " over the hosts, expected %" PRIu64, property, n, want);
+                (void) usleep(20 * 1000);
+        }
+}
+
+static const char shared_echo[] =
+        "[Pool echo]\n"
+        "Plugin=@TEST_PLUGINS@/control.so\n"
+        "Workers=1\n"
+        "Source=@SOURCE@\n"
+        "SourceLeaseSec=2s\n";
+
+/* Run() on one host: the task runs on a host with a free worker and the result comes back. */
+static void test_run_across_hosts(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a, *b;
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", shared_echo);
+        b = host_start(f, "b", shared_echo);
+        wait_source(a, "ready");
+        wait_source(b, "ready");
+
+        for (unsigned i = 0; i < 20; i++) {
+                g_autofree char *text = g_strdup_printf("task %u", i);
+                g_autofree char *result = test_run_text(i % 2 ? a : b, "echo", text, 0);
+
+                assert_string_equal(result, text);
+        }
+        /* Twenty tasks submitted, and their twenty ends, split over the two submitters... */
+        assert_int_equal(pool_u64(a, "TasksSubmitted") + pool_u64(b, "TasksSubmitted"), 20);
+        assert_int_equal(pool_u64(a, "TasksDone") + pool_u64(b, "TasksDone"), 20);
+        /* ... and twenty runs over the two hosts, each stored once. */
+        wait_sum(f, "SourceRan", 20);
+        assert_int_equal(pool_u64(a, "SourceDuplicates") + pool_u64(b, "SourceDuplicates"), 0);
+        assert_int_equal(pool_u64(a, "SourceAwaiting"), 0);
+}
+
+/* Pull, never prefetch: two 1 s tasks and two hosts of one worker each: one task each. */
+static void test_pull_exactly_free_places(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a, *b;
+        char *payloads[] = { (char *) "pid", (char *) "pid" };
+        uint64_t ids[2];
+        static const char sleepy[] =
+                "[Pool echo]\n"
+                "Plugin=@PLUGINS@/sleep.so\n"
+                "Workers=1\n"
+                "Kind=io\n"
+                "Concurrency=1\n"
+                "Source=@SOURCE@\n";
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", sleepy);
+        b = host_start(f, "b", sleepy);
+        wait_source(a, "ready");
+        wait_source(b, "ready");
+
+        payloads[0] = payloads[1] = (char *) "1000";
+        test_collect_results(a);
+        test_submit_batch(a, "echo", payloads, 2, ids);
+        test_wait_results(a, 2);
+        assert_true(test_result(a, ids[0])->ok);
+        assert_true(test_result(a, ids[1])->ok);
+        wait_sum(f, "SourceRan", 2);
+        assert_int_equal(pool_u64(a, "SourceRan"), 1);
+        assert_int_equal(pool_u64(b, "SourceRan"), 1);
+}
+
+/* No engine: the pool says why, and a submit is refused by name (libdbus client). */
+static void test_unavailable(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a;
+        g_autofree char *output = NULL, *error = NULL, *path = test_pool_path("echo");
+        const char *args[] = { "run", "echo", "hi", NULL };
+        static const char nowhere[] =
+                "[Pool echo]\n"
+                "Plugin=@TEST_PLUGINS@/control.so\n"
+                "Workers=1\n"
+                "Source=127.0.0.1:1\n";
+
+        a = host_start(f, "a", nowhere);
+        wait_source(a, "unavailable");
+        error = test_get_string(a, path, POOL_IFACE, "SourceError");
+        assert_non_null(strstr(error, "127.0.0.1:1"));
+
+        assert_int_equal(test_client(&f->hosts[0].bus, 0, &output, args), 1);
+        assert_true(g_str_has_prefix(output, "org.apiary.Apiary1.Error.SourceUnavailable: "));
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_run_across_hosts, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pull_exactly_free_places, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
