@@ -180,6 +180,7 @@ void source_release(Source *s, Task *t) {
                            t->source_id, strerror(-r));
 
         source_forget(s, t);
+        g_hash_table_remove(source_manager(s)->tasks, &t->id);
         task_free(t);
         source_check_stop(s);
 }
@@ -660,6 +661,7 @@ static int method_tasks(sd_bus_message *msg, void *userdata, sd_bus_error *error
                         t->source_reply = strdup(reply);
                         t->deliveries = deliveries;
                         if (!t->source_token || !t->source_id || !t->source_reply) {
+                                g_hash_table_remove(source_manager(s)->tasks, &t->id);
                                 task_free(t);
                                 r = -ENOMEM;
                         }

@@ -79,6 +79,24 @@ static TestDaemon *host_start(Fixture *f, const char *id, const char *pools) {
         return &h->daemon;
 }
 
+/* Starts host I's apiaryd again (it was killed), on its bus, with the same configuration. */
+static TestDaemon *host_restart(Fixture *f, unsigned i, const char *id, const char *pools) {
+        Host *h = &f->hosts[i];
+        g_autofree char *config = host_config(f, id, pools);
+
+        (void) test_daemon_stop(&h->daemon);
+        test_daemon_start(&h->daemon, &h->bus, config, true);
+        return &h->daemon;
+}
+
+static void pool_call(TestDaemon *d, const char *method) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *path = test_pool_path("echo");
+
+        if (sd_bus_call_method(d->bus, "org.apiary.Apiary1", path, POOL_IFACE, method, &error, NULL, NULL) < 0)
+                fail_msg("%s(): %s", method, error.message);
+}
+
 static bool source_is(TestDaemon *d, const void *state) {
         g_autofree char *path = test_pool_path("echo");
         g_autofree char *s = test_get_string(d, path, POOL_IFACE, "SourceState");
@@ -204,11 +222,244 @@ static void test_unavailable(void **state) {
         assert_true(g_str_has_prefix(output, "org.apiary.Apiary1.Error.SourceUnavailable: "));
 }
 
+static const char shared_sleep[] =
+        "[Pool echo]\n"
+        "Plugin=@PLUGINS@/sleep.so\n"
+        "Workers=1\n"
+        "Kind=io\n"
+        "Concurrency=1\n"
+        "Source=@SOURCE@\n"
+        "SourceLeaseSec=2s\n";
+
+/* Which of the first N hosts holds a task now, or -1. */
+static int host_holding(Fixture *f, unsigned n) {
+        for (unsigned i = 0; i < n; i++)
+                if (f->hosts[i].daemon.pid > 0 && pool_u64(&f->hosts[i].daemon, "SourceHeld") > 0)
+                        return (int) i;
+        return -1;
+}
+
+static int wait_host_holding(Fixture *f, unsigned n) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + TEST_TIMEOUT_USEC;
+        int i;
+
+        /* SourceHeld changes without a signal: read again every 20 ms. */
+        while ((i = host_holding(f, n)) < 0) {
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        fail_msg("no host holds a task");
+                (void) usleep(20 * 1000);
+        }
+        return i;
+}
+
+/* A worker killed under a task: the task goes back to the engine, runs again, ends once. */
+static void test_worker_killed(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a;
+        uint64_t id;
+        int holder;
+        pid_t pid;
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", shared_sleep);
+        (void) host_start(f, "b", shared_sleep);
+        wait_source(a, "ready");
+        wait_source(&f->hosts[1].daemon, "ready");
+
+        test_collect_results(a);
+        id = test_submit(a, "echo", "1500", 4);
+        holder = wait_host_holding(f, 2);
+        pid = test_worker_pid(&f->hosts[holder].daemon, "echo", 0);
+        assert_int_equal(kill(pid, SIGKILL), 0);
+
+        test_wait_results(a, 1);
+        assert_true(test_result(a, id)->ok);
+        assert_string_equal(test_result(a, id)->data, "1500");
+        assert_int_equal(test_result(a, id)->count, 1);
+        wait_sum(f, "SourceRan", 1);
+        assert_int_equal(sum_u64(f, "SourceReleased"), 1);
+        assert_int_equal(sum_u64(f, "SourcePulled"), 2);
+        assert_int_equal(pool_u64(a, "TasksFailed"), 0);
+}
+
+/* A task that crashes every worker: TaskRetries=2 means three runs across the hosts, then one
+ * failure that says so. */
+static void test_crash_everywhere(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a;
+        g_autofree char *message = NULL;
+        static const char crashy[] =
+                "[Pool echo]\n"
+                "Plugin=@TEST_PLUGINS@/control.so\n"
+                "Workers=1\n"
+                "TaskRetries=2\n"
+                "RestartSec=0\n"
+                "Source=@SOURCE@\n";
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", crashy);
+        (void) host_start(f, "b", crashy);
+        wait_source(a, "ready");
+        wait_source(&f->hosts[1].daemon, "ready");
+
+        message = test_run_refused(a, "echo", "crash", 0, "org.apiary.Apiary1.Error.TaskFailed",
+                                   "3 times across the pool's hosts");
+        print_message("Run(crash): %s\n", message);
+        assert_int_equal(pool_u64(a, "TasksFailed"), 1);
+        wait_sum(f, "SourceRan", 1);            /* the failure's end, stored once */
+        assert_int_equal(sum_u64(f, "SourcePulled"), 3);
+        assert_int_equal(sum_u64(f, "SourceReleased"), 2);
+        /* Nothing comes back after: the task is gone from the engine. */
+        assert_int_equal(sum_u64(f, "SourceDuplicates"), 0);
+}
+
+/* A host killed outright (apiaryd, its helper and workers): its task comes back to the other
+ * host after the lease, and every task ends once, done. */
+static void test_host_killed(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a, *b;
+        char *payloads[] = { (char *) "1500", (char *) "1500" };
+        uint64_t ids[2];
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", shared_sleep);
+        b = host_start(f, "b", shared_sleep);
+        wait_source(a, "ready");
+        wait_source(b, "ready");
+
+        test_collect_results(a);
+        test_submit_batch(a, "echo", payloads, 2, ids);
+        /* One each (a pull takes only free places); then b goes. */
+        while (pool_u64(b, "SourceHeld") == 0)
+                (void) usleep(20 * 1000);
+        test_daemon_kill_and_wait(b, SIGKILL);
+
+        test_wait_results(a, 2);
+        for (unsigned i = 0; i < 2; i++) {
+                assert_true(test_result(a, ids[i])->ok);
+                assert_int_equal(test_result(a, ids[i])->count, 1);
+        }
+        wait_sum(f, "SourceRan", 2);            /* b is gone: both ran to their end on a */
+        assert_int_equal(pool_u64(a, "TasksFailed"), 0);
+}
+
+/* A host stopped (SIGTERM) with tasks: none fails, every one ends on the other host. */
+static void test_host_stopped(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a, *b;
+        char *payloads[6];
+        uint64_t ids[6];
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", shared_sleep);
+        b = host_start(f, "b", shared_sleep);
+        wait_source(a, "ready");
+        wait_source(b, "ready");
+
+        for (unsigned i = 0; i < 6; i++)
+                payloads[i] = (char *) "400";
+        test_collect_results(a);
+        test_submit_batch(a, "echo", payloads, 6, ids);
+        while (pool_u64(b, "SourceHeld") == 0)
+                (void) usleep(20 * 1000);
+        assert_int_equal(test_daemon_kill_and_wait(b, SIGTERM), 0);
+
+        test_wait_results(a, 6);
+        for (unsigned i = 0; i < 6; i++)
+                assert_true(test_result(a, ids[i])->ok);
+        assert_int_equal(pool_u64(a, "TasksFailed"), 0);
+        assert_int_equal(pool_u64(a, "TasksDone"), 6);
+}
+
+/* One engine node, apiaryd killed with tasks queued in the stream: they are still there for
+ * the apiaryd started after it, which runs them (their results, for the callers of the killed
+ * one, are dropped). */
+static void test_restart_keeps_queued(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a;
+        char *payloads[5];
+        uint64_t ids[5];
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", shared_sleep);
+        wait_source(a, "ready");
+
+        for (unsigned i = 0; i < 5; i++)
+                payloads[i] = (char *) "300";
+        test_submit_batch(a, "echo", payloads, 5, ids);         /* answered: all five stored */
+        test_daemon_kill_and_wait(a, SIGKILL);
+
+        a = host_restart(f, 0, "a", shared_sleep);
+        wait_source(a, "ready");
+        wait_sum(f, "SourceRan", 5);
+        assert_int_equal(pool_u64(a, "SourceDuplicates"), 5);
+        assert_int_equal(pool_u64(a, "TasksSubmitted"), 0);
+}
+
+/* The submitting host is killed: the other host still drains the stream. */
+static void test_submitter_killed(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a, *b;
+        char *payloads[6];
+        uint64_t ids[6];
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", shared_sleep);
+        b = host_start(f, "b", shared_sleep);
+        wait_source(a, "ready");
+        wait_source(b, "ready");
+        pool_call(a, "Pause");          /* a pulls nothing: b runs everything */
+
+        for (unsigned i = 0; i < 6; i++)
+                payloads[i] = (char *) "100";
+        test_submit_batch(a, "echo", payloads, 6, ids);
+        test_daemon_kill_and_wait(a, SIGKILL);
+
+        wait_sum(f, "SourceRan", 6);
+        assert_int_equal(pool_u64(b, "SourcePulled"), 6);
+}
+
+/* apiary-source killed: apiaryd starts it again, and the pool serves on. */
+static void test_helper_killed(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a;
+        g_autofree pid_t *children = NULL;
+        g_autofree char *result = NULL;
+        size_t n = 0;
+        pid_t helper = 0;
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", shared_echo);
+        wait_source(a, "ready");
+
+        children = test_proc_children(a->pid, &n);
+        for (size_t i = 0; i < n; i++) {
+                g_autofree char *path = g_strdup_printf("/proc/%i/comm", (int) children[i]);
+                g_autofree char *comm = NULL;
+
+                if (g_file_get_contents(path, &comm, NULL, NULL) && g_str_has_prefix(comm, "apiary-source"))
+                        helper = children[i];
+        }
+        assert_true(helper > 0);
+        assert_int_equal(kill(helper, SIGKILL), 0);
+        wait_source(a, "failed");
+        wait_source(a, "ready");
+        result = test_run_text(a, "echo", "after", 0);
+        assert_string_equal(result, "after");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_run_across_hosts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pull_exactly_free_places, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_worker_killed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_crash_everywhere, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_host_killed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_host_stopped, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_keeps_queued, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_submitter_killed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_helper_killed, setup, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
