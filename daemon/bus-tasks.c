@@ -368,7 +368,7 @@ static void task_accept_settle(TaskAccept *a, unsigned index, uint64_t id, const
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
 
-        a->ids[index] = id;
+        a->ids[index] = error_name ? 0 : id;
         if (error_name) {
                 if (a->n_rejected++ == 0) {
                         a->error_name = strdup(error_name);
@@ -378,15 +378,12 @@ static void task_accept_settle(TaskAccept *a, unsigned index, uint64_t id, const
         if (--a->remaining > 0)
                 return;
 
-        if (a->n_rejected > 0 && !a->batch)
+        if (a->n_rejected > 0 && (!a->batch || a->n_rejected == a->n))
                 r = sd_bus_reply_method_errorf(a->call, a->error_name ?: APIARY_ERROR_SOURCE_UNAVAILABLE,
-                                               "The task was not stored: %s", strempty(a->error_message));
-        else if (a->n_rejected > 0)
-                r = sd_bus_reply_method_errorf(a->call, a->error_name ?: APIARY_ERROR_SOURCE_UNAVAILABLE,
-                                               "%u of the %u tasks were not stored (%s); the other %u were, and "
-                                               "run: their TaskFinished comes.", a->n_rejected, a->n, 
-                                               strempty(a->error_message), a->n - a->n_rejected);
+                                               "%s not stored: %s", a->batch ? "The tasks were" : "The task was",
+                                               strempty(a->error_message));
         else {
+                /* Some of a batch stored, some not: the ids of those stored, 0 for the others. */
                 r = sd_bus_message_new_method_return(a->call, &reply);
                 if (r >= 0 && a->batch)
                         r = sd_bus_message_append_array(reply, 't', a->ids, a->n * sizeof(uint64_t));

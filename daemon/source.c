@@ -295,7 +295,12 @@ static void finish_outcome(SourceCall *c, unsigned i, const char *error_name, co
                 return;
         f = l->data;
         if (!error_name) {
-                s->n_ran++;
+                /* Its end is in the engine; "duplicate": the first one was another run's, and
+                 * the engine dropped this one. */
+                if (message && streq(message, "duplicate"))
+                        s->n_duplicates++;
+                else
+                        s->n_ran++;
                 s->n_finishing--;
                 finish_item_free(f);
                 return;

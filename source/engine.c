@@ -19,6 +19,10 @@
 /* A pull request waits this long for tasks before the engine ends it (status 408) and we ask
  * again: also how soon a pull lost with a failed engine node is noticed. */
 #define PULL_EXPIRES_USEC (5 * USEC_PER_SEC)
+#define PULL_LOST_USEC (PULL_EXPIRES_USEC + 2 * USEC_PER_SEC)
+/* A pull, or a publish, that found no stream (between leaders) is tried again after this. */
+#define PULL_HOLD_USEC (250 * USEC_PER_MSEC)
+#define PUBLISH_RETRY_USEC (250 * USEC_PER_MSEC)
 /* At most this many tasks or results are asked for in one pull. */
 #define PULL_BATCH_MAX 256u
 /* Results are pulled ahead, to be handed on as they come: this many at a time. */
@@ -51,6 +55,7 @@ typedef enum RequestType {
         REQUEST_RESULT,         /* a result stored, then the ack below */
         REQUEST_ACK,            /* +ACK / +TERM / -NAK confirmed: fn */
         REQUEST_STATS,          /* consumer info */
+        REQUEST_STREAM_CHECK,   /* a result had no stream: is it gone, or between leaders? */
 } RequestType;
 
 typedef struct Request {
@@ -60,16 +65,25 @@ typedef struct Request {
         bool done;
         engine_done_fn fn;
         void *userdata;
-        char *token;            /* REQUEST_RESULT: what to ack once stored */
+        char *token;            /* REQUEST_RESULT, _STREAM_CHECK: what to ack once stored */
         bool term;
+        bool duplicate;         /* REQUEST_ACK: the result was stored before, by another run */
+        char *reply;            /* REQUEST_RESULT: the subject it went to */
+        natsMsg *msg;           /* REQUEST_PUBLISH: kept to be sent again while no stream answers */
 } Request;
 
 typedef struct Puller {
+        Engine *engine;
         const char *what;       /* for messages */
         char *request_subject;  /* $JS.API.CONSUMER.MSG.NEXT.STREAM.CONSUMER */
         char *inbox;            /* where its messages come */
         natsSubscription *sub;
         uint64_t outstanding;   /* asked for in live pull requests, not yet delivered */
+        /* Fires PULL_LOST_USEC after the last pull request: every request ends within
+         * PULL_EXPIRES_USEC, with a 408 if nothing else, so what is still outstanding then was
+         * lost with an engine node (a leader that died holding it). */
+        sd_event_source *lost_source;
+        bool hold;              /* a pull just failed: the next one waits for lost_source */
 } Puller;
 
 struct Engine {
@@ -106,6 +120,9 @@ struct Engine {
         GHashTable *requests;   /* id → Request */
         GQueue deadlines;       /* of Request, in order of deadline (they all wait as long) */
         sd_event_source *deadline_source;
+
+        GQueue publish_retries; /* of Request, to be sent again */
+        sd_event_source *publish_retry_source;
 
         bool activity;          /* since the stats were last asked for */
         sd_event_source *stats_source;
@@ -256,7 +273,9 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata);
 static void request_free(Request *q) {
         if (!q)
                 return;
+        natsMsg_Destroy(q->msg);
         free(q->token);
+        free(q->reply);
         free(q);
 }
 
@@ -302,6 +321,8 @@ static Request *request_new(Engine *e, RequestType type, engine_done_fn fn, void
 
 /* Ends Q: it leaves the table now and the deadline queue when it reaches the head. */
 static void request_end(Engine *e, Request *q, const char *error_name, const char *message) {
+        if (q->type == REQUEST_PUBLISH)
+                (void) g_queue_remove(&e->publish_retries, q);  /* it is freed once done */
         g_hash_table_remove(e->requests, &q->id);
         q->done = true;
         if (q->fn)
@@ -317,7 +338,10 @@ static char *request_reply_subject(Engine *e, const Request *q) {
 static void request_send(Engine *e, Request *q, natsMsg *msg) {
         natsStatus s = msg ? natsConnection_PublishMsg(e->nc, msg) : NATS_NO_MEMORY;
 
-        natsMsg_Destroy(msg);
+        if (q->type == REQUEST_PUBLISH && s == NATS_OK)
+                q->msg = msg;   /* for a second try, should the stream have no leader now */
+        else
+                natsMsg_Destroy(msg);
         if (s == NATS_MAX_PAYLOAD) {
                 request_end(e, q, SOURCE_ERROR_TOO_LARGE, "larger than the engine's max_payload");
                 return;
@@ -340,7 +364,8 @@ static natsMsg *request_msg(Engine *e, Request *q, const char *subject, const vo
 
 static void engine_mark_activity(Engine *e);
 
-static void engine_ack(Engine *e, const char *token, const char *verb, engine_done_fn fn, void *userdata) {
+static void engine_ack(Engine *e, const char *token, const char *verb, bool duplicate, engine_done_fn fn,
+                       void *userdata) {
         Request *q = request_new(e, REQUEST_ACK, fn, userdata);
 
         if (!q) {
@@ -348,6 +373,7 @@ static void engine_ack(Engine *e, const char *token, const char *verb, engine_do
                         fn(SOURCE_ERROR_UNAVAILABLE, "out of memory", userdata);
                 return;
         }
+        q->duplicate = duplicate;
         if (!e->nc) {
                 request_end(e, q, SOURCE_ERROR_UNAVAILABLE, "not connected to the engine");
                 return;
@@ -395,8 +421,9 @@ void engine_finish(Engine *e, const char *token, const char *reply, const char *
                 return;
         }
         q->token = strdup(token);
+        q->reply = strdup(reply);
         q->term = term;
-        if (!q->token || !e->nc) {
+        if (!q->token || !q->reply || !e->nc) {
                 request_end(e, q, SOURCE_ERROR_UNAVAILABLE, "not connected to the engine");
                 return;
         }
@@ -419,7 +446,7 @@ void engine_finish(Engine *e, const char *token, const char *reply, const char *
 }
 
 void engine_release(Engine *e, const char *token, engine_done_fn fn, void *userdata) {
-        engine_ack(e, token, "-NAK", fn, userdata);
+        engine_ack(e, token, "-NAK", false, fn, userdata);
 }
 
 void engine_renew(Engine *e, const char *token) {
@@ -437,6 +464,54 @@ static char *publish_outcome(natsMsg *msg) {
         if (status)
                 return g_strdup_printf("status %s", status);
         return json_error(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+}
+
+/* The result of Q found no stream for its subject: asks the engine whether that stream exists.
+ * Q ends; the check carries on with its caller and token. */
+static void engine_check_stream(Engine *e, Request *q) {
+        const char *reply = q->reply ? q->reply : "";
+        g_auto(GStrv) parts = g_strsplit(reply, ".", -1);
+        g_autofree char *subject = NULL;
+        Request *check;
+
+        check = request_new(e, REQUEST_STREAM_CHECK, q->fn, q->userdata);
+        q->fn = NULL;
+        request_end(e, q, NULL, NULL);
+        if (!check)
+                return;
+        check->token = TAKE_PTR(q->token);
+        check->term = q->term;
+        /* apiary.POOL.r.HOST → APIARY_POOL_R_HOST */
+        if (g_strv_length(parts) != 4) {
+                request_end(e, check, SOURCE_ERROR_UNAVAILABLE, "no stream takes the result's subject");
+                return;
+        }
+        subject = g_strdup_printf("$JS.API.STREAM.INFO.APIARY_%s_R_%s", parts[1], parts[3]);
+        request_send(e, check, request_msg(e, check, subject, NULL, 0));
+}
+
+static int on_publish_retry(sd_event_source *es, uint64_t usec, void *userdata) {
+        Engine *e = userdata;
+        Request *q;
+
+        while ((q = g_queue_pop_head(&e->publish_retries))) {
+                if (natsConnection_PublishMsg(e->nc, q->msg) != NATS_OK)
+                        request_end(e, q, SOURCE_ERROR_UNAVAILABLE, "the engine cannot be reached");
+        }
+        return 0;
+}
+
+/* Sends Q's message again in a while. */
+static void engine_retry_publish(Engine *e, Request *q) {
+        g_queue_push_tail(&e->publish_retries, q);
+        if (!e->publish_retry_source) {
+                if (sd_event_add_time_relative(e->event, &e->publish_retry_source, CLOCK_MONOTONIC, PUBLISH_RETRY_USEC,
+                                               10 * USEC_PER_MSEC, on_publish_retry, e) < 0)
+                        log_oom();
+                return;
+        }
+        (void) sd_event_source_set_time_relative(e->publish_retry_source, PUBLISH_RETRY_USEC);
+        (void) sd_event_source_set_enabled(e->publish_retry_source, SD_EVENT_ONESHOT);
 }
 
 static void engine_handle_stats(Engine *e, natsMsg *msg) {
@@ -467,33 +542,64 @@ static void engine_handle_reply(Engine *e, natsMsg *msg) {
                 return;         /* late: it timed out */
 
         switch (q->type) {
-        case REQUEST_PUBLISH:
+        case REQUEST_PUBLISH: {
+                const char *status = msg_status(msg);
+
+                /* No stream takes the subject now: between two leaders, most likely. The same
+                 * message again (the same id: stored once) until the deadline says no. */
+                if (status && streq(status, "503") && q->msg &&
+                    now_usec(CLOCK_MONOTONIC) + PUBLISH_RETRY_USEC < q->deadline) {
+                        engine_retry_publish(e, q);
+                        break;
+                }
                 error = publish_outcome(msg);
                 request_end(e, q, error ? SOURCE_ERROR_UNAVAILABLE : NULL, error);
                 break;
+        }
         case REQUEST_RESULT: {
+                const char *status = msg_status(msg);
+
+                error = publish_outcome(msg);
+                if (!error) {
+                        /* Stored, or stored before (a late run's result: the first one won).
+                         * Either way the task is done with: acked. */
+                        bool duplicate = strstr(strempty(natsMsg_GetData(msg)), "\"duplicate\"");
+                        engine_done_fn fn = q->fn;
+                        void *userdata = q->userdata;
+                        g_autofree char *token = TAKE_PTR(q->token);
+
+                        q->fn = NULL;
+                        request_end(e, q, NULL, NULL);
+                        engine_ack(e, token, q->term ? "+TERM" : "+ACK", duplicate, fn, userdata);
+                } else if (status && streq(status, "503"))
+                        /* No stream takes the subject: its submitter's stream was deleted, or the
+                         * engine is between leaders. Asked before the result is given up. */
+                        engine_check_stream(e, q);
+                else
+                        /* Not stored: the task is not acked, and comes back after its lease. */
+                        request_end(e, q, SOURCE_ERROR_UNAVAILABLE, error);
+                break;
+        }
+        case REQUEST_STREAM_CHECK: {
+                g_autofree char *answer = json_error(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
                 engine_done_fn fn = q->fn;
                 void *userdata = q->userdata;
                 g_autofree char *token = TAKE_PTR(q->token);
-                bool term = q->term;
 
-                /* Stored, or stored before (a duplicate), or its submitter's stream is gone:
-                 * either way nothing more can be done for the result, and the task is acked.
-                 * Anything else and the task is left to come back after its lease. */
-                error = publish_outcome(msg);
-                if (error && !strstr(error, "no stream")) {
-                        request_end(e, q, SOURCE_ERROR_UNAVAILABLE, error);
+                if (!answer || !strstr(strempty(natsMsg_GetData(msg)), "\"code\":404")) {
+                        request_end(e, q, SOURCE_ERROR_UNAVAILABLE, "no stream takes the result's subject now");
                         break;
                 }
-                if (error)
-                        log_notice("Result dropped: %s (its submitter's result stream is gone).", error);
+                /* Gone for good: nobody waits for the result. Acked, so that it does not run
+                 * again and again. */
+                log_notice("Result dropped: its submitter's result stream is gone (%s).", answer);
                 q->fn = NULL;
                 request_end(e, q, NULL, NULL);
-                engine_ack(e, token, term ? "+TERM" : "+ACK", fn, userdata);
+                engine_ack(e, token, q->term ? "+TERM" : "+ACK", false, fn, userdata);
                 break;
         }
         case REQUEST_ACK:
-                request_end(e, q, NULL, NULL);
+                request_end(e, q, NULL, q->duplicate ? "duplicate" : NULL);
                 break;
         case REQUEST_STATS:
                 engine_handle_stats(e, msg);
@@ -524,10 +630,29 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- pulls ---- */
 
+static void engine_pull(Engine *e);
+
+static int on_pull_lost(sd_event_source *es, uint64_t usec, void *userdata) {
+        Puller *p = userdata;
+
+        if (p->hold) {
+                p->hold = false;
+                engine_pull(p->engine);
+                return 0;
+        }
+        if (p->outstanding > 0) {
+                log_debug("Pull of %s: %" PRIu64 " asked for and never answered, asking again.", p->what,
+                          p->outstanding);
+                p->outstanding = 0;
+                engine_pull(p->engine);
+        }
+        return 0;
+}
+
 static void puller_ask(Engine *e, Puller *p, uint64_t n) {
         char body[96];
 
-        if (n == 0 || !e->ready)
+        if (n == 0 || !e->ready || p->hold)
                 return;
         n = MIN(n, (uint64_t) PULL_BATCH_MAX);
         snprintf(body, sizeof(body), "{\"batch\":%" PRIu64 ",\"expires\":%" PRIu64 "}", n,
@@ -537,6 +662,16 @@ static void puller_ask(Engine *e, Puller *p, uint64_t n) {
                 return;
         }
         p->outstanding += n;
+
+        /* Moved on with every request: it fires only if none came for PULL_LOST_USEC. */
+        if (!p->lost_source) {
+                if (sd_event_add_time_relative(e->event, &p->lost_source, CLOCK_MONOTONIC, PULL_LOST_USEC,
+                                               USEC_PER_SEC, on_pull_lost, p) < 0)
+                        log_oom();
+                return;
+        }
+        (void) sd_event_source_set_time_relative(p->lost_source, PULL_LOST_USEC);
+        (void) sd_event_source_set_enabled(p->lost_source, SD_EVENT_ONESHOT);
 }
 
 static void engine_pull(Engine *e) {
@@ -571,8 +706,18 @@ static void puller_status(Puller *p, natsMsg *msg, const char *status) {
         } else
                 /* Not said how many: ask anew for all, at worst a few more than fit. */
                 p->outstanding = 0;
-        if (!streq(status, "408"))
-                log_debug("Pull of %s ended: %s %s", p->what, status, strempty(description));
+        if (streq(status, "408"))
+                return;
+        /* 409 (a leader change), 503 (no leader yet), ...: asked again after a pause, not in a
+         * tight loop while the engine elects. */
+        log_debug("Pull of %s ended: %s %s", p->what, status, strempty(description));
+        p->hold = true;
+        if (p->lost_source) {
+                (void) sd_event_source_set_time_relative(p->lost_source, PULL_HOLD_USEC);
+                (void) sd_event_source_set_enabled(p->lost_source, SD_EVENT_ONESHOT);
+        } else if (sd_event_add_time_relative(p->engine->event, &p->lost_source, CLOCK_MONOTONIC, PULL_HOLD_USEC,
+                                              10 * USEC_PER_MSEC, on_pull_lost, p) < 0)
+                p->hold = false;
 }
 
 static void engine_handle_task(Engine *e, natsMsg *msg) {
@@ -781,6 +926,7 @@ static int engine_ensure_consumer(Engine *e, const char *stream, const char *dur
 
 static int puller_init(Engine *e, Puller *p, const char *what, const char *stream, const char *durable,
                        const char *suffix, natsMsgHandler handler) {
+        p->engine = e;
         p->what = what;
         p->request_subject = g_strdup_printf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, durable);
         p->inbox = g_strdup_printf("%s.%s", e->inbox, suffix);
@@ -978,6 +1124,7 @@ int engine_new(Engine **ret, const EngineSettings *s, sd_event *event, const Eng
 }
 
 static void puller_done(Puller *p) {
+        sd_event_source_disable_unref(p->lost_source);
         natsSubscription_Destroy(p->sub);
         g_free(p->request_subject);
         g_free(p->inbox);
@@ -1023,6 +1170,8 @@ Engine *engine_free(Engine *e) {
                 natsMsg_Destroy(ev->msg);
                 free(ev);
         }
+        g_queue_clear(&e->publish_retries);
+        sd_event_source_disable_unref(e->publish_retry_source);
         while ((q = g_queue_pop_head(&e->deadlines))) {
                 if (!q->done && q->fn)
                         q->fn(SOURCE_ERROR_UNAVAILABLE, "apiary-source is stopping", q->userdata);

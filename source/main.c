@@ -94,10 +94,11 @@ static void batch_item_done(const char *error_name, const char *message, void *u
         BatchItem *item = userdata;
         Batch *b = item->batch;
 
-        if (error_name) {
+        /* An error, or a note on success ("duplicate": a result stored before). */
+        if (error_name)
                 b->names[item->index] = strdup(error_name);
+        if (error_name || message)
                 b->messages[item->index] = strdup(strempty(message));
-        }
         free(item);
         if (--b->left == 0)
                 batch_reply(b);

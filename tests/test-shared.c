@@ -448,6 +448,235 @@ static void test_helper_killed(void **state) {
         assert_string_equal(result, "after");
 }
 
+/* ---- chaos: three hosts on a three-node cluster, faults at random under load ---- */
+
+static const char chaos_pool[] =
+        "[Pool echo]\n"
+        "Plugin=@PLUGINS@/sleep.so\n"
+        "Workers=2\n"
+        "Kind=io\n"
+        "Concurrency=4\n"
+        "TaskRetries=10\n"
+        "Source=@SOURCE@\n"
+        "SourceReplicas=3\n"
+        "SourceLeaseSec=3s\n";
+
+typedef enum Fault {
+        FAULT_KILL_WORKER,      /* SIGKILL a worker of b or c */
+        FAULT_KILL_HOST,        /* SIGKILL host c (apiaryd, helper, workers), then start it again */
+        FAULT_STOP_HOST,        /* SIGTERM host c, then start it again */
+        FAULT_FREEZE_HOST,      /* SIGSTOP host b past its lease, then SIGCONT */
+        FAULT_KILL_LEADER,      /* SIGKILL the stream's leader node, then start it again */
+        _FAULT_MAX,
+} Fault;
+
+static const char *const fault_names[_FAULT_MAX] = {
+        [FAULT_KILL_WORKER] = "SIGKILL a worker",
+        [FAULT_KILL_HOST] = "SIGKILL host c",
+        [FAULT_STOP_HOST] = "SIGTERM host c",
+        [FAULT_FREEZE_HOST] = "SIGSTOP host b past its lease",
+        [FAULT_KILL_LEADER] = "SIGKILL the stream's leader node",
+};
+
+/* SubmitBatch of N sleeps of 20-150 ms on host A; the ids stored go to ACCEPTED (id → payload).
+ * A refusal (the engine between leaders, say) is fine: those tasks do not exist. */
+static void submit_burst(TestDaemon *a, GRand *rand, unsigned n, GHashTable *accepted, unsigned *refused) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autoptr(GPtrArray) payloads = g_ptr_array_new_with_free_func(g_free);
+        const uint64_t *ids;
+        size_t size;
+
+        assert_true(sd_bus_message_new_method_call(a->bus, &m, "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                                   "org.apiary.Apiary1.Manager", "SubmitBatch") >= 0);
+        assert_true(sd_bus_message_append(m, "s", "echo") >= 0);
+        assert_true(sd_bus_message_open_container(m, 'a', "ay") >= 0);
+        for (unsigned i = 0; i < n; i++) {
+                char *p = g_strdup_printf("%u", (unsigned) g_rand_int_range(rand, 20, 150));
+
+                g_ptr_array_add(payloads, p);
+                assert_true(sd_bus_message_append_array(m, 'y', p, strlen(p)) >= 0);
+        }
+        assert_true(sd_bus_message_close_container(m) >= 0);
+        assert_true(sd_bus_message_append(m, "a{sv}", 0) >= 0);
+        if (sd_bus_call(a->bus, m, 30 * USEC_PER_SEC, &error, &reply) < 0) {
+                if (!sd_bus_error_has_name(&error, "org.apiary.Apiary1.Error.SourceUnavailable"))
+                        fail_msg("SubmitBatch: %s: %s", error.name, error.message);
+                *refused += n;
+                return;
+        }
+        assert_true(sd_bus_message_read_array(reply, 't', (const void **) &ids, &size) >= 0);
+        assert_int_equal(size, n * sizeof(uint64_t));
+        for (unsigned i = 0; i < n; i++) {
+                if (ids[i] == 0) {
+                        (*refused)++;
+                        continue;
+                }
+                g_hash_table_insert(accepted, g_memdup2(&ids[i], sizeof(uint64_t)), g_strdup(payloads->pdata[i]));
+        }
+}
+
+static void freeze_host(TestDaemon *d, int sig) {
+        g_autofree pid_t *children = NULL;
+        size_t n = 0;
+
+        children = test_proc_children(d->pid, &n);
+        assert_int_equal(kill(d->pid, sig), 0);
+        for (size_t i = 0; i < n; i++)
+                (void) kill(children[i], sig);
+}
+
+static void apply_fault(Fixture *f, Fault fault, GRand *rand) {
+        TestDaemon *b = &f->hosts[1].daemon, *c = &f->hosts[2].daemon;
+        int leader;
+
+        switch (fault) {
+        case FAULT_KILL_WORKER: {
+                TestDaemon *d = g_rand_boolean(rand) ? b : c;
+                pid_t pid = test_worker_pid(d, "echo", (unsigned) g_rand_int_range(rand, 0, 2));
+
+                if (pid > 0)
+                        (void) kill(pid, SIGKILL);
+                break;
+        }
+        case FAULT_KILL_HOST:
+                test_daemon_kill_and_wait(c, SIGKILL);
+                (void) usleep(g_rand_int_range(rand, 0, 1000) * 1000);
+                c = host_restart(f, 2, "c", chaos_pool);
+                wait_source(c, "ready");
+                break;
+        case FAULT_STOP_HOST:
+                assert_int_equal(test_daemon_kill_and_wait(c, SIGTERM), 0);
+                c = host_restart(f, 2, "c", chaos_pool);
+                wait_source(c, "ready");
+                break;
+        case FAULT_FREEZE_HOST:
+                freeze_host(b, SIGSTOP);
+                (void) usleep(4 * 1000 * 1000);         /* the lease (3 s) and a second */
+                freeze_host(b, SIGCONT);
+                break;
+        case FAULT_KILL_LEADER:
+                leader = test_nats_stream_leader(&f->nats, "APIARY_echo");
+                assert_true(leader >= 0);
+                test_nats_kill(&f->nats, (unsigned) leader);
+                (void) usleep(g_rand_int_range(rand, 500, 2000) * 1000);
+                test_nats_restart(&f->nats, (unsigned) leader);
+                break;
+        default:
+                break;
+        }
+}
+
+static void print_hosts(Fixture *f) {
+        for (unsigned i = 0; i < f->n_hosts; i++) {
+                TestDaemon *d = &f->hosts[i].daemon;
+
+                if (d->pid <= 0)
+                        continue;
+                print_message("  host %c: held %" PRIu64 ", awaiting %" PRIu64 ", pulled %" PRIu64 ", ran %" PRIu64
+                              ", released %" PRIu64 ", duplicates %" PRIu64 "; stream pending %" PRIu64
+                              ", ack pending %" PRIu64 ", redelivered %" PRIu64 "\n", 'a' + i,
+                              pool_u64(d, "SourceHeld"), pool_u64(d, "SourceAwaiting"), pool_u64(d, "SourcePulled"),
+                              pool_u64(d, "SourceRan"), pool_u64(d, "SourceReleased"),
+                              pool_u64(d, "SourceDuplicates"), pool_u64(d, "SourcePending"),
+                              pool_u64(d, "SourceAckPending"), pool_u64(d, "SourceRedelivered"));
+        }
+}
+
+/* Waits for the end of every accepted task; on a timeout, says which are missing and where
+ * things stand on each host. */
+static void wait_chaos_results(Fixture *f, TestDaemon *a, GHashTable *accepted) {
+        usec_t deadline = now_usec(CLOCK_MONOTONIC) + 90 * USEC_PER_SEC;
+        GHashTableIter it;
+        gpointer key;
+        unsigned missing = 0;
+
+        while (g_hash_table_size(a->results) < g_hash_table_size(accepted)) {
+                int r;
+
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        break;
+                r = sd_bus_process(a->bus, NULL);
+                assert_true(r >= 0);
+                if (r == 0)
+                        assert_true(sd_bus_wait(a->bus, USEC_PER_SEC) >= 0);
+        }
+        if (g_hash_table_size(a->results) >= g_hash_table_size(accepted))
+                return;
+        g_hash_table_iter_init(&it, accepted);
+        while (g_hash_table_iter_next(&it, &key, NULL))
+                if (!test_result(a, *(uint64_t *) key) && missing++ < 20)
+                        print_message("  no end for task %" PRIu64 "\n", *(uint64_t *) key);
+        print_hosts(f);
+        fail_msg("%u of %u accepted tasks have not ended", missing, g_hash_table_size(accepted));
+}
+
+static void test_chaos(void **state) {
+        Fixture *f = *state;
+        uint64_t seed = test_env_u64("APIARY_TEST_SEED", (uint64_t) now_usec(CLOCK_REALTIME));
+        unsigned rounds = (unsigned) test_env_u64("APIARY_TEST_CHAOS_ROUNDS", 2), refused = 0;
+        g_autoptr(GRand) rand = g_rand_new_with_seed((guint32) seed);
+        g_autoptr(GHashTable) accepted = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+        g_autoptr(GArray) order = g_array_new(false, false, sizeof(Fault));
+        TestDaemon *a;
+        GHashTableIter it;
+        gpointer key, value;
+
+        print_message("chaos seed %" PRIu64 " (APIARY_TEST_SEED=%" PRIu64 " repeats this run), %u rounds\n", seed, seed,
+                      rounds);
+        test_nats_start(&f->nats, 3);
+        a = host_start(f, "a", chaos_pool);
+        (void) host_start(f, "b", chaos_pool);
+        (void) host_start(f, "c", chaos_pool);
+        for (unsigned i = 0; i < 3; i++)
+                wait_source(&f->hosts[i].daemon, "ready");
+        test_collect_results(a);
+
+        /* Every fault, ROUNDS times, in an order of the seed's. */
+        for (unsigned r = 0; r < rounds; r++)
+                for (Fault x = 0; x < _FAULT_MAX; x++)
+                        g_array_append_val(order, x);
+        for (guint i = order->len; i > 1; i--) {
+                guint j = (guint) g_rand_int_range(rand, 0, (gint32) i);
+                Fault t = g_array_index(order, Fault, i - 1);
+
+                g_array_index(order, Fault, i - 1) = g_array_index(order, Fault, j);
+                g_array_index(order, Fault, j) = t;
+        }
+
+        for (guint i = 0; i < order->len; i++) {
+                Fault fault = g_array_index(order, Fault, i);
+
+                submit_burst(a, rand, 30, accepted, &refused);
+                (void) usleep(g_rand_int_range(rand, 0, 400) * 1000);
+                print_message("fault %u: %s\n", i + 1, fault_names[fault]);
+                apply_fault(f, fault, rand);
+                submit_burst(a, rand, 30, accepted, &refused);
+        }
+
+        /* Every accepted task ends exactly once, done (they all can), with its own result; no
+         * end comes for any other id. */
+        wait_chaos_results(f, a, accepted);
+        print_message("%u tasks accepted, %u refused; on a, b, c: pulled %" PRIu64 "/%" PRIu64 "/%" PRIu64
+                      ", released %" PRIu64 ", duplicates %" PRIu64 "\n",
+                      g_hash_table_size(accepted), refused, pool_u64(a, "SourcePulled"),
+                      pool_u64(&f->hosts[1].daemon, "SourcePulled"), pool_u64(&f->hosts[2].daemon, "SourcePulled"),
+                      sum_u64(f, "SourceReleased"), sum_u64(f, "SourceDuplicates"));
+        g_hash_table_iter_init(&it, accepted);
+        while (g_hash_table_iter_next(&it, &key, &value)) {
+                const TestResult *r = test_result(a, *(uint64_t *) key);
+
+                assert_non_null(r);
+                if (!r->ok)
+                        fail_msg("task %" PRIu64 " failed: %s", *(uint64_t *) key, (char *) r->data);
+                assert_int_equal(r->count, 1);
+                assert_string_equal(r->data, value);
+        }
+        assert_int_equal(g_hash_table_size(a->results), g_hash_table_size(accepted));
+        assert_int_equal(pool_u64(a, "TasksFailed"), 0);
+        assert_int_equal(pool_u64(a, "SourceAwaiting"), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_run_across_hosts, setup, teardown),
@@ -460,6 +689,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_restart_keeps_queued, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_submitter_killed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_helper_killed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_chaos, setup, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
