@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -677,6 +678,49 @@ static void test_chaos(void **state) {
         assert_int_equal(pool_u64(a, "SourceAwaiting"), 0);
 }
 
+/* apiaryctl -H USER@HOST status: over "ssh" (a stand-in on PATH that checks what sd-bus asks of
+ * it, then bridges to host a's bus as systemd-stdio-bridge would on the far end), and what status
+ * shows of a shared pool. */
+static void test_apiaryctl_remote_status(void **state) {
+        Fixture *f = *state;
+        g_autofree char *dir = g_dir_make_tmp("apiary-ssh-XXXXXX", NULL);
+        g_autofree char *ssh = g_strdup_printf("%s/ssh", dir), *log = g_strdup_printf("%s/ssh.log", dir);
+        g_autofree char *script = NULL, *path = NULL, *out = NULL, *err = NULL, *seen = NULL, *cmd = NULL;
+        const char *apiaryctl = getenv("APIARYCTL");
+        g_autoptr(GError) error = NULL;
+        int status;
+
+        assert_non_null(apiaryctl);
+        test_nats_start(&f->nats, 1);
+        (void) host_start(f, "alpha", shared_echo);
+        wait_source(&f->hosts[0].daemon, "ready");
+        assert_string_equal(test_run_text(&f->hosts[0].daemon, "echo", "hi", 0), "hi");
+
+        script = g_strdup_printf("#!/bin/sh\n"
+                                 "echo \"$@\" >>'%s'\n"
+                                 "[ \"$1 $2 $3 $4\" = \"-xT -- root@alpha.example systemd-stdio-bridge\" ] || exit 99\n"
+                                 "exec systemd-stdio-bridge --bus-path='%s'\n",
+                                 log, f->hosts[0].bus.address);
+        assert_true(g_file_set_contents(ssh, script, -1, NULL));
+        assert_int_equal(chmod(ssh, 0755), 0);
+        path = g_strdup_printf("%s:%s", dir, getenv("PATH"));
+        cmd = g_strdup_printf("env PATH='%s' %s -H root@alpha.example status echo", path, apiaryctl);
+
+        assert_true(g_spawn_command_line_sync(cmd, &out, &err, &status, &error));
+        print_message("%s%s", out, err);
+        assert_true(g_spawn_check_wait_status(status, NULL));
+        assert_true(g_file_get_contents(log, &seen, NULL, NULL));
+        assert_non_null(strstr(seen, "root@alpha.example systemd-stdio-bridge"));
+        assert_non_null(strstr(out, "Host: alpha"));
+        assert_non_null(strstr(out, "Source: "));
+        assert_non_null(strstr(out, ", ready"));
+        assert_non_null(strstr(out, "1 pulled, 1 ran"));
+
+        (void) unlink(ssh);
+        (void) unlink(log);
+        (void) rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_run_across_hosts, setup, teardown),
@@ -689,6 +733,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_restart_keeps_queued, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_submitter_killed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_helper_killed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_apiaryctl_remote_status, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_chaos, setup, teardown),
         };
 

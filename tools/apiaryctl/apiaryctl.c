@@ -28,10 +28,12 @@ typedef enum BusKind {
         BUS_USER,
         BUS_ADDRESS,
         BUS_PRIVATE,            /* arg_address is unix:path=..., peer-to-peer */
+        BUS_REMOTE,             /* arg_host's system bus, over ssh (systemd-stdio-bridge there) */
 } BusKind;
 
 static BusKind arg_bus_kind = BUS_SYSTEM;
 static const char *arg_address = NULL;
+static const char *arg_host = NULL;
 static bool arg_private = false;
 static const char *arg_private_path = NULL;
 static char arg_private_address[sizeof("unix:path=") + 108];  /* arg_address with --private */
@@ -502,6 +504,7 @@ static void help(void) {
                "     --bus=BUS               system, session, or a D-Bus address, as for apiaryd\n"
                "     --address=ADDRESS       Connect to the bus at ADDRESS ($APIARY_BUS_ADDRESS, if set,\n"
                "                             is used when no bus option is given)\n"
+               "  -H --host=[USER@]HOST       Talk to apiaryd on HOST's system bus, over ssh (as busctl -H)\n"
                "     --private[=PATH]        Connect to apiaryd's private socket, without the bus daemon\n"
                "                             (default /run/apiary/bus, with --user $XDG_RUNTIME_DIR/apiary/bus)\n"
                "     --timeout=SPAN          submit, run: fail the task after SPAN (500ms, 2s, 1min);\n"
@@ -551,12 +554,13 @@ static int parse_argv(int argc, char *argv[]) {
                 { "no-block", no_argument, NULL, ARG_NO_BLOCK },
                 { "dry-run", no_argument, NULL, ARG_DRY_RUN },
                 { "verbose", no_argument, NULL, 'v' },
+                { "host", required_argument, NULL, 'H' },
                 {}
         };
         const char *e;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hvH:", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         help();
@@ -639,6 +643,9 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_private = true;
                         arg_private_path = optarg;
                         break;
+                case 'H':
+                        arg_host = optarg;
+                        break;
                 case 'v':
                         arg_verbose = true;
                         break;
@@ -649,8 +656,21 @@ static int parse_argv(int argc, char *argv[]) {
                         abort();
                 }
 
+        if (arg_host) {
+                /* The remote system bus: another bus or the private socket makes no sense there. */
+                if (arg_private || (arg_bus_given && arg_bus_kind != BUS_SYSTEM)) {
+                        ctl_usage_error("-H/--host talks to HOST's system bus: it takes neither --private, --user "
+                                        "nor a bus address.");
+                        return -EINVAL;
+                }
+                if (!arg_host[0] || arg_host[0] == '-') {
+                        ctl_usage_error("Invalid -H/--host=%s: expected [USER@]HOST.", arg_host);
+                        return -EINVAL;
+                }
+                arg_bus_kind = BUS_REMOTE;
+        }
         e = getenv("APIARY_BUS_ADDRESS");
-        if (!arg_bus_given && e && e[0] != '\0') {
+        if (!arg_host && !arg_bus_given && e && e[0] != '\0') {
                 arg_bus_kind = BUS_ADDRESS;
                 arg_address = e;
         }
@@ -718,6 +738,10 @@ int ctl_bus_open(sd_bus **ret) {
         case BUS_USER:
                 r = sd_bus_open_user(&bus);
                 break;
+        case BUS_REMOTE:
+                /* ssh -xT HOST systemd-stdio-bridge, as busctl -H and systemctl -H. */
+                r = sd_bus_open_system_remote(&bus, arg_host);
+                break;
         default:
                 r = sd_bus_new(&bus);
                 if (r >= 0)
@@ -755,10 +779,11 @@ static int bus_connect(sd_bus **ret) {
                 return CTL_EXIT_ACCESS_DENIED;
         }
         if (r < 0) {
-                ctl_error("Failed to connect to %s: %s",
+                ctl_error("Failed to connect to %s%s: %s",
                           arg_bus_kind == BUS_SYSTEM ? "the system bus" :
-                          arg_bus_kind == BUS_USER ? "the session bus" : arg_address,
-                          strerror(-r));
+                          arg_bus_kind == BUS_USER ? "the session bus" :
+                          arg_bus_kind == BUS_REMOTE ? "the system bus of " : arg_address,
+                          arg_bus_kind == BUS_REMOTE ? arg_host : "", strerror(-r));
                 return CTL_EXIT_UNREACHABLE;
         }
         return CTL_EXIT_SUCCESS;

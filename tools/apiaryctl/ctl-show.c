@@ -105,6 +105,18 @@ static void json_pool(GString *s, const PoolInfo *p) {
         json_u64(s, "TasksFailed", p->tasks_failed);
         json_u64(s, "QueueLimit", p->queue_limit);
         json_u64(s, "Concurrency", p->concurrency);
+        json_str(s, "Source", p->source);
+        json_str(s, "SourceState", p->source_state);
+        json_str(s, "SourceError", p->source_error);
+        json_u64(s, "SourceHeld", p->source_held);
+        json_u64(s, "SourceAwaiting", p->source_awaiting);
+        json_u64(s, "SourcePulled", p->source_pulled);
+        json_u64(s, "SourceRan", p->source_ran);
+        json_u64(s, "SourceReleased", p->source_released);
+        json_u64(s, "SourceDuplicates", p->source_duplicates);
+        json_u64(s, "SourcePending", p->source_pending);
+        json_u64(s, "SourceAckPending", p->source_ack_pending);
+        json_u64(s, "SourceRedelivered", p->source_redelivered);
         /* The worker objects themselves, not just their paths. */
         json_key(s, "Workers");
         g_string_append_c(s, '[');
@@ -151,6 +163,22 @@ static void print_tasks_line(const char *label, uint64_t submitted, uint64_t que
         printf("%s%" PRIu64 " failed%s\n", failed > 0 ? ansi(ANSI_RED) : "", failed, failed > 0 ? ansi(ANSI_NORMAL) : "");
 }
 
+/* A shared pool: its engine, what this host holds and waits for, and the stream's counts. */
+static void print_source(const PoolInfo *p) {
+        bool ready = streq(strempty(p->source_state), "ready");
+
+        printf("%10s: %s, %s%s%s", "Source", p->source, ready ? ansi(ANSI_GREEN) : ansi(ANSI_RED),
+               strempty(p->source_state), ansi(ANSI_NORMAL));
+        if (p->source_error && p->source_error[0])
+                printf(": %s", p->source_error);
+        putchar('\n');
+        printf("%10s: %" PRIu64 " held, %" PRIu64 " awaiting their result; %" PRIu64 " pulled, %" PRIu64
+               " ran, %" PRIu64 " released, %" PRIu64 " duplicates\n", "Here", p->source_held, p->source_awaiting,
+               p->source_pulled, p->source_ran, p->source_released, p->source_duplicates);
+        printf("%10s: %" PRIu64 " pending, %" PRIu64 " ack pending, %" PRIu64 " redelivered\n", "Stream",
+               p->source_pending, p->source_ack_pending, p->source_redelivered);
+}
+
 static void print_pool_status(const PoolInfo *p) {
         const char *color = state_color(p->state), *normal = color[0] ? ANSI_NORMAL : "";
 
@@ -168,6 +196,8 @@ static void print_pool_status(const PoolInfo *p) {
         print_tasks_line("Tasks", p->tasks_submitted, p->tasks_queued, p->tasks_running, p->tasks_done,
                          p->tasks_failed);
         printf("%10s: limit %" PRIu32 ", concurrency %" PRIu32 "\n", "Queue", p->queue_limit, p->concurrency);
+        if (p->source && p->source[0])
+                print_source(p);
         printf("%10s: %" PRIu64 " after failures, %" PRIu64 " planned\n", "Restarts", p->restarts,
                p->planned_restarts);
 
@@ -200,6 +230,7 @@ int verb_status(sd_bus *bus, int argc, char **argv) {
 
                 json_str(j, "Version", s->manager.version);
                 json_str(j, "State", s->manager.state);
+                json_str(j, "HostId", s->manager.host_id);
                 json_u64(j, "TasksSubmitted", s->manager.tasks_submitted);
                 json_u64(j, "TasksQueued", s->manager.tasks_queued);
                 json_u64(j, "TasksRunning", s->manager.tasks_running);
@@ -216,6 +247,8 @@ int verb_status(sd_bus *bus, int argc, char **argv) {
         normal = color[0] ? ANSI_NORMAL : "";
         printf("%s%s%s apiaryd %s\n", color, glyph_bullet(), normal, strempty(s->manager.version));
         printf("%10s: %s%s%s\n", "State", color, strempty(s->manager.state), normal);
+        if (s->manager.host_id && s->manager.host_id[0])
+                printf("%10s: %s\n", "Host", s->manager.host_id);
         print_tasks_line("Tasks", s->manager.tasks_submitted, s->manager.tasks_queued, s->manager.tasks_running,
                          s->manager.tasks_done, s->manager.tasks_failed);
         printf("%10s: %u\n", "Pools", s->pools->len);

@@ -23,6 +23,7 @@ static const PropertyMap manager_map[] = {
         { "TasksRunning", "t", offsetof(ManagerInfo, tasks_running) },
         { "TasksDone", "t", offsetof(ManagerInfo, tasks_done) },
         { "TasksFailed", "t", offsetof(ManagerInfo, tasks_failed) },
+        { "HostId", "s", offsetof(ManagerInfo, host_id) },
         {}
 };
 
@@ -45,6 +46,18 @@ static const PropertyMap pool_map[] = {
         { "TasksFailed", "t", offsetof(PoolInfo, tasks_failed) },
         { "QueueLimit", "u", offsetof(PoolInfo, queue_limit) },
         { "Concurrency", "u", offsetof(PoolInfo, concurrency) },
+        { "Source", "s", offsetof(PoolInfo, source) },
+        { "SourceState", "s", offsetof(PoolInfo, source_state) },
+        { "SourceError", "s", offsetof(PoolInfo, source_error) },
+        { "SourceHeld", "t", offsetof(PoolInfo, source_held) },
+        { "SourceAwaiting", "t", offsetof(PoolInfo, source_awaiting) },
+        { "SourcePulled", "t", offsetof(PoolInfo, source_pulled) },
+        { "SourceRan", "t", offsetof(PoolInfo, source_ran) },
+        { "SourceReleased", "t", offsetof(PoolInfo, source_released) },
+        { "SourceDuplicates", "t", offsetof(PoolInfo, source_duplicates) },
+        { "SourcePending", "t", offsetof(PoolInfo, source_pending) },
+        { "SourceAckPending", "t", offsetof(PoolInfo, source_ack_pending) },
+        { "SourceRedelivered", "t", offsetof(PoolInfo, source_redelivered) },
         {}
 };
 
@@ -169,6 +182,9 @@ static void pool_info_free(gpointer p) {
         free(pool->kind);
         free(pool->state);
         free(pool->failure_reason);
+        free(pool->source);
+        free(pool->source_state);
+        free(pool->source_error);
         strv_free(pool->worker_paths);
         if (pool->workers)
                 g_ptr_array_free(pool->workers, true);
@@ -180,6 +196,7 @@ Snapshot *snapshot_free(Snapshot *s) {
                 return NULL;
         free(s->manager.version);
         free(s->manager.state);
+        free(s->manager.host_id);
         strv_free(s->manager.pool_paths);
         if (s->pools)
                 g_ptr_array_free(s->pools, true);

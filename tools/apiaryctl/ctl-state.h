@@ -38,6 +38,10 @@ typedef struct PoolInfo {
         uint64_t tasks_submitted, tasks_queued, tasks_running, tasks_done, tasks_failed;
         uint32_t queue_limit;
         uint32_t concurrency;
+        /* A shared pool's (docs/shared-pools.md); source is "" for a local pool. */
+        char *source, *source_state, *source_error;
+        uint64_t source_held, source_awaiting, source_pulled, source_ran, source_released, source_duplicates;
+        uint64_t source_pending, source_ack_pending, source_redelivered;
         GPtrArray *workers;             /* of WorkerInfo, in the order of Workers */
 } PoolInfo;
 
@@ -46,6 +50,7 @@ typedef struct ManagerInfo {
         char *state;
         char **pool_paths;
         uint64_t tasks_submitted, tasks_queued, tasks_running, tasks_done, tasks_failed;
+        char *host_id;
 } ManagerInfo;
 
 typedef struct Snapshot {
