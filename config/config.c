@@ -712,8 +712,10 @@ static int config_parse_workers(const char *value, void *base, size_t offset) {
         r = parse_unsigned(value, &n);
         if (r < 0)
                 return r;
-        if (n < 1 || n > WORKERS_MAX)
+        if (n > WORKERS_MAX)
                 return -ERANGE;
+        /* 0: a host that only submits, which only a shared pool can be (checked once Source= is
+         * known). */
         p->workers = n;
         p->workers_auto = false;
         return 0;
@@ -1058,6 +1060,14 @@ static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config 
                 return r;
 
         const SourceEntry *source = group_find_entry(g, "Source");
+        if (!p->workers_auto && p->workers == 0 && !p->source) {
+                const SourceEntry *w = group_find_entry(g, "Workers");
+
+                return config_error(ret_error, -EINVAL,
+                                    "%s: [%s] Workers=%s: expected a number from 1 to 4096 or \"auto\" "
+                                    "(0 only for a shared pool, with Source=: a host that only submits)",
+                                    w ? w->file : g->file, g->name, w ? w->value : "0");
+        }
         if (source && p->source && !engine_name_is_valid(p->name))
                 return config_error(ret_error, -EINVAL,
                                     "%s: [%s] Source=%s: a shared pool's name names its stream in the engine: "

@@ -179,6 +179,50 @@ static void test_defaults(void **state) {
         config_free(c);
 }
 
+/* Shared pools: every Source key, HostId=, Workers=0; a name the engine cannot take. */
+static void test_shared_pool_keys(void **state) {
+        Env *e = *state;
+        Config *c;
+        const PoolConfig *p;
+
+        c = load(e,
+                 "[Apiary]\n"
+                 "HostId=web-1\n"
+                 "[Pool resize]\n"
+                 "Plugin=echo.so\n"
+                 "Workers=0\n"
+                 "Source=nats://10.0.0.1:4222, n2:4222,tls://n3.example:4223\n"
+                 "SourceReplicas=3\n"
+                 "SourceLeaseSec=45s\n"
+                 "SourceCredentials=/etc/apiary/nats.creds\n"
+                 "SourceTLSCA=/etc/apiary/ca.pem\n");
+        assert_string_equal(c->host_id, "web-1");
+        p = config_find_pool(c, "resize");
+        assert_int_equal(p->workers, 0);
+        assert_string_equal(p->source, "nats://10.0.0.1:4222, n2:4222,tls://n3.example:4223");
+        assert_int_equal(p->source_replicas, 3);
+        assert_int_equal(p->source_lease_usec, 45 * USEC_PER_SEC);
+        assert_string_equal(p->source_credentials, "/etc/apiary/nats.creds");
+        assert_string_equal(p->source_tls_ca, "/etc/apiary/ca.pem");
+        config_free(c);
+
+        /* Defaults: one replica, a 30 s lease, the machine ID as HostId= (where there is one). */
+        c = load(e, "[Pool resize]\nPlugin=echo.so\nSource=127.0.0.1:4222\n");
+        p = config_find_pool(c, "resize");
+        assert_int_equal(p->source_replicas, 1);
+        assert_int_equal(p->source_lease_usec, 30 * USEC_PER_SEC);
+        assert_null(p->source_credentials);
+        if (access("/etc/machine-id", R_OK) == 0)
+                assert_int_equal(strlen(c->host_id), 32);
+        config_free(c);
+
+        assert_conf_error(e, "[Apiary]\nHostId=web.1\n[Pool echo]\nPlugin=echo.so\n",
+                          "[Apiary] HostId=web.1: expected 1 to 64 characters of A-Z, a-z, 0-9, _ and -");
+        assert_conf_error(e, "[Pool a.b]\nPlugin=echo.so\nSource=h:1\n",
+                          "[Pool a.b] Source=h:1: a shared pool's name names its stream in the engine: expected 1 "
+                          "to 64 characters of A-Z, a-z, 0-9, _ and - (no \".\")");
+}
+
 static void test_every_key(void **state) {
         Env *e = *state;
         Config *c;
@@ -536,7 +580,8 @@ static void test_error_values(void **state) {
         } cases[] = {
                 /* Workers=: number and range */
                 { "Workers=lots", "Workers=lots: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=0", "Workers=0: expected a number from 1 to 4096 or \"auto\"" },
+                { "Workers=0", "Workers=0: expected a number from 1 to 4096 or \"auto\" (0 only for a shared pool, with "
+                               "Source=: a host that only submits)" },
                 { "Workers=4097", "Workers=4097: expected a number from 1 to 4096 or \"auto\"" },
                 { "Workers=-1", "Workers=-1: expected a number from 1 to 4096 or \"auto\"" },
                 { "Workers=+2", "Workers=+2: expected a number from 1 to 4096 or \"auto\"" },
@@ -596,6 +641,17 @@ static void test_error_values(void **state) {
                 { "LimitDATA=99999999999999999999", "LimitDATA=99999999999999999999: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
                 { "LimitDATA=", "LimitDATA=: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
                 { "QueueBytesLimit=0", "QueueBytesLimit=0: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
+                /* shared pools */
+                { "Source=", "Source=: expected nats://HOST:PORT, or several separated by commas" },
+                { "Source=nats://host", "Source=nats://host: expected nats://HOST:PORT, or several separated by commas" },
+                { "Source=host:0", "Source=host:0: expected nats://HOST:PORT, or several separated by commas" },
+                { "Source=a:1,:2", "Source=a:1,:2: expected nats://HOST:PORT, or several separated by commas" },
+                { "Source=h st:1", "Source=h st:1: expected nats://HOST:PORT, or several separated by commas" },
+                { "SourceReplicas=2", "SourceReplicas=2: expected 1, 3 or 5" },
+                { "SourceReplicas=", "SourceReplicas=: expected 1, 3 or 5" },
+                { "SourceLeaseSec=0", "SourceLeaseSec=0: expected a positive time span" SPAN },
+                { "SourceCredentials=x.creds", "SourceCredentials=x.creds: expected an absolute path (a NATS .creds file)" },
+                { "SourceTLSCA=ca.pem", "SourceTLSCA=ca.pem: expected an absolute path (CA certificates, PEM)" },
                 { "QueueBytesLimit=1Q", "QueueBytesLimit=1Q: expected a positive size (e.g. 512M, 2G) or \"infinity\"" },
         };
         Env *e = *state;
@@ -1118,6 +1174,7 @@ int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         const struct CMUnitTest tests[] = {
                 T(test_defaults),
+                T(test_shared_pool_keys),
                 T(test_every_key),
                 T(test_log_level),
                 T(test_workers_auto),

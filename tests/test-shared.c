@@ -420,6 +420,31 @@ static void test_submitter_killed(void **state) {
         assert_int_equal(pool_u64(b, "SourcePulled"), 6);
 }
 
+/* Workers=0: a host that only submits; the other runs everything. */
+static void test_submit_only_host(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a, *b;
+        g_autofree char *result = NULL, *pool_state = NULL;
+        static const char none[] =
+                "[Pool echo]\n"
+                "Plugin=@TEST_PLUGINS@/control.so\n"
+                "Workers=0\n"
+                "Source=@SOURCE@\n";
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", none);
+        b = host_start(f, "b", shared_echo);
+        wait_source(a, "ready");
+        wait_source(b, "ready");
+        pool_state = test_pool_state(a, "echo");
+        assert_string_equal(pool_state, "running");
+
+        result = test_run_text(a, "echo", "from a", 0);
+        assert_string_equal(result, "from a");
+        assert_int_equal(pool_u64(a, "SourcePulled"), 0);
+        assert_int_equal(pool_u64(b, "SourcePulled"), 1);
+}
+
 /* apiary-source killed: apiaryd starts it again, and the pool serves on. */
 static void test_helper_killed(void **state) {
         Fixture *f = *state;
@@ -733,6 +758,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_restart_keeps_queued, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_submitter_killed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_helper_killed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_submit_only_host, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_apiaryctl_remote_status, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_chaos, setup, teardown),
         };
