@@ -837,6 +837,7 @@ static natsStatus engine_make_options(Engine *e) {
         }
         if (s == NATS_OK)
                 s = natsOptions_SetTimeout(e->opts, 2000);
+
         if (s == NATS_OK)
                 s = natsOptions_SetMaxReconnect(e->opts, -1);
         if (s == NATS_OK)
@@ -905,13 +906,15 @@ static int engine_ensure_consumer(Engine *e, const char *stream, const char *dur
         cc.AckPolicy = js_AckExplicit;
         cc.AckWait = (int64_t) ack_wait * 1000;
         cc.MaxDeliver = -1;             /* TaskRetries= is counted by apiaryd, which terminates */
-        cc.MaxAckPending = -1;          /* each host pulls only what it has room for */
+        /* Each host pulls only what it has room for: no cap of the engine's own (libnats leaves
+         * out -1, and the server's default is 1,000 in flight over all hosts). */
+        cc.MaxAckPending = 1 << 20;
         cc.Replicas = e->replicas;
 
         s = js_GetConsumerInfo(&ci, e->js, stream, durable, NULL, &jerr);
         if (s == NATS_NOT_FOUND)
                 s = js_AddConsumer(&ci, e->js, stream, &cc, NULL, &jerr);
-        else if (s == NATS_OK && ci->Config->AckWait != cc.AckWait) {
+        else if (s == NATS_OK && (ci->Config->AckWait != cc.AckWait || ci->Config->MaxAckPending != cc.MaxAckPending)) {
                 jsConsumerInfo_Destroy(ci);
                 ci = NULL;
                 s = js_UpdateConsumer(&ci, e->js, stream, &cc, NULL, &jerr);
