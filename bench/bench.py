@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 
-SECTIONS = ["throughput", "cpu", "crash", "spawn", "idle"]
+SECTIONS = ["throughput", "cpu", "crash", "spawn", "idle", "shared"]
 
 # Crash-to-ready latencies quoted in the issue, from other machines (ms).
 QUOTED_ANCHORS = [
@@ -45,11 +45,15 @@ FULL = dict(
     runs=7, tp_tasks=20000, py_tasks=20000, bare_tasks=200000, run_calls=2000,
     primes_tasks=200, primes_runs=5, kills=100, kill_warmup=5, anchor_iters=1000,
     spawn=[(1, 5), (100, 3), (1000, 3)], idle_window=60.0,
+    shared_runs=5, shared_tasks=20000, shared_py_tasks=10000, celery_tasks=2000, shared_run_calls=1000,
+    shared_idle_window=30.0,
 )
 QUICK = dict(
     runs=2, tp_tasks=2000, py_tasks=2000, bare_tasks=20000, run_calls=200,
     primes_tasks=20, primes_runs=1, kills=20, kill_warmup=2, anchor_iters=100,
     spawn=[(1, 1), (100, 1), (1000, 1)], idle_window=2.0,
+    shared_runs=1, shared_tasks=2000, shared_py_tasks=1000, celery_tasks=200, shared_run_calls=100,
+    shared_idle_window=2.0,
 )
 
 
@@ -218,15 +222,15 @@ class Bus:
 class Apiaryd:
     """apiaryd on a Bus, with its NOTIFY_SOCKET, and a thread that reads its log lines as they come."""
 
-    def __init__(self, bench, bus, config, log_level="notice"):
+    def __init__(self, bench, bus, config, log_level="notice", apiary=""):
         self.bench = bench
         self.dir = tempfile.mkdtemp(prefix="apiaryd-", dir=bench.tmp)
         self.config_path = os.path.join(self.dir, "apiary.conf")
         # The private socket (PrivateSocket=): the same API peer-to-peer, without dbus-daemon.
         self.private_socket = os.path.join(self.dir, "private")
         with open(self.config_path, "w") as f:
-            f.write("[Apiary]\nPluginDirectory=%s\nPrivateSocket=%s\n\n%s" % (bench.plugins, self.private_socket,
-                                                                                config))
+            f.write("[Apiary]\nPluginDirectory=%s\nPrivateSocket=%s\n%s\n%s" % (bench.plugins, self.private_socket,
+                                                                                apiary, config))
         notify_path = os.path.join(self.dir, "notify")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(notify_path)
@@ -417,6 +421,8 @@ class Bench:
         self.helpers = os.path.abspath(args.helpers)
         self.apiaryd = os.path.join(self.build, "apiaryd")
         self.worker = os.path.join(self.build, "worker", "apiary-worker")
+        # apiaryd finds the engine client of shared pools here (the build's, not an installed one).
+        os.environ["APIARY_SOURCE_PATH"] = os.path.join(self.build, "source", "apiary-source")
         self.plugins = os.path.join(self.build, "plugins")
         self.python = "/usr/bin/python3"
         self.procs = Procs()
@@ -912,6 +918,253 @@ class Bench:
         t.row("100 workers: CPU time, total (schedstat)", 100, "ms",
               median=sum(b[2] - a[2] for a, b in zip(w0, w1)) / 1e6, check="", n=1)
         t.row("dbus-daemon context switches", "-", "count", median=b1[1] - b0[1], check="", n=1)
+
+    # ---- 6. shared pools ----
+
+    def nats_start(self, n_nodes):
+        """N nats-server nodes with JetStream on 127.0.0.1, ports of their own; returns (procs, servers)."""
+        def free_port():
+            with socket.socket() as so:
+                so.bind(("127.0.0.1", 0))
+                return so.getsockname()[1]
+
+        base = tempfile.mkdtemp(prefix="nats-", dir=self.tmp)
+        ports = [(free_port(), free_port()) for _ in range(n_nodes)]
+        procs = []
+        for i, (port, cport) in enumerate(ports):
+            conf = os.path.join(base, "n%d.conf" % i)
+            with open(conf, "w") as f:
+                f.write('server_name: n%d\nlisten: 127.0.0.1:%d\njetstream { store_dir: "%s/n%d" }\n'
+                        % (i, port, base, i))
+                if n_nodes > 1:
+                    routes = "\n".join("    nats-route://127.0.0.1:%d" % c for j, (_, c) in enumerate(ports) if j != i)
+                    f.write("cluster {\n  name: bench\n  listen: 127.0.0.1:%d\n  routes: [\n%s\n  ]\n}\n"
+                            % (cport, routes))
+            procs.append(self.procs.add(subprocess.Popen(
+                ["/usr/sbin/nats-server", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, start_new_session=True)))
+        servers = ",".join("nats://127.0.0.1:%d" % p for p, _ in ports)
+        # Ready once a JetStream stream can be made on it (a meta leader, in a cluster).
+        deadline = time.monotonic() + 30
+        while True:
+            rc = subprocess.run([self.helper("js-pair"), servers, "1", "1", str(n_nodes)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL).returncode
+            if rc == 0:
+                break
+            if time.monotonic() > deadline:
+                raise BenchError("nats-server (%d nodes) did not come up" % n_nodes)
+            time.sleep(0.2)
+        return procs, servers
+
+    def nats_stop(self, procs):
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(15)
+
+    def wait_source_ready(self, bus, pool="echo", timeout=30):
+        path = "/org/apiary/Apiary1/pool/" + pool
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(["busctl", "--address=" + bus.address, "get-property", "org.apiary.Apiary1", path,
+                                  "org.apiary.Apiary1.Pool", "SourceState"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True).stdout.strip()
+            if out == 's "ready"':
+                return
+            if time.monotonic() > deadline:
+                raise BenchError("pool %s's source is not ready: %s" % (pool, out))
+            time.sleep(0.1)
+
+    def pool_u64(self, bus, pool, prop):
+        out = subprocess.run(["busctl", "--address=" + bus.address, "get-property", "org.apiary.Apiary1",
+                              "/org/apiary/Apiary1/pool/" + pool, "org.apiary.Apiary1.Pool", prop],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout.split()
+        return int(out[1]) if len(out) == 2 else -1
+
+    def bench_shared(self):
+        p = self.p
+        t = self.table
+        runs = p["shared_runs"]
+        if not os.access("/usr/sbin/nats-server", os.X_OK):
+            raise BenchError("nats-server is not installed: run ./tools/deps")
+        t.section("6. Shared pools (docs/shared-pools.md): echo, 64-byte payloads, tasks/s (higher is better)",
+                  "2 Apiary hosts (each a dbus-daemon and an apiaryd) x 2 workers, Concurrency=16, RunBatch(500)",
+                  "on host a; NATS JetStream on 127.0.0.1 (R1: one node, R3: three); %d interleaved rounds" % runs,
+                  "after 1 warm-up; every result compared with its payload")
+        client = self.helper("client")
+        medians = {}
+
+        def rate(argv, label, timeout=600):
+            lines = run_cmd(argv, timeout=timeout)
+            res = parse_kv(lines[-1])
+            verify_tasks(res, label)
+            self.checks += 1
+            return res
+
+        for replicas in (1, 3):
+            engine, servers = self.nats_start(replicas)
+            shared = ("[Pool echo]\nPlugin=echo.so\nWorkers=2\nConcurrency=16\nSource=%s\nSourceReplicas=%d\n"
+                      "SourceLeaseSec=2s\n\n" % (servers, replicas))
+            shared += ("[Pool slow]\nPlugin=sleep.so\nKind=io\nWorkers=1\nConcurrency=1\nSource=%s\n"
+                       "SourceReplicas=%d\nSourceLeaseSec=2s\n\n" % (servers, replicas))
+            local = "[Pool local]\nPlugin=echo.so\nWorkers=2\nConcurrency=16\n\n"
+            hosts = []
+            for name in ("a", "b"):
+                bus = Bus(self, "shared-" + name)
+                d = Apiaryd(self, bus, shared + (local if name == "a" else ""), apiary="HostId=%s\n" % name)
+                d.wait_ready()
+                self.wait_source_ready(bus)
+                self.wait_source_ready(bus, "slow")
+                hosts.append((bus, d))
+            (bus_a, d_a), (bus_b, d_b) = hosts
+            # The same local pool on an apiaryd of its own, without a shared pool beside it.
+            bus_l = Bus(self, "local-only")
+            d_l = Apiaryd(self, bus_l, local)
+            d_l.wait_ready()
+
+            rows = {k: [] for k in ("apiary", "js", "manager", "celery", "local", "local_alone")}
+            batch = ["--mode=runbatch", "--batch=500", "--inflight=2000"]
+            for k in range(1 + runs):
+                r = rate([client, "--address=" + bus_a.address, "--pool=echo", "--tasks=%d" % p["shared_tasks"]]
+                         + batch, "Apiary shared")
+                if k:
+                    rows["apiary"].append(r["rate"])
+                r = rate([self.helper("js-pair"), servers, "4", str(p["shared_tasks"]), str(replicas)], "js-pair")
+                if k:
+                    rows["js"].append(r["rate"])
+                if replicas == 1:
+                    r = rate([client, "--address=" + bus_a.address, "--pool=local", "--tasks=%d" % p["shared_tasks"]]
+                             + batch, "local pool beside")
+                    if k:
+                        rows["local"].append(r["rate"])
+                    r = rate([client, "--address=" + bus_l.address, "--pool=local", "--tasks=%d" % p["shared_tasks"]]
+                             + batch, "local pool alone")
+                    if k:
+                        rows["local_alone"].append(r["rate"])
+                    lines = run_cmd([self.python, os.path.join(self.top, "bench", "py_manager.py"), "--workers", "2",
+                                     "--tasks", str(p["shared_py_tasks"]), "--runs", "1"], timeout=600)
+                    r = parse_kv(lines[-1])
+                    verify_tasks(r, "BaseManager")
+                    self.checks += 1
+                    if k:
+                        rows["manager"].append(r["rate"])
+                    if self.celery_ok():
+                        lines = run_cmd([self.python, os.path.join(self.top, "bench", "py_celery.py"), "--workers",
+                                         "2", "--tasks", str(p["celery_tasks"]), "--runs", "1"], timeout=600)
+                        r = parse_kv(lines[-1])
+                        verify_tasks(r, "Celery")
+                        self.checks += 1
+                        if k:
+                            rows["celery"].append(r["rate"])
+
+            tag = "R%d" % replicas
+            t.row("Apiary shared pool, %s, RunBatch(500)" % tag, "2x2", "tasks/s", rows["apiary"])
+            t.row("bare libnats JetStream pair, %s (4 workers, batches of 64)" % tag, 4, "tasks/s", rows["js"])
+            medians[("apiary", replicas)] = statistics.median(rows["apiary"])
+            medians[("js", replicas)] = statistics.median(rows["js"])
+            if replicas == 1:
+                t.row("Python BaseManager task/result queues over TCP", 2, "tasks/s", rows["manager"])
+                medians["manager"] = statistics.median(rows["manager"])
+                if rows["celery"]:
+                    t.row("Celery 5.2 + Redis 7 (acks_late), prefork", 2, "tasks/s", rows["celery"])
+                    medians["celery"] = statistics.median(rows["celery"])
+                else:
+                    t.row("Celery 5.2 + Redis 7 (acks_late): python3-celery or redis-server missing", 2, "", median="n/a",
+                          check="")
+                t.row("Apiary local pool, beside the idle shared pool", 2, "tasks/s", rows["local"])
+                t.row("Apiary local pool, apiaryd without a shared pool", 2, "tasks/s", rows["local_alone"])
+                medians["local"] = statistics.median(rows["local"])
+                medians["local_alone"] = statistics.median(rows["local_alone"])
+
+                # Run(), one at a time: the round trip through the engine.
+                p50s = []
+                for k in range(1 + runs):
+                    r = rate([client, "--address=" + bus_a.address, "--pool=echo", "--mode=run",
+                              "--tasks=%d" % p["shared_run_calls"]], "Run")
+                    if k:
+                        p50s.append(r["p50_us"])
+                medians["run_p50"] = statistics.median(p50s)
+                t.row("Apiary shared pool Run() round trip, R1, p50", "2x2", "us", p50s)
+
+                # Idle: a shared pool with nothing to do.
+                window = p["shared_idle_window"]
+                time.sleep(1.5)
+                helper = [c for c in children(d_a.pid) if read_first("/proc/%d/comm" % c).startswith("apiary-source")]
+                a0, h0 = proc_stat(d_a.pid), [proc_stat(c) for c in helper]
+                time.sleep(window)
+                a1, h1 = proc_stat(d_a.pid), [proc_stat(c) for c in helper]
+                t.row("idle shared pool, %.0f s: apiaryd context switches" % window, "2x2", "count",
+                      median=a1[1] - a0[1], check="", n=1)
+                t.row("idle shared pool, %.0f s: apiary-source context switches" % window, "2x2", "count",
+                      median=sum(b[1] - a[1] for a, b in zip(h0, h1)), check="", n=1)
+                medians["idle_apiaryd"] = a1[1] - a0[1]
+
+                # Redelivery: host b dies holding a task; when does host a run it?
+                medians["redelivery"] = self.shared_redelivery(bus_a, d_a, bus_b, d_b, client)
+                t.row("redelivery: host b SIGKILLed holding a task -> host a pulls it (lease 2 s)", "1x2", "ms",
+                      median=medians["redelivery"], check="", n=1)
+            for d, bus in ((d_l, bus_l), (d_b, bus_b), (d_a, bus_a)):
+                if d.proc.poll() is None:
+                    d.stop()
+                bus.stop()
+            self.nats_stop(engine)
+
+        t.section("6b. Shared pools: ratios of the medians above, and the issue's targets")
+        t.row("Apiary R1 / Python BaseManager", "", "x", median=medians[("apiary", 1)] / medians["manager"], check="")
+        if "celery" in medians:
+            t.row("Apiary R1 / Celery + Redis", "", "x", median=medians[("apiary", 1)] / medians["celery"], check="")
+        t.row("Apiary R1 / bare JetStream pair R1", "", "x", median=medians[("apiary", 1)] / medians[("js", 1)],
+              check="")
+        t.row("Apiary R3 / bare JetStream pair R3", "", "x", median=medians[("apiary", 3)] / medians[("js", 3)],
+              check="")
+        t.row("local pool beside a shared one / alone", "", "x", median=medians["local"] / medians["local_alone"],
+              check="")
+
+        def target(label, met):
+            t.row("target: " + label, "", "", median="MET" if met else "NOT MET", check="")
+        target("R1 >= 4x BaseManager", medians[("apiary", 1)] >= 4 * medians["manager"])
+        if "celery" in medians:
+            target("R1 >= 30x Celery", medians[("apiary", 1)] >= 30 * medians["celery"])
+        target("R1 >= 0.4x the bare JetStream pair", medians[("apiary", 1)] >= 0.4 * medians[("js", 1)])
+        target("R3 >= 5,000 tasks/s", medians[("apiary", 3)] >= 5000)
+        target("Run() p50 <= 1.5 ms (R1)", medians["run_p50"] <= 1500)
+        target("redelivery after a host dies <= lease + 1 s", medians["redelivery"] <= 3000)
+        target("local pool beside a shared one >= 0.95x", medians["local"] >= 0.95 * medians["local_alone"])
+        target("idle shared pool: no apiaryd wakeups", medians["idle_apiaryd"] == 0)
+
+    def celery_ok(self):
+        return (os.access("/usr/bin/redis-server", os.X_OK) and
+                subprocess.run([self.python, "-c", "import celery, redis"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL).returncode == 0)
+
+    def shared_redelivery(self, bus_a, d_a, bus_b, d_b, client):
+        """Two 1 s sleeps on the pool "slow" (one worker, one place per host): each host pulls
+        one. Host b is SIGKILLed at once: the time, in ms, from the kill until host a pulls b's task
+        (a's SourcePulled reaching 2, read every 5 ms). The lease is 2 s."""
+        proc = subprocess.Popen([client, "--address=" + bus_a.address, "--pool=slow", "--mode=batch", "--tasks=2",
+                                 "--batch=2", "--inflight=2", "--text=1000", "--expect=1000", "--timeout=60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while self.pool_u64(bus_b, "slow", "SourceHeld") <= 0:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise BenchError("host b never held a task")
+            time.sleep(0.005)
+        d_b.proc.kill()
+        t_kill = time.monotonic()
+        d_b.proc.wait(10)
+        deadline = t_kill + 30
+        while self.pool_u64(bus_a, "slow", "SourcePulled") < 2:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise BenchError("host b's task did not come back within 30 s")
+            time.sleep(0.005)
+        elapsed = (time.monotonic() - t_kill) * 1000
+        out, _ = proc.communicate(timeout=60)
+        res = parse_kv(out.strip().splitlines()[-1])
+        verify_tasks(res, "a task redelivered after its host died")
+        self.checks += 1
+        return elapsed
 
     # ---- all ----
 

@@ -720,12 +720,13 @@ static void puller_status(Puller *p, natsMsg *msg, const char *status) {
                 p->hold = false;
 }
 
-static void engine_handle_task(Engine *e, natsMsg *msg) {
+/* Returns whether MSG was a task (not a status of the pull). */
+static bool engine_handle_task(Engine *e, natsMsg *msg) {
         const char *status = msg_status(msg), *token = natsMsg_GetReply(msg), *id, *reply, *timeout;
 
         if (status && !token) {
                 puller_status(&e->tasks, msg, status);
-                return;
+                return false;
         }
         if (e->tasks.outstanding > 0)
                 e->tasks.outstanding--;
@@ -738,11 +739,12 @@ static void engine_handle_task(Engine *e, natsMsg *msg) {
                             !token ? "an ack token" : !id ? SOURCE_HEADER_ID : SOURCE_HEADER_REPLY, e->task_stream);
                 if (token)
                         (void) natsConnection_PublishString(e->nc, token, "+TERM");
-                return;
+                return true;
         }
         e->sent++;
         e->ops->task(e->userdata, token, id, reply, timeout ? g_ascii_strtoull(timeout, NULL, 10) : 0,
                      engine_token_deliveries(token), natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+        return true;
 }
 
 static void engine_handle_result(Engine *e, natsMsg *msg) {
@@ -838,6 +840,10 @@ static natsStatus engine_make_options(Engine *e) {
         if (s == NATS_OK)
                 s = natsOptions_SetTimeout(e->opts, 2000);
 
+        /* One delivery thread for all three subscriptions, not one each: what arrives together
+         * reaches the loop in one wakeup. */
+        if (s == NATS_OK)
+                s = natsOptions_UseGlobalMessageDelivery(e->opts, true);
         if (s == NATS_OK)
                 s = natsOptions_SetMaxReconnect(e->opts, -1);
         if (s == NATS_OK)
@@ -1015,8 +1021,10 @@ static int on_efd(sd_event_source *s, int fd, uint32_t revents, void *userdata) 
                 list = ev->next;
                 switch (ev->type) {
                 case EVENT_TASK:
-                        engine_handle_task(e, ev->msg);
-                        engine_mark_activity(e);
+                        /* A pull that expired (408, every PULL_EXPIRES_USEC while idle) is not
+                         * something happening: the stream's counts are not asked for again. */
+                        if (engine_handle_task(e, ev->msg))
+                                engine_mark_activity(e);
                         break;
                 case EVENT_RESULT:
                         engine_handle_result(e, ev->msg);

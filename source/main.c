@@ -556,10 +556,14 @@ static int helper_run(Helper *h) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != h->supervisor)
                 return log_error_errno(ESRCH, "apiaryd (PID %i) is gone.", (int) h->supervisor);
 
+        /* Blocked before libnats starts a thread: its threads inherit the mask, and SIGTERM comes
+         * to the loop, not to one of them (which would end the process on the spot). */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigprocmask(SIG_BLOCK, &mask, NULL);
+        /* The subscriptions' messages go through one thread of libnats' (UseGlobalMessageDelivery). */
+        (void) nats_SetMessageDeliveryPoolSize(1);
         r = sd_event_new(&h->event);
         if (r >= 0)
                 r = sd_event_add_signal(h->event, NULL, SIGTERM, NULL, NULL);

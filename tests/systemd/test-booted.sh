@@ -358,9 +358,9 @@ log "staging build and install: $(($(ms_now) - t0)) ms"
 
 # With an empty /etc, the first boot enables every unit with an [Install] section by preset, and
 # would start apiary.service before its configuration is there: the test starts it itself.
-# nats-server (tools/deps installs it for the shared-pool tests) would start with its package's
-# configuration and hold up the boot: the container needs no engine.
-printf 'disable apiary.service\ndisable nats-server.service\n' >"$tmp/apiary-test.preset"
+# nats-server and redis-server (tools/deps installs them for the shared-pool tests and benchmarks)
+# would start with their packages' configurations and hold up the boot: the container needs neither.
+printf 'disable apiary.service\ndisable nats-server.service\ndisable redis-server.service\n' >"$tmp/apiary-test.preset"
 
 # ---- boot ----
 
