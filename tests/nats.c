@@ -50,6 +50,8 @@ static void node_write_config(TestNats *n, unsigned i) {
                                "listen: 127.0.0.1:%u\n"
                                "jetstream { store_dir: \"%s\" }\n",
                                i, node->port, node->store);
+        if (n->extra)
+                g_string_append_printf(c, "%s\n", n->extra);
         if (n->n > 1) {
                 g_string_append_printf(c, "cluster {\n  name: apiary-test\n  listen: 127.0.0.1:%u\n  routes: [\n",
                                        node->cluster_port);
@@ -117,10 +119,23 @@ static bool node_jetstream_ready(TestNats *n, unsigned i) {
         return ok;
 }
 
+/* Whether node I's client port takes TCP connections. */
+static bool node_port_open(TestNats *n, unsigned i) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                 .sin_port = htons(n->nodes[i].port) };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool ok;
+
+        assert_true(fd >= 0);
+        ok = connect(fd, (struct sockaddr *) &a, sizeof(a)) == 0;
+        close(fd);
+        return ok;
+}
+
 static void node_wait_ready(TestNats *n, unsigned i) {
         usec_t deadline = now_usec(CLOCK_MONOTONIC) + NATS_START_TIMEOUT_USEC;
 
-        while (!node_jetstream_ready(n, i)) {
+        while (n->extra && strstr(n->extra, "tls") ? !node_port_open(n, i) : !node_jetstream_ready(n, i)) {
                 int status;
 
                 if (waitpid(n->nodes[i].pid, &status, WNOHANG) == n->nodes[i].pid) {
@@ -140,9 +155,10 @@ static void node_wait_ready(TestNats *n, unsigned i) {
 
 void test_nats_start(TestNats *n, unsigned n_nodes) {
         g_autoptr(GString) servers = g_string_new(NULL);
+        const char *extra = n->extra;
 
         assert_true(n_nodes >= 1 && n_nodes <= TEST_NATS_NODES_MAX);
-        *n = (TestNats) { .n = n_nodes };
+        *n = (TestNats) { .n = n_nodes, .extra = extra };
         n->dir = g_dir_make_tmp("apiary-nats-XXXXXX", NULL);
         assert_non_null(n->dir);
 

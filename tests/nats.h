@@ -29,13 +29,15 @@ typedef struct TestNats {
         unsigned n;
         TestNatsNode nodes[TEST_NATS_NODES_MAX];
         char *servers;          /* 127.0.0.1:P1,127.0.0.1:P2,...: what Source= takes */
+        const char *extra;      /* set before test_nats_start(): added to every node's configuration */
 } TestNats;
 
 /* Whether nats-server is installed; tests skip without it (CI installs it). */
 bool test_nats_available(void);
 
 /* Starts N nodes (1, or 3 for a cluster) and waits until each takes connections and, in a
- * cluster, until JetStream has a meta leader. */
+ * cluster, until JetStream has a meta leader. n->extra (may be NULL) goes into each node's
+ * configuration; with TLS in it, readiness is waited for by the port alone. */
 void test_nats_start(TestNats *n, unsigned n_nodes);
 /* SIGKILLs node I, or starts it again on its ports and store. */
 void test_nats_kill(TestNats *n, unsigned i);

@@ -703,6 +703,54 @@ static void test_chaos(void **state) {
         assert_int_equal(pool_u64(a, "SourceAwaiting"), 0);
 }
 
+/* TLS to the engine: with SourceTLSCA= the CA that signed the engine's certificate, the pool
+ * serves; with another CA, it says why it cannot. */
+static void test_tls(void **state) {
+        Fixture *f = *state;
+        g_autofree char *dir = g_dir_make_tmp("apiary-tls-XXXXXX", NULL);
+        g_autofree char *cmd = NULL, *extra = NULL, *good = NULL, *bad = NULL, *error = NULL, *path = NULL;
+        g_autofree char *result = NULL;
+        TestDaemon *a, *b;
+        int status;
+
+        /* A CA, a certificate for 127.0.0.1 signed by it, and a second CA that signed nothing. */
+        cmd = g_strdup_printf(
+                "set -e; cd '%s'; "
+                "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=apiary-test-ca -keyout ca.key -out ca.pem; "
+                "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=other-ca -keyout other.key -out other.pem; "
+                "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr; "
+                "printf 'subjectAltName=IP:127.0.0.1\\n' >san.ext; "
+                "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext "
+                "-out server.pem", dir);
+        assert_true(g_spawn_sync(NULL, (char *[]) { (char *) "sh", (char *) "-c", cmd, NULL }, NULL,
+                                 G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL,
+                                 NULL, NULL, &status, NULL));
+        assert_true(g_spawn_check_wait_status(status, NULL));
+        g_free(cmd);
+        extra = g_strdup_printf("tls { cert_file: \"%s/server.pem\", key_file: \"%s/server.key\" }", dir, dir);
+        f->nats.extra = extra;
+        test_nats_start(&f->nats, 1);
+
+        good = g_strdup_printf("[Pool echo]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\n"
+                               "Source=tls://@SOURCE@\nSourceTLSCA=%s/ca.pem\n", dir);
+        bad = g_strdup_printf("[Pool echo]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\n"
+                              "Source=tls://@SOURCE@\nSourceTLSCA=%s/other.pem\n", dir);
+        a = host_start(f, "a", good);
+        b = host_start(f, "b", bad);
+        wait_source(a, "ready");
+        result = test_run_text(a, "echo", "over tls", 0);
+        assert_string_equal(result, "over tls");
+
+        wait_source(b, "unavailable");
+        path = test_pool_path("echo");
+        error = test_get_string(b, path, POOL_IFACE, "SourceError");
+        print_message("with the wrong CA: %s\n", error);
+        assert_non_null(strstr(error, "cannot connect"));
+
+        cmd = g_strdup_printf("rm -rf '%s'", dir);
+        (void) system(cmd);
+}
+
 /* apiaryctl -H USER@HOST status: over "ssh" (a stand-in on PATH that checks what sd-bus asks of
  * it, then bridges to host a's bus as systemd-stdio-bridge would on the far end), and what status
  * shows of a shared pool. */
@@ -760,6 +808,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_helper_killed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_submit_only_host, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_apiaryctl_remote_status, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_tls, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_chaos, setup, teardown),
         };
 
