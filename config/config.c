@@ -1531,7 +1531,8 @@ RestartPolicy restart_policy_from_string(const char *s) {
         return (RestartPolicy) string_table_lookup(restart_policy_table, ELEMENTSOF(restart_policy_table), s);
 }
 
-bool engine_name_is_valid(const char *name) {
+/* NAME is 1 to 64 bytes of [A-Za-z0-9] and of EXTRA. */
+static bool name_is_valid(const char *name, const char *extra) {
         size_t n;
 
         if (!name)
@@ -1540,21 +1541,15 @@ bool engine_name_is_valid(const char *name) {
         if (n == 0 || n > 64)
                 return false;
         for (size_t i = 0; i < n; i++)
-                if (!g_ascii_isalnum(name[i]) && !strchr("_-", name[i]))
+                if (!g_ascii_isalnum(name[i]) && !strchr(extra, name[i]))
                         return false;
         return true;
 }
 
-bool pool_name_is_valid(const char *name) {
-        size_t n;
+bool engine_name_is_valid(const char *name) {
+        return name_is_valid(name, "_-");
+}
 
-        if (!name)
-                return false;
-        n = strlen(name);
-        if (n == 0 || n > 64)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!g_ascii_isalnum(name[i]) && !strchr("_.-", name[i]))
-                        return false;
-        return true;
+bool pool_name_is_valid(const char *name) {
+        return name_is_valid(name, "_.-");
 }

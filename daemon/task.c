@@ -19,21 +19,33 @@ void task_set_caller(Task *t, CallerTasks *c) {
         c->bytes += t->payload_size;
 }
 
-int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
-             usec_t timeout_usec, sd_bus_message *reply_to) {
-        Manager *m = pool->manager;
-        Task *t;
+/* A queued task with a new id, not yet in the manager's table, nor counted. */
+static Task *task_alloc(Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
+                        usec_t timeout_usec) {
+        Task *t = calloc(1, sizeof(*t));
 
-        t = calloc(1, sizeof(*t));
         if (!t)
-                return -ENOMEM;
-        t->id = ++m->next_task_id;
+                return NULL;
+        t->id = ++pool->manager->next_task_id;
         t->pool = pool;
         t->state = TASK_QUEUED;
         t->payload_message = sd_bus_message_ref(payload_message);
         t->payload = payload;
         t->payload_size = size;
         t->timeout_usec = timeout_usec;
+        t->queue_link.data = t;
+        t->worker_link.data = t;
+        return t;
+}
+
+int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
+             usec_t timeout_usec, sd_bus_message *reply_to) {
+        Manager *m = pool->manager;
+        Task *t;
+
+        t = task_alloc(pool, payload_message, payload, size, timeout_usec);
+        if (!t)
+                return -ENOMEM;
         t->reply_to = sd_bus_message_ref(reply_to);
         if (!reply_to)
                 t->notify_bus = sd_bus_ref(sd_bus_message_get_bus(payload_message));
@@ -48,8 +60,6 @@ int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void
                         return -ENOMEM;
                 }
         }
-        t->queue_link.data = t;
-        t->worker_link.data = t;
 
         g_hash_table_insert(m->tasks, &t->id, t);
         pool->n_submitted++;
@@ -60,23 +70,13 @@ int task_new(Task **ret, Pool *pool, sd_bus_message *payload_message, const void
 
 int task_new_pulled(Task **ret, Pool *pool, sd_bus_message *payload_message, const void *payload, size_t size,
                     usec_t timeout_usec) {
-        Manager *m = pool->manager;
         Task *t;
 
-        t = calloc(1, sizeof(*t));
+        t = task_alloc(pool, payload_message, payload, size, timeout_usec);
         if (!t)
                 return -ENOMEM;
-        t->id = ++m->next_task_id;
-        t->pool = pool;
-        t->state = TASK_QUEUED;
-        t->payload_message = sd_bus_message_ref(payload_message);
-        t->payload = payload;
-        t->payload_size = size;
-        t->timeout_usec = timeout_usec;
         t->owner = geteuid();           /* run for another host: only control users cancel it here */
-        t->queue_link.data = t;
-        t->worker_link.data = t;
-        g_hash_table_insert(m->tasks, &t->id, t);
+        g_hash_table_insert(pool->manager->tasks, &t->id, t);
         *ret = t;
         return 0;
 }

@@ -152,44 +152,43 @@ static int count_items(sd_bus_message *m, const char *contents, unsigned *ret) {
         return 0;
 }
 
-static int method_publish(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Helper *h = userdata;
+/* Reads the rest of one item of an array (its struct entered) and starts it, answered to ITEM. */
+typedef int (*item_start_fn)(Helper *h, sd_bus_message *m, BatchItem *item);
+
+/* Publish and Finish: an array of items of ITEM_SIGNATURE, each started by START; the call is
+ * answered once every one is done, one outcome each. */
+static int serve_batch(Helper *h, sd_bus_message *m, const char *item_signature, item_start_fn start) {
+        g_autofree char *contents = g_strdup_printf("(%s)", item_signature);
         unsigned n, i = 0;
         Batch *b;
         int r;
 
-        r = count_items(m, "(" SOURCE_PUBLISH_ITEM ")", &n);
+        r = count_items(m, contents, &n);
         if (r < 0)
                 return r;
         b = batch_new(h, m, n);
         if (!b)
                 return -ENOMEM;
-        r = sd_bus_message_enter_container(m, 'a', "(" SOURCE_PUBLISH_ITEM ")");
+        r = sd_bus_message_enter_container(m, 'a', contents);
         while (r >= 0 && i < n) {
-                const char *id;
-                uint64_t timeout;
-                const void *payload;
-                size_t size;
                 BatchItem *item;
 
-                r = sd_bus_message_enter_container(m, 'r', SOURCE_PUBLISH_ITEM);
+                r = sd_bus_message_enter_container(m, 'r', item_signature);
                 if (r <= 0)
                         break;
-                r = sd_bus_message_read(m, "st", &id, &timeout);
-                if (r >= 0)
-                        r = sd_bus_message_read_array(m, 'y', &payload, &size);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        break;
-                item = batch_item(b, i++);
+                item = batch_item(b, i);
                 if (!item) {
                         r = -ENOMEM;
                         break;
                 }
-                engine_publish(h->engine, id, timeout, payload, size, batch_item_done, item);
+                r = start(h, m, item);
+                if (r < 0) {
+                        free(item);
+                        break;
+                }
+                i++;
         }
-        /* A malformed rest of the array: those items are answered as not stored. */
+        /* A malformed rest of the array: those items are answered as not done. */
         for (; i < n; i++) {
                 b->names[i] = strdup(SOURCE_ERROR_UNAVAILABLE);
                 b->messages[i] = strdup("malformed item");
@@ -200,51 +199,48 @@ static int method_publish(sd_bus_message *m, void *userdata, sd_bus_error *error
         return 1;
 }
 
-static int method_finish(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Helper *h = userdata;
-        unsigned n, i = 0;
-        Batch *b;
+static int start_publish(Helper *h, sd_bus_message *m, BatchItem *item) {
+        const char *id;
+        uint64_t timeout;
+        const void *payload;
+        size_t size;
         int r;
 
-        r = count_items(m, "(" SOURCE_FINISH_ITEM ")", &n);
+        r = sd_bus_message_read(m, "st", &id, &timeout);
+        if (r >= 0)
+                r = sd_bus_message_read_array(m, 'y', &payload, &size);
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
         if (r < 0)
                 return r;
-        b = batch_new(h, m, n);
-        if (!b)
-                return -ENOMEM;
-        r = sd_bus_message_enter_container(m, 'a', "(" SOURCE_FINISH_ITEM ")");
-        while (r >= 0 && i < n) {
-                const char *token, *reply, *id;
-                int ok, term;
-                const void *data;
-                size_t size;
-                BatchItem *item;
+        engine_publish(h->engine, id, timeout, payload, size, batch_item_done, item);
+        return 0;
+}
 
-                r = sd_bus_message_enter_container(m, 'r', SOURCE_FINISH_ITEM);
-                if (r <= 0)
-                        break;
-                r = sd_bus_message_read(m, "sssbb", &token, &reply, &id, &ok, &term);
-                if (r >= 0)
-                        r = sd_bus_message_read_array(m, 'y', &data, &size);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        break;
-                item = batch_item(b, i++);
-                if (!item) {
-                        r = -ENOMEM;
-                        break;
-                }
-                engine_finish(h->engine, token, reply, id, ok, term, data, size, batch_item_done, item);
-        }
-        for (; i < n; i++) {
-                b->names[i] = strdup(SOURCE_ERROR_UNAVAILABLE);
-                b->messages[i] = strdup("malformed item");
-                b->left--;
-        }
-        if (--b->left == 0)
-                batch_reply(b);
-        return 1;
+static int start_finish(Helper *h, sd_bus_message *m, BatchItem *item) {
+        const char *token, *reply, *id;
+        int ok, term;
+        const void *data;
+        size_t size;
+        int r;
+
+        r = sd_bus_message_read(m, "sssbb", &token, &reply, &id, &ok, &term);
+        if (r >= 0)
+                r = sd_bus_message_read_array(m, 'y', &data, &size);
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        engine_finish(h->engine, token, reply, id, ok, term, data, size, batch_item_done, item);
+        return 0;
+}
+
+static int method_publish(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return serve_batch(userdata, m, SOURCE_PUBLISH_ITEM, start_publish);
+}
+
+static int method_finish(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return serve_batch(userdata, m, SOURCE_FINISH_ITEM, start_finish);
 }
 
 static int method_release(sd_bus_message *m, void *userdata, sd_bus_error *error) {
