@@ -759,6 +759,7 @@ static void test_apiaryctl_remote_status(void **state) {
         g_autofree char *dir = g_dir_make_tmp("apiary-ssh-XXXXXX", NULL);
         g_autofree char *ssh = g_strdup_printf("%s/ssh", dir), *log = g_strdup_printf("%s/ssh.log", dir);
         g_autofree char *script = NULL, *path = NULL, *out = NULL, *err = NULL, *seen = NULL, *cmd = NULL;
+        g_autofree char *result = NULL;
         const char *apiaryctl = getenv("APIARYCTL");
         g_autoptr(GError) error = NULL;
         int status;
@@ -767,7 +768,8 @@ static void test_apiaryctl_remote_status(void **state) {
         test_nats_start(&f->nats, 1);
         (void) host_start(f, "alpha", shared_echo);
         wait_source(&f->hosts[0].daemon, "ready");
-        assert_string_equal(test_run_text(&f->hosts[0].daemon, "echo", "hi", 0), "hi");
+        result = test_run_text(&f->hosts[0].daemon, "echo", "hi", 0);
+        assert_string_equal(result, "hi");
 
         script = g_strdup_printf("#!/bin/sh\n"
                                  "echo \"$@\" >>'%s'\n"
