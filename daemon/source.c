@@ -39,6 +39,9 @@
 #define SOURCE_RESTART_MAX_USEC (10 * USEC_PER_SEC)
 /* A Finish the engine did not confirm is sent again after this. */
 #define SOURCE_RETRY_USEC USEC_PER_SEC
+/* A Publish or Finish call carries tasks until their bytes reach this much (one more is always
+ * carried): one call stays well below D-Bus's message limit, whatever a turn gathered. */
+#define SOURCE_CALL_BYTES_MAX (1024u * 1024u)
 /* A stopping helper gets this long for what it still carries, then SIGKILL. */
 #define SOURCE_STOP_TIMEOUT_USEC (SOURCE_CALL_TIMEOUT_USEC + 5 * USEC_PER_SEC)
 
@@ -363,26 +366,27 @@ static void source_fail_calls(Source *s) {
 
 /* ---- once a turn: Want, Publish, Finish ---- */
 
-static void source_send_publish(Source *s) {
+/* One Publish call of the tasks in IDS from *I on, until their payloads reach
+ * SOURCE_CALL_BYTES_MAX; *I moves past them. The call's ids are exactly the tasks it carries. */
+static void source_send_publish_one(Source *s, GArray *ids, guint *i) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         Manager *mgr = source_manager(s);
-        g_autoptr(GArray) ids = g_steal_pointer(&s->to_publish);
+        g_autoptr(GArray) sent = g_array_new(false, false, sizeof(uint64_t));
         SourceCall *c = NULL;
+        size_t bytes = 0;
         int r;
-
-        s->to_publish = g_array_new(false, false, sizeof(uint64_t));
-        if (!ids || ids->len == 0)
-                return;
 
         r = sd_bus_message_new_method_call(s->link, &m, NULL, SOURCE_OBJECT_PATH, SOURCE_INTERFACE, "Publish");
         if (r >= 0)
                 r = sd_bus_message_open_container(m, 'a', "(" SOURCE_PUBLISH_ITEM ")");
-        for (guint i = 0; r >= 0 && i < ids->len; i++) {
-                uint64_t id = g_array_index(ids, uint64_t, i);
+        for (; r >= 0 && *i < ids->len && (sent->len == 0 || bytes < SOURCE_CALL_BYTES_MAX); (*i)++) {
+                uint64_t id = g_array_index(ids, uint64_t, *i);
                 Task *t = g_hash_table_lookup(mgr->tasks, &id);
 
                 if (!t || t->state != TASK_PUBLISHING)
                         continue;
+                g_array_append_val(sent, id);
+                bytes += t->payload_size;
                 r = sd_bus_message_open_container(m, 'r', SOURCE_PUBLISH_ITEM);
                 if (r >= 0)
                         r = sd_bus_message_append(m, "st", t->source_id,
@@ -392,6 +396,8 @@ static void source_send_publish(Source *s) {
                 if (r >= 0)
                         r = sd_bus_message_close_container(m);
         }
+        if (sent->len == 0)
+                return;
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r >= 0) {
@@ -403,28 +409,41 @@ static void source_send_publish(Source *s) {
 
                 if (c)
                         source_call_free(c);
-                for (guint i = 0; i < ids->len; i++)
-                        source_published(s, g_array_index(ids, uint64_t, i), SOURCE_ERROR_UNAVAILABLE, why);
+                for (guint k = 0; k < sent->len; k++)
+                        source_published(s, g_array_index(sent, uint64_t, k), SOURCE_ERROR_UNAVAILABLE, why);
                 return;
         }
-        c->ids = g_steal_pointer(&ids);
+        c->ids = g_steal_pointer(&sent);
 }
 
-static void source_send_finish(Source *s) {
+static void source_send_publish(Source *s) {
+        g_autoptr(GArray) ids = g_steal_pointer(&s->to_publish);
+        guint i = 0;
+
+        s->to_publish = g_array_new(false, false, sizeof(uint64_t));
+        while (ids && i < ids->len)
+                source_send_publish_one(s, ids, &i);
+}
+
+/* One Finish call of the ends waiting in to_finish, until their data reach SOURCE_CALL_BYTES_MAX.
+ * Returns false when there is nothing more to send now. */
+static bool source_send_finish_one(Source *s) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        size_t bytes = 0;
         SourceCall *c;
         FinishItem *f;
         int r;
 
         if (s->to_finish.length == 0)
-                return;
+                return false;
         c = source_call_new(s, CALL_FINISH);
         if (!c)
-                return;
+                return false;
         r = sd_bus_message_new_method_call(s->link, &m, NULL, SOURCE_OBJECT_PATH, SOURCE_INTERFACE, "Finish");
         if (r >= 0)
                 r = sd_bus_message_open_container(m, 'a', "(" SOURCE_FINISH_ITEM ")");
-        while (r >= 0 && (f = g_queue_peek_head(&s->to_finish))) {
+        while (r >= 0 && (c->items.length == 0 || bytes < SOURCE_CALL_BYTES_MAX) &&
+               (f = g_queue_peek_head(&s->to_finish))) {
                 r = sd_bus_message_open_container(m, 'r', SOURCE_FINISH_ITEM);
                 if (r >= 0)
                         r = sd_bus_message_append(m, "sssbb", f->token, f->reply, f->id, f->ok, f->term);
@@ -434,6 +453,7 @@ static void source_send_finish(Source *s) {
                         r = sd_bus_message_close_container(m);
                 if (r < 0)
                         break;
+                bytes += f->size;
                 g_queue_unlink(&s->to_finish, &f->link);
                 g_queue_push_tail_link(&c->items, &f->link);
         }
@@ -442,14 +462,21 @@ static void source_send_finish(Source *s) {
         if (r >= 0)
                 r = sd_bus_call_async(s->link, &c->slot, m, on_finish_reply, c, SOURCE_CALL_TIMEOUT_USEC);
         if (r < 0) {
-                /* Back to be sent again. */
+                /* Back to be sent again (with the next turn, or the retry timer). */
                 GList *l;
 
                 while ((l = g_queue_pop_tail_link(&c->items)))
                         g_queue_push_head_link(&s->to_finish, l);
                 source_call_free(c);
                 log_source(LOG_WARNING, s, "Could not pass results to apiary-source: %s", strerror(-r));
+                return false;
         }
+        return true;
+}
+
+static void source_send_finish(Source *s) {
+        while (source_send_finish_one(s))
+                ;
 }
 
 /* What the pool can take now: the free places of its workers, less what waits in its queue. */
@@ -633,6 +660,17 @@ static int method_state(sd_bus_message *msg, void *userdata, sd_bus_error *error
         return 0;
 }
 
+/* A pulled task's timeout: its submitter's "timeout" option (0: none), never past this host's
+ * TaskTimeoutSec=, nor past what a timer can be armed for. Whoever can publish to the stream
+ * could put anything there. */
+static usec_t pulled_timeout(const Pool *p, uint64_t option) {
+        usec_t bound = p->config->task_timeout_usec;
+
+        if (option == 0 || option >= (UINT64_C(1) << 62))
+                return USEC_INFINITY;
+        return bound != USEC_INFINITY && option > bound ? bound : option;
+}
+
 static int method_tasks(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Source *s = userdata;
         Pool *p = s->pool;
@@ -659,7 +697,7 @@ static int method_tasks(sd_bus_message *msg, void *userdata, sd_bus_error *error
                 s->received++;
                 s->n_pulled++;
 
-                r = task_new_pulled(&t, p, msg, payload, size, timeout > 0 ? timeout : USEC_INFINITY);
+                r = task_new_pulled(&t, p, msg, payload, size, pulled_timeout(p, timeout));
                 if (r >= 0) {
                         t->source_token = strdup(token);
                         t->source_id = strdup(id);

@@ -103,7 +103,7 @@ struct Engine {
         natsOptions *opts;
         natsConnection *nc;
         jsCtx *js;
-        char *inbox;            /* _INBOX.xxx: our requests' replies come to INBOX.q.ID */
+        char *inbox;            /* a fresh _INBOX subject: our requests' replies come to INBOX.q.ID */
         natsSubscription *reply_sub;
         Puller tasks, results;
         bool ready;             /* connected, streams and consumers in place */
@@ -720,6 +720,22 @@ static void puller_status(Puller *p, natsMsg *msg, const char *status) {
                 p->hold = false;
 }
 
+/* Whether SUBJECT is apiary.POOL.r.HOST for our pool and some host name ([A-Za-z0-9_-]). */
+static bool result_subject_is_valid(Engine *e, const char *subject) {
+        g_autofree char *prefix = g_strdup_printf("apiary.%s.r.", e->pool);
+        const char *host;
+
+        if (!g_str_has_prefix(subject, prefix))
+                return false;
+        host = subject + strlen(prefix);
+        if (*host == '\0' || strlen(host) > 64)
+                return false;
+        for (; *host; host++)
+                if (!g_ascii_isalnum(*host) && *host != '_' && *host != '-')
+                        return false;
+        return true;
+}
+
 /* Returns whether MSG was a task (not a status of the pull). */
 static bool engine_handle_task(Engine *e, natsMsg *msg) {
         const char *status = msg_status(msg), *token = natsMsg_GetReply(msg), *id, *reply, *timeout;
@@ -733,10 +749,14 @@ static bool engine_handle_task(Engine *e, natsMsg *msg) {
         id = msg_header(msg, SOURCE_HEADER_ID);
         reply = msg_header(msg, SOURCE_HEADER_REPLY);
         timeout = msg_header(msg, SOURCE_HEADER_TIMEOUT);
-        if (!token || !id || !reply) {
-                /* Not one of ours: nobody can run it, and it must not come back. */
-                log_warning("Dropping a message without %s in the task stream %s.",
-                            !token ? "an ack token" : !id ? SOURCE_HEADER_ID : SOURCE_HEADER_REPLY, e->task_stream);
+        if (!token || !id || !reply || !result_subject_is_valid(e, reply)) {
+                /* Not one of ours: nobody can run it, and it must not come back. Nor may a
+                 * message make us publish a result anywhere but to one of the pool's result
+                 * streams. */
+                log_warning("Dropping a message %s in the task stream %s.",
+                            !token ? "without an ack token" : !id ? "without " SOURCE_HEADER_ID :
+                            !reply ? "without " SOURCE_HEADER_REPLY : "whose " SOURCE_HEADER_REPLY " is not a result subject",
+                            e->task_stream);
                 if (token)
                         (void) natsConnection_PublishString(e->nc, token, "+TERM");
                 return true;

@@ -171,6 +171,35 @@ static void test_run_across_hosts(void **state) {
         assert_int_equal(pool_u64(a, "SourceAwaiting"), 0);
 }
 
+/* Payloads of 2 MiB in all in one SubmitBatch: carried to the helper in calls of about 1 MiB,
+ * each result its own payload. */
+static void test_big_batch(void **state) {
+        Fixture *f = *state;
+        TestDaemon *a;
+        char *payloads[4];
+        uint64_t ids[4];
+
+        test_nats_start(&f->nats, 1);
+        a = host_start(f, "a", shared_echo);
+        wait_source(a, "ready");
+        for (unsigned i = 0; i < 4; i++) {
+                payloads[i] = g_malloc(512 * 1024 + 1);
+                memset(payloads[i], 'a' + i, 512 * 1024);
+                payloads[i][512 * 1024] = '\0';
+        }
+        test_collect_results(a);
+        test_submit_batch(a, "echo", payloads, 4, ids);
+        test_wait_results(a, 4);
+        for (unsigned i = 0; i < 4; i++) {
+                const TestResult *r = test_result(a, ids[i]);
+
+                assert_true(r->ok);
+                assert_int_equal(r->size, 512 * 1024);
+                assert_memory_equal(r->data, payloads[i], 512 * 1024);
+                g_free(payloads[i]);
+        }
+}
+
 /* Pull, never prefetch: two 1 s tasks and two hosts of one worker each: one task each. */
 static void test_pull_exactly_free_places(void **state) {
         Fixture *f = *state;
@@ -801,6 +830,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_run_across_hosts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pull_exactly_free_places, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_big_batch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_worker_killed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_crash_everywhere, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_host_killed, setup, teardown),

@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 #include <glib.h>
+#include <nats/nats.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
@@ -524,6 +525,40 @@ static void test_two_hosts(void **state) {
         src_stop(&b);
 }
 
+/* A message in the task stream that is not one of ours (its Apiary-Reply is no result subject of
+ * the pool): dropped and terminated, never handed on; the pull goes on with the next task. */
+static void test_foreign_message(void **state) {
+        Src s;
+        g_autofree char *url = g_strdup_printf("nats://%s", nats.servers), *good = new_id("a", 1);
+        const char *ids[] = { good }, *payloads[] = { "good" };
+        natsConnection *nc = NULL;
+        natsMsg *m = NULL;
+
+        src_start(&s, "a", nats.servers, 30 * USEC_PER_SEC);
+        src_wait(&s, is_state, SOURCE_STATE_READY, WAIT_USEC, "ready");
+
+        assert_int_equal(natsConnection_ConnectTo(&nc, url), NATS_OK);
+        assert_int_equal(natsMsg_Create(&m, "apiary.echo.t", NULL, "evil", 4), NATS_OK);
+        assert_int_equal(natsMsgHeader_Set(m, SOURCE_HEADER_ID, "x.1.1"), NATS_OK);
+        assert_int_equal(natsMsgHeader_Set(m, SOURCE_HEADER_REPLY, "$JS.API.STREAM.DELETE.APIARY_echo"), NATS_OK);
+        assert_int_equal(natsConnection_PublishMsg(nc, m), NATS_OK);
+        assert_int_equal(natsConnection_Flush(nc), NATS_OK);
+        natsMsg_Destroy(m);
+        natsConnection_Destroy(nc);
+
+        src_publish(&s, ids, payloads, 1);
+        src_want(&s, 1);
+        src_wait(&s, has_tasks, GUINT_TO_POINTER(1), WAIT_USEC, "the good task");
+        assert_string_equal(task_at(&s, 0)->payload, "good");
+        src_want(&s, 1);
+        src_idle(&s, 300 * USEC_PER_MSEC);
+        assert_int_equal(s.tasks->len, 1);
+        src_want(&s, 0);
+        src_finish(&s, 0, true, "");
+        src_wait(&s, has_results, GUINT_TO_POINTER(1), WAIT_USEC, "its result");
+        src_stop(&s);
+}
+
 /* No engine: unavailable, and a write says so by name. */
 static void test_unavailable(void **state) {
         Src s;
@@ -549,6 +584,7 @@ int main(void) {
                 cmocka_unit_test(test_release),
                 cmocka_unit_test(test_lease),
                 cmocka_unit_test(test_two_hosts),
+                cmocka_unit_test(test_foreign_message),
                 cmocka_unit_test(test_unavailable),
         };
 
