@@ -24,6 +24,11 @@
 #include "util/log.h"
 #include "util/macro.h"
 
+/* A worker's window holds at most this much of the pool's task time, and this many tasks, beyond
+ * its Concurrency=. */
+#define WINDOW_BUDGET_USEC ((usec_t) 500)
+#define WINDOW_EXTRA_MAX 63u
+
 unsigned pool_queue_room(const Pool *p) {
         unsigned n = p->queue.length;
 
@@ -102,17 +107,53 @@ void pool_fail_queued(Pool *p, const char *reason) {
 
 /* A worker that died takes nothing, also before we hear of its exit: its link closed first. */
 bool worker_has_capacity(const Worker *w) {
-        return slot_takes_tasks(&w->life) && w->link && sd_bus_is_open(w->link) > 0 &&
-                w->in_flight.length < w->pool->config->concurrency;
+        return slot_takes_tasks(&w->life) && w->link && sd_bus_is_open(w->link) > 0;
+}
+
+/*
+ * The pool's task time: what its workers report each task ran, rising at once to a long one and
+ * decaying slowly after it, so that one slow task among fast ones closes the windows for a while.
+ */
+static void pool_note_run_time(Pool *p, usec_t usec) {
+        if (!p->task_usec_known || usec >= p->task_usec_est) {
+                p->task_usec_est = usec;
+                p->task_usec_known = true;
+        } else
+                p->task_usec_est -= (p->task_usec_est - usec) / 8;
+}
+
+/*
+ * How many tasks W may hold beyond Concurrency=, waiting in its window to start one after another:
+ * about WINDOW_BUDGET_USEC of the pool's task time, so that nothing waits there long. None while
+ * that time is unknown or not short, while W's oldest task has run longer than that (it may be a
+ * long one: nothing goes behind it), or for a shared pool, whose hosts pull only what they run.
+ */
+static unsigned worker_window(const Worker *w) {
+        const Pool *p = w->pool;
+        const Task *head;
+        usec_t now;
+
+        if (p->source || !p->task_usec_known || p->task_usec_est >= WINDOW_BUDGET_USEC)
+                return 0;
+        head = w->in_flight.head ? w->in_flight.head->data : NULL;
+        if (head && head->started &&
+            sd_event_now(p->manager->event, CLOCK_MONOTONIC, &now) >= 0 &&
+            now - MIN(now, head->started_mono) >= WINDOW_BUDGET_USEC)
+                return 0;
+        return (unsigned) MIN((usec_t) WINDOW_EXTRA_MAX, WINDOW_BUDGET_USEC / MAX(p->task_usec_est, (usec_t) 1));
 }
 
 unsigned worker_room(const Worker *w) {
         const PoolConfig *c = w->pool->config;
-        unsigned room;
+        const Task *head = w->in_flight.head ? w->in_flight.head->data : NULL;
+        unsigned room, window;
 
-        if (!worker_has_capacity(w))
+        if (!worker_has_capacity(w) || (head && head->solo))
                 return 0;
-        room = c->concurrency - w->in_flight.length;
+        window = c->concurrency + worker_window(w);
+        if (w->in_flight.length >= window)
+                return 0;
+        room = window - w->in_flight.length;
         if (c->max_tasks_per_worker > 0) {
                 uint64_t left = c->max_tasks_per_worker - MIN(w->n_dispatched, (uint64_t) c->max_tasks_per_worker);
 
@@ -129,12 +170,16 @@ static int on_task_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* T is on its way to W: running, counted, its timeout armed (from now: dispatch). */
-static void worker_take_task(Worker *w, Task *t) {
-        Pool *p = w->pool;
-        Manager *mgr = p->manager;
-        usec_t timeout = t->timeout_usec != USEC_INFINITY ? t->timeout_usec : p->config->task_timeout_usec;
+/* W starts T now, as far as apiaryd can tell: it is counted as an attempt, and its timeout runs. */
+static void worker_start_task(Worker *w, Task *t) {
+        Manager *mgr = w->pool->manager;
+        usec_t timeout = t->timeout_usec != USEC_INFINITY ? t->timeout_usec : w->pool->config->task_timeout_usec;
         int r;
+
+        t->started = true;
+        w->n_started++;
+        t->attempts++;
+        (void) sd_event_now(mgr->event, CLOCK_MONOTONIC, &t->started_mono);
 
         t->armed_timeout_usec = timeout;
         if (timeout != USEC_INFINITY) {
@@ -144,10 +189,29 @@ static void worker_take_task(Worker *w, Task *t) {
                         log_warning_errno(r, "Failed to arm the timeout of task %" PRIu64 ", it runs without: %m",
                                           t->id);
         }
+}
+
+/*
+ * The worker starts its tasks in the order they came, Concurrency= at a time: those at the head of
+ * in_flight are started, the rest wait. An end frees a place, and the worker starts the next one
+ * in the same turn; apiaryd counts it as started when it reads that end, which the worker sends
+ * within its turn's budget (LINK_TURN_BUDGET_USEC).
+ */
+static void worker_start_waiting(Worker *w) {
+        unsigned max = w->pool->config->concurrency;
+
+        for (GList *l = g_queue_peek_nth_link(&w->in_flight, w->n_started); l && w->n_started < max; l = l->next)
+                worker_start_task(w, l->data);
+}
+
+/* T is on its way to W, at the end of its window: counted as running, not started yet. */
+static void worker_take_task(Worker *w, Task *t) {
+        Pool *p = w->pool;
+        Manager *mgr = p->manager;
 
         t->state = TASK_RUNNING;
         t->worker = w;
-        t->attempts++;
+        t->started = false;
         g_queue_push_tail_link(&w->in_flight, &t->worker_link);
         p->n_running++;
         mgr->n_running++;
@@ -163,17 +227,16 @@ static void worker_untake_task(Worker *w, Task *t) {
 
         g_queue_unlink(&w->in_flight, &t->worker_link);
         t->worker = NULL;
-        t->timeout_source = sd_event_source_disable_unref(t->timeout_source);
-        t->attempts--;
         w->n_dispatched--;
         p->n_running--;
         p->manager->n_running--;
 }
 
 /*
- * Sends up to N tasks from the head of the queue to W in one Worker1.Dispatch(a(tay)) message,
+ * Sends up to N tasks from the head of the queue to W in one Worker1.Dispatch(ua(tay)) message,
  * which wants no reply: the results come back in Supervisor1.Results() messages, many per message
- * too. A deep queue thus costs a few messages, not two per task.
+ * too. A deep queue thus costs a few messages, not two per task. A task marked solo goes alone to
+ * a worker that holds nothing, and nothing goes behind it.
  */
 static int worker_send_tasks(Worker *w, unsigned n) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
@@ -183,7 +246,7 @@ static int worker_send_tasks(Worker *w, unsigned n) {
         unsigned k = 0;
         int r;
 
-        r = task_codec_new_dispatch(w->link, &m);
+        r = task_codec_new_dispatch(w->link, p->config->concurrency, &m);
         if (r < 0)
                 return r;
 
@@ -191,6 +254,8 @@ static int worker_send_tasks(Worker *w, unsigned n) {
         while (k < n && p->queue.length > 0 && (k == 0 || bytes < DISPATCH_BYTES_MAX)) {
                 Task *t = g_queue_peek_head(&p->queue);
 
+                if (t->solo && (k > 0 || w->in_flight.length > 0))
+                        break;
                 r = task_codec_add_task(m, t->id, t->payload, t->payload_size);
                 if (r < 0) {
                         if (k == 0)
@@ -205,6 +270,8 @@ static int worker_send_tasks(Worker *w, unsigned n) {
                         first = t;
                 bytes += t->payload_size;
                 k++;
+                if (t->solo)
+                        break;
         }
         if (k == 0)
                 return 0;
@@ -228,6 +295,7 @@ static int worker_send_tasks(Worker *w, unsigned n) {
                 }
                 return r;
         }
+        worker_start_waiting(w);
         return (int) k;
 }
 
@@ -284,6 +352,8 @@ void pool_dispatch(Pool *p) {
                                 task_failf(t, "could not send the task to worker %u: %s", w->slot, strerror(-r));
                                 continue;
                         }
+                        if (r == 0)
+                                continue;       /* a solo task waits for a worker that holds nothing */
                         p->dispatch_cursor = slot + 1;
                         served++;
                         worker_update_load(w);
@@ -295,12 +365,13 @@ void pool_dispatch(Pool *p) {
                 source_places_changed(p->source);
 }
 
-static int on_result(uint64_t id, bool ok, const void *data, size_t size, void *userdata) {
+static int on_result(uint64_t id, bool ok, uint64_t run_usec, const void *data, size_t size, void *userdata) {
         Worker *w = userdata;
         Task *t = g_hash_table_lookup(w->pool->manager->tasks, &id);
 
         if (!t || t->worker != w)
                 return 0;
+        pool_note_run_time(w->pool, run_usec);
         if (ok)
                 task_finish(t, true, data, size);
         else {
@@ -312,8 +383,9 @@ static int on_result(uint64_t id, bool ok, const void *data, size_t size, void *
         return 0;
 }
 
-/* Supervisor1.Results(a(tbay)): the ends of tasks, as many as the worker had ready. A result
- * for a task that is no longer this worker's (it timed out meanwhile) is dropped. */
+/* Supervisor1.Results(a(tbtay)): the ends of tasks, as many as the worker had ready. A result
+ * for a task that is no longer this worker's (it timed out meanwhile) is dropped. Each end lets
+ * the worker start the next task of its window. */
 int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Worker *w = userdata;
         int r;
@@ -325,6 +397,7 @@ int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error
                 worker_kill(w, SIGKILL);
                 return 1;
         }
+        worker_start_waiting(w);
 
         /* Dispatch first: a worker that gets its next tasks at once stays "busy", and no
          * PropertiesChanged goes out for a flip to "ready" and back. */
@@ -334,11 +407,11 @@ int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error
 }
 
 /* T, pulled from a shared pool, lost its worker W: the attempts are the engine's deliveries, across
- * all hosts. Not its fault: it stays here. Its fault: back to the engine for another try
- * anywhere, or past TaskRetries= it fails for good. Nothing to run it here any more: back. */
-static void worker_release_pulled(Worker *w, Task *t, const char *reason, bool stopping) {
+ * all hosts. Not its fault (or not known to be): it stays here. Its fault: back to the engine for
+ * another try anywhere, or past TaskRetries= it fails for good. Nothing to run it here any more:
+ * back. */
+static void worker_release_pulled(Worker *w, Task *t, const char *reason, bool stopping, bool not_its_fault) {
         Pool *p = w->pool;
-        bool not_its_fault = w->life.result == SLOT_RESULT_TASK_TIMEOUT || w->life.intent != SLOT_INTENT_NONE;
 
         if (stopping || !pool_is_active(p) || pool_is_removed(p) || (not_its_fault && p->source->stopping)) {
                 source_release(p->source, t);
@@ -356,30 +429,47 @@ static void worker_release_pulled(Worker *w, Task *t, const char *reason, bool s
         source_release(p->source, t);
 }
 
+/* Whether W may have started tasks that apiaryd counts as waiting: it held a window, and its
+ * synchronous plugin may have run into it before the ends went out. Then which task crashed or
+ * hung is not known. */
+static bool worker_loss_is_unsure(const Worker *w) {
+        return w->n_started < w->in_flight.length;
+}
+
 void worker_release_tasks(Worker *w, const char *reason) {
         Pool *p = w->pool;
         bool stopping = p->manager->state == MANAGER_STOPPING;
+        /* Killed for a task's timeout, or stopped on purpose: not the fault of the others. */
+        bool not_their_fault = w->life.result == SLOT_RESULT_TASK_TIMEOUT || w->life.intent != SLOT_INTENT_NONE;
+        bool unsure = worker_loss_is_unsure(w);
         GList *l;
 
         /* Back to the head of the queue in their original order: walk from the newest. */
         while ((l = g_queue_peek_tail_link(&w->in_flight))) {
                 Task *t = l->data;
+                bool started = t->started;
 
                 g_queue_unlink(&w->in_flight, l);
+                if (started)
+                        w->n_started--;
+                t->started = false;
                 t->worker = NULL;
                 t->timeout_source = sd_event_source_disable_unref(t->timeout_source);
                 p->n_running--;
                 p->manager->n_running--;
 
-                /* Killed for another task's timeout, or stopped on purpose: not this task's fault. */
-                if (w->life.result == SLOT_RESULT_TASK_TIMEOUT || w->life.intent != SLOT_INTENT_NONE)
+                /* Which task crashed is not known: none is charged, and each runs alone next time,
+                 * where a crash is its own. */
+                if (started && (not_their_fault || unsure))
                         t->attempts--;
+                if (unsure && !not_their_fault)
+                        t->solo = true;
 
                 free(t->last_loss);
                 t->last_loss = strdup(strempty(reason));
 
                 if (t->source_token && p->source) {
-                        worker_release_pulled(w, t, reason, stopping);
+                        worker_release_pulled(w, t, reason, stopping, not_their_fault || unsure || !started);
                         continue;
                 }
                 if (pool_phase_has_failed(p->life.phase))
@@ -391,12 +481,13 @@ void worker_release_tasks(Worker *w, const char *reason) {
                         task_fail(t, "pool removed by a reload");
                 else if (!pool_is_active(p))
                         task_fail(t, "pool stopped");
-                else if (t->attempts > p->config->task_retries)
+                else if (started && !unsure && t->attempts > p->config->task_retries)
                         task_failf(t, "worker crashed %u time%s running this task; last: %s", t->attempts,
                                    t->attempts == 1 ? "" : "s", strempty(reason));
                 else
                         pool_requeue_front(p, t);
         }
+        w->n_started = 0;
 }
 
 void worker_kill_for_timeout(Worker *w, Task *t) {
@@ -404,6 +495,18 @@ void worker_kill_for_timeout(Worker *w, Task *t) {
         usec_t timeout = t->armed_timeout_usec;
         LogContext ctx = { .pool = w->pool->config->name, .slot = (int) w->slot, .pid = (int) w->pid };
 
+        if (worker_loss_is_unsure(w)) {
+                /* T may have ended and a task after it in the window hangs, its end not sent: kill,
+                 * and run each of them alone, where a timeout is its own. */
+                log_ctx(LOG_WARNING, &ctx,
+                        "Task %" PRIu64 ", or a task after it in the worker's window, ran past %s, killing its worker; "
+                        "its %u tasks run again one at a time.", t->id, format_timespan(buf, sizeof(buf), timeout),
+                        w->in_flight.length);
+                for (GList *l = w->in_flight.head; l; l = l->next)
+                        ((Task *) l->data)->solo = true;
+                worker_task_timed_out(w);
+                return;
+        }
         log_ctx(LOG_WARNING, &ctx, "Task %" PRIu64 " timed out after %s, killing its worker.", t->id,
                 format_timespan(buf, sizeof(buf), timeout));
         task_failf(t, "timeout: no result within %s", format_timespan(buf, sizeof(buf), timeout));

@@ -52,6 +52,8 @@ typedef struct Pool {
         GQueue queue;                   /* of Task, FIFO; links embedded in the tasks */
         uint64_t queued_bytes;          /* their payloads', against QueueBytesLimit= */
         unsigned dispatch_cursor;       /* where the search for a free worker starts */
+        usec_t task_usec_est;           /* how long its tasks run: the last long one, decaying (dispatch.c) */
+        bool task_usec_known;
         uint64_t n_submitted, n_running, n_done, n_failed;
 } Pool;
 

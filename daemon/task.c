@@ -94,6 +94,9 @@ static void task_detach(Task *t) {
                 m->n_queued--;
         } else if (t->worker) {
                 g_queue_unlink(&t->worker->in_flight, &t->worker_link);
+                if (t->started)
+                        t->worker->n_started--;
+                t->started = false;
                 t->worker = NULL;
                 p->n_running--;
                 m->n_running--;

@@ -55,7 +55,10 @@ typedef struct Task {
 
         usec_t timeout_usec;            /* the "timeout" option; USEC_INFINITY: the pool's */
         usec_t armed_timeout_usec;      /* what the timer of the current dispatch was armed with */
-        unsigned attempts;              /* dispatches that counted against TaskRetries= */
+        unsigned attempts;              /* starts that counted against TaskRetries= */
+        usec_t started_mono;            /* CLOCK_MONOTONIC, when its worker started it (as apiaryd infers) */
+        bool started;                   /* its worker has started it: its timeout runs */
+        bool solo;                      /* lost with a worker that held others: runs alone from now on */
         char *last_loss;                /* how the last worker running it died */
 
         sd_bus_message *reply_to;       /* Run() (public bus or a worker's Submit): reply to this */

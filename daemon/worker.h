@@ -46,7 +46,8 @@ typedef struct Worker {
         usec_t ready_mono;              /* CLOCK_MONOTONIC, when it reported Ready; 0 if not yet */
         usec_t exited_mono;             /* CLOCK_MONOTONIC, when the last process exited */
 
-        GQueue in_flight;               /* of Task, dispatched and not finished */
+        GQueue in_flight;               /* of Task, dispatched and not finished, in order */
+        unsigned n_started;             /* the first ones of in_flight, started; the rest wait in its window */
         uint64_t n_dispatched;          /* tasks sent to the current process */
 
         ino_t link_ino;                 /* the inode of the link's worker end, checked at Ready() */

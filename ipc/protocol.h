@@ -29,10 +29,10 @@
 #define LINK_FAILED_IN "ss"                             /* error_name, message */
 #define LINK_SUBMIT_IN "say"                            /* pool, payload */
 #define LINK_SUBMIT_OUT "ay"                            /* result */
-#define LINK_RESULT "tbay"                              /* id, ok, data */
+#define LINK_RESULT "tbtay"                             /* id, ok, run_usec, data */
 #define LINK_RESULTS_IN "a(" LINK_RESULT ")"            /* results */
 #define LINK_TASK "tay"                                 /* id, payload */
-#define LINK_DISPATCH_IN "a(" LINK_TASK ")"             /* tasks */
+#define LINK_DISPATCH_IN "ua(" LINK_TASK ")"            /* max_running, tasks */
 #define LINK_FORK_IN "uh"                               /* slot, link */
 #define LINK_FORK_OUT "u"                               /* pid */
 
@@ -45,6 +45,10 @@
  * may be at most RESULT_BYTES_MAX (a D-Bus array holds 64 MiB). */
 #define RESULTS_BYTES_MAX (1024u * 1024u)
 #define RESULT_BYTES_MAX (32u * 1024u * 1024u)
+
+/* A worker's turn of its loop runs tasks for at most this long (µs) before it sends their ends:
+ * apiaryd learns that a task started, from the end of the one before it, within about that. */
+#define LINK_TURN_BUDGET_USEC 500u
 
 /* The fd number apiary-worker finds its end of the socketpair on. */
 #define WORKER_BUS_FD 3

@@ -4,12 +4,16 @@
 #include "ipc/protocol.h"
 #include "ipc/task-codec.h"
 
-int task_codec_read_dispatch(sd_bus_message *m, task_codec_dispatch_fn fn, void *userdata) {
+int task_codec_read_dispatch(sd_bus_message *m, uint32_t *ret_max_running, task_codec_dispatch_fn fn,
+                             void *userdata) {
         const void *payload;
         uint64_t id;
         size_t size;
         int r;
 
+        r = sd_bus_message_read(m, "u", ret_max_running);
+        if (r < 0)
+                return r;
         r = sd_bus_message_enter_container(m, 'a', "(" LINK_TASK ")");
         if (r < 0)
                 return r;
@@ -34,7 +38,7 @@ int task_codec_read_dispatch(sd_bus_message *m, task_codec_dispatch_fn fn, void 
 
 int task_codec_read_results(sd_bus_message *m, task_codec_result_fn fn, void *userdata) {
         const void *data;
-        uint64_t id;
+        uint64_t id, run_usec;
         size_t size;
         int ok, r;
 
@@ -42,7 +46,7 @@ int task_codec_read_results(sd_bus_message *m, task_codec_result_fn fn, void *us
         if (r < 0)
                 return r;
         while ((r = sd_bus_message_enter_container(m, 'r', LINK_RESULT)) > 0) {
-                r = sd_bus_message_read(m, "tb", &id, &ok);
+                r = sd_bus_message_read(m, "tbt", &id, &ok, &run_usec);
                 if (r < 0)
                         return r;
                 r = sd_bus_message_read_array(m, 'y', &data, &size);
@@ -51,7 +55,7 @@ int task_codec_read_results(sd_bus_message *m, task_codec_result_fn fn, void *us
                 r = sd_bus_message_exit_container(m);
                 if (r < 0)
                         return r;
-                r = fn(id, ok, data, size, userdata);
+                r = fn(id, ok, run_usec, data, size, userdata);
                 if (r < 0)
                         return r;
         }
@@ -60,15 +64,18 @@ int task_codec_read_results(sd_bus_message *m, task_codec_result_fn fn, void *us
         return sd_bus_message_exit_container(m);
 }
 
-/* A no-reply call of LINK on PATH's INTERFACE, its array of ELEMENT open. */
+/* A no-reply call of LINK on PATH's INTERFACE, its array of ELEMENT open (after a leading u if
+ * HEAD is given). */
 static int new_array_call(sd_bus *link, const char *path, const char *interface, const char *member,
-                          const char *element, sd_bus_message **ret) {
+                          const uint32_t *head, const char *element, sd_bus_message **ret) {
         sd_bus_message *m = NULL;
         int r;
 
         r = sd_bus_message_new_method_call(link, &m, NULL, path, interface, member);
         if (r >= 0)
                 r = sd_bus_message_set_expect_reply(m, false);
+        if (r >= 0 && head)
+                r = sd_bus_message_append(m, "u", *head);
         if (r >= 0)
                 r = sd_bus_message_open_container(m, 'a', element);
         if (r < 0) {
@@ -79,8 +86,9 @@ static int new_array_call(sd_bus *link, const char *path, const char *interface,
         return 0;
 }
 
-int task_codec_new_dispatch(sd_bus *link, sd_bus_message **ret) {
-        return new_array_call(link, WORKER_OBJECT_PATH, WORKER_INTERFACE, "Dispatch", "(" LINK_TASK ")", ret);
+int task_codec_new_dispatch(sd_bus *link, uint32_t max_running, sd_bus_message **ret) {
+        return new_array_call(link, WORKER_OBJECT_PATH, WORKER_INTERFACE, "Dispatch", &max_running, "(" LINK_TASK ")",
+                              ret);
 }
 
 int task_codec_add_task(sd_bus_message *m, uint64_t id, const void *payload, size_t size) {
@@ -97,15 +105,17 @@ int task_codec_add_task(sd_bus_message *m, uint64_t id, const void *payload, siz
 }
 
 int task_codec_new_results(sd_bus *link, sd_bus_message **ret) {
-        return new_array_call(link, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Results", "(" LINK_RESULT ")", ret);
+        return new_array_call(link, SUPERVISOR_OBJECT_PATH, SUPERVISOR_INTERFACE, "Results", NULL, "(" LINK_RESULT ")",
+                              ret);
 }
 
-int task_codec_add_result(sd_bus_message *m, uint64_t id, bool ok, const void *data, size_t size) {
+int task_codec_add_result(sd_bus_message *m, uint64_t id, bool ok, uint64_t run_usec, const void *data,
+                          size_t size) {
         int r;
 
         r = sd_bus_message_open_container(m, 'r', LINK_RESULT);
         if (r >= 0)
-                r = sd_bus_message_append(m, "tb", id, (int) ok);
+                r = sd_bus_message_append(m, "tbt", id, (int) ok, run_usec);
         if (r >= 0)
                 r = sd_bus_message_append_array(m, 'y', data, size);
         if (r >= 0)

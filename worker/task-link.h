@@ -8,19 +8,32 @@
 #include "worker/plugin-host.h"
 
 /*
- * The worker's side of the task traffic on its link to apiaryd: Worker1.Dispatch(a(tay)) brings
- * tasks, many per message when apiaryd's queue is deep, and their ends go back in
- * Supervisor1.Results(a(tbay)) messages, as many per message as finished in one turn of the
- * event loop. Neither wants a reply. See docs/worker-protocol.md.
+ * The worker's side of the task traffic on its link to apiaryd: Worker1.Dispatch(ua(tay)) brings
+ * tasks, many per message when apiaryd's queue is deep, and says how many of them may run at once
+ * (the pool's Concurrency=). The worker starts them in the order they came, that many at a time;
+ * the others wait here, in its window. Their ends go back in Supervisor1.Results(a(tbtay))
+ * messages, as many per message as finished in one turn of the event loop, each with how long it
+ * ran. A turn that has run tasks for LINK_TURN_BUDGET_USEC sends what ended and goes on in the next
+ * turn, so that apiaryd learns of ends, and so of starts, within that bound. Neither message wants
+ * a reply. See docs/worker-protocol.md.
  */
+typedef struct LinkTask LinkTask;
+
 typedef struct TaskLink {
         PluginHost *host;
         sd_bus *link;
         sd_event_source *flush_source;  /* one-shot defer: sends what collected in this turn */
-        sd_bus_message *results;        /* the Results call being filled, its a(tbay) open */
+        sd_event_source *run_source;    /* one-shot defer: starts what waits, in the next turn */
+        sd_bus_message *results;        /* the Results call being filled, its a(tbtay) open */
         size_t results_bytes;
         unsigned n_results;
+
+        LinkTask *waiting_head, *waiting_tail;  /* dispatched, not started yet: FIFO */
+        unsigned n_running;             /* started, not ended */
+        unsigned max_running;           /* from the last Dispatch */
+        bool starting;                  /* in link_run_waiting(): an end does not start another */
 } TaskLink;
+
 
 /* Serves Worker1 on LINK for HOST's plugin. */
 int task_link_init(TaskLink *l, PluginHost *host, sd_bus *link, sd_event *event);

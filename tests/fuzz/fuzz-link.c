@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes the decoding of the private link's task messages on both sides: task_codec_read_dispatch()
- * (Worker1.Dispatch(a(tay)), read by apiary-worker) and task_codec_read_results()
- * (Supervisor1.Results(a(tbay)), read by apiaryd).
+ * (Worker1.Dispatch(ua(tay)), read by apiary-worker) and task_codec_read_results()
+ * (Supervisor1.Results(a(tbtay)), read by apiaryd).
  *
  * sd-bus cannot parse raw bytes into a message, so the bytes go through a real connection: a
  * socketpair with an sd-bus server on one end (like apiaryd's side of the link) and an sd-bus
@@ -11,7 +11,7 @@
  * client's sd-bus, and lets the server dispatch it to an object whose methods run the codec.
  *
  * The input: byte 0 chooses the message, the rest is its body, unchecked.
- *   bit 0     0: Worker1.Dispatch, signature a(tay); 1: Supervisor1.Results, signature a(tbay)
+ *   bit 0     0: Worker1.Dispatch, signature ua(tay); 1: Supervisor1.Results, signature a(tbtay)
  *   bits 1-7  N: the callback stops the walk (returns -ECANCELED) at the Nth element; 0: never
  * The callbacks read every byte of each payload or result, so ASan sees reads outside the message.
  * The codec must hand on the callback's error unchanged, and a successful walk must end at the end
@@ -89,9 +89,10 @@ static int on_task(uint64_t id, const void *payload, size_t size, _unused_ void 
         return next_element();
 }
 
-static int on_result(uint64_t id, bool ok, const void *data, size_t size, _unused_ void *userdata) {
+static int on_result(uint64_t id, bool ok, uint64_t run_usec, const void *data, size_t size,
+                     _unused_ void *userdata) {
         touch(data, size);
-        state.sum += id + ok;
+        state.sum += id + ok + run_usec;
         return next_element();
 }
 
@@ -108,7 +109,9 @@ static void check_walk(sd_bus_message *m, int r) {
 }
 
 static int method_dispatch(sd_bus_message *m, _unused_ void *userdata, _unused_ sd_bus_error *error) {
-        check_walk(m, task_codec_read_dispatch(m, on_task, NULL));
+        uint32_t max_running;
+
+        check_walk(m, task_codec_read_dispatch(m, &max_running, on_task, NULL));
         return 1;
 }
 
@@ -119,13 +122,13 @@ static int method_results(sd_bus_message *m, _unused_ void *userdata, _unused_ s
 
 static const sd_bus_vtable worker_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD("Dispatch", "a(tay)", "", method_dispatch, SD_BUS_VTABLE_METHOD_NO_REPLY),
+        SD_BUS_METHOD("Dispatch", LINK_DISPATCH_IN, "", method_dispatch, SD_BUS_VTABLE_METHOD_NO_REPLY),
         SD_BUS_VTABLE_END
 };
 
 static const sd_bus_vtable supervisor_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD("Results", "a(tbay)", "", method_results, SD_BUS_VTABLE_METHOD_NO_REPLY),
+        SD_BUS_METHOD("Results", LINK_RESULTS_IN, "", method_results, SD_BUS_VTABLE_METHOD_NO_REPLY),
         SD_BUS_VTABLE_END
 };
 
@@ -263,7 +266,7 @@ static size_t build_header(uint8_t *buf, bool results, size_t body_size) {
         n = put_field(buf, n, HEADER_FIELD_PATH, 'o', results ? SUPERVISOR_OBJECT_PATH : WORKER_OBJECT_PATH);
         n = put_field(buf, n, HEADER_FIELD_INTERFACE, 's', results ? SUPERVISOR_INTERFACE : WORKER_INTERFACE);
         n = put_field(buf, n, HEADER_FIELD_MEMBER, 's', results ? "Results" : "Dispatch");
-        n = put_field(buf, n, HEADER_FIELD_SIGNATURE, 'g', results ? "a(tbay)" : "a(tay)");
+        n = put_field(buf, n, HEADER_FIELD_SIGNATURE, 'g', results ? LINK_RESULTS_IN : LINK_DISPATCH_IN);
         put_u32(buf + 12, (uint32_t) (n - 16)); /* without the padding after the last field */
         return align8(buf, n);
 }
