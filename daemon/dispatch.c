@@ -212,6 +212,7 @@ static void worker_take_task(Worker *w, Task *t) {
         t->state = TASK_RUNNING;
         t->worker = w;
         t->started = false;
+        t->number = w->n_sent++;
         g_queue_push_tail_link(&w->in_flight, &t->worker_link);
         p->n_running++;
         mgr->n_running++;
@@ -227,6 +228,7 @@ static void worker_untake_task(Worker *w, Task *t) {
 
         g_queue_unlink(&w->in_flight, &t->worker_link);
         t->worker = NULL;
+        w->n_sent--;
         w->n_dispatched--;
         p->n_running--;
         p->manager->n_running--;
@@ -277,8 +279,16 @@ static int worker_send_tasks(Worker *w, unsigned n) {
                 return 0;
 
         r = task_codec_close(m);
-        if (r >= 0)
+        if (r >= 0) {
+                /* Claimable before they can arrive. Should the send fail, the worker never sees
+                 * those numbers, and a limit past what it has is harmless. */
+                if (w->taken_back) {
+                        link_claim_resume(w->claim, first->number, k);
+                        w->taken_back = false;
+                } else
+                        link_claim_allow(w->claim, k);
                 r = sd_bus_send(w->link, m, NULL);
+        }
         if (r < 0) {
                 /* Nothing went out: the tasks go back to the head of the queue, in order. */
                 GList *l = g_queue_peek_tail_link(&w->in_flight);
@@ -310,6 +320,101 @@ static void worker_check_retire(Worker *w) {
         worker_update_load(w);
 }
 
+/* How many of the tasks W holds its process has not started yet, as its claim says. */
+static unsigned worker_n_unclaimed(const Worker *w) {
+        int32_t n = (int32_t) (w->n_sent - link_claim_consumed(w->claim));
+
+        if (w->taken_back || n <= 0)
+                return 0;
+        return MIN((unsigned) n, w->in_flight.length);
+}
+
+/* Takes back from W every task its process has not started, to the head of the queue in order. */
+static void worker_take_back(Worker *w) {
+        Pool *p = w->pool;
+        uint32_t first = link_claim_take_back(w->claim);
+        unsigned n = 0;
+        GList *l;
+
+        w->taken_back = true;
+        while ((l = g_queue_peek_tail_link(&w->in_flight))) {
+                Task *t = l->data;
+
+                if ((int32_t) (t->number - first) < 0)
+                        break;
+                if (t->started) {
+                        /* Counted as started from an end that came first: it had not. */
+                        t->started = false;
+                        w->n_started--;
+                        t->attempts--;
+                        t->timeout_source = sd_event_source_disable_unref(t->timeout_source);
+                }
+                worker_untake_task(w, t);
+                w->n_sent++;    /* its number stays used: the worker skips it */
+                pool_requeue_front(p, t);
+                n++;
+        }
+        log_worker(LOG_DEBUG, w, "Took back %u tasks waiting behind one that runs long.", n);
+}
+
+static int on_take_back_time(sd_event_source *s, uint64_t usec, void *userdata) {
+        pool_dispatch(userdata);
+        return 0;
+}
+
+/*
+ * No task waits in a window behind a long one while another worker has room: once the task that
+ * runs at the head of a window has run WINDOW_BUDGET_USEC, what its worker has not started comes
+ * back, and goes to the workers with room. Before that, a timer looks again then. Returns whether
+ * tasks came back.
+ */
+static bool pool_take_back_windows(Pool *p) {
+        usec_t now, next = USEC_INFINITY;
+        unsigned n_room = 0;
+        bool moved = false;
+        int r;
+
+        if (p->queue.length > 0 || p->source || p->n_workers < 2)
+                return false;
+        for (unsigned i = 0; i < p->n_workers && n_room < 2; i++)
+                if (worker_room(p->workers[i]) > 0)
+                        n_room++;
+        if (n_room == 0 || sd_event_now(p->manager->event, CLOCK_MONOTONIC, &now) < 0)
+                return false;
+
+        for (unsigned i = 0; i < p->n_workers; i++) {
+                Worker *w = p->workers[i];
+                const Task *head = w->in_flight.head ? w->in_flight.head->data : NULL;
+                usec_t since;
+
+                /* Only from a window (more than Concurrency=, so that something waits for sure),
+                 * and only if another worker has room. */
+                if (!head || !head->started || w->in_flight.length <= p->config->concurrency ||
+                    n_room - (worker_room(w) > 0) == 0 || worker_n_unclaimed(w) == 0)
+                        continue;
+                since = head->started_mono;
+                if (now >= since + WINDOW_BUDGET_USEC) {
+                        worker_take_back(w);
+                        worker_update_load(w);
+                        moved = true;
+                } else
+                        next = MIN(next, since + WINDOW_BUDGET_USEC);
+        }
+        if (next == USEC_INFINITY)
+                return moved;
+
+        if (p->take_back_source)
+                r = sd_event_source_set_time(p->take_back_source, next);
+        else
+                r = sd_event_add_time(p->manager->event, &p->take_back_source, CLOCK_MONOTONIC, next,
+                                      WINDOW_BUDGET_USEC / 4, on_take_back_time, p);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(p->take_back_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the window check of pool %s: %m", p->config->name);
+        return moved;
+}
+
 void pool_dispatch(Pool *p) {
         if (p->manager->state == MANAGER_STOPPING || p->paused) {
                 if (p->source)
@@ -319,7 +424,7 @@ void pool_dispatch(Pool *p) {
 
         for (unsigned i = 0; i < p->n_workers; i++)
                 worker_check_retire(p->workers[i]);
-
+again:
         /* Round robin over the slots, starting after the last one served, each taking an even
          * share of what is queued (as much as it has room for when the queue is deep). */
         while (p->queue.length > 0) {
@@ -361,6 +466,8 @@ void pool_dispatch(Pool *p) {
                 if (served == 0)
                         break;
         }
+        if (pool_take_back_windows(p))
+                goto again;
         if (p->source)
                 source_places_changed(p->source);
 }

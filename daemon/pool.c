@@ -517,6 +517,29 @@ int pool_new(Pool **ret, Manager *m, PoolConfig *config) {
         return 0;
 }
 
+/* The page of P's claims with INDEX, made if need be. */
+int pool_claim_page(Pool *p, unsigned index, LinkClaimPage **ret) {
+        int r;
+
+        if (index >= p->n_claim_pages) {
+                LinkClaimPage **pages = reallocarray(p->claim_pages, index + 1, sizeof(LinkClaimPage *));
+
+                if (!pages)
+                        return -ENOMEM;
+                p->claim_pages = pages;
+                for (unsigned i = p->n_claim_pages; i <= index; i++)
+                        pages[i] = NULL;
+                p->n_claim_pages = index + 1;
+        }
+        if (!p->claim_pages[index]) {
+                r = link_claim_page_new(&p->claim_pages[index]);
+                if (r < 0)
+                        return r;
+        }
+        *ret = p->claim_pages[index];
+        return 0;
+}
+
 Pool *pool_free(Pool *p) {
         if (!p)
                 return NULL;
@@ -528,6 +551,10 @@ Pool *pool_free(Pool *p) {
                 worker_free(p->workers[i]);
         free(p->workers);
         free(p->settled);
+        for (unsigned i = 0; i < p->n_claim_pages; i++)
+                link_claim_page_free(p->claim_pages[i]);
+        free(p->claim_pages);
+        sd_event_source_disable_unref(p->take_back_source);
         sd_event_source_disable_unref(p->retry_source);
         free(p->object_path);
         free(p->failure_reason);

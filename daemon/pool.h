@@ -54,11 +54,16 @@ typedef struct Pool {
         unsigned dispatch_cursor;       /* where the search for a free worker starts */
         usec_t task_usec_est;           /* how long its tasks run: the last long one, decaying (dispatch.c) */
         bool task_usec_known;
+        sd_event_source *take_back_source; /* when to look again for windows held behind a long task */
+        LinkClaimPage **claim_pages;    /* its workers' claims, LINK_CLAIMS_PER_PAGE slots a page */
+        unsigned n_claim_pages;
         uint64_t n_submitted, n_running, n_done, n_failed;
 } Pool;
 
 /* Takes CONFIG on success. */
 int pool_new(Pool **ret, Manager *m, PoolConfig *config);
+/* The page of the pool's claims with INDEX (ipc/claim.h), made if need be. */
+int pool_claim_page(Pool *p, unsigned index, LinkClaimPage **ret);
 Pool *pool_free(Pool *p);
 static inline void pool_freep(Pool **p) {
         if (*p)

@@ -59,6 +59,7 @@ typedef struct Task {
         usec_t started_mono;            /* CLOCK_MONOTONIC, when its worker started it (as apiaryd infers) */
         bool started;                   /* its worker has started it: its timeout runs */
         bool solo;                      /* lost with a worker that held others: runs alone from now on */
+        uint32_t number;                /* its number among the tasks sent to its worker's process */
         char *last_loss;                /* how the last worker running it died */
 
         sd_bus_message *reply_to;       /* Run() (public bus or a worker's Submit): reply to this */

@@ -102,10 +102,11 @@ void worker_kill(Worker *w, int sig) {
 /* ---- the private link: what apiary-worker asks of us ---- */
 
 static void link_hello(void *userdata, const char **ret_plugin_path, char *const **ret_keys,
-                       char *const **ret_values, size_t *ret_n) {
+                       char *const **ret_values, size_t *ret_n, int *ret_claims_fd) {
         Worker *w = userdata;
 
         pool_config_plugin_settings(w->pool->config, ret_plugin_path, ret_keys, ret_values, ret_n);
+        *ret_claims_fd = w->claim_page->fd;
 }
 
 static int worker_event(Worker *w, SlotEvent e, const WorkerEventArgs *args);
@@ -339,6 +340,9 @@ int host_spawn(Manager *m, const PoolConfig *c, const char *role, int fd_worker,
  * (Its intent and result are the state machine's, reset by START.) */
 void worker_process_begins(Worker *w, pid_t pid) {
         w->pid = pid;
+        w->n_sent = 0;
+        w->taken_back = false;
+        link_claim_reset(w->claim);
         w->started_at = now_usec(CLOCK_REALTIME);
         w->spawned_mono = now_usec(CLOCK_MONOTONIC);
         w->ready_mono = 0;
@@ -815,6 +819,10 @@ int worker_new(Worker **ret, Pool *pool, unsigned slot) {
         r = object_worker_path(pool->config->name, slot, &w->object_path);
         if (r < 0)
                 return r;
+        r = pool_claim_page(pool, slot / LINK_CLAIMS_PER_PAGE, &w->claim_page);
+        if (r < 0)
+                return r;
+        w->claim = w->claim_page->claims + slot % LINK_CLAIMS_PER_PAGE;
 
         *ret = TAKE_PTR(w);
         return 0;

@@ -8,6 +8,7 @@
 #include <systemd/sd-event.h>
 
 #include "config/config.h"
+#include "ipc/claim.h"
 #include "ipc/link-supervisor.h"
 #include "daemon/restart.h"
 #include "daemon/worker-fsm.h"
@@ -49,6 +50,11 @@ typedef struct Worker {
         GQueue in_flight;               /* of Task, dispatched and not finished, in order */
         unsigned n_started;             /* the first ones of in_flight, started; the rest wait in its window */
         uint64_t n_dispatched;          /* tasks sent to the current process */
+        LinkClaimPage *claim_page;      /* the pool's page that holds its claim */
+        LinkClaim *claim;               /* which of the tasks sent its process has started (ipc/claim.h) */
+        uint32_t n_sent;                /* tasks sent to its process, taken back or not: the next one's number */
+        bool taken_back;                /* tasks were taken back: the next send moves the claim past them
+                                         * (link_claim_resume()) */
 
         ino_t link_ino;                 /* the inode of the link's worker end, checked at Ready() */
         sd_bus_slot *fork_slot;         /* the zygote's Fork() for this slot, until it answers */

@@ -117,7 +117,7 @@ static int on_zygote_exit(sd_event_source *s, const siginfo_t *si, void *userdat
 }
 
 static void zygote_method_hello(void *userdata, const char **ret_plugin_path, char *const **ret_keys,
-                                char *const **ret_values, size_t *ret_n) {
+                                char *const **ret_values, size_t *ret_n, int *ret_claims_fd) {
         Zygote *z = userdata;
 
         pool_config_plugin_settings(z->pool->config, ret_plugin_path, ret_keys, ret_values, ret_n);
@@ -360,7 +360,7 @@ int zygote_fork(Pool *p, Worker *w) {
 
         /* sd-bus sends a copy of the fd; ours is closed on return. */
         worker_note_link_end(w, fd_worker);
-        r = link_call_fork(z->link, (uint32_t) w->slot, fd_worker,
+        r = link_call_fork(z->link, (uint32_t) w->slot, fd_worker, w->claim_page->fd,
                            FORK_TIMEOUT_USEC + forks_waiting(p) * FORK_TIMEOUT_QUEUED_USEC, on_fork_reply, w,
                            &w->fork_slot);
         if (r < 0)

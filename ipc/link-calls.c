@@ -15,7 +15,7 @@ int link_read_hello(sd_bus_message *m, uint32_t *ret_abi) {
 }
 
 int link_reply_hello(sd_bus_message *call, const char *plugin_path, char *const *keys, char *const *values,
-                     size_t n) {
+                     size_t n, int claims_fd) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
 
@@ -28,14 +28,18 @@ int link_reply_hello(sd_bus_message *call, const char *plugin_path, char *const 
                 r = sd_bus_message_append(reply, "(" LINK_SETTING ")", keys[i], values[i]);
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = claims_fd >= 0 ? sd_bus_message_append(reply, "ah", 1, claims_fd)
+                                   : sd_bus_message_append(reply, "ah", 0);
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
 }
 
-int link_read_hello_reply(sd_bus_message *reply, const char **ret_plugin_path, link_setting_fn fn, void *userdata) {
+int link_read_hello_reply(sd_bus_message *reply, const char **ret_plugin_path, link_setting_fn fn, void *userdata,
+                          int *ret_claims_fd) {
         const char *k, *v;
-        int r;
+        int fd = -1, r;
 
         r = sd_bus_message_read(reply, "s", ret_plugin_path);
         if (r < 0)
@@ -50,7 +54,20 @@ int link_read_hello_reply(sd_bus_message *reply, const char **ret_plugin_path, l
         }
         if (r < 0)
                 return r;
-        return sd_bus_message_exit_container(reply);
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', "h");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "h", &fd);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return r;
+        *ret_claims_fd = fd;    /* the message's, or -1: dup it to keep it */
+        return 0;
 }
 
 int link_call_ready(sd_bus *link, const char *name, const char *version, uint64_t monotonic_usec) {
@@ -90,7 +107,7 @@ int link_read_submit_reply(sd_bus_message *reply, const void **ret_data, size_t 
         return sd_bus_message_read_array(reply, 'y', ret_data, ret_size);
 }
 
-int link_call_fork(sd_bus *link, uint32_t slot, int fd, uint64_t timeout_usec, sd_bus_message_handler_t callback,
+int link_call_fork(sd_bus *link, uint32_t slot, int fd, int claims_fd, uint64_t timeout_usec, sd_bus_message_handler_t callback,
                    void *userdata, sd_bus_slot **ret_slot) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;
@@ -98,14 +115,14 @@ int link_call_fork(sd_bus *link, uint32_t slot, int fd, uint64_t timeout_usec, s
         r = sd_bus_message_new_method_call(link, &m, NULL, ZYGOTE_OBJECT_PATH, ZYGOTE_INTERFACE, "Fork");
         if (r >= 0)
                 /* sd-bus sends a copy of the fd: the caller's stays the caller's. */
-                r = sd_bus_message_append(m, LINK_FORK_IN, slot, fd);
+                r = sd_bus_message_append(m, LINK_FORK_IN, slot, fd, claims_fd);
         if (r < 0)
                 return r;
         return sd_bus_call_async(link, ret_slot, m, callback, userdata, timeout_usec);
 }
 
-int link_read_fork(sd_bus_message *m, uint32_t *ret_slot, int *ret_fd) {
-        return sd_bus_message_read(m, LINK_FORK_IN, ret_slot, ret_fd);
+int link_read_fork(sd_bus_message *m, uint32_t *ret_slot, int *ret_fd, int *ret_claims_fd) {
+        return sd_bus_message_read(m, LINK_FORK_IN, ret_slot, ret_fd, ret_claims_fd);
 }
 
 int link_reply_fork(sd_bus_message *call, pid_t pid) {

@@ -11,6 +11,7 @@ static int on_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         LinkSupervisor *s = userdata;
         char *const *keys, *const *values;
         const char *path;
+        int claims_fd = -1;
         uint32_t abi;
         size_t n;
         int r;
@@ -23,8 +24,8 @@ static int on_hello(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                                          "apiary-worker speaks plugin ABI %u, apiaryd %u: install matching versions.",
                                          abi, APIARY_PLUGIN_ABI_VERSION);
 
-        s->ops->hello(s->userdata, &path, &keys, &values, &n);
-        return link_reply_hello(msg, path, keys, values, n);
+        s->ops->hello(s->userdata, &path, &keys, &values, &n, &claims_fd);
+        return link_reply_hello(msg, path, keys, values, n, claims_fd);
 }
 
 static int forward(sd_bus_message_handler_t handler, sd_bus_message *msg, LinkSupervisor *s, sd_bus_error *error) {
@@ -61,7 +62,7 @@ static int on_results(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
 static const sd_bus_vtable link_supervisor_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_NAMES("Hello", LINK_HELLO_IN, SD_BUS_PARAM(abi_version),
-                                 LINK_HELLO_OUT, SD_BUS_PARAM(plugin_path) SD_BUS_PARAM(config),
+                                 LINK_HELLO_OUT, SD_BUS_PARAM(plugin_path) SD_BUS_PARAM(config) SD_BUS_PARAM(claims),
                                  on_hello, 0),
         SD_BUS_METHOD_WITH_NAMES("Ready", LINK_READY_IN,
                                  SD_BUS_PARAM(plugin_name) SD_BUS_PARAM(plugin_version) SD_BUS_PARAM(monotonic_usec),

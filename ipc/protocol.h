@@ -24,7 +24,7 @@
  * them (ipc/task-codec.c, ipc/link-calls.c) use these. */
 #define LINK_SETTING "ss"                               /* one key=value of the plugin's configuration */
 #define LINK_HELLO_IN "u"                               /* abi_version */
-#define LINK_HELLO_OUT "sa(" LINK_SETTING ")"           /* plugin_path, config */
+#define LINK_HELLO_OUT "sa(" LINK_SETTING ")ah"         /* plugin_path, config, claims (one for a worker) */
 #define LINK_READY_IN "sst"                             /* plugin_name, plugin_version, monotonic_usec */
 #define LINK_FAILED_IN "ss"                             /* error_name, message */
 #define LINK_SUBMIT_IN "say"                            /* pool, payload */
@@ -33,7 +33,7 @@
 #define LINK_RESULTS_IN "a(" LINK_RESULT ")"            /* results */
 #define LINK_TASK "tay"                                 /* id, payload */
 #define LINK_DISPATCH_IN "ua(" LINK_TASK ")"            /* max_running, tasks */
-#define LINK_FORK_IN "uh"                               /* slot, link */
+#define LINK_FORK_IN "uhh"                              /* slot, link, claims */
 #define LINK_FORK_OUT "u"                               /* pid */
 
 #define WORKER_ERROR_LOAD "org.apiary.Worker1.Error.Load"

@@ -943,6 +943,7 @@ static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *err
         ((char *) r->data)[size] = '\0';
         r->size = size;
         r->count = 1;
+        r->order = g_hash_table_size(d->results);
         g_hash_table_insert(d->results, g_memdup2(&id, sizeof(id)), r);
         return 0;
 }

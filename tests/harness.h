@@ -45,6 +45,7 @@ typedef struct TestResult {
         void *data;             /* the result, or the reason (NUL-terminated) */
         size_t size;
         unsigned count;         /* how many TaskFinished came for this id: must be 1 */
+        uint64_t order;         /* how many other tasks' TaskFinished came before this one's */
 } TestResult;
 
 /* The usual fixture: a fresh bus per test, and the daemon the test starts on it. */

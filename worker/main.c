@@ -230,19 +230,25 @@ static int add_setting(const char *key, const char *value, void *userdata) {
         return 0;
 }
 
-/* Hello() → (s plugin_path, a(ss) config): what this worker is to run. */
+/* Hello() → (s plugin_path, a(ss) config, ah claims): what this worker is to run. */
 static int call_hello(Context *c, char **ret_path, char ***ret_keys, char ***ret_values, size_t *ret_n) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Settings s = {};
         const char *path;
-        int r;
+        int claims_fd = -1, r;
 
         r = link_call_hello(c->bus, APIARY_PLUGIN_ABI_VERSION, &error, &reply);
         if (r < 0)
                 return log_error_errno(r, "Hello to apiaryd failed: %s", error.message ?: strerror(-r));
 
-        r = link_read_hello_reply(reply, &path, add_setting, &s);
+        r = link_read_hello_reply(reply, &path, add_setting, &s, &claims_fd);
+        if (r >= 0 && !c->zygote) {
+                /* A worker starts a task only once it has claimed it (ipc/claim.h). */
+                r = claims_fd < 0 ? -EBADMSG : link_claim_map(claims_fd, c->slot % LINK_CLAIMS_PER_PAGE, &c->claim);
+                if (r < 0)
+                        log_error_errno(r, "Failed to map the claims apiaryd sent: %m");
+        }
         if (r >= 0) {
                 *ret_path = strdup(path);
                 if (!*ret_path)
@@ -357,7 +363,7 @@ int worker_serve(Context *c) {
                 return WORKER_EXIT_INIT;
         }
 
-        r = task_link_init(&c->tasks, &c->plugin, c->bus, c->event);
+        r = task_link_init(&c->tasks, &c->plugin, c->bus, c->event, c->claim);
         c->tasks_set = true;
         if (r < 0) {
                 log_error_errno(r, "Failed to register the worker object: %m");

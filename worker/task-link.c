@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@ struct LinkTask {
         TaskLink *link;
         LinkTask *next;                 /* in link->waiting while it waits */
         uint64_t id;
+        uint32_t number;                /* in the order apiaryd sent them: what it claims by */
         sd_bus_message *dispatch;       /* holds the payload */
         const void *payload;
         size_t size;
@@ -154,6 +156,11 @@ static void link_run_waiting(TaskLink *l) {
                 }
 
                 t = waiting_pop(l);
+                if (!link_claim_start(l->claim, t->number)) {
+                        /* apiaryd took it back to run elsewhere: not ours any more. */
+                        link_task_free(t);
+                        continue;
+                }
                 t->started = now;
                 l->n_running++;
                 /* The payload points into the message, which the task holds until it is freed. */
@@ -189,11 +196,16 @@ static int on_task(uint64_t id, const void *payload, size_t size, void *userdata
         LinkTask *t;
 
         t = malloc(sizeof(*t));
-        if (!t)
-                return results_append(l, id, false, 0, "out of memory", strlen("out of memory"));
+        if (!t) {
+                /* Its number would go unclaimed, and the claims of all after it fail: exiting
+                 * gives every task we hold back to apiaryd. */
+                log_error("Out of memory for task %" PRIu64 ", exiting.", id);
+                _exit(WORKER_EXIT_FAILURE);
+        }
         *t = (LinkTask) {
                 .link = l,
                 .id = id,
+                .number = l->n_received++,
                 .dispatch = sd_bus_message_ref(d->msg),
                 .payload = payload,
                 .size = size,
@@ -226,10 +238,11 @@ static const sd_bus_vtable worker_vtable[] = {
         SD_BUS_VTABLE_END
 };
 
-int task_link_init(TaskLink *l, PluginHost *host, sd_bus *link, sd_event *event) {
+int task_link_init(TaskLink *l, PluginHost *host, sd_bus *link, sd_event *event, LinkClaim *claim) {
         int r;
 
-        *l = (TaskLink) { .host = host, .link = link, .max_running = 1 };
+        assert(claim);
+        *l = (TaskLink) { .host = host, .link = link, .max_running = 1, .claim = claim };
         r = sd_event_add_defer(event, &l->flush_source, on_flush, l);
         if (r < 0)
                 return r;

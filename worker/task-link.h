@@ -5,6 +5,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "ipc/claim.h"
 #include "worker/plugin-host.h"
 
 /*
@@ -15,7 +16,8 @@
  * messages, as many per message as finished in one turn of the event loop, each with how long it
  * ran. A turn that has run tasks for LINK_TURN_BUDGET_USEC sends what ended and goes on in the next
  * turn, so that apiaryd learns of ends, and so of starts, within that bound. Neither message wants
- * a reply. See docs/worker-protocol.md.
+ * a reply. A task starts only once claimed (ipc/claim.h): one apiaryd took back is dropped
+ * unstarted when its turn comes. See docs/worker-protocol.md.
  */
 typedef struct LinkTask LinkTask;
 
@@ -32,10 +34,12 @@ typedef struct TaskLink {
         unsigned n_running;             /* started, not ended */
         unsigned max_running;           /* from the last Dispatch */
         bool starting;                  /* in link_run_waiting(): an end does not start another */
+        LinkClaim *claim;               /* shared with apiaryd */
+        uint32_t n_received;            /* tasks received so far: the next one's number */
 } TaskLink;
 
 
 /* Serves Worker1 on LINK for HOST's plugin. */
-int task_link_init(TaskLink *l, PluginHost *host, sd_bus *link, sd_event *event);
+int task_link_init(TaskLink *l, PluginHost *host, sd_bus *link, sd_event *event, LinkClaim *claim);
 /* Sends the results still held, and frees the rest. */
 void task_link_done(TaskLink *l);

@@ -7,6 +7,7 @@
 #include <systemd/sd-event.h>
 
 #include "worker/plugin-host.h"
+#include "ipc/claim.h"
 #include "worker/task-link.h"
 
 /* One apiary-worker process: a worker, or a pool's zygote (zygote.c), or a zygote's child. */
@@ -17,6 +18,7 @@ typedef struct Context {
         bool plugin_set;
         TaskLink tasks;
         bool tasks_set;
+        LinkClaim *claim;               /* this worker's claim word (ipc/claim.h); NULL in a zygote */
 
         char *pool;
         unsigned slot;

@@ -15,9 +15,14 @@
 #include "util/time-util.h"
 #include "worker/zygote.h"
 
-/* In the new child: becomes the worker of SLOT on the link FD, and never returns. */
-static _noreturn_ void child_run(Context *c, unsigned slot, int fd) {
+/* In the new child: becomes the worker of SLOT on the link FD with its claim in the page
+ * CLAIMS_FD, and never returns. */
+static _noreturn_ void child_run(Context *c, unsigned slot, int fd, int claims_fd) {
         int status;
+
+        /* Mapped before the fds go: a mapping outlives its fd. */
+        if (link_claim_map(claims_fd, slot % LINK_CLAIMS_PER_PAGE, &c->claim) < 0)
+                _exit(WORKER_EXIT_FAILURE);
 
         /* The link as fd 3, nothing else but stdio: the zygote's link, loop and signalfd go. The
          * zygote's sd-bus and sd-event objects are left alone (they belong to the zygote). */
@@ -59,14 +64,14 @@ static _noreturn_ void child_run(Context *c, unsigned slot, int fd) {
         _exit(status);
 }
 
-/* Zygote1.Fork(u slot, h link) → (u pid) */
+/* Zygote1.Fork(u slot, h link, h claims) → (u pid) */
 static int method_fork(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Context *c = userdata;
         uint32_t slot;
         pid_t pid;
-        int fd, r;
+        int fd, claims_fd, r;
 
-        r = link_read_fork(msg, &slot, &fd);
+        r = link_read_fork(msg, &slot, &fd, &claims_fd);
         if (r < 0)
                 return r;
 
@@ -80,14 +85,14 @@ static int method_fork(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         if (pid < 0)
                 return sd_bus_error_set_errnof(error, errno, "Cannot fork a worker: %m");
         if (pid == 0)
-                child_run(c, slot, fd);
+                child_run(c, slot, fd, claims_fd);
 
         return link_reply_fork(msg, pid);
 }
 
 static const sd_bus_vtable zygote_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD_WITH_NAMES("Fork", LINK_FORK_IN, SD_BUS_PARAM(slot) SD_BUS_PARAM(link),
+        SD_BUS_METHOD_WITH_NAMES("Fork", LINK_FORK_IN, SD_BUS_PARAM(slot) SD_BUS_PARAM(link) SD_BUS_PARAM(claims),
                                  LINK_FORK_OUT, SD_BUS_PARAM(pid),
                                  method_fork, 0),
         SD_BUS_VTABLE_END
