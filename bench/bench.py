@@ -167,7 +167,8 @@ class Procs:
 
 
 # The keys of the Apiary rows in bench_throughput()'s medians.
-APIARY_KEYS = ("batch", "submit", "batch16", "pbatch16", "runbatch", "prunbatch", "runbatch16", "prunbatch16")
+APIARY_KEYS = ("batch", "submit", "batch16", "pbatch16", "runbatch", "prunbatch", "runbatch16", "prunbatch16",
+               "bbatch", "pbbatch")
 
 
 class Bus:
@@ -524,6 +525,12 @@ class Bench:
             medians[("batch", w)] = apiary("Apiary SubmitBatch(500) + TaskFinished", "e%d" % w, w,
                                            ["--mode=batch", "--batch=500", "--inflight=2000"], p["tp_tasks"],
                                            "Apiary SubmitBatch(500), Concurrency=1")
+            medians[("bbatch", w)] = apiary("Apiary SubmitBatch(500) + TasksFinished", "e%d" % w, w,
+                                            ["--mode=batch", "--batch=500", "--inflight=2000", "--batch-results"],
+                                            p["tp_tasks"])
+            medians[("pbbatch", w)] = apiary("Apiary SubmitBatch(500) + TasksFinished, private socket", "e%d" % w, w,
+                                             ["--mode=batch", "--batch=500", "--inflight=2000", "--batch-results"],
+                                             p["tp_tasks"], private=True)
             medians[("submit", w)] = apiary("Apiary Submit pipelined (1000 in flight)", "e%d" % w, w,
                                             ["--mode=submit", "--inflight=1000"], p["tp_tasks"])
             medians[("batch16", w)] = apiary("Apiary SubmitBatch(500), Concurrency=16", "e%dc16" % w, w,
@@ -631,8 +638,18 @@ class Bench:
                     ("batch16", "apply_async", "Apiary SubmitBatch C=16 / Python apply_async"),
                     ("batch", "bare16", "Apiary SubmitBatch / bare socketpair (16 in flight)"),
                     ("batch16", "bare16", "Apiary SubmitBatch C=16 / bare socketpair (16)"),
-                    ("batch", "bare1", "Apiary SubmitBatch / bare socketpair (1 in flight)")]:
+                    ("batch", "bare1", "Apiary SubmitBatch / bare socketpair (1 in flight)"),
+                    ("bbatch", "apply_async", "Apiary SubmitBatch+TasksFinished / Python apply_async"),
+                    ("pbbatch", "prunbatch", "Apiary SubmitBatch+TasksFinished private / RunBatch private")]:
                 t.row(label, w, "x", median=medians[(a, w)] / medians[(b, w)], check="")
+        # Issue 17: the defaults (Kind=cpu, Concurrency=1) fast.
+        for w in (2, 4):
+            for a, b, k, label in [
+                    ("prunbatch", "apply_async", 10, "default pool: RunBatch private >= 10x apply_async"),
+                    ("bbatch", "apply_async", 3, "default pool: SubmitBatch + per-task results (bus) >= 3x apply_async"),
+                    ("pbbatch", "prunbatch", 0.7, "default pool: SubmitBatch + TasksFinished private >= 0.7x RunBatch")]:
+                t.row("target: " + label, w, "", median="MET" if medians[(a, w)] >= k * medians[(b, w)] else "NOT MET",
+                      check="")
         for w in (2, 4):
             best = max(v for (k, ww), v in medians.items() if ww == w and k in APIARY_KEYS)
             t.row("target: best Apiary >= 10x Python apply_async", w, "",

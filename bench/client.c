@@ -11,6 +11,8 @@
  *   --mode=run        Run(), one call at a time: prints the latency percentiles
  *   --mode=runbatch   RunBatch() of --batch= payloads each, up to --inflight= tasks in flight:
  *                     the results come in the replies, no signal per task
+ *   --batch-results   with batch or submit: the option "batch-results", results come many to a
+ *                     TasksFinished signal instead
  *   --private         ADDRESS is apiaryd's private socket (PrivateSocket=): connect as a peer,
  *                     not as a bus client
  *   --size=BYTES      payload size (default 64); every payload is different, and each result
@@ -54,6 +56,7 @@ typedef struct Context {
         Mode mode;
         const char *pool;
         unsigned long n_tasks, batch, inflight;
+        bool batch_results;
         size_t size;
         const char *text, *expect;
 
@@ -130,6 +133,23 @@ static void record_result(Context *c, unsigned long index, int ok, const void *d
 
 static int submit_more(Context *c);
 
+static void note_finished(Context *c, uint64_t id, int ok, const void *data, size_t size) {
+        Slot *s = slot_find(c, id);
+
+        if (s->id != id) {
+                c->unknown++;   /* not ours: its reply always comes first (docs/tasks.md) */
+                return;
+        }
+        if (s->finished) {
+                c->bad++;       /* finished twice */
+                return;
+        }
+        s->finished = true;
+        c->finished++;
+        c->outstanding--;
+        record_result(c, s->index, ok, data, size);
+}
+
 static int on_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Context *c = userdata;
         const char *pool;
@@ -137,7 +157,6 @@ static int on_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
         size_t size;
         uint64_t id;
         int ok, r;
-        Slot *s;
 
         r = sd_bus_message_read(m, "tsb", &id, &pool, &ok);
         if (r >= 0)
@@ -146,19 +165,33 @@ static int on_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
                 fail_with(c, r, "reading TaskFinished", NULL);
                 return 0;
         }
-        s = slot_find(c, id);
-        if (s->id != id) {
-                c->unknown++;   /* not ours: its reply always comes first (docs/tasks.md) */
+        note_finished(c, id, ok, data, size);
+        return submit_more(c);
+}
+
+/* TasksFinished(a(tsbay)): many ends in one signal. */
+static int on_finished_batch(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Context *c = userdata;
+        const char *pool;
+        const void *data;
+        size_t size;
+        uint64_t id;
+        int ok, r;
+
+        r = sd_bus_message_enter_container(m, 'a', "(tsbay)");
+        while (r >= 0 && (r = sd_bus_message_enter_container(m, 'r', "tsbay")) > 0) {
+                r = sd_bus_message_read(m, "tsb", &id, &pool, &ok);
+                if (r >= 0)
+                        r = sd_bus_message_read_array(m, 'y', &data, &size);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+                if (r >= 0)
+                        note_finished(c, id, ok, data, size);
+        }
+        if (r < 0) {
+                fail_with(c, r, "reading TasksFinished", NULL);
                 return 0;
         }
-        if (s->finished) {
-                c->bad++;       /* finished twice */
-                return 0;
-        }
-        s->finished = true;
-        c->finished++;
-        c->outstanding--;
-        record_result(c, s->index, ok, data, size);
         return submit_more(c);
 }
 
@@ -233,11 +266,10 @@ finish:
         return 0;
 }
 
-static int append_options(sd_bus_message *m) {
-        int r = sd_bus_message_open_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        return sd_bus_message_close_container(m);
+static int append_options(Context *c, sd_bus_message *m) {
+        if (c->batch_results)
+                return sd_bus_message_append(m, "a{sv}", 1, "batch-results", "b", 1);
+        return sd_bus_message_append(m, "a{sv}", 0);
 }
 
 static int submit_one_call(Context *c, unsigned long count) {
@@ -272,7 +304,7 @@ static int submit_one_call(Context *c, unsigned long count) {
                 if (r < 0)
                         return r;
         }
-        r = append_options(m);
+        r = append_options(c, m);
         if (r < 0)
                 return r;
 
@@ -338,7 +370,7 @@ static int run_sequential(Context *c, uint64_t *latencies) {
                 if (r >= 0)
                         r = sd_bus_message_append_array(m, 'y', buf, l);
                 if (r >= 0)
-                        r = append_options(m);
+                        r = append_options(c, m);
                 if (r < 0) {
                         fail_with(c, r, "building a Run call", NULL);
                         return r;
@@ -368,7 +400,7 @@ static int run_sequential(Context *c, uint64_t *latencies) {
 
 int main(int argc, char *argv[]) {
         enum { ARG_ADDRESS = 0x100, ARG_POOL, ARG_MODE, ARG_TASKS, ARG_SIZE, ARG_BATCH, ARG_INFLIGHT, ARG_TEXT,
-               ARG_EXPECT, ARG_TIMEOUT, ARG_PRIVATE };
+               ARG_EXPECT, ARG_TIMEOUT, ARG_PRIVATE, ARG_BATCH_RESULTS };
         static const struct option options[] = {
                 { "address", required_argument, NULL, ARG_ADDRESS },
                 { "pool", required_argument, NULL, ARG_POOL },
@@ -381,6 +413,7 @@ int main(int argc, char *argv[]) {
                 { "expect", required_argument, NULL, ARG_EXPECT },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "private", no_argument, NULL, ARG_PRIVATE },
+                { "batch-results", no_argument, NULL, ARG_BATCH_RESULTS },
                 {}
         };
         Context c = { .size = 64, .batch = 500, .inflight = 1000, .n_tasks = 1000 };
@@ -417,6 +450,7 @@ int main(int argc, char *argv[]) {
                 case ARG_EXPECT: c.expect = optarg; break;
                 case ARG_TIMEOUT: timeout_sec = strtoul(optarg, NULL, 10); break;
                 case ARG_PRIVATE: private = true; break;
+                case ARG_BATCH_RESULTS: c.batch_results = true; break;
                 default: return 2;
                 }
         }
@@ -452,6 +486,9 @@ int main(int argc, char *argv[]) {
                         return 1;
                 /* Synchronous: the rule is in place before the first task is submitted. */
                 r = sd_bus_match_signal(c.bus, NULL, NULL, PATH, IFACE, "TaskFinished", on_finished, &c);
+                if (r >= 0)
+                        r = sd_bus_match_signal(c.bus, NULL, NULL, PATH, IFACE, "TasksFinished", on_finished_batch,
+                                                &c);
                 if (r < 0) {
                         fprintf(stderr, "bench-client: AddMatch: %s\n", strerror(-r));
                         return 1;

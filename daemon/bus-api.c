@@ -87,6 +87,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("Unsubscribe", NULL, NULL, bus_method_unsubscribe, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("TaskFinished",
                                 SD_BUS_ARGS("t", id, "s", pool, "b", ok, "ay", result), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("TasksFinished", SD_BUS_ARGS("a(tsbay)", results), 0),
         SD_BUS_VTABLE_END
 };
 

@@ -8,6 +8,7 @@
 #include "daemon/auth.h"
 #include "daemon/bus-api.h"
 #include "daemon/bus-tasks.h"
+#include "daemon/finished-batch.h"
 #include "daemon/manager.h"
 #include "daemon/pool.h"
 #include "daemon/source.h"
@@ -20,11 +21,15 @@
 
 typedef struct TaskOptions {
         usec_t timeout_usec;
+        bool batch_results;
 } TaskOptions;
 
-/* a{sv}: "timeout" (t, µs, > 0). Anything else is refused: a typo must not pass silently. */
+/* a{sv}: "timeout" (t, µs, > 0), and for Submit and SubmitBatch "batch-results" (b). Anything else
+ * is refused: a typo must not pass silently. */
 static int read_options(sd_bus_message *m, TaskOptions *ret, sd_bus_error *error) {
         TaskOptions o = { .timeout_usec = USEC_INFINITY };
+        const char *member = sd_bus_message_get_member(m);
+        bool replies = streq(member, "Run") || streq(member, "RunBatch");
         const char *key;
         int r;
 
@@ -49,9 +54,24 @@ static int read_options(sd_bus_message *m, TaskOptions *ret, sd_bus_error *error
                                 return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
                                                          "Option \"timeout\" must be positive, got 0.");
                         o.timeout_usec = t;
-                } else
+                } else if (streq(key, "batch-results") && !replies) {
+                        int b;
+
+                        if (sd_bus_message_verify_type(m, 'v', "b") <= 0)
+                                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                                         "Option \"batch-results\" takes a boolean (b).");
+                        r = sd_bus_message_read(m, "v", "b", &b);
+                        if (r < 0)
+                                return r;
+                        o.batch_results = b;
+                } else if (streq(key, "batch-results"))
                         return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
-                                                 "Unknown option \"%s\"; known options: timeout.", key);
+                                                 "Option \"batch-results\" is for Submit and SubmitBatch: %s "
+                                                 "answers with the results.", member);
+                else
+                        return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                                 "Unknown option \"%s\"; known options: timeout%s.", key,
+                                                 replies ? "" : ", batch-results");
 
                 r = sd_bus_message_exit_container(m);
                 if (r < 0)
@@ -297,6 +317,13 @@ void bus_task_finished(Task *t, bool ok, const void *data, size_t size) {
 
         if (!t->notify_bus)
                 return;
+        if (t->batch_results) {
+                r = finished_batches_add(t->pool->manager->finished_batches, t->notify_bus, t->submitter, t->id,
+                                         t->pool->config->name, ok, data, size);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to add task %" PRIu64 " to TasksFinished, ignoring: %m", t->id);
+                return;
+        }
         r = sd_bus_message_new_signal(t->notify_bus, &msg, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
                                       "TaskFinished");
         /* To the submitter only: a result is its business, not every local user's. */
@@ -485,6 +512,7 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, const char *fr
                 return r;
         }
         t->owner = owner;
+        t->batch_results = o.batch_results;
         if (caller)
                 task_set_caller(t, caller);
 
@@ -598,6 +626,7 @@ static int submit_batch_shared(sd_bus_message *m, Manager *mgr, Pool *p, GArray 
                         return 1;
                 }
                 t->owner = owner;
+                t->batch_results = o->batch_results;
                 task_set_caller(t, caller);
                 t->accept = accept;
                 t->accept_index = i;
@@ -639,6 +668,7 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
                         return r;
                 }
                 t->owner = owner;
+                t->batch_results = o.batch_results;
                 task_set_caller(t, caller);
                 pool_enqueue(p, t);
                 r = sd_bus_message_append(reply, "t", t->id);

@@ -210,6 +210,7 @@ void manager_pool_changed(Manager *m, Pool *p) {
                                 return;
                 log_info("All workers stopped.");
                 m->exiting = true;
+                finished_batches_flush(m->finished_batches);
                 /* Now, not at the loop's exit: there sd-bus flushes every connection still attached
                  * to it without a bound, and a peer that does not read would hold us forever. */
                 if (m->observer.closing)
@@ -327,6 +328,9 @@ int manager_new(Manager **ret, Config *config, const char *worker_path) {
         r = changes_init(m);
         if (r < 0)
                 return r;
+        r = finished_batches_new(&m->finished_batches, m->event);
+        if (r < 0)
+                return r;
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_stop_signal, m);
         if (r < 0)
                 return r;
@@ -353,6 +357,7 @@ Manager *manager_free(Manager *m) {
 
         /* First, while everything its calls may look at is still there (the edge answers what
          * peers send while it lets go of them): the loop may have ended without a stop. */
+        finished_batches_flush(m->finished_batches);
         if (m->observer.closing)
                 m->observer.closing(m);
         if (m->tasks) {
@@ -378,6 +383,7 @@ Manager *manager_free(Manager *m) {
         if (m->callers)
                 g_hash_table_destroy(m->callers);
         changes_done(m);
+        m->finished_batches = finished_batches_free(m->finished_batches);
         m->bus = sd_bus_flush_close_unref(m->bus);
         m->event = sd_event_unref(m->event);
         config_free(m->config);

@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "daemon/changes.h"
+#include "daemon/finished-batch.h"
 #include "daemon/pool.h"
 
 #define STATUS_INTERVAL_USEC (100 * USEC_PER_MSEC)
@@ -70,6 +71,7 @@ typedef struct Manager {
         size_t n_pools;
 
         GHashTable *tasks;              /* uint64_t id → Task, every task not yet finished */
+        FinishedBatches *finished_batches;      /* TasksFinished signals being filled this turn */
         GHashTable *callers;            /* unique bus name → credentials (auth.c); freed with us */
         GHashTable *caller_tasks;       /* caller → CallerTasks, while it has unfinished tasks */
         GHashTable *peers;              /* sd_bus * → Peer, the private socket's connections */

@@ -65,6 +65,7 @@ typedef struct Task {
         sd_bus_message *reply_to;       /* Run() (public bus or a worker's Submit): reply to this */
         sd_bus *notify_bus;             /* Submit(): the connection TaskFinished is sent on */
         char *submitter;                /* Submit(): its unique name there (none on a private one) */
+        bool batch_results;             /* its end goes out in a TasksFinished, not a TaskFinished */
         uid_t owner;                    /* who submitted it: only they (or control users) cancel it */
         CallerTasks *caller;            /* counted there until it ends; NULL for a plugin's task */
         TaskBatch *batch;               /* RunBatch(): where the result goes instead */

@@ -884,7 +884,8 @@ uint64_t test_submit(TestDaemon *d, const char *pool, const void *data, size_t s
         return id;
 }
 
-void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids) {
+static void submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids,
+                         bool batch_results) {
         sd_bus_error error = SD_BUS_ERROR_NULL;
         sd_bus_message *m = NULL, *reply = NULL;
         size_t k = 0;
@@ -896,7 +897,10 @@ void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t 
         for (size_t i = 0; i < n; i++)
                 assert_true(sd_bus_message_append_array(m, 'y', payloads[i], strlen(payloads[i])) >= 0);
         assert_true(sd_bus_message_close_container(m) >= 0);
-        assert_true(append_options(m, 0) >= 0);
+        if (batch_results)
+                assert_true(sd_bus_message_append(m, "a{sv}", 1, "batch-results", "b", 1) >= 0);
+        else
+                assert_true(append_options(m, 0) >= 0);
         r = sd_bus_call(d->bus, m, 0, &error, &reply);
         if (r < 0)
                 fail_msg("SubmitBatch to %s: %s: %s", pool, error.name, error.message);
@@ -911,6 +915,14 @@ void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t 
         sd_bus_message_unref(reply);
 }
 
+void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids) {
+        submit_batch(d, pool, payloads, n, ret_ids, false);
+}
+
+void test_submit_batch_results(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids) {
+        submit_batch(d, pool, payloads, n, ret_ids, true);
+}
+
 static void result_free(gpointer p) {
         TestResult *r = p;
 
@@ -918,23 +930,13 @@ static void result_free(gpointer p) {
         g_free(r);
 }
 
-static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        TestDaemon *d = userdata;
-        const char *pool;
-        const void *data;
-        uint64_t id;
-        size_t size;
-        int ok;
+static void note_result(TestDaemon *d, uint64_t id, bool ok, const void *data, size_t size) {
         TestResult *r;
-
-        assert_true(sd_bus_message_read(m, "tsb", &id, &pool, &ok) > 0);
-        assert_true(sd_bus_message_read_array(m, 'y', &data, &size) >= 0);
-        d->n_finished++;
 
         r = g_hash_table_lookup(d->results, &id);
         if (r) {
                 r->count++;
-                return 0;
+                return;
         }
         r = g_new0(TestResult, 1);
         r->ok = ok;
@@ -945,6 +947,41 @@ static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *err
         r->count = 1;
         r->order = g_hash_table_size(d->results);
         g_hash_table_insert(d->results, g_memdup2(&id, sizeof(id)), r);
+}
+
+static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        TestDaemon *d = userdata;
+        const char *pool;
+        const void *data;
+        uint64_t id;
+        size_t size;
+        int ok;
+
+        assert_true(sd_bus_message_read(m, "tsb", &id, &pool, &ok) > 0);
+        assert_true(sd_bus_message_read_array(m, 'y', &data, &size) >= 0);
+        d->n_finished++;
+        note_result(d, id, ok, data, size);
+        return 0;
+}
+
+static int on_tasks_finished(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        TestDaemon *d = userdata;
+        const char *pool;
+        const void *data;
+        uint64_t id;
+        size_t size;
+        int ok, r;
+
+        d->n_batches++;
+        assert_true(sd_bus_message_enter_container(m, 'a', "(tsbay)") > 0);
+        while ((r = sd_bus_message_enter_container(m, 'r', "tsbay")) > 0) {
+                assert_true(sd_bus_message_read(m, "tsb", &id, &pool, &ok) > 0);
+                assert_true(sd_bus_message_read_array(m, 'y', &data, &size) >= 0);
+                assert_true(sd_bus_message_exit_container(m) >= 0);
+                note_result(d, id, ok, data, size);
+        }
+        assert_true(r >= 0);
+        assert_true(sd_bus_message_exit_container(m) >= 0);
         return 0;
 }
 
@@ -954,6 +991,8 @@ void test_collect_results(TestDaemon *d) {
         /* Peer-to-peer, signals have no sender. */
         assert_true(sd_bus_match_signal(d->bus, NULL, d->private ? NULL : "org.apiary.Apiary1", "/org/apiary/Apiary1",
                                         "org.apiary.Apiary1.Manager", "TaskFinished", on_task_finished, d) >= 0);
+        assert_true(sd_bus_match_signal(d->bus, NULL, d->private ? NULL : "org.apiary.Apiary1", "/org/apiary/Apiary1",
+                                        "org.apiary.Apiary1.Manager", "TasksFinished", on_tasks_finished, d) >= 0);
 }
 
 typedef struct {

@@ -34,6 +34,7 @@ typedef struct TestDaemon {
         int exit_status;        /* after test_daemon_wait(): exit code, or 128+signal */
         void *results;          /* GHashTable: task id → TestResult, from TaskFinished */
         uint64_t n_finished;    /* TaskFinished signals received, duplicates included */
+        uint64_t n_batches;     /* TasksFinished signals received */
         bool private;           /* bus is a connection to apiaryd's private socket */
         char *log_path;         /* test_daemon_start_logged(): apiaryd's stderr, its workers' included */
         pid_t tee_pid;
@@ -138,6 +139,8 @@ char *test_run_refused(TestDaemon *d, const char *pool, const char *text, usec_t
 uint64_t test_submit(TestDaemon *d, const char *pool, const void *data, size_t size);
 /* Manager.SubmitBatch of N payloads; ids into RET_IDS (n of them). Fails the test on error. */
 void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids);
+/* The same with the option batch-results: their ends come in TasksFinished signals. */
+void test_submit_batch_results(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids);
 
 /* Starts recording TaskFinished signals into d->results. */
 void test_collect_results(TestDaemon *d);

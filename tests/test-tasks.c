@@ -254,6 +254,8 @@ static void test_libdbus_runs_and_error_names(void **state) {
         assert_libdbus_error(c, "Run", "broken", "x", NULL, "org.apiary.Apiary1.Error.PoolFailed");
         assert_libdbus_error(c, "Run", "echo", "x", "bogus", "org.apiary.Apiary1.Error.InvalidOption");
         assert_libdbus_error(c, "Run", "echo", "x", "timeout", "org.apiary.Apiary1.Error.InvalidOption");
+        assert_libdbus_error(c, "Run", "echo", "x", "batch-results", "org.apiary.Apiary1.Error.InvalidOption");
+        assert_libdbus_error(c, "Submit", "echo", "x", "batch-results", "org.apiary.Apiary1.Error.InvalidOption");
         assert_libdbus_error(c, "Run", "control", "fail it broke", NULL, "org.apiary.Apiary1.Error.TaskFailed");
         assert_libdbus_error(c, "Run", "control", "return-nothing", NULL, "org.apiary.Apiary1.Error.TaskFailed");
 
@@ -712,6 +714,47 @@ static void test_task_finished_goes_to_submitter_only(void **state) {
         sd_bus_flush_close_unref(other);
 }
 
+/* With "batch-results", ends come many to a TasksFinished signal, each exactly once, a failure
+ * with its reason; tasks without the option keep their own TaskFinished. */
+static void test_batch_results(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        enum { N = 2000 };
+        char **payloads = g_new0(char *, N + 1);
+        char *control[] = { "fail broken", "x", NULL };
+        uint64_t *ids = g_new(uint64_t, N), control_ids[2], plain;
+
+        test_daemon_start(d, &f->bus, pools, true);
+        test_collect_results(d);
+        for (size_t i = 0; i < N; i++)
+                payloads[i] = g_strdup_printf("task %zu", i);
+
+        test_submit_batch_results(d, "echo", payloads, N, ids);
+        test_submit_batch_results(d, "control", control, 2, control_ids);
+        plain = test_submit(d, "echo", "plain", 5);
+        test_wait_results(d, N + 3);
+
+        for (size_t i = 0; i < N; i++) {
+                const TestResult *r = test_result(d, ids[i]);
+
+                assert_true(r->ok);
+                assert_int_equal(r->count, 1);
+                assert_string_equal(r->data, payloads[i]);
+        }
+        assert_false(test_result(d, control_ids[0])->ok);
+        assert_string_equal(test_result(d, control_ids[0])->data, "broken");
+        assert_true(test_result(d, control_ids[1])->ok);
+        assert_true(test_result(d, plain)->ok);
+
+        /* One TaskFinished: the plain Submit's. The others came many to a signal. */
+        assert_int_equal(d->n_finished, 1);
+        print_message("%d results in %" PRIu64 " TasksFinished signals\n", N + 2, d->n_batches);
+        assert_true(d->n_batches < N / 2);
+        assert_counters_add_up(d, N + 2, 1);
+        g_strfreev(payloads);
+        g_free(ids);
+}
+
 static void test_authorization(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
@@ -779,6 +822,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_shutdown_fails_queued_tasks, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_authorization, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_run_batch, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_batch_results, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_task_finished_goes_to_submitter_only, test_fixture_setup, test_fixture_teardown),
         };
 
