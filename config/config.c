@@ -413,6 +413,21 @@ static int config_parse_bool(const char *value, void *base, size_t offset) {
         return -EINVAL;
 }
 
+static int config_parse_zygote(const char *value, void *base, size_t offset) {
+        bool b;
+        int r;
+
+        if (strcasecmp(value, "auto") == 0) {
+                *FIELD(base, offset, ZygoteMode) = ZYGOTE_AUTO;
+                return 0;
+        }
+        r = config_parse_bool(value, &b, 0);
+        if (r < 0)
+                return r;
+        *FIELD(base, offset, ZygoteMode) = b ? ZYGOTE_YES : ZYGOTE_NO;
+        return 0;
+}
+
 static int config_parse_sec(const char *value, void *base, size_t offset) {
         return parse_sec(value, 0, false, FIELD(base, offset, usec_t));
 }
@@ -891,8 +906,8 @@ static const ConfigKey pool_keys[] = {
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "MaxTasksPerWorker", config_parse_unsigned, offsetof(PoolConfig, max_tasks_per_worker),
           "a non-negative integer (0: no limit)" },
-        { "Zygote", config_parse_bool, offsetof(PoolConfig, zygote),
-          "a boolean (yes/no, true/false, on/off, 1/0)" },
+        { "Zygote", config_parse_zygote, offsetof(PoolConfig, zygote),
+          "a boolean (yes/no, true/false, on/off, 1/0) or \"auto\"" },
         { "SubmitFrom", config_parse_submit_from, offsetof(PoolConfig, submit_from),
           "pool names or \"*\", separated by spaces" },
         { "User", config_parse_user, offsetof(PoolConfig, user),
@@ -1000,6 +1015,7 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .task_retries = 2,
                 .task_timeout_usec = USEC_INFINITY,
                 .max_tasks_per_worker = 0,
+                .zygote = ZYGOTE_AUTO,
                 .user = (uid_t) -1,
                 .user_gid = (gid_t) -1,
                 .group = (gid_t) -1,

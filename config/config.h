@@ -28,6 +28,14 @@ typedef enum PoolKind {
         _POOL_KIND_INVALID = -EINVAL,
 } PoolKind;
 
+/* Zygote=: no keeps none; yes and auto both keep one (so the value reads as a boolean), and with
+ * auto it forks only for a plugin that declares APIARY_PLUGIN_FORK_SAFE. */
+typedef enum ZygoteMode {
+        ZYGOTE_NO,
+        ZYGOTE_YES,
+        ZYGOTE_AUTO,
+} ZygoteMode;
+
 typedef enum RestartPolicy {
         RESTART_ALWAYS,
         RESTART_ON_FAILURE,
@@ -74,7 +82,7 @@ typedef struct PoolConfig {
         unsigned task_retries;          /* TaskRetries=, default 2: re-runs after the worker died under a task */
         usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from dispatch to result */
         unsigned max_tasks_per_worker;  /* MaxTasksPerWorker=, default 0 (none): recycle after this many */
-        bool zygote;                    /* Zygote=, default no: fork workers from a loaded copy */
+        ZygoteMode zygote;              /* Zygote=, default auto: fork workers from a loaded copy */
         /* User=, Group=: who the workers run as; (uid_t) -1 / (gid_t) -1: apiaryd's own. User=
          * also gives the group, the user's primary one, unless Group= says otherwise. */
         uid_t user;

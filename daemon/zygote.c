@@ -96,11 +96,19 @@ static int on_zygote_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         usec_t delay;
 
 
-        if (si->si_code == CLD_EXITED && IN_SET(si->si_status, WORKER_EXIT_LOAD, WORKER_EXIT_USAGE))
+        if (si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_NOT_FORK_SAFE &&
+            p->config->zygote == ZYGOTE_AUTO) {
+                /* Zygote=auto, and the plugin does not say it may be forked: the usual way. */
                 z->given_up = true;
-        log_zygote(z->given_up ? LOG_NOTICE : LOG_WARNING, z, "Zygote %s %i%s.",
-                   si->si_code == CLD_EXITED ? "exited with status" : "killed by signal", si->si_status,
-                   z->given_up ? "; workers of this pool are spawned instead" : "");
+                log_zygote(LOG_INFO, z, "The plugin does not declare APIARY_PLUGIN_FORK_SAFE: "
+                           "workers of this pool are spawned (Zygote=auto).");
+        } else {
+                if (si->si_code == CLD_EXITED && IN_SET(si->si_status, WORKER_EXIT_LOAD, WORKER_EXIT_USAGE))
+                        z->given_up = true;
+                log_zygote(z->given_up ? LOG_NOTICE : LOG_WARNING, z, "Zygote %s %i%s.",
+                           si->si_code == CLD_EXITED ? "exited with status" : "killed by signal", si->si_status,
+                           z->given_up ? "; workers of this pool are spawned instead" : "");
+        }
         zygote_drop_process(z);
         pool_release_held(p);   /* a start that waited for it spawns its workers */
 
@@ -141,7 +149,9 @@ static int zygote_method_failed(sd_bus_message *msg, void *userdata, sd_bus_erro
         r = link_read_failed(msg, &name, &message);
         if (r < 0)
                 return r;
-        log_zygote(LOG_NOTICE, z, "Zygote cannot load the plugin: %s", message);
+        /* Not fork-safe under Zygote=auto is no failure: its exit says what happens next. */
+        if (!streq(name, WORKER_ERROR_NOT_FORK_SAFE))
+                log_zygote(LOG_NOTICE, z, "Zygote cannot load the plugin: %s", message);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -178,7 +188,8 @@ static int zygote_spawn(Zygote *z) {
         fd_supervisor = sv[0];
         fd_zygote = sv[1];
 
-        r = host_spawn(m, p->config, "--zygote", fd_zygote, &z->pid);
+        r = host_spawn(m, p->config, p->config->zygote == ZYGOTE_AUTO ? "--zygote=fork-safe" : "--zygote", fd_zygote,
+                       &z->pid);
         if (r < 0) {
                 log_zygote(LOG_WARNING, z, "Failed to spawn the zygote, workers are spawned instead: %s",
                            strerror(-r));

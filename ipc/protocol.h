@@ -38,6 +38,7 @@
 
 #define WORKER_ERROR_LOAD "org.apiary.Worker1.Error.Load"
 #define WORKER_ERROR_INIT "org.apiary.Worker1.Error.Init"
+#define WORKER_ERROR_NOT_FORK_SAFE "org.apiary.Worker1.Error.NotForkSafe"
 
 /* A Worker1.Dispatch message carries tasks until their payloads reach this many bytes. */
 #define DISPATCH_BYTES_MAX (1024u * 1024u)
@@ -65,4 +66,5 @@ enum {
         WORKER_EXIT_LOAD = 3,           /* plugin missing, not loadable, no symbol, wrong ABI: restarting will not help */
         WORKER_EXIT_INIT = 4,           /* the plugin's init() failed */
         WORKER_EXIT_LINK = 5,           /* the connection to apiaryd failed or closed */
+        WORKER_EXIT_NOT_FORK_SAFE = 6,  /* a zygote of Zygote=auto: the plugin does not declare it may fork */
 };

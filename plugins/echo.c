@@ -23,4 +23,5 @@ APIARY_PLUGIN_DEFINE = {
         .version = "1.0",
         .init = echo_init,
         .run = echo_run,
+        .flags = APIARY_PLUGIN_FORK_SAFE,
 };

@@ -1077,4 +1077,5 @@ APIARY_PLUGIN_DEFINE = {
         .init = exec_init,
         .run = exec_run,
         .fini = exec_fini,
+        .flags = APIARY_PLUGIN_FORK_SAFE,
 };

@@ -62,4 +62,5 @@ APIARY_PLUGIN_DEFINE = {
         .version = "1.0",
         .init = primes_init,
         .run = primes_run,
+        .flags = APIARY_PLUGIN_FORK_SAFE,
 };

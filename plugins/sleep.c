@@ -75,4 +75,5 @@ APIARY_PLUGIN_DEFINE = {
         .version = "1.0",
         .init = sleep_init,
         .run = sleep_run,
+        .flags = APIARY_PLUGIN_FORK_SAFE,
 };

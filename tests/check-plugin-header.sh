@@ -105,9 +105,11 @@ APIARY_PLUGIN_DEFINE = {
         .init = t_init,
         .run = t_run,
         .fini = t_fini,
+        .flags = APIARY_PLUGIN_FORK_SAFE,
 };
 EOF
-# C++11 has no designated initializers: every field, in order.
+# C++11 has no designated initializers: every field, in order (a field appended to the struct
+# must be added here, as in any C++ plugin built with -Wextra -Werror).
 cat "$tmp/plugin.c" - >"$tmp/plugin-cxx.cc" <<'EOF'
 APIARY_PLUGIN_DEFINE = {
         APIARY_PLUGIN_ABI_VERSION,
@@ -117,6 +119,7 @@ APIARY_PLUGIN_DEFINE = {
         t_init,
         t_run,
         t_fini,
+        APIARY_PLUGIN_FORK_SAFE,
 };
 EOF
 

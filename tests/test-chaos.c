@@ -58,25 +58,43 @@ static bool pool_all_ready(TestDaemon *d, const void *userdata) {
         return strcmp(s, "running") == 0 && test_get_u32(d, path, POOL_IFACE, "WorkersReady") == w->workers;
 }
 
-/* apiaryd's children must be exactly the workers the bus shows, none of them a zombie. */
-static void assert_children_are_workers(TestDaemon *d, const char *pool, unsigned workers) {
+typedef struct Children {
+        const char *pool;
+        unsigned workers;
+} Children;
+
+/* apiaryd's children are exactly the workers the bus shows and the pool's zygote, if it is ready
+ * (Zygote=auto: a zygote on its way up, or killed and not yet reaped, is a child the bus does not
+ * show yet), none of them a zombie. */
+static bool children_are_workers(TestDaemon *d, const void *userdata) {
+        const Children *c = userdata;
+        g_autofree char *path = test_pool_path(c->pool);
         g_autofree pid_t *children = NULL;
+        pid_t zygote = (pid_t) test_get_u32(d, path, POOL_IFACE, "ZygotePID");
         size_t n;
 
         children = test_proc_children(d->pid, &n);
-        if (n != workers)
-                fail_msg("apiaryd has %zu children, expected its %u workers", n, workers);
+        if (n != c->workers + (zygote > 0))
+                return false;
         for (size_t i = 0; i < n; i++) {
-                bool known = false;
+                bool known = children[i] == zygote;
 
                 if (test_proc_state(children[i]) == 'Z')
-                        fail_msg("apiaryd's child %i is a zombie", children[i]);
-                for (unsigned slot = 0; slot < workers; slot++)
-                        if (test_worker_pid(d, pool, slot) == children[i])
+                        return false;
+                for (unsigned slot = 0; slot < c->workers; slot++)
+                        if (test_worker_pid(d, c->pool, slot) == children[i])
                                 known = true;
                 if (!known)
-                        fail_msg("apiaryd's child %i is none of its workers", children[i]);
+                        return false;
         }
+        return true;
+}
+
+static void assert_children_are_workers(TestDaemon *d, const char *pool, unsigned workers) {
+        Children c = { pool, workers };
+
+        test_wait_until(d, children_are_workers, &c, TEST_TIMEOUT_USEC,
+                        "apiaryd's children to be its workers and its zygote, none a zombie");
 }
 
 static bool memory_bounds_apply(void) {
@@ -240,7 +258,10 @@ static void test_chaos(void **state) {
         rss_after = test_proc_rss_kib(d->pid);
         print_message("apiaryd: %u fds before, %u after; RSS %" PRIu64 " KiB before, %" PRIu64 " KiB after\n",
                       fds_before, fds_after, rss_before, rss_after);
-        assert_int_equal(fds_after, fds_before);
+        /* Not more: fewer when the chaos left the zygote dead, waiting to be started again (its link
+         * and its pidfd). */
+        if (fds_after > fds_before)
+                fail_msg("apiaryd holds %u fds, %u before the chaos", fds_after, fds_before);
         if (memory_bounds_apply() && rss_after > rss_before + MAX(rss_before / 2, 16 * 1024))
                 fail_msg("apiaryd's RSS grew from %" PRIu64 " to %" PRIu64 " KiB", rss_before, rss_after);
 

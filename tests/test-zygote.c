@@ -213,6 +213,37 @@ static void test_unloadable_plugin(void **state) {
         run_echo(d, "other pools serve");
 }
 
+/* Zygote=auto, the default: a plugin that declares APIARY_PLUGIN_FORK_SAFE (echo, as every shipped
+ * plugin) gets a zygote, and its workers are forked; one that does not (the test plugin control)
+ * gets none, is said why, and its workers are spawned, and serve all the same. */
+static void test_auto_forks_only_fork_safe_plugins(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *control = test_pool_path("control"), *line = NULL, *cmd = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *result = NULL;
+        size_t size;
+        pid_t pid;
+
+        test_daemon_start_logged(d, &f->bus,
+                                 "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=2\nRestartSec=0\n"
+                                 "[Pool control]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nRestartSec=0\n",
+                                 true);
+        (void) wait_zygote(d, 0);
+        (void) kill_and_expect_forked(d, 0);
+        run_echo(d, "forked");
+
+        line = test_daemon_wait_log(d, "control: The plugin does not declare APIARY_PLUGIN_FORK_SAFE", TEST_TIMEOUT_USEC);
+        assert_non_null(line);
+        assert_int_equal(test_get_u32(d, control, POOL_IFACE, "ZygotePID"), 0);
+        pid = test_worker_pid(d, "control", 0);
+        cmd = cmdline_of(pid);
+        assert_non_null(strstr(cmd, "--slot=0"));
+        assert_null(strstr(cmd, "--zygote"));
+        assert_int_equal(test_run(d, "control", "spawned", 7, 0, (void **) &result, &size, &error), 0);
+        assert_memory_equal(result, "spawned", 7);
+}
+
 static bool manager_running(TestDaemon *d, const void *userdata) {
         g_autofree char *s = test_get_string(d, "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager", "State");
 
@@ -251,6 +282,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_killed_zygote_comes_back, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_unloadable_plugin, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_auto_forks_only_fork_safe_plugins, test_fixture_setup,
+                                                test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_reload_renews_the_zygote, test_fixture_setup,
                                                 test_fixture_teardown),
         };

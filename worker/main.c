@@ -51,7 +51,7 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
         static const struct option options[] = {
                 { "uid", required_argument, NULL, ARG_UID },
                 { "gid", required_argument, NULL, ARG_GID },
-                { "zygote", no_argument, NULL, ARG_ZYGOTE },
+                { "zygote", optional_argument, NULL, ARG_ZYGOTE },
                 { "bus-fd", required_argument, NULL, ARG_BUS_FD },
                 { "pool", required_argument, NULL, ARG_POOL },
                 { "slot", required_argument, NULL, ARG_SLOT },
@@ -104,7 +104,13 @@ static int parse_argv(Context *c, int argc, char *argv[]) {
                         break;
                 }
                 case ARG_ZYGOTE:
+                        /* --zygote=fork-safe: only for a plugin that declares it may be (Zygote=auto). */
+                        if (optarg && strcmp(optarg, "fork-safe") != 0) {
+                                fprintf(stderr, "apiary-worker: invalid --zygote=%s (only \"fork-safe\").\n", optarg);
+                                return -EINVAL;
+                        }
                         c->zygote = true;
+                        c->zygote_fork_safe_only = optarg;
                         break;
                 case ARG_LIMIT_DATA: {
                         unsigned long long bytes;
@@ -457,6 +463,16 @@ static int run(int argc, char *argv[]) {
                 return WORKER_EXIT_LOAD;
         }
 
+        if (c.zygote && c.zygote_fork_safe_only && !(plugin_host_flags(&c.plugin) & APIARY_PLUGIN_FORK_SAFE)) {
+                _cleanup_(freep) char *msg = NULL;
+
+                /* Loaded all the same, as a worker would: nothing lost but this process. */
+                if (asprintf(&msg, "plugin %s does not declare APIARY_PLUGIN_FORK_SAFE",
+                             c.plugin.plugin->name ?: c.plugin.path) < 0)
+                        return WORKER_EXIT_FAILURE;
+                (void) link_call_failed(c.bus, WORKER_ERROR_NOT_FORK_SAFE, msg);
+                return WORKER_EXIT_NOT_FORK_SAFE;
+        }
         if (c.zygote)
                 return zygote_serve(&c);
         return worker_serve(&c);

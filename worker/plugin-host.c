@@ -428,6 +428,14 @@ int plugin_host_load(PluginHost *h) {
         return 0;
 }
 
+uint64_t plugin_host_flags(const PluginHost *h) {
+        const struct apiary_plugin *p = h->plugin;
+
+        if (p->struct_size < offsetof(struct apiary_plugin, flags) + sizeof(p->flags))
+                return 0;
+        return p->flags;
+}
+
 int plugin_host_start(PluginHost *h) {
         int r;
 

@@ -42,6 +42,8 @@ int plugin_host_init(PluginHost *h, const char *pool, unsigned slot, const char 
 
 /* dlopen()s and checks the plugin. Returns 0, or a negative errno with h->error set. */
 int plugin_host_load(PluginHost *h);
+/* The loaded plugin's APIARY_PLUGIN_* flags; 0 for a descriptor older than the field. */
+uint64_t plugin_host_flags(const PluginHost *h);
 
 /* Calls the plugin's init(). Returns 0, or a negative errno with h->error set. */
 int plugin_host_start(PluginHost *h);

@@ -23,6 +23,7 @@ typedef struct Context {
         char *pool;
         unsigned slot;
         bool zygote;                    /* --zygote: load the plugin once, fork workers on request */
+        bool zygote_fork_safe_only;     /* --zygote=fork-safe: ... only if the plugin declares it may */
         pid_t supervisor;
         int bus_fd;
         uint64_t limit_data;            /* --limit-data=: RLIMIT_DATA for the plugin; UINT64_MAX: none */

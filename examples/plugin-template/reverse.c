@@ -83,4 +83,5 @@ APIARY_PLUGIN_DEFINE = {
         .init = reverse_init,
         .run = reverse_run,
         .fini = reverse_fini,
+        .flags = APIARY_PLUGIN_FORK_SAFE,
 };

@@ -156,7 +156,20 @@ struct apiary_plugin {
 
         /* Called once before the worker exits after a successful init(). May be NULL. */
         void (*fini)(void *state);
+
+        /* APIARY_PLUGIN_* flags. Appended: a plugin built before it has none (its struct_size
+         * ends before this field). */
+        uint64_t flags;
 };
+
+/*
+ * The plugin may be loaded once in a zygote that then forks each worker (Zygote=auto, the
+ * default, uses one only for such plugins): loading it (its constructors, and those of the
+ * libraries it links) starts no thread, opens no file, socket or connection, and takes no lock
+ * that a fork would leave held. init() runs in each forked worker, which is where such things
+ * belong.
+ */
+#define APIARY_PLUGIN_FORK_SAFE (UINT64_C(1) << 0)
 
 /* Declares the plugin's one exported symbol:  APIARY_PLUGIN_DEFINE = { ... };  */
 #define APIARY_PLUGIN_DEFINE \
