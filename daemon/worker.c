@@ -78,6 +78,7 @@ static int worker_arm_timer(Worker *w, usec_t usec) {
 
 static void worker_drop_process(Worker *w) {
         w->fork_slot = sd_bus_slot_unref(w->fork_slot);
+        w->fork_fd = safe_close(w->fork_fd);
         w->ready_call = sd_bus_message_unref(w->ready_call);
         w->child_source = sd_event_source_disable_unref(w->child_source);
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
@@ -90,7 +91,7 @@ static void worker_drop_process(Worker *w) {
 void worker_kill(Worker *w, int sig) {
         if (w->pid <= 0) {
                 /* Still being forked by the zygote: delivered once its PID is known. */
-                if (w->fork_slot && (sig == SIGKILL || w->pending_signal != SIGKILL))
+                if ((w->fork_slot || w->fork_fd >= 0) && (sig == SIGKILL || w->pending_signal != SIGKILL))
                         w->pending_signal = sig;
                 return;
         }
@@ -812,6 +813,7 @@ int worker_new(Worker **ret, Pool *pool, unsigned slot) {
         w->pool = pool;
         w->slot = slot;
         w->state = WORKER_DEAD;
+        w->fork_fd = -1;
 
         r = start_limit_init(&w->start_limit, pool->config->start_limit_burst);
         if (r < 0)

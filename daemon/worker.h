@@ -58,6 +58,7 @@ typedef struct Worker {
 
         ino_t link_ino;                 /* the inode of the link's worker end, checked at Ready() */
         sd_bus_slot *fork_slot;         /* the zygote's Fork() for this slot, until it answers */
+        int fork_fd;                    /* the worker's end of the link, while its Fork() waits to be sent */
         sd_bus_message *ready_call;     /* a Ready() that came before Fork()'s answer */
         int pending_signal;             /* what worker_kill() could not send yet, for lack of a PID */
 

@@ -213,6 +213,33 @@ static void test_unloadable_plugin(void **state) {
         run_echo(d, "other pools serve");
 }
 
+static bool all_ready(TestDaemon *d, const void *userdata) {
+        g_autofree char *pool = test_pool_path("echo");
+
+        return test_get_u32(d, pool, POOL_IFACE, "WorkersReady") == *(const unsigned *) userdata;
+}
+
+/* More workers than Fork() calls in flight at once (ZYGOTE_FORKS_IN_FLIGHT): the others wait their
+ * turn in apiaryd, and every one of them is forked, none spawned for want of an answer. */
+static void test_many_forks_wait_their_turn(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        unsigned n = 24;
+
+        test_daemon_start(d, &f->bus, "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=24\nZygote=yes\n", true);
+        test_wait_until(d, all_ready, &n, TEST_TIMEOUT_USEC, "24 workers ready");
+        (void) wait_zygote(d, 0);
+        for (unsigned slot = 0; slot < n; slot++) {
+                pid_t pid = test_worker_pid(d, "echo", slot);
+                g_autofree char *cmd = cmdline_of(pid);
+
+                if (!strstr(cmd, "--zygote"))
+                        fail_msg("worker %u (PID %i) was not forked by the zygote: %s", slot, (int) pid, cmd);
+                assert_int_equal(parent_of(pid), d->pid);
+        }
+        run_echo(d, "all forked");
+}
+
 /* Zygote=auto, the default: a plugin that declares APIARY_PLUGIN_FORK_SAFE (echo, as every shipped
  * plugin) gets a zygote, and its workers are forked; one that does not (the test plugin control)
  * gets none, is said why, and its workers are spawned, and serve all the same. */
@@ -283,6 +310,8 @@ int main(void) {
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_unloadable_plugin, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_auto_forks_only_fork_safe_plugins, test_fixture_setup,
+                                                test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_many_forks_wait_their_turn, test_fixture_setup,
                                                 test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_reload_renews_the_zygote, test_fixture_setup,
                                                 test_fixture_teardown),
