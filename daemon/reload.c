@@ -145,6 +145,9 @@ static bool reload_in_progress(Manager *m) {
 
                 if (pool_is_trying(p))
                         return true;
+                /* Its workers wait for its zygote (Zygote=auto, the default): not started yet. */
+                if (p->life.phase == POOL_PHASE_HELD)
+                        return true;
                 if (!pool_is_active(p))
                         continue;
                 for (unsigned j = 0; j < p->n_wanted; j++)

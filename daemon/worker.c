@@ -83,7 +83,7 @@ static void worker_drop_process(Worker *w) {
         w->child_source = sd_event_source_disable_unref(w->child_source);
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
         w->link_source = sd_event_source_disable_unref(w->link_source);
-        w->link = sd_bus_flush_close_unref(w->link);
+        worker_close_link(w);
         w->pid = 0;
         w->pending_signal = 0;
 }
@@ -208,6 +208,10 @@ static int on_link_disconnected(sd_bus_message *msg, void *userdata, sd_bus_erro
         if (r < 0)
                 (void) on_link_lost_timeout(NULL, 0, w);
         return 0;
+}
+
+static void on_link_closed(void *userdata) {
+        (void) on_link_disconnected(NULL, userdata, NULL);
 }
 
 static const LinkSupervisorOps link_ops = {
@@ -427,6 +431,11 @@ static int link_filter(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         return 1;       /* not handled: nothing more is queued for it */
 }
 
+void worker_close_link(Worker *w) {
+        w->link_watch = link_watch_free(w->link_watch);
+        w->link = sd_bus_flush_close_unref(w->link);
+}
+
 /* The server end of a new process's link. */
 int worker_link_new(Worker *w, int fd) {
         Manager *m = w->pool->manager;
@@ -435,7 +444,10 @@ int worker_link_new(Worker *w, int fd) {
 
         snprintf(description, sizeof(description), "worker-%s-%u", w->pool->config->name, w->slot);
         w->link_supervisor = (LinkSupervisor) { .ops = &link_ops, .userdata = w };
-        r = link_server_new(&w->link, fd, m->link_id, m->event, description);
+        /* Not attached to the loop: watched (ipc/link-watch.h), at no cost per loop iteration. */
+        r = link_server_new(&w->link, fd, m->link_id, NULL, description);
+        if (r >= 0)
+                r = link_watch_new(&w->link_watch, w->link, m->event, on_link_closed, w);
         if (r >= 0)
                 r = link_supervisor_add(w->link, &w->link_supervisor);
         if (r >= 0)
@@ -485,7 +497,7 @@ static int worker_spawn_exec(Worker *w) {
 
 void worker_forked(Worker *w, int pidfd) {
         if (worker_watch_process(w, pidfd) < 0) {
-                w->link = sd_bus_flush_close_unref(w->link);
+                worker_close_link(w);
                 (void) worker_event(w, SLOT_EVENT_SPAWN_FAILED, NULL);
                 return;
         }

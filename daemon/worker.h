@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "ipc/claim.h"
 #include "ipc/link-supervisor.h"
+#include "ipc/link-watch.h"
 #include "daemon/restart.h"
 #include "daemon/worker-fsm.h"
 #include "util/log.h"
@@ -32,6 +33,7 @@ typedef struct Worker {
         sd_event_source *child_source;
         sd_event_source *timer_source;  /* start timeout, stop timeout or backoff: see on_slot_timer() */
         sd_bus *link;                   /* private connection to this worker's apiary-worker */
+        LinkWatch *link_watch;          /* what watches it on the loop (ipc/link-watch.h) */
         LinkSupervisor link_supervisor; /* what serves Supervisor1 on it */
         sd_event_source *link_source;   /* the link closed under a running worker: SIGKILL at StopTimeoutSec */
 
@@ -118,6 +120,8 @@ void worker_forked(Worker *w, int pidfd);
 /* The zygote could not fork W's process: spawn it the usual way (or not, if it was stopped). */
 void worker_fork_failed(Worker *w);
 int worker_link_new(Worker *w, int fd);
+/* Stops watching the link and closes it (what is queued is flushed first). */
+void worker_close_link(Worker *w);
 /* Remembers which socket is the worker's end of its link (FD), for worker_check_peer(). */
 void worker_note_link_end(Worker *w, int fd);
 /* Whether the process W->pid holds the worker end of W's link as its fd 3. */

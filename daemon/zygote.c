@@ -66,7 +66,7 @@ static void zygote_fail_pending(Zygote *z) {
                 w->fork_slot = sd_bus_slot_unref(w->fork_slot);
                 w->fork_fd = safe_close(w->fork_fd);
                 w->ready_call = sd_bus_message_unref(w->ready_call);
-                w->link = sd_bus_flush_close_unref(w->link);
+                worker_close_link(w);
                 worker_fork_failed(w);
         }
 }
@@ -317,7 +317,7 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
                 log_worker(LOG_WARNING, w, "The zygote did not fork the worker (%s), spawning it instead.",
                            e ? e->message ?: e->name : "malformed reply");
                 w->ready_call = sd_bus_message_unref(w->ready_call);
-                w->link = sd_bus_flush_close_unref(w->link);
+                worker_close_link(w);
                 worker_fork_failed(w);
                 return 0;
         }
@@ -333,7 +333,7 @@ static int fork_reply_handle(sd_bus_message *reply, Worker *w) {
                            "stopping the zygote and spawning the worker instead.", pid,
                            r == -ECHILD ? "not a child of apiaryd" : "another process of apiaryd's");
                 w->ready_call = sd_bus_message_unref(w->ready_call);
-                w->link = sd_bus_flush_close_unref(w->link);
+                worker_close_link(w);
                 worker_fork_failed(w);
                 zygote_distrust(p);
                 return 0;
@@ -394,7 +394,7 @@ static void zygote_send_waiting(Pool *p) {
                 if (r < 0) {
                         log_worker_errno(LOG_WARNING, r, w, "Failed to ask the zygote for the worker, spawning it: %m");
                         w->ready_call = sd_bus_message_unref(w->ready_call);
-                        w->link = sd_bus_flush_close_unref(w->link);
+                        worker_close_link(w);
                         worker_fork_failed(w);
                         continue;
                 }

@@ -35,9 +35,11 @@ static int link_new(sd_bus **ret, int fd, bool server, sd_id128_t server_id, sd_
         r = sd_bus_start(bus);
         if (r < 0)
                 return r;
-        r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
-        if (r < 0)
-                return r;
+        if (event) {
+                r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
+                if (r < 0)
+                        return r;
+        }
 
         *ret = TAKE_PTR(bus);
         return 0;
