@@ -150,17 +150,25 @@ static void note_finished(Context *c, uint64_t id, int ok, const void *data, siz
         record_result(c, s->index, ok, data, size);
 }
 
+/* One end, (t id, s pool, b ok, ay result): a TaskFinished, or an element of TasksFinished. */
+static int read_end(sd_bus_message *m, uint64_t *ret_id, int *ret_ok, const void **ret_data, size_t *ret_size) {
+        const char *pool;
+        int r;
+
+        r = sd_bus_message_read(m, "tsb", ret_id, &pool, ret_ok);
+        if (r >= 0)
+                r = sd_bus_message_read_array(m, 'y', ret_data, ret_size);
+        return r;
+}
+
 static int on_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Context *c = userdata;
-        const char *pool;
         const void *data;
         size_t size;
         uint64_t id;
         int ok, r;
 
-        r = sd_bus_message_read(m, "tsb", &id, &pool, &ok);
-        if (r >= 0)
-                r = sd_bus_message_read_array(m, 'y', &data, &size);
+        r = read_end(m, &id, &ok, &data, &size);
         if (r < 0) {
                 fail_with(c, r, "reading TaskFinished", NULL);
                 return 0;
@@ -172,7 +180,6 @@ static int on_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 /* TasksFinished(a(tsbay)): many ends in one signal. */
 static int on_finished_batch(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Context *c = userdata;
-        const char *pool;
         const void *data;
         size_t size;
         uint64_t id;
@@ -180,9 +187,7 @@ static int on_finished_batch(sd_bus_message *m, void *userdata, sd_bus_error *re
 
         r = sd_bus_message_enter_container(m, 'a', "(tsbay)");
         while (r >= 0 && (r = sd_bus_message_enter_container(m, 'r', "tsbay")) > 0) {
-                r = sd_bus_message_read(m, "tsb", &id, &pool, &ok);
-                if (r >= 0)
-                        r = sd_bus_message_read_array(m, 'y', &data, &size);
+                r = read_end(m, &id, &ok, &data, &size);
                 if (r >= 0)
                         r = sd_bus_message_exit_container(m);
                 if (r >= 0)

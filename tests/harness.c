@@ -949,8 +949,8 @@ static void note_result(TestDaemon *d, uint64_t id, bool ok, const void *data, s
         g_hash_table_insert(d->results, g_memdup2(&id, sizeof(id)), r);
 }
 
-static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        TestDaemon *d = userdata;
+/* One end, (t id, s pool, b ok, ay result): a TaskFinished, or an element of TasksFinished. */
+static void read_end(TestDaemon *d, sd_bus_message *m) {
         const char *pool;
         const void *data;
         uint64_t id;
@@ -959,26 +959,26 @@ static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *err
 
         assert_true(sd_bus_message_read(m, "tsb", &id, &pool, &ok) > 0);
         assert_true(sd_bus_message_read_array(m, 'y', &data, &size) >= 0);
-        d->n_finished++;
         note_result(d, id, ok, data, size);
+}
+
+static int on_task_finished(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        TestDaemon *d = userdata;
+
+        d->n_finished++;
+        read_end(d, m);
         return 0;
 }
 
 static int on_tasks_finished(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         TestDaemon *d = userdata;
-        const char *pool;
-        const void *data;
-        uint64_t id;
-        size_t size;
-        int ok, r;
+        int r;
 
         d->n_batches++;
         assert_true(sd_bus_message_enter_container(m, 'a', "(tsbay)") > 0);
         while ((r = sd_bus_message_enter_container(m, 'r', "tsbay")) > 0) {
-                assert_true(sd_bus_message_read(m, "tsb", &id, &pool, &ok) > 0);
-                assert_true(sd_bus_message_read_array(m, 'y', &data, &size) >= 0);
+                read_end(d, m);
                 assert_true(sd_bus_message_exit_container(m) >= 0);
-                note_result(d, id, ok, data, size);
         }
         assert_true(r >= 0);
         assert_true(sd_bus_message_exit_container(m) >= 0);
