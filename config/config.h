@@ -80,7 +80,7 @@ typedef struct PoolConfig {
         uint64_t queue_bytes_limit;     /* QueueBytesLimit=, default 1G: their payloads' bytes; UINT64_MAX: none */
         unsigned concurrency;           /* Concurrency=, tasks in flight per worker: cpu 1, io 64 */
         unsigned task_retries;          /* TaskRetries=, default 2: re-runs after the worker died under a task */
-        usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from dispatch to result */
+        usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from its start to its result */
         unsigned max_tasks_per_worker;  /* MaxTasksPerWorker=, default 0 (none): recycle after this many */
         ZygoteMode zygote;              /* Zygote=, default auto: fork workers from a loaded copy */
         /* User=, Group=: who the workers run as; (uid_t) -1 / (gid_t) -1: apiaryd's own. User=
