@@ -11,7 +11,6 @@ table at the end; exits 1 if any result could not be verified or any benchmark f
 Timings never make it fail. docs/benchmarks.md explains what each row measures.
 """
 import argparse
-import json
 import os
 import platform
 import re
@@ -321,17 +320,12 @@ class Apiaryd:
                 self.cond.wait(min(left, 0.2))
             return self.t_ready - self.t_start
 
-    def workers(self):
-        """apiaryd's children but its pools' zygotes (Zygote=auto, the default, keeps one)."""
-        return [c for c in children(self.pid) if c not in self.zygotes()]
-
-    def zygotes(self):
-        out = run_cmd(["busctl", "--address=" + self.bus.address, "--json=short", "call", "org.apiary.Apiary1",
-                       "/org/apiary/Apiary1", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"],
-                      timeout=30)
-        objects = json.loads("".join(out))["data"][0]
-        return {v["org.apiary.Apiary1.Pool"]["ZygotePID"]["data"] for v in objects.values()
-                if "org.apiary.Apiary1.Pool" in v}
+    def workers(self, pool):
+        """apiaryd's children but POOL's zygote (Zygote=auto, the default, keeps one)."""
+        out = run_cmd(["busctl", "--address=" + self.bus.address, "get-property", "org.apiary.Apiary1",
+                       "/org/apiary/Apiary1/pool/" + pool, "org.apiary.Apiary1.Pool", "ZygotePID"], timeout=30)
+        zygote = int(out[0].split()[1])
+        return [c for c in children(self.pid) if c != zygote]
 
     def stop(self, timeout=60):
         """SIGTERM, as systemd would; returns the time it took apiaryd to stop, in s."""
@@ -871,7 +865,7 @@ class Bench:
                 d = Apiaryd(self, bus, "[Pool s]\nPlugin=echo.so\nWorkers=%d\nStartTimeoutSec=5min\nZygote=%s\n"
                             % (n, zygote))
                 times.append(d.wait_ready(timeout=300) * 1e3)
-                ws = d.workers()
+                ws = d.workers("s")
                 if len(ws) != n:
                     raise BenchError("READY=1 with %d workers, %d wanted" % (len(ws), n))
                 pss = [pss_kb(w) for w in ws]
@@ -907,7 +901,7 @@ class Bench:
         d = Apiaryd(self, bus, "[Pool idle]\nPlugin=echo.so\nWorkers=100\n")
         d.wait_ready()
         time.sleep(1.0)     # let the start-up signals drain
-        ws = d.workers()
+        ws = d.workers("idle")
         perf = None
         events = "syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2"
         if os.access("/usr/bin/perf", os.X_OK):
@@ -932,7 +926,7 @@ class Bench:
                     log("perf stat gave no counts: %s" % err.strip()[-300:])
             except subprocess.TimeoutExpired:
                 perf.kill()
-        if len(d.workers()) != 100:
+        if len(d.workers("idle")) != 100:
             raise BenchError("a worker went away while idle")
         self.checks += 1
         d.stop()

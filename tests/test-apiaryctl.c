@@ -811,14 +811,17 @@ static void test_progress_on_a_tty(void **state) {
         g_autoptr(GError) e = NULL;
         int status = 0;
 
-        test_daemon_start(&f->daemon, &f->bus, config, true);
+        /* Workers that take 300 ms to start, so that the wait shows progress however fast forks are. */
+        test_daemon_start(&f->daemon, &f->bus,
+                          "[Pool slow]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=2\n[Pool slow Plugin]\nInitDelayMs=300\n",
+                          true);
         /* script(1) gives apiaryctl a pseudo-terminal for stdout and stderr. */
-        cmd = g_strdup_printf("%s --bus=%s restart echo", getenv("APIARYCTL"), f->bus.address);
+        cmd = g_strdup_printf("%s --bus=%s restart slow", getenv("APIARYCTL"), f->bus.address);
         if (!g_spawn_sync(NULL, (char *[]) { (char *) "script", (char *) "-qec", cmd, (char *) "/dev/null", NULL }, NULL,
                           G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, &e))
                 fail_msg("cannot run script: %s", e->message);
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        assert_non_null(strstr(out, "\rpool \"echo\": 0/2 workers replaced…\033[K"));
+        assert_non_null(strstr(out, "\rpool \"slow\": 0/2 workers replaced…\033[K"));
         assert_true(g_str_has_suffix(out, "\r\033[K"));
 }
 
