@@ -440,7 +440,7 @@ static char *find_line(const char *text, const char *needle) {
         return g_strndup(begin, (gsize) (end - begin));
 }
 
-char *test_daemon_wait_log(TestDaemon *d, const char *needle, usec_t timeout) {
+char *test_daemon_find_log(TestDaemon *d, const char *needle, usec_t timeout) {
         usec_t deadline = now_usec(CLOCK_MONOTONIC) + timeout;
         int fd, wd;
 
@@ -471,8 +471,15 @@ char *test_daemon_wait_log(TestDaemon *d, const char *needle, usec_t timeout) {
                         ;
         }
         close(fd);
-        fail_msg("apiaryd did not log \"%s\" in time", needle);
         return NULL;
+}
+
+char *test_daemon_wait_log(TestDaemon *d, const char *needle, usec_t timeout) {
+        char *line = test_daemon_find_log(d, needle, timeout);
+
+        if (!line)
+                fail_msg("apiaryd did not log \"%s\" in time", needle);
+        return line;
 }
 
 void test_daemon_write_config(TestDaemon *d, const char *config) {

@@ -74,6 +74,8 @@ char *test_daemon_log(TestDaemon *d);
 /* Waits until apiaryd logs a line that contains NEEDLE; returns that line (g_free() it). Fails the
  * test after TIMEOUT. Event driven (inotify on the log file). */
 char *test_daemon_wait_log(TestDaemon *d, const char *needle, usec_t timeout);
+/* The same, but returns NULL after TIMEOUT. */
+char *test_daemon_find_log(TestDaemon *d, const char *needle, usec_t timeout);
 /* Rewrites apiaryd's configuration file (same substitutions), for reload tests. */
 void test_daemon_write_config(TestDaemon *d, const char *config);
 /* Writes the drop-in NAME (e.g. "50-x.conf") of apiaryd's configuration (same substitutions), or

@@ -76,25 +76,38 @@ static void test_short_tasks_do_not_wait_behind_a_long_one(void **state) {
 }
 
 /* The same once the pool's tasks are known to be short, so that each worker holds a window: the
- * tasks in the window behind the long one are taken back, and run on the other worker. */
+ * tasks in the window behind the long one are taken back, and run on the other worker. A window
+ * needs the pool's estimate of its task time below 0.5 ms, and one warm task that a loaded machine
+ * kept from its worker for a millisecond raises it at once: then there is no window that time, and
+ * the order still holds. So it tries a few times, and wants a take-back in one of them. */
 static void test_window_behind_a_long_task_is_taken_back(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
-        enum { WARM = 400, N = 200 };
+        enum { WARM = 400, N = 200, TRIES = 5 };
         uint64_t warm[WARM], ids[N + 1];
+        size_t n_results = 0;
         g_autofree char *line = NULL;
 
         test_daemon_start_logged(d, &f->bus, NAP_POOL "Workers=2\n", true);
         test_collect_results(d);
-        submit_copies(d, "nap", "0", WARM, warm);
-        test_wait_results(d, WARM);
+        for (int i = 1; !line; i++) {
+                submit_copies(d, "nap", "0", WARM, warm);
+                n_results += WARM;
+                test_wait_results(d, n_results);
 
-        submit_behind(d, "nap", "2000", "0", N, ids);
-        test_wait_results(d, WARM + N + 1);
-        assert_all_before_head(d, ids, N);
-        /* Not by luck: there was a window behind it, and it came back. */
-        line = test_daemon_wait_log(d, "waiting behind one that runs long", TEST_TIMEOUT_USEC);
-        assert_non_null(line);
+                submit_behind(d, "nap", "2000", "0", N, ids);
+                n_results += N + 1;
+                test_wait_results(d, n_results);
+                assert_all_before_head(d, ids, N);
+                /* The line is logged before the tasks taken back run: by now it is in the log, or
+                 * on its way through the pipe to it. */
+                line = test_daemon_find_log(d, "waiting behind one that runs long",
+                                            i < TRIES ? USEC_PER_SEC : TEST_TIMEOUT_USEC);
+                if (!line && i == TRIES)
+                        fail_msg("no window was taken back in %d tries", TRIES);
+                if (!line)
+                        fprintf(stderr, "try %d: no window was taken back (no window, or none held back); again\n", i);
+        }
 }
 
 /* A timeout counts from the moment the worker starts the task, not from when it was sent: five
