@@ -40,12 +40,6 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir);
 
-static inline bool streq_ptr(const char *a, const char *b) {
-        if (!a || !b)
-                return a == b;
-        return strcmp(a, b) == 0;
-}
-
 /* Stores a malloc()ed message in *ret_error (when wanted) and returns ERROR. */
 static int config_error(char **ret_error, int error, const char *format, ...) _printf_(3, 4);
 static int config_error(char **ret_error, int error, const char *format, ...) {

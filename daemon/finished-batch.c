@@ -21,6 +21,7 @@ typedef struct Pending {
 
 struct FinishedBatches {
         GHashTable *pending;            /* "BUS SUBMITTER" → Pending */
+        Pending *last;                  /* the one added to last: most ends go to the same */
         sd_event_source *flush_source;  /* one-shot defer: sends them all at the end of the turn */
 };
 
@@ -48,8 +49,10 @@ static void pending_free(void *userdata) {
 }
 
 void finished_batches_flush(FinishedBatches *b) {
-        if (b)
-                g_hash_table_remove_all(b->pending);
+        if (!b)
+                return;
+        b->last = NULL;
+        g_hash_table_remove_all(b->pending);
 }
 
 static int on_flush(sd_event_source *s, void *userdata) {
@@ -101,10 +104,19 @@ static int pending_open(Pending *p) {
         return r;
 }
 
+static Pending *pending_find(FinishedBatches *b, sd_bus *bus, const char *submitter, char **ret_key) {
+        Pending *p = b->last;
+
+        if (p && p->bus == bus && streq_ptr(p->submitter, submitter))
+                return p;
+        *ret_key = g_strdup_printf("%p %s", (void *) bus, strempty(submitter));
+        return g_hash_table_lookup(b->pending, *ret_key);
+}
+
 int finished_batches_add(FinishedBatches *b, sd_bus *bus, const char *submitter, uint64_t id, const char *pool,
                          bool ok, const void *data, size_t size) {
-        g_autofree char *key = g_strdup_printf("%p %s", (void *) bus, strempty(submitter));
-        Pending *p = g_hash_table_lookup(b->pending, key);
+        g_autofree char *key = NULL;
+        Pending *p = pending_find(b, bus, submitter, &key);
         int r;
 
         if (!p) {
@@ -119,6 +131,7 @@ int finished_batches_add(FinishedBatches *b, sd_bus *bus, const char *submitter,
                 }
                 g_hash_table_insert(b->pending, g_steal_pointer(&key), p);
         }
+        b->last = p;
         if (p->signal && p->bytes + size > FINISHED_BATCH_BYTES_MAX)
                 pending_send(p);
         if (!p->signal) {

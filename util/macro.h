@@ -89,3 +89,10 @@ static inline int negative_errno(void) {
 static inline bool streq(const char *a, const char *b) {
         return strcmp(a, b) == 0;
 }
+
+/* Equal strings, or both NULL. */
+static inline bool streq_ptr(const char *a, const char *b) {
+        if (!a || !b)
+                return a == b;
+        return streq(a, b);
+}

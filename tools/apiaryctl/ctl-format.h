@@ -14,10 +14,6 @@
 /* True if S equals one of the strings that follow. */
 #define STR_IN_SET(s, ...) g_strv_contains((const char *const[]) { __VA_ARGS__, NULL }, (s))
 
-static inline bool streq_ptr(const char *a, const char *b) {
-        return a && b ? streq(a, b) : a == b;
-}
-
 #define ANSI_NORMAL "\x1B[0m"
 #define ANSI_RED "\x1B[0;1;31m"
 #define ANSI_GREEN "\x1B[0;1;32m"
