@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "build-config.h"
 #include "daemon/bus-api.h"
@@ -12,6 +13,7 @@
 #include "daemon/peer.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/proc-usage.h"
 
 /* ---- Manager ---- */
 
@@ -47,6 +49,33 @@ static int property_get_manager_host_id(sd_bus *bus, const char *path, const cha
         return sd_bus_message_append(reply, "s", strempty(m->config->host_id));
 }
 
+static int property_get_manager_pid(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "u", (uint32_t) getpid());
+}
+
+static int property_get_manager_config(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                       sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "s", strempty(m->config->path));
+}
+
+/* "system", "session", or the address of Bus=: what apiaryd serves its API on. */
+static int property_get_manager_bus(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        switch (m->config->bus) {
+        case BUS_KIND_SYSTEM:
+                return sd_bus_message_append(reply, "s", "system");
+        case BUS_KIND_SESSION:
+                return sd_bus_message_append(reply, "s", "session");
+        default:
+                return sd_bus_message_append(reply, "s", strempty(m->config->bus_address));
+        }
+}
+
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", NULL, offsetof(Manager, version), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -58,6 +87,10 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("TasksDone", "t", NULL, offsetof(Manager, n_done), 0),
         SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Manager, n_failed), 0),
         SD_BUS_PROPERTY("HostId", "s", property_get_manager_host_id, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PID", "u", property_get_manager_pid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("StartedAt", "t", NULL, offsetof(Manager, started_at), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ConfigPath", "s", property_get_manager_config, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Bus", "s", property_get_manager_bus, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Submit",
                                 SD_BUS_ARGS("s", pool, "ay", payload, "a{sv}", options),
                                 SD_BUS_RESULT("t", id),
@@ -355,6 +388,16 @@ static int property_get_worker_last_exit(sd_bus *bus, const char *path, const ch
         return sd_bus_message_append(reply, "s", strempty(w->last_exit));
 }
 
+/* Read from /proc when asked, not signalled: UINT64_MAX when there is no process. */
+static int property_get_worker_usage(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Worker *w = userdata;
+        ProcUsage u;
+
+        (void) proc_usage_read(w->pid, &u);
+        return sd_bus_message_append(reply, "t", streq(property, "CPUUsageNSec") ? u.cpu_nsec : u.rss_bytes);
+}
+
 static const sd_bus_vtable worker_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Pool", "o", property_get_worker_pool, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -366,6 +409,8 @@ static const sd_bus_vtable worker_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("StartedAt", "t", NULL, offsetof(Worker, started_at), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastExit", "s", property_get_worker_last_exit, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CPUUsageNSec", "t", property_get_worker_usage, 0, 0),
+        SD_BUS_PROPERTY("MemoryRSS", "t", property_get_worker_usage, 0, 0),
         SD_BUS_METHOD("Restart", NULL, NULL, bus_worker_method_restart, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Kill", SD_BUS_ARGS("i", signal), SD_BUS_NO_RESULT, bus_worker_method_kill,
                                 SD_BUS_VTABLE_UNPRIVILEGED),

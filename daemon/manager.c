@@ -296,6 +296,7 @@ int manager_new(Manager **ret, Config *config, const char *worker_path) {
                 return -ENOMEM;
         }
         m->version = APIARY_VERSION;
+        m->started_at = now_usec(CLOCK_REALTIME);
         m->config = config;
         m->worker_path = worker_path;
         m->state = MANAGER_STARTING;

@@ -55,6 +55,7 @@ typedef struct ManagerObserver {
 
 typedef struct Manager {
         const char *version;
+        usec_t started_at;              /* CLOCK_REALTIME, when apiaryd started */
         ManagerObserver observer;
         Changes changes;                /* property changes not signalled yet */
         sd_event *event;

@@ -490,6 +490,127 @@ static void test_status_pools_workers(void **state) {
         ctl_clear(&c);
 }
 
+/* show, is-active and is-failed, as systemctl's: NAME=VALUE lines, -p, --value, and the exit
+ * statuses scripts test. */
+static void test_show_and_is_active(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        g_autofree char *want_pid = NULL, *want_config = NULL, *want_worker_pid = NULL;
+        Ctl c = {};
+
+        /* No apiaryd: nothing is active, nothing failed, and show has nothing to show. */
+        CTL(f, &c, "is-active", "echo");
+        assert_int_equal(c.status, 3);
+        assert_string_equal(c.out, "unknown\n");
+        ctl_clear(&c);
+        CTL(f, &c, "is-failed", "echo");
+        assert_int_equal(c.status, 1);
+        ctl_clear(&c);
+        CTL(f, &c, "show");
+        assert_int_equal(c.status, 5);
+        ctl_clear(&c);
+
+        test_daemon_start(d, &f->bus,
+                          "[Pool echo]\nPlugin=@PLUGINS@/echo.so\nWorkers=2\n"
+                          "[Pool bad]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\n"
+                          "StartLimitBurst=0\nRestart=no\nFailedRetrySec=infinity\n"
+                          "[Pool bad Plugin]\nInitMode=exit\nExitCode=3\n", true);
+        test_wait_pool_state(d, "bad", "failed");
+
+        want_pid = g_strdup_printf("\nPID=%i\n", (int) d->pid);
+        want_config = g_strdup_printf("\nConfigPath=%s\n", d->config_path);
+        CTL(f, &c, "show");
+        assert_int_equal(c.status, 0);
+        assert_true(g_str_has_prefix(c.out, "Version="));
+        assert_non_null(strstr(c.out, "\nState=running\n"));
+        assert_non_null(strstr(c.out, want_pid));
+        assert_non_null(strstr(c.out, want_config));
+        assert_non_null(strstr(c.out, "\nPools=/org/apiary/Apiary1/pool/echo /org/apiary/Apiary1/pool/bad\n"));
+        ctl_clear(&c);
+
+        CTL(f, &c, "show", "echo", "-p", "State", "--value");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "running\n");
+        ctl_clear(&c);
+        CTL(f, &c, "show", "echo", "-p", "Paused,WorkersWanted", "-p", "Name");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "Name=echo\nWorkersWanted=2\nPaused=no\n");
+        ctl_clear(&c);
+
+        /* A worker's process, as /proc has it. */
+        want_worker_pid = g_strdup_printf("PID=%i", (int) test_worker_pid(d, "echo", 1));
+        CTL(f, &c, "show", "echo/1", "-p", "PID,MemoryRSS,CPUUsageNSec");
+        assert_int_equal(c.status, 0);
+        {
+                g_auto(GStrv) l = lines(c.out);
+                uint64_t rss;
+
+                assert_int_equal(g_strv_length(l), 3);
+                assert_string_equal(l[0], want_worker_pid);
+                assert_true(g_str_has_prefix(l[1], "CPUUsageNSec="));
+                assert_true(g_str_has_prefix(l[2], "MemoryRSS="));
+                rss = g_ascii_strtoull(l[2] + strlen("MemoryRSS="), NULL, 10);
+                assert_true(rss > 0 && rss < UINT64_MAX);
+                assert_true(rss / 1024 <= test_proc_rss_kib(test_worker_pid(d, "echo", 1)) * 2);
+        }
+        ctl_clear(&c);
+
+        CTL(f, &c, "show", "-p", "Nope");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "no property \"Nope\""));
+        ctl_clear(&c);
+        CTL(f, &c, "show", "nosuch");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "No pool named \"nosuch\""));
+        ctl_clear(&c);
+        CTL(f, &c, "show", "echo/7");
+        assert_int_equal(c.status, 4);
+        assert_non_null(strstr(c.err, "Pool \"echo\" has no slot 7"));
+        ctl_clear(&c);
+        CTL(f, &c, "status", "-p", "State");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+
+        CTL(f, &c, "is-active", "echo");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "running\n");
+        ctl_clear(&c);
+        CTL(f, &c, "is-active", "bad", "nosuch");
+        assert_int_equal(c.status, 3);
+        assert_string_equal(c.out, "failed\nunknown\n");
+        ctl_clear(&c);
+        CTL(f, &c, "is-active", "--quiet", "bad", "echo");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "");
+        ctl_clear(&c);
+        CTL(f, &c, "is-failed", "echo");
+        assert_int_equal(c.status, 1);
+        ctl_clear(&c);
+        CTL(f, &c, "is-failed", "-q", "echo", "bad");
+        assert_int_equal(c.status, 0);
+        assert_string_equal(c.out, "");
+        ctl_clear(&c);
+        CTL(f, &c, "is-active", "echo/0");
+        assert_int_equal(c.status, 2);
+        ctl_clear(&c);
+
+        /* status as systemctl's: the main PID, the file, the bus; each worker's uptime, CPU, RSS. */
+        CTL(f, &c, "--no-pager", "status", "echo");
+        assert_int_equal(c.status, 0);
+        {
+                g_autofree char *main_pid = g_strdup_printf("  Main PID: %i\n", (int) d->pid);
+                g_autofree char *config_line = g_strdup_printf("    Config: %s\n", d->config_path);
+
+                assert_non_null(strstr(c.out, main_pid));
+                assert_non_null(strstr(c.out, config_line));
+                assert_non_null(strstr(c.out, "     State: running since "));
+                assert_non_null(strstr(c.out, " UPTIME "));
+                assert_non_null(strstr(c.out, " CPU "));
+                assert_non_null(strstr(c.out, " RSS "));
+        }
+        ctl_clear(&c);
+}
+
 static void test_control(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
@@ -1006,6 +1127,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_run_and_submit, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_wait, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_status_pools_workers, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_show_and_is_active, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_control, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_reload, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_start_fails, test_fixture_setup, test_fixture_teardown),

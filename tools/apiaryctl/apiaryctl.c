@@ -47,6 +47,9 @@ JsonMode arg_json = JSON_OFF;
 usec_t arg_timeout = USEC_INFINITY;
 bool arg_no_block = false;
 bool arg_dry_run = false;
+char **arg_properties = NULL;
+bool arg_value = false;
+bool arg_quiet = false;
 
 /* ---- reporting ---- */
 
@@ -478,6 +481,9 @@ static void help(void) {
                "  status [POOL...]           Show apiaryd, its pools and their workers (the default)\n"
                "  pools                      List the pools, one line each\n"
                "  workers [POOL...]          List the worker slots, one line each\n"
+               "  show [POOL[/SLOT]]         Show the properties of apiaryd, a pool or a worker as NAME=VALUE\n"
+               "  is-active POOL...          Exit 0 if a pool serves (running or degraded), else 3\n"
+               "  is-failed POOL...          Exit 0 if a pool failed, else 1\n"
                "  monitor                    Print task results and state changes as they come\n\n"
                "Tasks:\n"
                "  submit POOL [DATA...|-]    Queue a task for each DATA (stdin if none or -), print the ids\n"
@@ -515,10 +521,24 @@ static void help(void) {
                "     --json=short|pretty     status, pools, workers: print JSON\n"
                "     --no-legend             Print no column headers and footers\n"
                "     --no-color              Print no colours (nor with $NO_COLOR set)\n"
+               "  -p --property=NAME[,NAME...]  show: only these properties (the option repeats)\n"
+               "     --value                 show: print the values only, without NAME=\n"
+               "  -q --quiet                 is-active, is-failed: print nothing, answer by the exit status\n"
+               "     --no-pager              Accepted as systemctl takes it: apiaryctl never pages\n"
                "  -v --verbose               Show D-Bus error names, and progress on stderr\n\n"
                "Exit status: 0 done, 1 failed, 2 bad usage, 3 access denied,\n"
                "4 no such pool, worker or task, 5 no bus or no apiaryd on it.\n"
                "See docs/apiaryctl.md.\n");
+}
+
+/* V with a copy of S at its end; V may be NULL. */
+static char **strv_add(char **v, const char *s) {
+        size_t n = v ? g_strv_length(v) : 0;
+
+        v = g_renew(char *, v, n + 2);
+        v[n] = g_strdup(s);
+        v[n + 1] = NULL;
+        return v;
 }
 
 static int parse_argv(int argc, char *argv[]) {
@@ -536,6 +556,8 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_PRIVATE,
                 ARG_NO_BLOCK,
                 ARG_DRY_RUN,
+                ARG_VALUE,
+                ARG_NO_PAGER,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -555,12 +577,16 @@ static int parse_argv(int argc, char *argv[]) {
                 { "dry-run", no_argument, NULL, ARG_DRY_RUN },
                 { "verbose", no_argument, NULL, 'v' },
                 { "host", required_argument, NULL, 'H' },
+                { "property", required_argument, NULL, 'p' },
+                { "value", no_argument, NULL, ARG_VALUE },
+                { "quiet", no_argument, NULL, 'q' },
+                { "no-pager", no_argument, NULL, ARG_NO_PAGER },
                 {}
         };
         const char *e;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hvH:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hvH:p:q", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         help();
@@ -648,6 +674,25 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case 'v':
                         arg_verbose = true;
+                        break;
+                case 'p': {
+                        g_auto(GStrv) names = g_strsplit(optarg, ",", -1);
+
+                        for (char **n = names; *n; n++) {
+                                if (**n == '\0')
+                                        continue;
+                                if (!arg_properties || !g_strv_contains((const char *const *) arg_properties, *n))
+                                        arg_properties = strv_add(arg_properties, *n);
+                        }
+                        break;
+                }
+                case ARG_VALUE:
+                        arg_value = true;
+                        break;
+                case 'q':
+                        arg_quiet = true;
+                        break;
+                case ARG_NO_PAGER:
                         break;
                 case '?':
                         /* getopt_long() has said what is wrong. */
@@ -795,6 +840,8 @@ typedef enum VerbFlags {
         VERB_WAIT = 1 << 2,             /* takes --wait */
         VERB_NO_BLOCK = 1 << 3,         /* takes --no-block */
         VERB_DRY_RUN = 1 << 4,          /* takes --dry-run */
+        VERB_PROPERTY = 1 << 5,         /* takes -p and --value */
+        VERB_QUIET = 1 << 6,            /* takes -q */
 } VerbFlags;
 
 typedef struct Verb {
@@ -808,6 +855,9 @@ static const Verb verbs[] = {
         { "status", 0, UINT_MAX, verb_status, VERB_JSON },
         { "pools", 0, 0, verb_pools, VERB_JSON },
         { "workers", 0, UINT_MAX, verb_workers, VERB_JSON },
+        { "show", 0, 1, verb_show, VERB_PROPERTY },
+        { "is-active", 1, UINT_MAX, verb_is_active, VERB_QUIET },
+        { "is-failed", 1, UINT_MAX, verb_is_failed, VERB_QUIET },
         { "monitor", 0, 0, verb_monitor, 0 },
         { "submit", 1, UINT_MAX, verb_submit, VERB_TIMEOUT | VERB_WAIT },
         { "run", 1, 2, verb_run, VERB_TIMEOUT },
@@ -873,6 +923,10 @@ int main(int argc, char *argv[]) {
                 return ctl_usage_error("--no-block works with start, stop, restart, scale and reload only.");
         if (arg_dry_run && !(verb->flags & VERB_DRY_RUN))
                 return ctl_usage_error("--dry-run works with reload only.");
+        if ((arg_properties || arg_value) && !(verb->flags & VERB_PROPERTY))
+                return ctl_usage_error("-p/--property and --value work with show only.");
+        if (arg_quiet && !(verb->flags & VERB_QUIET))
+                return ctl_usage_error("-q/--quiet works with is-active and is-failed only.");
         if (!verb->run) {
                 help();
                 return CTL_EXIT_SUCCESS;
@@ -884,6 +938,7 @@ int main(int argc, char *argv[]) {
         if (r != 0)
                 return r;
         r = verb->run(bus, argc, argv);
+        g_clear_pointer(&arg_properties, g_strfreev);
         if (fflush(stdout) != 0 && r == CTL_EXIT_SUCCESS) {
                 ctl_error("Failed to write to stdout: %s", strerror(errno));
                 return CTL_EXIT_FAILURE;

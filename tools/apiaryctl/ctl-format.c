@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <langinfo.h>
+#include <inttypes.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "tools/apiaryctl/ctl-format.h"
+#include "util/time-util.h"
 
 static bool use_colors = false;
 
@@ -171,6 +174,66 @@ char *format_timestamp(char *buf, size_t size, uint64_t usec) {
 
         if (usec == 0 || !localtime_r(&sec, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm) == 0)
                 g_strlcpy(buf, "-", size);
+        return buf;
+}
+
+char *format_span_short(char *buf, size_t size, usec_t t) {
+        static const struct {
+                const char *suffix;
+                usec_t usec;
+        } table[] = {
+                { "d", USEC_PER_DAY },
+                { "h", USEC_PER_HOUR },
+                { "min", USEC_PER_MINUTE },
+                { "s", USEC_PER_SEC },
+                { "ms", USEC_PER_MSEC },
+        };
+        size_t l = 0;
+        unsigned shown = 0;
+
+        if (t == USEC_INFINITY) {
+                g_strlcpy(buf, "-", size);
+                return buf;
+        }
+        buf[0] = '\0';
+        for (size_t i = 0; i < ELEMENTSOF(table) && shown < 2; i++) {
+                usec_t n = t / table[i].usec;
+                int k;
+
+                if (n == 0 || (shown > 0 && table[i].usec < USEC_PER_SEC)) {
+                        if (shown > 0)
+                                break;  /* "2h 0min" says no more than "2h", "3s 12ms" than "3s" */
+                        continue;
+                }
+                t -= n * table[i].usec;
+                k = snprintf(buf + l, size - l, "%llu%s", (unsigned long long) n, table[i].suffix);
+                if (k < 0 || (size_t) k >= size - l)
+                        break;
+                l += (size_t) k;
+                shown++;
+        }
+        if (shown == 0)
+                g_strlcpy(buf, "0", size);
+        return buf;
+}
+
+char *format_bytes_short(char *buf, size_t size, uint64_t bytes) {
+        static const char suffixes[] = "BKMGTP";
+        double v = (double) bytes;
+        size_t i = 0;
+
+        if (bytes == UINT64_MAX) {
+                g_strlcpy(buf, "-", size);
+                return buf;
+        }
+        while (v >= 1024.0 && i < sizeof(suffixes) - 2) {
+                v /= 1024.0;
+                i++;
+        }
+        if (i == 0)
+                snprintf(buf, size, "%" PRIu64 "B", bytes);
+        else
+                snprintf(buf, size, "%.1f%c", v, suffixes[i]);
         return buf;
 }
 

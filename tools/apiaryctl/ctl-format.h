@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "util/macro.h"
+#include "util/time-util.h"
 
 /* True if S equals one of the strings that follow. */
 #define STR_IN_SET(s, ...) g_strv_contains((const char *const[]) { __VA_ARGS__, NULL }, (s))
@@ -58,6 +59,11 @@ void append_quoted(GString *s, const void *data, size_t size, size_t max);
 /* "2026-11-24 14:09:39" in local time, or "-" if USEC is 0. */
 #define FORMAT_TIMESTAMP_MAX 64
 char *format_timestamp(char *buf, size_t size, uint64_t usec);
+/* A span for people, its two largest units, ms only below a second, in one word for the columns
+ * of a table: "5min3s", "2h", "3s", "850ms"; "-" for USEC_INFINITY. */
+char *format_span_short(char *buf, size_t size, usec_t t);
+/* "2.0M", "512B", as systemctl status shows memory; "-" for UINT64_MAX. */
+char *format_bytes_short(char *buf, size_t size, uint64_t bytes);
 
 /* ---- JSON, written by hand: D-Bus strings are valid UTF-8, so escaping is all it takes ---- */
 

@@ -81,6 +81,8 @@ static void json_worker(GString *s, const WorkerInfo *w) {
         json_u64(s, "PlannedRestarts", w->planned_restarts);
         json_u64(s, "StartedAt", w->started_at);
         json_str(s, "LastExit", w->last_exit);
+        json_u64(s, "CPUUsageNSec", w->cpu_nsec);
+        json_u64(s, "MemoryRSS", w->rss_bytes);
         g_string_append_c(s, '}');
 }
 
@@ -140,8 +142,13 @@ static void json_pools(GString *s, GPtrArray *pools) {
 
 /* ---- text ---- */
 
+static const char *const worker_columns[] = { "SLOT", "PID", "STATE", "RESTARTS", "STARTED", "UPTIME", "CPU",
+                                               "RSS", "LAST EXIT", NULL };
+
 static void add_worker_row(Table *t, const WorkerInfo *w, bool with_pool) {
-        char ts[FORMAT_TIMESTAMP_MAX];
+        char ts[FORMAT_TIMESTAMP_MAX], span[FORMAT_TIMESPAN_MAX], cpu[FORMAT_TIMESPAN_MAX], rss[FORMAT_SIZE_MAX];
+        usec_t now = now_usec(CLOCK_REALTIME);
+        bool alive = w->pid > 0;
 
         if (with_pool)
                 table_add(t, NULL, w->pool_name);
@@ -153,6 +160,12 @@ static void add_worker_row(Table *t, const WorkerInfo *w, bool with_pool) {
         table_add(t, state_color(w->state), strempty(w->state));
         table_addf(t, NULL, "%" PRIu32, w->restarts);
         table_add(t, NULL, format_timestamp(ts, sizeof(ts), w->started_at));
+        table_add(t, NULL, format_span_short(span, sizeof(span),
+                                             alive && w->started_at > 0 && now > w->started_at ?
+                                             now - w->started_at : USEC_INFINITY));
+        table_add(t, NULL, format_span_short(cpu, sizeof(cpu),
+                                             alive && w->cpu_nsec != UINT64_MAX ? w->cpu_nsec / 1000 : USEC_INFINITY));
+        table_add(t, NULL, format_bytes_short(rss, sizeof(rss), alive ? w->rss_bytes : UINT64_MAX));
         table_add(t, NULL, w->last_exit && w->last_exit[0] ? w->last_exit : "-");
 }
 
@@ -205,8 +218,7 @@ static void print_pool_status(const PoolInfo *p) {
                 printf("%10s: none\n", "Workers");
                 return;
         }
-        _cleanup_(table_freep) Table *t = table_new(
-                (const char *const[]) { "SLOT", "PID", "STATE", "RESTARTS", "STARTED", "LAST EXIT", NULL });
+        _cleanup_(table_freep) Table *t = table_new(worker_columns);
         for (guint i = 0; i < p->workers->len; i++)
                 add_worker_row(t, g_ptr_array_index(p->workers, i), false);
         table_print(t, stdout, "   Workers: ", "            ", arg_legend);
@@ -231,6 +243,10 @@ int verb_status(sd_bus *bus, int argc, char **argv) {
                 json_str(j, "Version", s->manager.version);
                 json_str(j, "State", s->manager.state);
                 json_str(j, "HostId", s->manager.host_id);
+                json_u64(j, "PID", s->manager.pid);
+                json_u64(j, "StartedAt", s->manager.started_at);
+                json_str(j, "ConfigPath", s->manager.config_path);
+                json_str(j, "Bus", s->manager.bus);
                 json_u64(j, "TasksSubmitted", s->manager.tasks_submitted);
                 json_u64(j, "TasksQueued", s->manager.tasks_queued);
                 json_u64(j, "TasksRunning", s->manager.tasks_running);
@@ -246,7 +262,23 @@ int verb_status(sd_bus *bus, int argc, char **argv) {
         color = state_color(s->manager.state);
         normal = color[0] ? ANSI_NORMAL : "";
         printf("%s%s%s apiaryd %s\n", color, glyph_bullet(), normal, strempty(s->manager.version));
-        printf("%10s: %s%s%s\n", "State", color, strempty(s->manager.state), normal);
+        printf("%10s: %s%s%s", "State", color, strempty(s->manager.state), normal);
+        if (s->manager.started_at > 0) {
+                char ts[FORMAT_TIMESTAMP_MAX], span[FORMAT_TIMESPAN_MAX];
+                usec_t now = now_usec(CLOCK_REALTIME);
+
+                printf(" since %s; %s ago", format_timestamp(ts, sizeof(ts), s->manager.started_at),
+                       format_span_short(span, sizeof(span),
+                                         now > s->manager.started_at ? now - s->manager.started_at : 0));
+        }
+        putchar('\n');
+        /* As systemctl status: which process, which file, which bus. An older apiaryd says nothing. */
+        if (s->manager.pid > 0)
+                printf("%10s: %" PRIu32 "\n", "Main PID", s->manager.pid);
+        if (s->manager.config_path && s->manager.config_path[0])
+                printf("%10s: %s\n", "Config", s->manager.config_path);
+        if (s->manager.bus && s->manager.bus[0])
+                printf("%10s: %s%s\n", "Bus", s->manager.bus, ctl_bus_is_private() ? " (here through its private socket)" : "");
         if (s->manager.host_id && s->manager.host_id[0])
                 printf("%10s: %s\n", "Host", s->manager.host_id);
         print_tasks_line("Tasks", s->manager.tasks_submitted, s->manager.tasks_queued, s->manager.tasks_running,
@@ -329,8 +361,13 @@ int verb_workers(sd_bus *bus, int argc, char **argv) {
                 return CTL_EXIT_SUCCESS;
         }
 
-        t = table_new((const char *const[]) { "POOL", "SLOT", "PID", "STATE", "RESTARTS", "STARTED", "LAST EXIT",
-                                              NULL });
+        {
+                g_autofree const char **columns = g_new0(const char *, G_N_ELEMENTS(worker_columns) + 1);
+
+                columns[0] = "POOL";
+                memcpy(columns + 1, worker_columns, sizeof(worker_columns));
+                t = table_new(columns);
+        }
         for (guint i = 0; i < pools->len; i++) {
                 const PoolInfo *p = g_ptr_array_index(pools, i);
 

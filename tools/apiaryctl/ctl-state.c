@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,10 @@ static const PropertyMap manager_map[] = {
         { "TasksDone", "t", offsetof(ManagerInfo, tasks_done) },
         { "TasksFailed", "t", offsetof(ManagerInfo, tasks_failed) },
         { "HostId", "s", offsetof(ManagerInfo, host_id) },
+        { "PID", "u", offsetof(ManagerInfo, pid) },
+        { "StartedAt", "t", offsetof(ManagerInfo, started_at) },
+        { "ConfigPath", "s", offsetof(ManagerInfo, config_path) },
+        { "Bus", "s", offsetof(ManagerInfo, bus) },
         {}
 };
 
@@ -70,6 +75,8 @@ static const PropertyMap worker_map[] = {
         { "PlannedRestarts", "u", offsetof(WorkerInfo, planned_restarts) },
         { "StartedAt", "t", offsetof(WorkerInfo, started_at) },
         { "LastExit", "s", offsetof(WorkerInfo, last_exit) },
+        { "CPUUsageNSec", "t", offsetof(WorkerInfo, cpu_nsec) },
+        { "MemoryRSS", "t", offsetof(WorkerInfo, rss_bytes) },
         {}
 };
 
@@ -197,6 +204,8 @@ Snapshot *snapshot_free(Snapshot *s) {
         free(s->manager.version);
         free(s->manager.state);
         free(s->manager.host_id);
+        free(s->manager.config_path);
+        free(s->manager.bus);
         strv_free(s->manager.pool_paths);
         if (s->pools)
                 g_ptr_array_free(s->pools, true);
@@ -244,6 +253,8 @@ static int read_managed_objects(sd_bus_message *m, GHashTable *pools, GHashTable
 
                                 if (!w)
                                         return -ENOMEM;
+                                /* Unknown unless apiaryd says (an older one does not). */
+                                w->cpu_nsec = w->rss_bytes = UINT64_MAX;
                                 w->path = strdup(path);
                                 if (!w->path) {
                                         free(w);
@@ -274,20 +285,22 @@ static int read_managed_objects(sd_bus_message *m, GHashTable *pools, GHashTable
         return sd_bus_message_exit_container(m);
 }
 
-/* Looking must not start apiaryd: no D-Bus activation for these calls. */
-static int call_no_auto_start(sd_bus *bus, const char *interface, const char *member, sd_bus_error *error,
-                              sd_bus_message **ret_reply, const char *argument) {
+int ctl_call_looking(sd_bus *bus, const char *path, const char *interface, const char *member, sd_bus_error *error,
+                     sd_bus_message **ret_reply, const char *types, ...) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        va_list ap;
         int r;
 
-        r = sd_bus_message_new_method_call(bus, &m, APIARY_BUS_NAME, APIARY_OBJECT_PATH, interface, member);
+        r = sd_bus_message_new_method_call(bus, &m, APIARY_BUS_NAME, path, interface, member);
         if (r < 0)
                 return r;
         r = sd_bus_message_set_auto_start(m, false);
         if (r < 0)
                 return r;
-        if (argument) {
-                r = sd_bus_message_append(m, "s", argument);
+        if (types) {
+                va_start(ap, types);
+                r = sd_bus_message_appendv(m, types, ap);
+                va_end(ap);
                 if (r < 0)
                         return r;
         }
@@ -305,8 +318,8 @@ int snapshot_load(sd_bus *bus, Snapshot **ret, sd_bus_error *error) {
                 return -ENOMEM;
         s->pools = g_ptr_array_new_with_free_func(pool_info_free);
 
-        r = call_no_auto_start(bus, "org.freedesktop.DBus.Properties", "GetAll", error, &reply,
-                               APIARY_MANAGER_INTERFACE);
+        r = ctl_call_looking(bus, APIARY_OBJECT_PATH, "org.freedesktop.DBus.Properties", "GetAll", error, &reply, "s",
+                             APIARY_MANAGER_INTERFACE);
         if (r < 0)
                 return r;
         r = map_properties(reply, manager_map, &s->manager);
@@ -314,8 +327,8 @@ int snapshot_load(sd_bus *bus, Snapshot **ret, sd_bus_error *error) {
                 return r;
         reply = sd_bus_message_unref(reply);
 
-        r = call_no_auto_start(bus, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", error, &reply,
-                               NULL);
+        r = ctl_call_looking(bus, APIARY_OBJECT_PATH, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", error,
+                             &reply, NULL);
         if (r < 0)
                 return r;
 

@@ -20,6 +20,8 @@ typedef struct WorkerInfo {
         uint32_t planned_restarts;
         uint64_t started_at;            /* µs since the epoch, 0 if never */
         char *last_exit;
+        uint64_t cpu_nsec;              /* of its process so far; UINT64_MAX if none */
+        uint64_t rss_bytes;             /* its process's resident memory; UINT64_MAX if none */
 } WorkerInfo;
 
 typedef struct PoolInfo {
@@ -51,6 +53,10 @@ typedef struct ManagerInfo {
         char **pool_paths;
         uint64_t tasks_submitted, tasks_queued, tasks_running, tasks_done, tasks_failed;
         char *host_id;
+        uint32_t pid;
+        uint64_t started_at;            /* µs since the epoch */
+        char *config_path;
+        char *bus;                      /* "system", "session" or an address */
 } ManagerInfo;
 
 typedef struct Snapshot {
@@ -65,3 +71,8 @@ Snapshot *snapshot_free(Snapshot *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Snapshot *, snapshot_free);
 
 PoolInfo *snapshot_find_pool(const Snapshot *s, const char *name);
+
+/* Calls MEMBER on apiaryd's object PATH with arguments TYPES, ... (or none), without D-Bus
+ * activation: looking must not start apiaryd. */
+int ctl_call_looking(sd_bus *bus, const char *path, const char *interface, const char *member, sd_bus_error *error,
+                     sd_bus_message **ret_reply, const char *types, ...);

@@ -51,6 +51,9 @@ extern JsonMode arg_json;
 extern usec_t arg_timeout;              /* USEC_INFINITY: not given */
 extern bool arg_no_block;               /* control verbs: return once the call is answered */
 extern bool arg_dry_run;                /* reload: show what would change, change nothing */
+extern char **arg_properties;           /* show -p: the properties to print, NULL for all */
+extern bool arg_value;                  /* show --value: values only, without NAME= */
+extern bool arg_quiet;                  /* is-active, is-failed -q: the exit status only */
 
 /* Opens a connection to the bus the options chose; a negative errno on failure. */
 int ctl_bus_open(sd_bus **ret);
@@ -107,3 +110,6 @@ int verb_pool_method(sd_bus *bus, int argc, char **argv);
 int verb_scale(sd_bus *bus, int argc, char **argv);
 int verb_kill(sd_bus *bus, int argc, char **argv);
 int verb_reload(sd_bus *bus, int argc, char **argv);
+int verb_show(sd_bus *bus, int argc, char **argv);
+int verb_is_active(sd_bus *bus, int argc, char **argv);
+int verb_is_failed(sd_bus *bus, int argc, char **argv);
