@@ -139,7 +139,9 @@ export A
 
 cp "$example" "$tmp/apiary.conf"
 mkdir "$tmp/apiary.conf.d"
-printf '[Apiary]\nPluginDirectory=%s\n' "$APIARY_PLUGIN_DIR" >"$tmp/apiary.conf.d/50-build-tree.conf"
+# As tools/run writes it: the build tree's plugins, and the demo pools as the caller, not nobody.
+printf '[Apiary]\nPluginDirectory=%s\n[Pool echo]\nUser=\n[Pool echo-io]\nUser=\n' "$APIARY_PLUGIN_DIR" \
+        >"$tmp/apiary.conf.d/50-build-tree.conf"
 
 # shellcheck disable=SC2086  # the wrapper is a command line, split on purpose
 env -u NOTIFY_SOCKET -u JOURNAL_STREAM ${APIARY_TEST_WRAPPER:-} "$APIARYD" --config="$tmp/apiary.conf" \

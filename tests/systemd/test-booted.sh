@@ -498,6 +498,10 @@ out=$(incontainer busctl call org.apiary.Apiary1 /org/apiary/Apiary1 org.apiary.
         'saya{sv}' cmd 2 104 105 0) || fail "busctl call Run cmd"
 [ "$out" = "ay 2 72 73" ] || fail "Run cmd hi (tr a-z A-Z) returned: $out"
 owner=$(incontainer busctl status --no-pager org.apiary.Apiary1 | sed -n 's/^PID=//p')
+# The example's demo pools run as nobody, apiaryd as root.
+echo_pid=$(bus_get /org/apiary/Apiary1/pool/echo/0 org.apiary.Apiary1.Worker PID | cut -d' ' -f2)
+echo_user=$(incontainer stat -c %U "/proc/$echo_pid")
+[ "$echo_user" = nobody ] || fail "the example's pool echo runs as \"$echo_user\", not nobody"
 [ "$owner" = "$main" ] || fail "org.apiary.Apiary1 is owned by PID $owner, not by MainPID $main"
 echo "ok 3 - busctl tree, introspect, get-property, call Run (echo, and exec running a command) on the system bus (name owned by MainPID)"
 
