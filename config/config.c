@@ -40,18 +40,32 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir);
 
-/* Stores a malloc()ed message in *ret_error (when wanted) and returns ERROR. */
+/* Adds a line to the malloc()ed message in *ret_error (when wanted) and returns ERROR. The
+ * parser goes on after most errors, so that one run shows every problem of a file: the lines
+ * accumulate, one per problem, in the order found. */
 static int config_error(char **ret_error, int error, const char *format, ...) _printf_(3, 4);
 static int config_error(char **ret_error, int error, const char *format, ...) {
+        char *line, *joined;
         va_list ap;
 
         if (!ret_error)
                 return error;
 
         va_start(ap, format);
-        if (vasprintf(ret_error, format, ap) < 0)
-                *ret_error = NULL;
+        if (vasprintf(&line, format, ap) < 0)
+                line = NULL;
         va_end(ap);
+        if (!line)
+                return error;
+        if (!*ret_error) {
+                *ret_error = line;
+                return error;
+        }
+        if (asprintf(&joined, "%s\n%s", *ret_error, line) >= 0) {
+                free(*ret_error);
+                *ret_error = joined;
+        }
+        free(line);
         return error;
 }
 
@@ -69,11 +83,13 @@ typedef struct SourceEntry {
         char *key;
         char *value;
         const char *file;       /* borrowed from ConfigSource.files */
+        char *where;            /* "FILE:LINE" of the line that set it, for messages */
 } SourceEntry;
 
 typedef struct SourceGroup {
         char *name;
         const char *file;       /* the last file that contains this group */
+        char *where;            /* "FILE:LINE" of its header in that file */
         GPtrArray *entries;     /* SourceEntry *, in order of first appearance */
 } SourceGroup;
 
@@ -87,6 +103,7 @@ static void source_entry_free(gpointer p) {
 
         g_free(e->key);
         g_free(e->value);
+        g_free(e->where);
         g_free(e);
 }
 
@@ -95,6 +112,7 @@ static void source_group_free(gpointer p) {
 
         g_ptr_array_unref(g->entries);
         g_free(g->name);
+        g_free(g->where);
         g_free(g);
 }
 
@@ -150,7 +168,7 @@ static const SourceEntry *group_find_entry(const SourceGroup *g, const char *key
 }
 
 /* Sets KEY, keeping its place if an earlier file set it already. */
-static void group_set(SourceGroup *g, const char *key, const char *value, const char *file) {
+static void group_set(SourceGroup *g, const char *key, const char *value, const char *file, unsigned line) {
         SourceEntry *e = (SourceEntry *) group_find_entry(g, key);
 
         if (!e) {
@@ -161,6 +179,8 @@ static void group_set(SourceGroup *g, const char *key, const char *value, const 
         g_free(e->value);
         e->value = g_strdup(value);
         e->file = file;
+        g_free(e->where);
+        e->where = line > 0 ? g_strdup_printf("%s:%u", file, line) : g_strdup(file);
 }
 
 /* Reads a whole regular file; returns -errno, -EBADFD for other file types, -EFBIG past the cap. */
@@ -203,47 +223,99 @@ static int read_file(const char *path, char **ret_data, size_t *ret_size) {
         return 0;
 }
 
-/* GKeyFile silently merges a group that appears twice in one file; we want that to be an error,
- * so scan the group header lines ourselves. Runs after GKeyFile accepted DATA, so every line
- * starting with '[' (after blanks) is a well-formed "[NAME]" header. */
-static int check_duplicate_groups(const char *file, const char *data, char **ret_error) {
-        g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        const char *line, *next;
-
-        for (line = data; line; line = next) {
-                const char *eol = strchr(line, '\n'), *close;
-                char *name;
-
-                next = eol ? eol + 1 : NULL;
-                while (line != eol && g_ascii_isspace(*line))
-                        line++;
-                if (*line != '[')
-                        continue;
-                close = memchr(line, ']', eol ? (size_t) (eol - line) : strlen(line));
-                if (!close)
-                        continue;
-
-                name = g_strndup(line + 1, close - line - 1);
-                if (g_hash_table_contains(seen, name)) {
-                        int r = config_error(ret_error, -EINVAL,
-                                             "%s: [%s]: group appears more than once in this file",
-                                             file, name);
-                        g_free(name);
-                        return r;
-                }
-                g_hash_table_add(seen, name);
-        }
-        return 0;
+/* Where each group and key of a file is written: "GROUP" → its header's line, "GROUP\x1eKEY" → the
+ * line of its last value (GKeyFile keeps the last one too). */
+static char *line_key(const char *group, const char *key) {
+        return key ? g_strconcat(group, "\x1e", key, NULL) : g_strdup(group);
 }
 
-static int source_merge(ConfigSource *s, const char *file, GKeyFile *kf, char **ret_error) {
+static unsigned line_of(GHashTable *lines, const char *group, const char *key) {
+        g_autofree char *k = line_key(group, key);
+
+        return GPOINTER_TO_UINT(g_hash_table_lookup(lines, k));
+}
+
+/*
+ * Reads FILE's lines before GKeyFile does, for what GKeyFile cannot tell: the line of each group
+ * and key (its messages name no line, and the parser's own name only the file), and every line
+ * that is not KEY=VALUE, [GROUP], a comment or blank, all of them rather than the first. Also a
+ * group that appears twice in one file, which GKeyFile silently merges. Fills LINES.
+ */
+static int scan_lines(const char *file, const char *data, GHashTable *lines, char **ret_error) {
+        g_autofree char *group = NULL;
+        unsigned n = 0;
+        int r = 0;
+
+        for (const char *line = data, *next; line; line = next) {
+                const char *eol = strchr(line, '\n'), *end, *eq;
+                size_t len;
+
+                next = eol ? eol + 1 : NULL;
+                n++;
+                end = eol ? eol : line + strlen(line);
+                while (line < end && g_ascii_isspace(*line))
+                        line++;
+                while (end > line && g_ascii_isspace(end[-1]))
+                        end--;
+                len = (size_t) (end - line);
+                if (len == 0 || *line == '#')
+                        continue;
+
+                if (*line == '[') {
+                        g_autofree char *name = NULL;
+
+                        if (end[-1] != ']' || len < 3) {
+                                r = config_error(ret_error, -EBADMSG, "%s:%u: expected a group header \"[NAME]\", got \"%.*s\"",
+                                                 file, n, (int) len, line);
+                                continue;
+                        }
+                        name = g_strndup(line + 1, len - 2);
+                        if (g_hash_table_contains(lines, name))
+                                r = config_error(ret_error, -EINVAL,
+                                                 "%s:%u: [%s]: group appears more than once in this file (first on line %u)",
+                                                 file, n, name, line_of(lines, name, NULL));
+                        else
+                                g_hash_table_insert(lines, g_strdup(name), GUINT_TO_POINTER(n));
+                        g_free(group);
+                        group = TAKE_PTR(name);
+                        continue;
+                }
+
+                eq = memchr(line, '=', len);
+                if (!eq || eq == line) {
+                        r = config_error(ret_error, -EBADMSG,
+                                         "%s:%u: expected KEY=VALUE, a [GROUP] header or a # comment, got \"%.*s\"",
+                                         file, n, (int) len, line);
+                        continue;
+                }
+                if (!group) {
+                        r = config_error(ret_error, -EBADMSG, "%s:%u: \"%.*s\" comes before any [GROUP] header",
+                                         file, n, (int) len, line);
+                        continue;
+                }
+                while (eq > line && g_ascii_isspace(eq[-1]))
+                        eq--;
+                {
+                        g_autofree char *key = g_strndup(line, (size_t) (eq - line));
+
+                        g_hash_table_insert(lines, line_key(group, key), GUINT_TO_POINTER(n));
+                }
+        }
+        return r;
+}
+
+static int source_merge(ConfigSource *s, const char *file, GKeyFile *kf, GHashTable *lines, char **ret_error) {
         g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+        int r = 0;
 
         for (char **group = groups; *group; group++) {
                 g_auto(GStrv) keys = g_key_file_get_keys(kf, *group, NULL, NULL);
                 SourceGroup *g = source_get_group(s, *group);
+                unsigned line = line_of(lines, *group, NULL);
 
                 g->file = file;
+                g_free(g->where);
+                g->where = line > 0 ? g_strdup_printf("%s:%u", file, line) : g_strdup(file);
                 for (char **key = keys; key && *key; key++) {
                         g_autoptr(GError) error = NULL;
                         g_autofree char *value = NULL;
@@ -252,17 +324,19 @@ static int source_merge(ConfigSource *s, const char *file, GKeyFile *kf, char **
                         if (!value || error) {
                                 g_autofree char *raw = g_key_file_get_value(kf, *group, *key, NULL);
 
-                                return config_error(ret_error, -EINVAL,
-                                                    "%s: [%s] %s=%s: expected UTF-8 text with valid escapes (\\s \\n \\t \\r \\\\)",
-                                                    file, *group, *key, strempty(raw));
+                                r = config_error(ret_error, -EINVAL,
+                                                 "%s:%u: [%s] %s=%s: expected UTF-8 text with valid escapes (\\s \\n \\t \\r \\\\)",
+                                                 file, line_of(lines, *group, *key), *group, *key, strempty(raw));
+                                continue;
                         }
-                        group_set(g, *key, value, file);
+                        group_set(g, *key, value, file, line_of(lines, *group, *key));
                 }
         }
-        return 0;
+        return r;
 }
 
 static int source_add_file(ConfigSource *s, const char *path, char **ret_error) {
+        g_autoptr(GHashTable) lines = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autoptr(GError) error = NULL;
         g_autofree char *data = NULL;
@@ -275,17 +349,17 @@ static int source_add_file(ConfigSource *s, const char *path, char **ret_error) 
                 return config_error(ret_error, r, "%s: cannot read: %s", path, file_strerror(r));
         if (memchr(data, '\0', size))
                 return config_error(ret_error, -EBADMSG, "%s: cannot parse: file contains a NUL byte", path);
+        r = scan_lines(path, data, lines, ret_error);
+        if (r < 0)
+                return r;
         /* KEEP_TRANSLATIONS: else GKeyFile drops "Key[de]=" lines silently instead of letting us
          * reject them as unknown keys. */
         if (!g_key_file_load_from_data(kf, data, size, G_KEY_FILE_KEEP_TRANSLATIONS, &error))
                 return config_error(ret_error, -EBADMSG, "%s: cannot parse: %s", path, error->message);
-        r = check_duplicate_groups(path, data, ret_error);
-        if (r < 0)
-                return r;
 
         file = g_strdup(path);
         g_ptr_array_add(s->files, file);
-        return source_merge(s, file, kf, ret_error);
+        return source_merge(s, file, kf, lines, ret_error);
 }
 
 static gint compare_strings(gconstpointer a, gconstpointer b) {
@@ -929,26 +1003,86 @@ static const ConfigKey *config_key_find(const ConfigKey *table, size_t n, const 
         return NULL;
 }
 
-/* Parses every key of G with TABLE into BASE, a Config or PoolConfig. */
+/* The edit distance of A and B, ignoring case, with a swap of two neighbours counting one
+ * (optimal string alignment); anything above 3 is 3. */
+static unsigned edit_distance(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b);
+        g_autofree unsigned *d = NULL;
+        unsigned dist;
+
+        if (la > 64 || lb > 64 || (la > lb ? la - lb : lb - la) > 2)
+                return 3;
+        d = g_new(unsigned, (la + 1) * (lb + 1));
+#define D(i, j) d[(i) * (lb + 1) + (j)]
+        for (size_t i = 0; i <= la; i++)
+                D(i, 0) = (unsigned) i;
+        for (size_t j = 0; j <= lb; j++)
+                D(0, j) = (unsigned) j;
+        for (size_t i = 1; i <= la; i++)
+                for (size_t j = 1; j <= lb; j++) {
+                        unsigned cost = g_ascii_tolower(a[i - 1]) != g_ascii_tolower(b[j - 1]);
+
+                        D(i, j) = MIN(MIN(D(i - 1, j) + 1, D(i, j - 1) + 1), D(i - 1, j - 1) + cost);
+                        if (i > 1 && j > 1 && g_ascii_tolower(a[i - 1]) == g_ascii_tolower(b[j - 2]) &&
+                            g_ascii_tolower(a[i - 2]) == g_ascii_tolower(b[j - 1]))
+                                D(i, j) = MIN(D(i, j), D(i - 2, j - 2) + 1);
+                }
+        dist = MIN(D(la, lb), 3u);
+#undef D
+        return dist;
+}
+
+/* The key of TABLE that KEY is a typo of (a case or up to two letters apart), if exactly one is
+ * nearest; NULL if none is near. */
+static const char *config_key_near(const ConfigKey *table, size_t n, const char *key) {
+        const char *best = NULL;
+        unsigned best_d = strlen(key) < 5 ? 2 : 3;
+        bool tie = false;
+
+        for (size_t i = 0; i < n; i++) {
+                unsigned d = edit_distance(key, table[i].key);
+
+                if (d < best_d) {
+                        best = table[i].key;
+                        best_d = d;
+                        tie = false;
+                } else if (d == best_d && best)
+                        tie = true;
+        }
+        return tie ? NULL : best;
+}
+
+/* Parses every key of G with TABLE into BASE, a Config or PoolConfig; goes on past a bad key, so
+ * that all of them are reported. */
 static int parse_group(const SourceGroup *g, const ConfigKey *table, size_t n_table, void *base,
                        char **ret_error) {
+        int ret = 0;
+
         for (guint i = 0; i < g->entries->len; i++) {
                 const SourceEntry *e = g->entries->pdata[i];
                 const ConfigKey *k;
                 int r;
 
                 k = config_key_find(table, n_table, e->key);
-                if (!k)
-                        return config_error(ret_error, -EINVAL, "%s: [%s] %s=%s: unknown key",
-                                            e->file, g->name, e->key, e->value);
+                if (!k) {
+                        const char *near = config_key_near(table, n_table, e->key);
+
+                        if (near)
+                                ret = config_error(ret_error, -EINVAL, "%s: [%s] %s=%s: unknown key; did you mean %s=?",
+                                                   e->where, g->name, e->key, e->value, near);
+                        else
+                                ret = config_error(ret_error, -EINVAL, "%s: [%s] %s=%s: unknown key", e->where,
+                                                   g->name, e->key, e->value);
+                        continue;
+                }
                 r = k->parse(e->value, base, k->offset);
                 if (r == -ENOMEM)
                         return config_error(ret_error, r, "%s: out of memory", e->file);
                 if (r < 0)
-                        return config_error(ret_error, -EINVAL, "%s: [%s] %s=%s: expected %s",
-                                            e->file, g->name, e->key, e->value, k->expected);
+                        ret = config_error(ret_error, -EINVAL, "%s: [%s] %s=%s: expected %s", e->where, g->name,
+                                           e->key, e->value, k->expected);
         }
-        return 0;
+        return ret;
 }
 
 /* ---- building the Config ---- */
@@ -1044,14 +1178,14 @@ static int pool_check_restart(const PoolConfig *p, const SourceGroup *g, char **
         if (e)
                 return config_error(ret_error, -EINVAL,
                                     "%s: [%s] RestartMaxSec=%s: expected a time span >= RestartSec= (%s)",
-                                    e->file, g->name, e->value,
+                                    e->where, g->name, e->value,
                                     format_timespan(buf, sizeof(buf), p->restart_usec));
 
         /* RestartMaxSec= kept its default, so RestartSec= must have gone past it. */
         e = group_find_entry(g, "RestartSec");
         return config_error(ret_error, -EINVAL,
                             "%s: [%s] RestartSec=%s: expected a time span <= RestartMaxSec= (default %s)",
-                            e ? e->file : g->file, g->name, e ? e->value : "",
+                            e ? e->where : g->where, g->name, e ? e->value : "",
                             format_timespan(buf, sizeof(buf), p->restart_max_usec));
 }
 
@@ -1063,7 +1197,7 @@ static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config 
 
         e = group_find_entry(g, "Plugin");
         if (!e || !p->plugin)
-                return config_error(ret_error, -EINVAL, "%s: [%s]: missing Plugin=", g->file, g->name);
+                return config_error(ret_error, -EINVAL, "%s: [%s]: missing Plugin=", g->where, g->name);
 
         r = pool_check_restart(p, g, ret_error);
         if (r < 0)
@@ -1076,13 +1210,13 @@ static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config 
                 return config_error(ret_error, -EINVAL,
                                     "%s: [%s] Workers=%s: expected a number from 1 to 4096 or \"auto\" "
                                     "(0 only for a shared pool, with Source=: a host that only submits)",
-                                    w ? w->file : g->file, g->name, w ? w->value : "0");
+                                    w ? w->where : g->where, g->name, w ? w->value : "0");
         }
         if (source && p->source && !engine_name_is_valid(p->name))
                 return config_error(ret_error, -EINVAL,
                                     "%s: [%s] Source=%s: a shared pool's name names its stream in the engine: "
                                     "expected 1 to 64 characters of A-Z, a-z, 0-9, _ and - (no \".\")",
-                                    source->file, g->name, source->value);
+                                    source->where, g->name, source->value);
 
         if (p->workers_auto)
                 p->workers = workers_for_cpus(p->kind, n_cpus);
@@ -1099,7 +1233,7 @@ static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config 
                 r = replace_string(&p->plugin_path, path);
         }
         if (r >= 0)
-                r = replace_string(&p->plugin_file, e->file);
+                r = replace_string(&p->plugin_file, e->where);
         if (r < 0)
                 return config_error(ret_error, r, "%s: out of memory", e->file);
         return 0;
@@ -1180,14 +1314,15 @@ static int config_new(const char *path, Config **ret) {
 
 static int config_apply(Config *c, const ConfigSource *s, unsigned n_cpus, char **ret_error) {
         const SourceGroup *apiary;
-        int r;
+        int r, ret = 0;
 
-        /* [Apiary] first, wherever it appears: pools resolve Plugin= against its PluginDirectory=. */
+        /* [Apiary] first, wherever it appears: pools resolve Plugin= against its PluginDirectory=.
+         * After an error, the groups that follow are still read, so that all errors are told. */
         apiary = source_find_group(s, "Apiary");
         if (apiary) {
-                r = parse_group(apiary, apiary_keys, ELEMENTSOF(apiary_keys), c, ret_error);
-                if (r < 0)
-                        return r;
+                ret = parse_group(apiary, apiary_keys, ELEMENTSOF(apiary_keys), c, ret_error);
+                if (ret == -ENOMEM)
+                        return ret;
                 r = copy_entries(apiary, &c->written_keys, &c->written_values, &c->n_written);
                 if (r < 0)
                         return config_error(ret_error, r, "%s: out of memory", apiary->file);
@@ -1201,35 +1336,47 @@ static int config_apply(Config *c, const ConfigSource *s, unsigned n_cpus, char 
                 type = group_type(g->name, &name);
                 if (type == GROUP_APIARY)
                         continue;
-                if (type == GROUP_UNKNOWN)
-                        return config_error(ret_error, -EINVAL, "%s: [%s]: unknown group; " GROUP_EXPECTED,
-                                            g->file, g->name);
-                if (!pool_name_is_valid(name))
-                        return config_error(ret_error, -EINVAL, "%s: [%s]: invalid pool name \"%s\"; " POOL_NAME_EXPECTED,
-                                            g->file, g->name, name);
+                if (type == GROUP_UNKNOWN) {
+                        ret = config_error(ret_error, -EINVAL, "%s: [%s]: unknown group; " GROUP_EXPECTED,
+                                           g->where, g->name);
+                        continue;
+                }
+                if (!pool_name_is_valid(name)) {
+                        ret = config_error(ret_error, -EINVAL, "%s: [%s]: invalid pool name \"%s\"; " POOL_NAME_EXPECTED,
+                                           g->where, g->name, name);
+                        continue;
+                }
                 if (type == GROUP_POOL) {
                         r = config_add_pool(c, g, name, n_cpus, ret_error);
-                        if (r < 0)
+                        if (r == -ENOMEM)
                                 return r;
+                        if (r < 0)
+                                ret = r;
                 }
         }
 
-        /* Then the plugin settings, once every pool exists. */
+        /* Then the plugin settings, once every pool exists (or was found wrong, and said so). */
         for (guint i = 0; i < s->groups->len; i++) {
                 const SourceGroup *g = s->groups->pdata[i];
-                g_autofree char *name = NULL;
+                g_autofree char *name = NULL, *pool_group = NULL;
                 PoolConfig *p;
 
-                if (group_type(g->name, &name) != GROUP_POOL_PLUGIN)
-                        continue;
+                if (group_type(g->name, &name) != GROUP_POOL_PLUGIN || !pool_name_is_valid(name))
+                        continue;       /* the latter said so above */
                 p = config_get_pool(c, name);
-                if (!p)
-                        return config_error(ret_error, -EINVAL, "%s: [%s]: no matching [Pool %s] group",
-                                            g->file, g->name, name);
+                if (!p) {
+                        pool_group = g_strconcat("Pool ", name, NULL);
+                        if (!source_find_group(s, pool_group))
+                                ret = config_error(ret_error, -EINVAL, "%s: [%s]: no matching [Pool %s] group",
+                                                   g->where, g->name, name);
+                        continue;
+                }
                 r = pool_set_plugin_settings(p, g);
                 if (r < 0)
                         return config_error(ret_error, r, "%s: out of memory", g->file);
         }
+        if (ret < 0)
+                return ret;
 
         /* HostId= defaults to the machine ID, for shared pools: without one, they need it set. */
         if (!c->host_id) {

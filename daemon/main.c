@@ -150,8 +150,15 @@ static int run(int argc, char *argv[]) {
         if (r < 0) {
                 if (arg_check_config)
                         fprintf(stderr, "%s\n", error ?: strerror(-r));
-                else
-                        log_error("Invalid configuration: %s", error ?: strerror(-r));
+                else if (!error)
+                        log_error("Invalid configuration: %s", strerror(-r));
+                else {
+                        /* One journal entry per problem: each names its file, line and key. */
+                        g_auto(GStrv) lines = g_strsplit(error, "\n", -1);
+
+                        for (char **l = lines; *l; l++)
+                                log_error("Invalid configuration: %s", *l);
+                }
                 return EXIT_FAILURE;
         }
         if (apply_bus_override(config) < 0)

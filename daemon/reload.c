@@ -288,7 +288,11 @@ int manager_reload(Manager *m, char **ret_error) {
         log_info("Reloading %s.", m->config->path);
         r = reload_load(m, &c, &error);
         if (r < 0) {
-                log_error("Reload refused, the running configuration stays: %s", error);
+                g_auto(GStrv) lines = g_strsplit(strempty(error), "\n", -1);
+
+                /* One entry per problem; the caller of Reload() gets them all in one message. */
+                for (char **l = lines; *l; l++)
+                        log_error("Reload refused, the running configuration stays: %s", *l);
                 if (ret_error)
                         *ret_error = TAKE_PTR(error);
                 return r;

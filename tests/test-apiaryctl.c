@@ -412,6 +412,24 @@ static void test_status_pools_workers(void **state) {
         assert_non_null(strstr(c.err, "not running"));
         ctl_clear(&c);
 
+        /* A newcomer on the system bus, with apiaryd elsewhere: which bus was tried, and how to
+         * point at tools/run's. The same once connected to a bus where it does not run. */
+        g_setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/apiary-test-bus", true);
+        CTL(f, &c, "--system", "status");
+        g_unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
+        assert_int_equal(c.status, 5);
+        assert_non_null(strstr(c.err, "Failed to connect to the system bus (unix:path=/nonexistent/apiary-test-bus): "
+                                      "No such file or directory\n"));
+        assert_non_null(strstr(c.err, "--address=unix:path=BUILD/run/bus, or set $APIARY_BUS_ADDRESS"));
+        ctl_clear(&c);
+        g_setenv("DBUS_SYSTEM_BUS_ADDRESS", f->bus.address, true);
+        CTL(f, &c, "--system", "status");
+        g_unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
+        assert_int_equal(c.status, 5);
+        assert_non_null(strstr(c.err, "apiaryd is not running on this bus"));
+        assert_non_null(strstr(c.err, "$APIARY_BUS_ADDRESS"));
+        ctl_clear(&c);
+
         test_daemon_start(d, &f->bus, config, true);
 
         CTL(f, &c, "status");
@@ -852,7 +870,7 @@ static void test_reload(void **state) {
         CTL(f, &c, "-v", "reload");
         assert_int_equal(c.status, 1);
         assert_non_null(strstr(c.err, "Failed to reload apiaryd: "));
-        assert_non_null(strstr(c.err, "50-new.conf: [Pool echo] Plugin=nosuch.so: "));
+        assert_non_null(strstr(c.err, "50-new.conf:3: [Pool echo] Plugin=nosuch.so: "));
         assert_non_null(strstr(c.err, "(org.apiary.Apiary1.Error.InvalidConfig)"));
         ctl_clear(&c);
 

@@ -584,15 +584,15 @@ static void test_bad_configurations(void **state) {
 
         /* A group twice in one file; a key of the wrong type; a value out of range. */
         assert_true(g_file_set_contents(conf, "[Pool echo]\nPlugin=/bin/true\n[Pool echo]\nWorkers=2\n", -1, NULL));
-        expect = g_strdup_printf("%s: [Pool echo]: group appears more than once in this file", conf);
+        expect = g_strdup_printf("%s:3: [Pool echo]: group appears more than once in this file (first on line 1)", conf);
         assert_config_refused(&f->bus, 0, conf, expect);
         g_clear_pointer(&expect, g_free);
         assert_true(g_file_set_contents(conf, "[Pool echo]\nPlugin=/bin/true\nLimitDATA=lots\n", -1, NULL));
-        expect = g_strdup_printf("%s: [Pool echo] LimitDATA=lots: expected a positive size", conf);
+        expect = g_strdup_printf("%s:3: [Pool echo] LimitDATA=lots: expected a positive size", conf);
         assert_config_refused(&f->bus, 0, conf, expect);
         g_clear_pointer(&expect, g_free);
         assert_true(g_file_set_contents(conf, "[Pool echo]\nPlugin=/bin/true\nWorkers=4097\n", -1, NULL));
-        expect = g_strdup_printf("%s: [Pool echo] Workers=4097: expected a number from 1 to 4096", conf);
+        expect = g_strdup_printf("%s:3: [Pool echo] Workers=4097: expected a number from 1 to 4096", conf);
         assert_config_refused(&f->bus, 0, conf, expect);
 
         cmd = g_strdup_printf("rm -rf '%s'", dir);

@@ -114,19 +114,19 @@ static int assert_load_fails(const Env *e, const char *expected) {
         return r;
 }
 
-/* Writes TEXT as the main file and expects "MAIN: " SUFFIX. */
-static void assert_conf_error(const Env *e, const char *text, const char *suffix) {
-        g_autofree char *expected = g_strdup_printf("%s: %s", e->conf, suffix);
+/* Writes TEXT as the main file and expects "MAIN:LINE: " SUFFIX. */
+static void assert_conf_error(const Env *e, const char *text, unsigned line, const char *suffix) {
+        g_autofree char *expected = g_strdup_printf("%s:%u: %s", e->conf, line, suffix);
 
         write_file(e->conf, text);
         assert_int_equal(assert_load_fails(e, expected), -EINVAL);
 }
 
-/* Same, with TEXT placed after "[Pool echo]\nPlugin=echo.so\n". */
-static void assert_pool_error(const Env *e, const char *text, const char *suffix) {
+/* Same, with TEXT placed after "[Pool echo]\nPlugin=echo.so\n": its first line is line 3. */
+static void assert_pool_error(const Env *e, const char *text, unsigned line, const char *suffix) {
         g_autofree char *conf = g_strconcat("[Pool echo]\nPlugin=echo.so\n", text, NULL);
 
-        assert_conf_error(e, conf, suffix);
+        assert_conf_error(e, conf, line, suffix);
 }
 
 static void test_defaults(void **state) {
@@ -150,7 +150,12 @@ static void test_defaults(void **state) {
         assert_string_equal(p->name, "echo");
         assert_string_equal(p->plugin, "echo.so");
         assert_string_equal(p->plugin_path, APIARY_PLUGIN_DIR "/echo.so");
-        assert_string_equal(p->plugin_file, e->conf);
+        /* Where Plugin= was written, for messages. */
+        {
+                g_autofree char *where = g_strdup_printf("%s:3", e->conf);
+
+                assert_string_equal(p->plugin_file, where);
+        }
         assert_int_equal(p->kind, POOL_KIND_CPU);
         assert_true(p->workers_auto);
         assert_int_equal(p->workers, N_CPUS);
@@ -216,9 +221,9 @@ static void test_shared_pool_keys(void **state) {
                 assert_int_equal(strlen(c->host_id), 32);
         config_free(c);
 
-        assert_conf_error(e, "[Apiary]\nHostId=web.1\n[Pool echo]\nPlugin=echo.so\n",
+        assert_conf_error(e, "[Apiary]\nHostId=web.1\n[Pool echo]\nPlugin=echo.so\n", 2,
                           "[Apiary] HostId=web.1: expected 1 to 64 characters of A-Z, a-z, 0-9, _ and -");
-        assert_conf_error(e, "[Pool a.b]\nPlugin=echo.so\nSource=h:1\n",
+        assert_conf_error(e, "[Pool a.b]\nPlugin=echo.so\nSource=h:1\n", 3,
                           "[Pool a.b] Source=h:1: a shared pool's name names its stream in the engine: expected 1 "
                           "to 64 characters of A-Z, a-z, 0-9, _ and - (no \".\")");
 }
@@ -374,12 +379,16 @@ static void test_dropin_order(void **state) {
         assert_int_equal(p->kind, POOL_KIND_IO);
         assert_int_equal(p->restart_usec, 2 * USEC_PER_SEC);
         assert_string_equal(p->plugin_path, "/usr/lib/nine.so");
-        assert_string_equal(p->plugin_file, nine);
+        {
+                g_autofree char *where = g_strdup_printf("%s:3", nine);
+
+                assert_string_equal(p->plugin_file, where);
+        }
         config_free(c);
 
         /* An error names the drop-in that set the bad value... */
         write_file(a, "[Pool echo]\nStopTimeoutSec=forever\n");
-        expected = g_strdup_printf("%s: [Pool echo] StopTimeoutSec=forever: expected a positive time span" SPAN
+        expected = g_strdup_printf("%s:2: [Pool echo] StopTimeoutSec=forever: expected a positive time span" SPAN
                                    " or \"infinity\"", a);
         assert_load_fails(e, expected);
 
@@ -496,17 +505,17 @@ static void test_plugin_path(void **state) {
         config_free(c);
         assert_int_equal(unlink(dropin), 0);
 
-        assert_conf_error(e, "[Pool echo]\nPlugin=lib/echo.so\n",
+        assert_conf_error(e, "[Pool echo]\nPlugin=lib/echo.so\n", 2,
                           "[Pool echo] Plugin=lib/echo.so: expected a file name in PluginDirectory= or an absolute path");
-        assert_conf_error(e, "[Pool echo]\nPlugin=./echo.so\n",
+        assert_conf_error(e, "[Pool echo]\nPlugin=./echo.so\n", 2,
                           "[Pool echo] Plugin=./echo.so: expected a file name in PluginDirectory= or an absolute path");
-        assert_conf_error(e, "[Pool echo]\nPlugin=..\n",
+        assert_conf_error(e, "[Pool echo]\nPlugin=..\n", 2,
                           "[Pool echo] Plugin=..: expected a file name in PluginDirectory= or an absolute path");
-        assert_conf_error(e, "[Pool echo]\nPlugin=\n",
+        assert_conf_error(e, "[Pool echo]\nPlugin=\n", 2,
                           "[Pool echo] Plugin=: expected a file name in PluginDirectory= or an absolute path");
-        assert_conf_error(e, "[Apiary]\nPluginDirectory=plugins\n",
+        assert_conf_error(e, "[Apiary]\nPluginDirectory=plugins\n", 2,
                           "[Apiary] PluginDirectory=plugins: expected an absolute path");
-        assert_conf_error(e, "[Apiary]\nMaxBytesPerCaller=0\n",
+        assert_conf_error(e, "[Apiary]\nMaxBytesPerCaller=0\n", 2,
                           "[Apiary] MaxBytesPerCaller=0: expected a positive size (e.g. 64M, 1G) or \"infinity\"");
 }
 
@@ -543,34 +552,39 @@ static void test_bus(void **state) {
         config_free(c);
         assert_int_equal(unlink(dropin), 0);
 
-        assert_conf_error(e, "[Apiary]\nBus=user\n",
+        assert_conf_error(e, "[Apiary]\nBus=user\n", 2,
                           "[Apiary] Bus=user: expected \"system\", \"session\" or a D-Bus address such as unix:path=/run/bus");
-        assert_conf_error(e, "[Apiary]\nBus=unix:/run/x\n",
+        assert_conf_error(e, "[Apiary]\nBus=unix:/run/x\n", 2,
                           "[Apiary] Bus=unix:/run/x: expected \"system\", \"session\" or a D-Bus address such as unix:path=/run/bus");
-        assert_conf_error(e, "[Apiary]\nBus=path=/run/x\n",
+        assert_conf_error(e, "[Apiary]\nBus=path=/run/x\n", 2,
                           "[Apiary] Bus=path=/run/x: expected \"system\", \"session\" or a D-Bus address such as unix:path=/run/bus");
-        assert_conf_error(e, "[Apiary]\nBus=:path=/run/x\n",
+        assert_conf_error(e, "[Apiary]\nBus=:path=/run/x\n", 2,
                           "[Apiary] Bus=:path=/run/x: expected \"system\", \"session\" or a D-Bus address such as unix:path=/run/bus");
-        assert_conf_error(e, "[Apiary]\nBus=System\n",
+        assert_conf_error(e, "[Apiary]\nBus=System\n", 2,
                           "[Apiary] Bus=System: expected \"system\", \"session\" or a D-Bus address such as unix:path=/run/bus");
 }
 
 static void test_error_unknown(void **state) {
         Env *e = *state;
 
-        assert_pool_error(e, "Wrkers=2\n", "[Pool echo] Wrkers=2: unknown key");
-        assert_pool_error(e, "workers=2\n", "[Pool echo] workers=2: unknown key");
-        assert_pool_error(e, "Workers[de]=2\n", "[Pool echo] Workers[de]=2: unknown key");
-        assert_conf_error(e, "[Apiary]\nPlugin=echo.so\n", "[Apiary] Plugin=echo.so: unknown key");
-        assert_conf_error(e, "[Apiary]\nLogTarget=journal\n", "[Apiary] LogTarget=journal: unknown key");
+        assert_pool_error(e, "Wrkers=2\n", 3, "[Pool echo] Wrkers=2: unknown key; did you mean Workers=?");
+        assert_pool_error(e, "workers=2\n", 3, "[Pool echo] workers=2: unknown key; did you mean Workers=?");
+        assert_pool_error(e, "Restrat=no\n", 3, "[Pool echo] Restrat=no: unknown key; did you mean Restart=?");
+        assert_pool_error(e, "StartLimitBurts=3\n", 3,
+                          "[Pool echo] StartLimitBurts=3: unknown key; did you mean StartLimitBurst=?");
+        /* Nothing near enough: no guess. */
+        assert_pool_error(e, "Threads=2\n", 3, "[Pool echo] Threads=2: unknown key");
+        assert_pool_error(e, "Workers[de]=2\n", 3, "[Pool echo] Workers[de]=2: unknown key");
+        assert_conf_error(e, "[Apiary]\nPlugin=echo.so\n", 2, "[Apiary] Plugin=echo.so: unknown key");
+        assert_conf_error(e, "[Apiary]\nLogTarget=journal\n", 2, "[Apiary] LogTarget=journal: unknown key");
 
-        assert_conf_error(e, "[Daemon]\nX=1\n",
+        assert_conf_error(e, "[Daemon]\nX=1\n", 1,
                           "[Daemon]: unknown group; expected [Apiary], [Pool NAME] or [Pool NAME Plugin]");
-        assert_conf_error(e, "[Pool]\n",
+        assert_conf_error(e, "[Pool]\n", 1,
                           "[Pool]: unknown group; expected [Apiary], [Pool NAME] or [Pool NAME Plugin]");
-        assert_conf_error(e, "[pool echo]\nPlugin=echo.so\n",
+        assert_conf_error(e, "[pool echo]\nPlugin=echo.so\n", 1,
                           "[pool echo]: unknown group; expected [Apiary], [Pool NAME] or [Pool NAME Plugin]");
-        assert_conf_error(e, "[apiary]\n",
+        assert_conf_error(e, "[apiary]\n", 1,
                           "[apiary]: unknown group; expected [Apiary], [Pool NAME] or [Pool NAME Plugin]");
 }
 
@@ -660,28 +674,28 @@ static void test_error_values(void **state) {
                 g_autofree char *line = g_strconcat(cases[i].line, "\n", NULL);
                 g_autofree char *message = g_strconcat("[Pool echo] ", cases[i].message, NULL);
 
-                assert_pool_error(e, line, message);
+                assert_pool_error(e, line, 3, message);
         }
 
-        assert_conf_error(e, "[Apiary]\nLogLevel=loud\n",
+        assert_conf_error(e, "[Apiary]\nLogLevel=loud\n", 2,
                           "[Apiary] LogLevel=loud: expected a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7");
-        assert_conf_error(e, "[Apiary]\nLogLevel=8\n",
+        assert_conf_error(e, "[Apiary]\nLogLevel=8\n", 2,
                           "[Apiary] LogLevel=8: expected a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7");
-        assert_conf_error(e, "[Apiary]\nLogLevel=-1\n",
+        assert_conf_error(e, "[Apiary]\nLogLevel=-1\n", 2,
                           "[Apiary] LogLevel=-1: expected a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7");
-        assert_conf_error(e, "[Apiary]\nLogLevel=\n",
+        assert_conf_error(e, "[Apiary]\nLogLevel=\n", 2,
                           "[Apiary] LogLevel=: expected a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7");
-        assert_conf_error(e, "[Apiary]\nPluginDirectory=\n", "[Apiary] PluginDirectory=: expected an absolute path");
-        assert_conf_error(e, "[Apiary]\nBus=\n",
+        assert_conf_error(e, "[Apiary]\nPluginDirectory=\n", 2, "[Apiary] PluginDirectory=: expected an absolute path");
+        assert_conf_error(e, "[Apiary]\nBus=\n", 2,
                           "[Apiary] Bus=: expected \"system\", \"session\" or a D-Bus address such as unix:path=/run/bus");
         /* Names are resolved when the file is read: an unknown one is an error. */
-        assert_conf_error(e, "[Apiary]\nSubmitUsers=root no-such-user-apiary\n",
+        assert_conf_error(e, "[Apiary]\nSubmitUsers=root no-such-user-apiary\n", 2,
                           "[Apiary] SubmitUsers=root no-such-user-apiary: expected user names or numeric UIDs, separated by spaces");
-        assert_conf_error(e, "[Apiary]\nSubmitGroups=no-such-group-apiary\n",
+        assert_conf_error(e, "[Apiary]\nSubmitGroups=no-such-group-apiary\n", 2,
                           "[Apiary] SubmitGroups=no-such-group-apiary: expected group names or numeric GIDs, separated by spaces");
-        assert_conf_error(e, "[Apiary]\nControlUsers=-1\n",
+        assert_conf_error(e, "[Apiary]\nControlUsers=-1\n", 2,
                           "[Apiary] ControlUsers=-1: expected user names or numeric UIDs, separated by spaces");
-        assert_conf_error(e, "[Apiary]\nControlGroups=4294967296\n",
+        assert_conf_error(e, "[Apiary]\nControlGroups=4294967296\n", 2,
                           "[Apiary] ControlGroups=4294967296: expected group names or numeric GIDs, separated by spaces");
 }
 
@@ -689,16 +703,16 @@ static void test_error_restart_max(void **state) {
         Env *e = *state;
         g_autofree char *dropin = NULL, *expected = NULL;
 
-        assert_pool_error(e, "RestartSec=5s\nRestartMaxSec=1s\n",
+        assert_pool_error(e, "RestartSec=5s\nRestartMaxSec=1s\n", 4,
                           "[Pool echo] RestartMaxSec=1s: expected a time span >= RestartSec= (5s)");
         /* With RestartMaxSec= at its default, the message still points at it. */
-        assert_pool_error(e, "RestartSec=1min\n",
+        assert_pool_error(e, "RestartSec=1min\n", 3,
                           "[Pool echo] RestartSec=1min: expected a time span <= RestartMaxSec= (default 30s)");
 
         /* The file named is the one that set RestartMaxSec=. */
         write_file(e->conf, "[Pool echo]\nPlugin=echo.so\nRestartMaxSec=2s\n");
         dropin = write_dropin(e, "50-x.conf", "[Pool echo]\nRestartSec=3s\n");
-        expected = g_strdup_printf("%s: [Pool echo] RestartMaxSec=2s: expected a time span >= RestartSec= (3s)",
+        expected = g_strdup_printf("%s:3: [Pool echo] RestartMaxSec=2s: expected a time span >= RestartSec= (3s)",
                                    e->conf);
         assert_load_fails(e, expected);
 }
@@ -707,22 +721,22 @@ static void test_error_missing_plugin(void **state) {
         Env *e = *state;
         g_autofree char *dropin = NULL, *expected = NULL;
 
-        assert_conf_error(e, "[Pool echo]\nWorkers=2\n", "[Pool echo]: missing Plugin=");
-        assert_conf_error(e, "[Pool echo]\n", "[Pool echo]: missing Plugin=");
+        assert_conf_error(e, "[Pool echo]\nWorkers=2\n", 1, "[Pool echo]: missing Plugin=");
+        assert_conf_error(e, "[Pool echo]\n", 1, "[Pool echo]: missing Plugin=");
 
         /* Named after the last file that has the group. */
         write_file(e->conf, "[Pool echo]\nWorkers=2\n[Pool other]\nPlugin=echo.so\n");
         dropin = write_dropin(e, "50-x.conf", "[Pool echo]\nKind=io\n");
-        expected = g_strdup_printf("%s: [Pool echo]: missing Plugin=", dropin);
+        expected = g_strdup_printf("%s:1: [Pool echo]: missing Plugin=", dropin);
         assert_load_fails(e, expected);
 }
 
 static void test_error_plugin_group_without_pool(void **state) {
         Env *e = *state;
 
-        assert_conf_error(e, "[Pool echo]\nPlugin=echo.so\n[Pool ehco Plugin]\nPrefix=x\n",
+        assert_conf_error(e, "[Pool echo]\nPlugin=echo.so\n[Pool ehco Plugin]\nPrefix=x\n", 3,
                           "[Pool ehco Plugin]: no matching [Pool ehco] group");
-        assert_conf_error(e, "[Pool echo Plugin]\n",
+        assert_conf_error(e, "[Pool echo Plugin]\n", 1,
                           "[Pool echo Plugin]: no matching [Pool echo] group");
 }
 
@@ -732,19 +746,19 @@ static void test_error_pool_name(void **state) {
         g_autofree char *text = NULL, *message = NULL;
         Config *c;
 
-        assert_conf_error(e, "[Pool a/b]\nPlugin=echo.so\n",
+        assert_conf_error(e, "[Pool a/b]\nPlugin=echo.so\n", 1,
                           "[Pool a/b]: invalid pool name \"a/b\"; expected 1 to 64 characters from A-Z, a-z, 0-9, \"_\", \".\" and \"-\"");
-        assert_conf_error(e, "[Pool ]\nPlugin=echo.so\n",
+        assert_conf_error(e, "[Pool ]\nPlugin=echo.so\n", 1,
                           "[Pool ]: invalid pool name \"\"; expected 1 to 64 characters from A-Z, a-z, 0-9, \"_\", \".\" and \"-\"");
-        assert_conf_error(e, "[Pool my pool]\nPlugin=echo.so\n",
+        assert_conf_error(e, "[Pool my pool]\nPlugin=echo.so\n", 1,
                           "[Pool my pool]: invalid pool name \"my pool\"; expected 1 to 64 characters from A-Z, a-z, 0-9, \"_\", \".\" and \"-\"");
-        assert_conf_error(e, "[Pool a:b Plugin]\nX=1\n",
+        assert_conf_error(e, "[Pool a:b Plugin]\nX=1\n", 1,
                           "[Pool a:b Plugin]: invalid pool name \"a:b\"; expected 1 to 64 characters from A-Z, a-z, 0-9, \"_\", \".\" and \"-\"");
 
         text = g_strdup_printf("[Pool %s]\nPlugin=echo.so\n", long_name);
         message = g_strdup_printf("[Pool %s]: invalid pool name \"%s\"; expected 1 to 64 characters from A-Z, a-z, 0-9, \"_\", \".\" and \"-\"",
                                   long_name, long_name);
-        assert_conf_error(e, text, message);
+        assert_conf_error(e, text, 1, message);
 
         /* 64 is fine, and so is a pool called "Plugin". */
         long_name[64] = '\0';
@@ -758,41 +772,60 @@ static void test_error_pool_name(void **state) {
         config_free(c);
 }
 
+/* One run tells every problem of the configuration, each on its line, in the order found. */
+static void test_error_all_of_them(void **state) {
+        Env *e = *state;
+        g_autofree char *dropin = NULL, *expected = NULL;
+
+        write_file(e->conf, "[Apiary]\nLogLevel=loud\n[Pool echo]\nPlugin=echo.so\nWrkers=2\nKind=gpu\n"
+                            "[Pool two]\nWorkers=3\n[Nope]\n[Pool ghost Plugin]\nX=1\n");
+        dropin = write_dropin(e, "50-x.conf", "[Pool echo]\nRestart=sometimes\n");
+        expected = g_strdup_printf(
+                "%1$s:2: [Apiary] LogLevel=loud: expected a log level: emerg, alert, crit, err, warning, notice, info, debug or 0-7\n"
+                "%1$s:5: [Pool echo] Wrkers=2: unknown key; did you mean Workers=?\n"
+                "%1$s:6: [Pool echo] Kind=gpu: expected \"cpu\" or \"io\"\n"
+                "%2$s:2: [Pool echo] Restart=sometimes: expected \"always\", \"on-failure\" or \"no\"\n"
+                "%1$s:7: [Pool two]: missing Plugin=\n"
+                "%1$s:9: [Nope]: unknown group; expected [Apiary], [Pool NAME] or [Pool NAME Plugin]\n"
+                "%1$s:10: [Pool ghost Plugin]: no matching [Pool ghost] group",
+                e->conf, dropin);
+        assert_int_equal(assert_load_fails(e, expected), -EINVAL);
+}
+
 static void test_error_duplicate_group(void **state) {
         Env *e = *state;
 
-        assert_conf_error(e, "[Pool echo]\nPlugin=echo.so\n[Pool other]\nPlugin=echo.so\n[Pool echo]\nWorkers=2\n",
-                          "[Pool echo]: group appears more than once in this file");
-        assert_conf_error(e, "[Apiary]\nLogLevel=info\n\n  [Apiary]  \nBus=session\n",
-                          "[Apiary]: group appears more than once in this file");
-        assert_conf_error(e, "[Pool echo]\nPlugin=echo.so\n[Pool echo Plugin]\nX=1\n[Pool echo Plugin]\nY=1\n",
-                          "[Pool echo Plugin]: group appears more than once in this file");
+        assert_conf_error(e, "[Pool echo]\nPlugin=echo.so\n[Pool other]\nPlugin=echo.so\n[Pool echo]\nWorkers=2\n", 5,
+                          "[Pool echo]: group appears more than once in this file (first on line 1)");
+        assert_conf_error(e, "[Apiary]\nLogLevel=info\n\n  [Apiary]  \nBus=session\n", 4,
+                          "[Apiary]: group appears more than once in this file (first on line 1)");
+        assert_conf_error(e, "[Pool echo]\nPlugin=echo.so\n[Pool echo Plugin]\nX=1\n[Pool echo Plugin]\nY=1\n", 5,
+                          "[Pool echo Plugin]: group appears more than once in this file (first on line 3)");
 }
 
 static void test_error_parse(void **state) {
         Env *e = *state;
-        g_autofree char *prefix = NULL, *dropin = NULL, *expected = NULL;
-        char *error = NULL;
-        Config *c = POISON;
+        g_autofree char *dropin = NULL, *expected = NULL;
 
         write_file(e->conf, "[Pool echo]\nPlugin=echo.so\n");
         dropin = write_dropin(e, "50-x.conf", "[Pool echo]\nthis is not a key\n");
-        prefix = g_strdup_printf("%s: cannot parse: ", dropin);
-        assert_int_equal(config_load(e->conf, N_CPUS, &c, &error), -EBADMSG);
-        assert_ptr_equal(c, POISON);
-        assert_non_null(error);
-        assert_true(g_str_has_prefix(error, prefix));
-        free(error);
-        error = NULL;
+        expected = g_strdup_printf("%s:2: expected KEY=VALUE, a [GROUP] header or a # comment, got \"this is not a key\"",
+                                   dropin);
+        assert_int_equal(assert_load_fails(e, expected), -EBADMSG);
 
-        write_file(dropin, "Workers=2\n");
-        assert_int_equal(config_load(e->conf, N_CPUS, &c, &error), -EBADMSG);
-        assert_true(g_str_has_prefix(error, prefix));
-        free(error);
+        /* Every bad line of the file, each with its number. */
+        write_file(dropin, "Workers=2\n[Pool echo\n# fine\n\n[Pool echo]\n  Kind = io  \nnot a key\n=3\n");
+        g_free(expected);
+        expected = g_strdup_printf("%1$s:1: \"Workers=2\" comes before any [GROUP] header\n"
+                                   "%1$s:2: expected a group header \"[NAME]\", got \"[Pool echo\"\n"
+                                   "%1$s:7: expected KEY=VALUE, a [GROUP] header or a # comment, got \"not a key\"\n"
+                                   "%1$s:8: expected KEY=VALUE, a [GROUP] header or a # comment, got \"=3\"",
+                                   dropin);
+        assert_int_equal(assert_load_fails(e, expected), -EBADMSG);
         assert_int_equal(unlink(dropin), 0);
 
         /* Bad escapes and NUL bytes. */
-        assert_conf_error(e, "[Pool echo]\nPlugin=echo.so\n[Pool echo Plugin]\nX=a\\qb\n",
+        assert_conf_error(e, "[Pool echo]\nPlugin=echo.so\n[Pool echo Plugin]\nX=a\\qb\n", 4,
                           "[Pool echo Plugin] X=a\\qb: expected UTF-8 text with valid escapes (\\s \\n \\t \\r \\\\)");
         {
                 static const char nul[] = "[Pool echo]\nPlugin=echo.so\0\n";
@@ -801,6 +834,7 @@ static void test_error_parse(void **state) {
                 assert_non_null(f);
                 assert_int_equal(fwrite(nul, 1, sizeof(nul) - 1, f), sizeof(nul) - 1);
                 assert_int_equal(fclose(f), 0);
+                g_free(expected);
                 expected = g_strdup_printf("%s: cannot parse: file contains a NUL byte", e->conf);
                 assert_int_equal(assert_load_fails(e, expected), -EBADMSG);
         }
@@ -986,7 +1020,8 @@ static void test_error_duplicate_group_in_dropin(void **state) {
          * names the drop-in. */
         write_file(e->conf, "[Pool echo]\nPlugin=echo.so\n");
         dropin = write_dropin(e, "50-x.conf", "[Pool echo]\nWorkers=2\n[Apiary]\nLogLevel=debug\n[Pool echo]\nWorkers=3\n");
-        expected = g_strdup_printf("%s: [Pool echo]: group appears more than once in this file", dropin);
+        expected = g_strdup_printf("%s:5: [Pool echo]: group appears more than once in this file (first on line 1)",
+                                   dropin);
         assert_int_equal(assert_load_fails(e, expected), -EINVAL);
 
         write_file(dropin, "[Pool echo]\nWorkers=2\n");
@@ -1048,10 +1083,10 @@ static void test_check_plugins(void **state) {
         assert_int_equal(c->n_pools, 5);
         assert_int_equal(config_check_plugins(c, NULL), 3);
 
-        m1 = g_strdup_printf("%s: [Pool missing] Plugin=echo-missing.so: %s/echo-missing.so: No such file or directory",
+        m1 = g_strdup_printf("%s:2: [Pool missing] Plugin=echo-missing.so: %s/echo-missing.so: No such file or directory",
                              dropin, e->plugins);
-        m2 = g_strdup_printf("%s: [Pool dir] Plugin=dir.so: %s: Is a directory", dropin, dir);
-        m3 = g_strdup_printf("%s: [Pool fifo] Plugin=fifo.so: %s: not a regular file", dropin, fifo);
+        m2 = g_strdup_printf("%s:4: [Pool dir] Plugin=dir.so: %s: Is a directory", dropin, dir);
+        m3 = g_strdup_printf("%s:6: [Pool fifo] Plugin=fifo.so: %s: not a regular file", dropin, fifo);
 
         assert_int_equal(config_check_plugins(c, &errors), 3);
         assert_non_null(errors);
@@ -1190,6 +1225,7 @@ int main(void) {
                 T(test_error_missing_plugin),
                 T(test_error_plugin_group_without_pool),
                 T(test_error_pool_name),
+                T(test_error_all_of_them),
                 T(test_error_duplicate_group),
                 T(test_error_parse),
                 T(test_error_missing_main),

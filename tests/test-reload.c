@@ -179,7 +179,7 @@ static void test_reload_checks_plugin_files(void **state) {
         test_daemon_write_dropin(d, "50-typo.conf", "[Pool echo]\nPlugin=nosuch.so\n");
         assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "Reload", NULL }), 1);
         assert_non_null(strstr(out, "org.apiary.Apiary1.Error.InvalidConfig: "));
-        assert_non_null(strstr(out, "apiary.conf.d/50-typo.conf: [Pool echo] Plugin=nosuch.so: "));
+        assert_non_null(strstr(out, "apiary.conf.d/50-typo.conf:2: [Pool echo] Plugin=nosuch.so: "));
         assert_non_null(strstr(out, "nosuch.so: No such file"));
         g_free(out);
         assert_int_equal(test_client(&f->bus, 0, &out, (const char *[]) { "call-manager", "PlanReload", NULL }), 1);

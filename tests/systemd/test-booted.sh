@@ -607,7 +607,7 @@ state_is active/running || fail "after a failed reload: $(show ActiveState)/$(sh
         fail "the invalid pool broken was created"
 [ "$(worker_pids echo echo-io talk nap cmd)" = "$after" ] || fail "workers changed on a failed reload"
 wait_for 10 "the reason of the failed reload in the journal" \
-        journal_has -u apiary.service -g '70-broken.conf: \[Pool broken\] Workers=many'
+        journal_has -u apiary.service -g '70-broken.conf:3: \[Pool broken\] Workers=many'
 incontainer rm /etc/apiary/apiary.conf.d/70-broken.conf
 echo "ok 6 - systemctl reload: pool added by the time it returns, $(wc -l <<<"$after") other workers kept their PIDs; an invalid drop-in fails the reload and changes nothing"
 

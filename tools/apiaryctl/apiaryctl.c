@@ -148,6 +148,37 @@ int ctl_exit_status_for(int r, const sd_bus_error *error) {
         return CTL_EXIT_FAILURE;
 }
 
+static const char *bus_description(void) {
+        return arg_bus_kind == BUS_USER ? "the session bus" : "the system bus";
+}
+
+/* The address sd-bus tries for the system or session bus, to name it in an error. */
+static const char *bus_default_address(void) {
+        static char buf[sizeof("unix:path=") + 4096];
+        const char *e;
+
+        if (arg_bus_kind == BUS_USER) {
+                e = getenv("DBUS_SESSION_BUS_ADDRESS");
+                if (e && e[0])
+                        return e;
+                e = getenv("XDG_RUNTIME_DIR");
+                if (!e || !e[0])
+                        return "no $DBUS_SESSION_BUS_ADDRESS, no $XDG_RUNTIME_DIR";
+                snprintf(buf, sizeof(buf), "unix:path=%s/bus", e);
+                return buf;
+        }
+        e = getenv("DBUS_SYSTEM_BUS_ADDRESS");
+        return e && e[0] ? e : "unix:path=/run/dbus/system_bus_socket";
+}
+
+/* For a newcomer whose apiaryd is not where apiaryctl looked: tools/run starts it on a bus of its
+ * own, and prints the command line for it. */
+static void hint_other_bus(void) {
+        fprintf(stderr, "If apiaryd runs on another bus (./tools/run starts it on a private bus and prints "
+                        "the command line), point apiaryctl at it: --address=unix:path=BUILD/run/bus, or set "
+                        "$APIARY_BUS_ADDRESS. See apiaryctl --help.\n");
+}
+
 int ctl_bus_error(int r, const sd_bus_error *error, const char *format, ...) {
         const char *message;
         va_list ap;
@@ -168,6 +199,8 @@ int ctl_bus_error(int r, const sd_bus_error *error, const char *format, ...) {
         if (arg_verbose && sd_bus_error_is_set(error))
                 fprintf(stderr, " (%s)", error->name);
         fputc('\n', stderr);
+        if (sd_bus_error_is_set(error) && error_is_unreachable(error) && IN_SET(arg_bus_kind, BUS_SYSTEM, BUS_USER))
+                hint_other_bus();
         return ctl_exit_status_for(r, error);
 }
 
@@ -824,11 +857,14 @@ static int bus_connect(sd_bus **ret) {
                 return CTL_EXIT_ACCESS_DENIED;
         }
         if (r < 0) {
-                ctl_error("Failed to connect to %s%s: %s",
-                          arg_bus_kind == BUS_SYSTEM ? "the system bus" :
-                          arg_bus_kind == BUS_USER ? "the session bus" :
-                          arg_bus_kind == BUS_REMOTE ? "the system bus of " : arg_address,
-                          arg_bus_kind == BUS_REMOTE ? arg_host : "", strerror(-r));
+                if (arg_bus_kind == BUS_REMOTE)
+                        ctl_error("Failed to connect to the system bus of %s: %s", arg_host, strerror(-r));
+                else if (IN_SET(arg_bus_kind, BUS_SYSTEM, BUS_USER)) {
+                        ctl_error("Failed to connect to %s (%s): %s", bus_description(), bus_default_address(),
+                                  strerror(-r));
+                        hint_other_bus();
+                } else
+                        ctl_error("Failed to connect to %s: %s", arg_address, strerror(-r));
                 return CTL_EXIT_UNREACHABLE;
         }
         return CTL_EXIT_SUCCESS;
