@@ -629,6 +629,76 @@ static void test_show_and_is_active(void **state) {
         ctl_clear(&c);
 }
 
+static int compare_strings(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* What bash completes for LINE (a command line as typed, a trailing space starting a new word,
+ * @BUS@ standing for the test bus's address),
+ * with shell-completion/bash/apiaryctl and this build's apiaryctl first on PATH; sorted. */
+static char **complete_bash(const Fixture *f, const char *line) {
+        static const char script[] =
+                "source \"$APIARY_SOURCE_ROOT/shell-completion/bash/apiaryctl\"\n"
+                "read -ra COMP_WORDS <<<\"$1\"\n"
+                "[[ $1 == *\" \" ]] && COMP_WORDS+=(\"\")\n"
+                "COMP_CWORD=$((${#COMP_WORDS[@]} - 1))\n"
+                "_apiaryctl\n"
+                "printf '%s\\n' \"${COMPREPLY[@]}\"\n";
+        g_autofree char *dir = g_path_get_dirname(g_getenv("APIARYCTL"));
+        g_autofree char *path = g_strdup_printf("%s:%s", dir, g_getenv("PATH"));
+        g_autofree char *with_bus = NULL, *out = NULL, *err = NULL;
+        g_auto(GStrv) env = g_environ_setenv(g_get_environ(), "PATH", path, true);
+        g_autoptr(GError) error = NULL;
+        char **words;
+        int status;
+
+        {
+                g_auto(GStrv) parts = g_strsplit(line, "@BUS@", -1);
+
+                with_bus = g_strjoinv(f->bus.address, parts);
+        }
+        assert_true(g_spawn_sync(NULL, (char *[]) { (char *) "bash", (char *) "-c", (char *) script,
+                                                    (char *) "bash", with_bus, NULL },
+                                 env, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, &error));
+        if (!g_spawn_check_wait_status(status, NULL))
+                fail_msg("bash completion of \"%s\" failed: %s", with_bus, err);
+        words = g_strsplit(g_strstrip(out), "\n", -1);
+        qsort(words, g_strv_length(words), sizeof(char *), compare_strings);
+        return words;
+}
+
+static void assert_completes(const Fixture *f, const char *line, const char *expected) {
+        g_auto(GStrv) words = complete_bash(f, line);
+        g_autofree char *got = g_strjoinv(" ", words);
+
+        if (strcmp(got, expected) != 0)
+                fail_msg("completing \"%s\": got \"%s\", expected \"%s\"", line, got, expected);
+}
+
+/* bash completion: the verbs and options of --help, and the pools and slots of the apiaryd that
+ * the command line's bus options name. */
+static void test_completion(void **state) {
+        Fixture *f = *state;
+        g_auto(GStrv) verbs = NULL;
+
+        test_daemon_start(&f->daemon, &f->bus, config, true);
+
+        verbs = complete_bash(f, "apiaryctl ");
+        assert_int_equal(g_strv_length(verbs), 19);
+        assert_true(g_strv_contains((const char *const *) verbs, "is-active"));
+        assert_completes(f, "apiaryctl --address=@BUS@ re", "reload restart resume");
+        assert_completes(f, "apiaryctl --no-", "--no-block --no-color --no-legend --no-pager");
+        assert_completes(f, "apiaryctl --json=p", "--json=pretty");
+        assert_completes(f, "apiaryctl --address=@BUS@ restart ", "control control/0 echo echo/0 echo/1");
+        assert_completes(f, "apiaryctl --address=@BUS@ kill echo/", "echo/0 echo/1");
+        assert_completes(f, "apiaryctl --address=@BUS@ kill echo/1 T", "TERM");
+        assert_completes(f, "apiaryctl --address=@BUS@ --no-legend is-active c", "control");
+        assert_completes(f, "apiaryctl --address=@BUS@ run ", "control echo");
+        assert_completes(f, "apiaryctl --address=@BUS@ run echo ", "");
+        /* Another bus, where no apiaryd runs: nothing to offer, and no error. */
+        assert_completes(f, "apiaryctl --address=unix:path=/nonexistent/bus stop ", "");
+}
+
 static void test_control(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
@@ -1146,6 +1216,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_wait, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_status_pools_workers, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_show_and_is_active, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_completion, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_control, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_reload, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_start_fails, test_fixture_setup, test_fixture_teardown),
