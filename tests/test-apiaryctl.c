@@ -684,7 +684,7 @@ static void test_completion(void **state) {
         test_daemon_start(&f->daemon, &f->bus, config, true);
 
         verbs = complete_bash(f, "apiaryctl ");
-        assert_int_equal(g_strv_length(verbs), 19);
+        assert_int_equal(g_strv_length(verbs), 20);
         assert_true(g_strv_contains((const char *const *) verbs, "is-active"));
         assert_completes(f, "apiaryctl --address=@BUS@ re", "reload restart resume");
         assert_completes(f, "apiaryctl --no-", "--no-block --no-color --no-legend --no-pager");

@@ -572,7 +572,37 @@ echo_pools=$(incontainer journalctl --no-pager -u apiary.service APIARY_POOL=ech
 [[ "$echo_pools" =~ ^\ *[0-9]+\ APIARY_POOL=echo$ ]] || fail "journalctl APIARY_POOL=echo finds: $echo_pools"
 incontainer journalctl --no-pager APIARY_POOL=echo APIARY_SLOT=0 APIARY_WORKER_PID="$echo0_pid" -o cat |
         grep -q "Worker ready (plugin echo" || fail "journalctl APIARY_POOL=echo APIARY_SLOT=0 APIARY_WORKER_PID=$echo0_pid has no \"Worker ready\""
-echo "ok 5 - journal: plugin stdout and stderr as apiary-worker[talk/0], workers named in apiaryd's lines, APIARY_POOL=/APIARY_SLOT=/APIARY_WORKER_PID="
+# apiaryctl logs reads the same through sd-journal: a pool's lines, apiaryd's and its plugin's,
+# and no other pool's; one slot's as JSON; the last ones under status; and new ones with -f.
+logs=$(incontainer apiaryctl logs talk) || fail "apiaryctl logs talk"
+grep -q "apiary-worker\[talk/0\]\[$talk_pid\]: stdout: hello journal$" <<<"$logs" ||
+        fail "apiaryctl logs talk lacks the plugin's stdout: $logs"
+grep -q "apiaryd\[$main\]: talk/0\[$talk_pid\]: Worker ready" <<<"$logs" ||
+        fail "apiaryctl logs talk lacks apiaryd's \"Worker ready\": $logs"
+! grep -q "echo/0\|\[nap/" <<<"$logs" || fail "apiaryctl logs talk shows other pools' lines: $logs"
+incontainer apiaryctl logs talk/0 -n 2 -o json >"$tmp/logs.json" || fail "apiaryctl logs talk/0 -o json"
+python3 - "$tmp/logs.json" <<'EOF' || fail "apiaryctl logs talk/0 -n 2 -o json: $(cat "$tmp/logs.json")"
+import json, sys
+entries = [json.loads(line) for line in open(sys.argv[1])]
+assert len(entries) == 2, entries
+for e in entries:
+    assert e.get("SYSLOG_IDENTIFIER") == "apiary-worker[talk/0]" or \
+        (e.get("APIARY_POOL"), e.get("APIARY_SLOT")) == ("talk", "0"), e
+EOF
+incontainer apiaryctl status talk | grep -q "stdout: hello journal$" ||
+        fail "apiaryctl status talk does not show the pool's last journal lines"
+incontainer apiaryctl logs -f -n 0 talk >"$tmp/follow" 2>&1 &
+follow_pid=$!
+sleep 0.5
+# "print followed"
+incontainer busctl call org.apiary.Apiary1 /org/apiary/Apiary1 org.apiary.Apiary1.Manager Run \
+        'saya{sv}' talk 14 112 114 105 110 116 32 102 111 108 108 111 119 101 100 0 >/dev/null ||
+        fail "busctl call Run talk print followed"
+wait_for 10 "apiaryctl logs -f to print the new line" grep -q "stdout: followed$" "$tmp/follow"
+# SIGTERM to apiaryctl itself: the job here is nsenter's parent, which would wait for it.
+incontainer pkill -TERM -f '^apiaryctl logs -f' || fail "no apiaryctl logs -f to stop"
+wait "$follow_pid" || fail "apiaryctl logs -f did not exit with status 0 on SIGTERM"
+echo "ok 5 - journal: plugin stdout and stderr as apiary-worker[talk/0], workers named in apiaryd's lines, APIARY_POOL=/APIARY_SLOT=/APIARY_WORKER_PID=; apiaryctl logs (-n, -o json, -f) and status show them"
 
 # ---- 6. reload ----
 

@@ -50,6 +50,10 @@ bool arg_dry_run = false;
 char **arg_properties = NULL;
 bool arg_value = false;
 bool arg_quiet = false;
+unsigned arg_lines = UINT_MAX;
+bool arg_follow = false;
+const char *arg_since = NULL;
+bool arg_output_json = false;
 
 /* ---- reporting ---- */
 
@@ -517,6 +521,7 @@ static void help(void) {
                "  show [POOL[/SLOT]]         Show the properties of apiaryd, a pool or a worker as NAME=VALUE\n"
                "  is-active POOL...          Exit 0 if a pool serves (running or degraded), else 3\n"
                "  is-failed POOL...          Exit 0 if a pool failed, else 1\n"
+               "  logs [POOL[/SLOT]]         Show what apiaryd and the workers wrote to the journal\n"
                "  monitor                    Print task results and state changes as they come\n\n"
                "Tasks:\n"
                "  submit POOL [DATA...|-]    Queue a task for each DATA (stdin if none or -), print the ids\n"
@@ -558,6 +563,10 @@ static void help(void) {
                "     --value                 show: print the values only, without NAME=\n"
                "  -q --quiet                 is-active, is-failed: print nothing, answer by the exit status\n"
                "     --no-pager              Accepted as systemctl takes it: apiaryctl never pages\n"
+               "  -n --lines=N               logs: the last N lines (10 with -f); status: N under each pool\n"
+               "  -f --follow                logs: print new lines as they come\n"
+               "     --since=TIME            logs: from TIME (\"2026-12-07 15:10\", \"15:10\", \"-5min\")\n"
+               "  -o --output=short|json     logs: journalctl's short lines, or one JSON object each\n"
                "  -v --verbose               Show D-Bus error names, and progress on stderr\n\n"
                "Exit status: 0 done, 1 failed, 2 bad usage, 3 access denied,\n"
                "4 no such pool, worker or task, 5 no bus or no apiaryd on it.\n"
@@ -591,6 +600,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_DRY_RUN,
                 ARG_VALUE,
                 ARG_NO_PAGER,
+                ARG_SINCE,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -614,12 +624,16 @@ static int parse_argv(int argc, char *argv[]) {
                 { "value", no_argument, NULL, ARG_VALUE },
                 { "quiet", no_argument, NULL, 'q' },
                 { "no-pager", no_argument, NULL, ARG_NO_PAGER },
+                { "lines", required_argument, NULL, 'n' },
+                { "follow", no_argument, NULL, 'f' },
+                { "since", required_argument, NULL, ARG_SINCE },
+                { "output", required_argument, NULL, 'o' },
                 {}
         };
         const char *e;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "hvH:p:q", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "hvH:p:qn:fo:", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         help();
@@ -726,6 +740,28 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_quiet = true;
                         break;
                 case ARG_NO_PAGER:
+                        break;
+                case 'n':
+                        if (parse_u32(optarg, &arg_lines) < 0 || arg_lines == UINT_MAX) {
+                                ctl_usage_error("Invalid -n/--lines=%s: expected a number of lines.", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case 'f':
+                        arg_follow = true;
+                        break;
+                case ARG_SINCE:
+                        arg_since = optarg;
+                        break;
+                case 'o':
+                        if (streq(optarg, "json"))
+                                arg_output_json = true;
+                        else if (streq(optarg, "short"))
+                                arg_output_json = false;
+                        else {
+                                ctl_usage_error("Unknown -o/--output=%s: expected short or json.", optarg);
+                                return -EINVAL;
+                        }
                         break;
                 case '?':
                         /* getopt_long() has said what is wrong. */
@@ -843,6 +879,14 @@ bool ctl_bus_is_private(void) {
         return arg_bus_kind == BUS_PRIVATE;
 }
 
+bool ctl_bus_is_remote(void) {
+        return arg_bus_kind == BUS_REMOTE;
+}
+
+bool ctl_bus_is_user(void) {
+        return arg_bus_kind == BUS_USER;
+}
+
 static int bus_connect(sd_bus **ret) {
         int r;
 
@@ -878,6 +922,9 @@ typedef enum VerbFlags {
         VERB_DRY_RUN = 1 << 4,          /* takes --dry-run */
         VERB_PROPERTY = 1 << 5,         /* takes -p and --value */
         VERB_QUIET = 1 << 6,            /* takes -q */
+        VERB_LOGS = 1 << 7,             /* takes -f, --since, -o */
+        VERB_LINES = 1 << 8,            /* takes -n */
+        VERB_NO_BUS = 1 << 9,           /* reads no bus: the journal */
 } VerbFlags;
 
 typedef struct Verb {
@@ -888,7 +935,8 @@ typedef struct Verb {
 } Verb;
 
 static const Verb verbs[] = {
-        { "status", 0, UINT_MAX, verb_status, VERB_JSON },
+        { "status", 0, UINT_MAX, verb_status, VERB_JSON | VERB_LINES },
+        { "logs", 0, 1, verb_logs, VERB_LOGS | VERB_LINES | VERB_NO_BUS },
         { "pools", 0, 0, verb_pools, VERB_JSON },
         { "workers", 0, UINT_MAX, verb_workers, VERB_JSON },
         { "show", 0, 1, verb_show, VERB_PROPERTY },
@@ -963,6 +1011,10 @@ int main(int argc, char *argv[]) {
                 return ctl_usage_error("-p/--property and --value work with show only.");
         if (arg_quiet && !(verb->flags & VERB_QUIET))
                 return ctl_usage_error("-q/--quiet works with is-active and is-failed only.");
+        if ((arg_follow || arg_since || arg_output_json) && !(verb->flags & VERB_LOGS))
+                return ctl_usage_error("-f, --since and -o work with logs only.");
+        if (arg_lines != UINT_MAX && !(verb->flags & VERB_LINES))
+                return ctl_usage_error("-n/--lines works with logs and status only.");
         if (!verb->run) {
                 help();
                 return CTL_EXIT_SUCCESS;
@@ -970,9 +1022,11 @@ int main(int argc, char *argv[]) {
 
         colors_set(want_colors());
 
-        r = bus_connect(&bus);
-        if (r != 0)
-                return r;
+        if (!(verb->flags & VERB_NO_BUS)) {
+                r = bus_connect(&bus);
+                if (r != 0)
+                        return r;
+        }
         r = verb->run(bus, argc, argv);
         g_clear_pointer(&arg_properties, g_strfreev);
         if (fflush(stdout) != 0 && r == CTL_EXIT_SUCCESS) {

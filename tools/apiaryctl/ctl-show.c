@@ -287,7 +287,12 @@ int verb_status(sd_bus *bus, int argc, char **argv) {
 
         for (guint i = 0; i < pools->len; i++) {
                 putchar('\n');
-                print_pool_status(g_ptr_array_index(pools, i));
+                const PoolInfo *p = g_ptr_array_index(pools, i);
+
+                print_pool_status(p);
+                /* A pool named gets its last journal lines, as systemctl status UNIT shows. */
+                if (argc > 1 && arg_lines != 0)
+                        ctl_print_pool_log_tail(p->name, arg_lines == UINT_MAX ? 10 : arg_lines);
         }
         return CTL_EXIT_SUCCESS;
 }

@@ -54,12 +54,23 @@ extern bool arg_dry_run;                /* reload: show what would change, chang
 extern char **arg_properties;           /* show -p: the properties to print, NULL for all */
 extern bool arg_value;                  /* show --value: values only, without NAME= */
 extern bool arg_quiet;                  /* is-active, is-failed -q: the exit status only */
+extern unsigned arg_lines;              /* logs, status -n: how many journal lines; UINT_MAX: not given */
+extern bool arg_follow;                 /* logs -f */
+extern const char *arg_since;           /* logs --since */
+extern bool arg_output_json;            /* logs -o json */
 
 /* Opens a connection to the bus the options chose; a negative errno on failure. */
 int ctl_bus_open(sd_bus **ret);
 /* True with --private: the connection is to apiaryd's private socket, peer-to-peer, with no bus
  * daemon (no names, no NameOwnerChanged, no monitoring; signals after Manager.Subscribe()). */
 bool ctl_bus_is_private(void);
+/* True with -H: the bus is another machine's (and so is its journal). */
+bool ctl_bus_is_remote(void);
+/* True with --user: apiaryd is the user's, its journal lines in the user's journal. */
+bool ctl_bus_is_user(void);
+
+/* Prints the last N journal lines about POOL after an empty line, if there are any. */
+void ctl_print_pool_log_tail(const char *pool, unsigned n);
 
 /* A one-line progress on stderr, if it is a terminal: shown (and true returned) or not. Updated
  * in place; ctl_progress_end() clears it. */
@@ -113,3 +124,4 @@ int verb_reload(sd_bus *bus, int argc, char **argv);
 int verb_show(sd_bus *bus, int argc, char **argv);
 int verb_is_active(sd_bus *bus, int argc, char **argv);
 int verb_is_failed(sd_bus *bus, int argc, char **argv);
+int verb_logs(sd_bus *bus, int argc, char **argv);
