@@ -237,6 +237,145 @@ char *format_bytes_short(char *buf, size_t size, uint64_t bytes) {
         return buf;
 }
 
+/* ---- D-Bus values ---- */
+
+static int append_basic(sd_bus_message *m, char type, GString *s, ValueStyle style) {
+        union {
+                uint8_t y;
+                int b;
+                int16_t n;
+                uint16_t q;
+                int32_t i;
+                uint32_t u;
+                int64_t x;
+                uint64_t t;
+                double d;
+                const char *str;
+        } v;
+        int r;
+
+        r = sd_bus_message_read_basic(m, type, &v);
+        if (r < 0)
+                return r;
+        switch (type) {
+        case SD_BUS_TYPE_STRING:
+        case SD_BUS_TYPE_OBJECT_PATH:
+        case SD_BUS_TYPE_SIGNATURE:
+                if (style == VALUE_QUOTED)
+                        append_quoted(s, v.str, strlen(v.str), 0);
+                else
+                        g_string_append(s, v.str);
+                break;
+        case SD_BUS_TYPE_BOOLEAN:
+                g_string_append(s, style == VALUE_QUOTED ? (v.b ? "true" : "false") : (v.b ? "yes" : "no"));
+                break;
+        case SD_BUS_TYPE_BYTE:
+                g_string_append_printf(s, "%u", v.y);
+                break;
+        case SD_BUS_TYPE_UINT16:
+                g_string_append_printf(s, "%u", v.q);
+                break;
+        case SD_BUS_TYPE_UINT32:
+                g_string_append_printf(s, "%" PRIu32, v.u);
+                break;
+        case SD_BUS_TYPE_UINT64:
+                g_string_append_printf(s, "%" PRIu64, v.t);
+                break;
+        case SD_BUS_TYPE_INT16:
+                g_string_append_printf(s, "%d", v.n);
+                break;
+        case SD_BUS_TYPE_INT32:
+                g_string_append_printf(s, "%" PRIi32, v.i);
+                break;
+        case SD_BUS_TYPE_INT64:
+                g_string_append_printf(s, "%" PRIi64, v.x);
+                break;
+        case SD_BUS_TYPE_DOUBLE:
+                g_string_append_printf(s, "%g", v.d);
+                break;
+        }
+        return 1;
+}
+
+int ctl_append_value(sd_bus_message *m, GString *s, ValueStyle style) {
+        const char *contents, *open = "", *close = "", *sep = " ";
+        char type;
+        int r;
+
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r <= 0)
+                return r;
+
+        switch (type) {
+        case SD_BUS_TYPE_VARIANT:
+                r = sd_bus_message_enter_container(m, type, contents);
+                if (r >= 0)
+                        r = ctl_append_value(m, s, style);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+                return r < 0 ? r : 1;
+        case SD_BUS_TYPE_ARRAY:
+                if (style == VALUE_PLAIN && streq(contents, "y")) {
+                        const void *data;
+                        size_t size;
+
+                        r = sd_bus_message_read_array(m, 'y', &data, &size);
+                        if (r < 0)
+                                return r;
+                        if (g_utf8_validate(data, (gssize) size, NULL) && !memchr(data, '\0', size))
+                                g_string_append_len(s, data, (gssize) size);
+                        else
+                                for (size_t i = 0; i < size; i++)
+                                        g_string_append_printf(s, "%s%02x", i > 0 ? " " : "",
+                                                               ((const uint8_t *) data)[i]);
+                        return 1;
+                }
+                if (style == VALUE_QUOTED) {
+                        open = "[";
+                        close = "]";
+                        sep = ", ";
+                }
+                break;
+        case SD_BUS_TYPE_STRUCT:
+        case SD_BUS_TYPE_DICT_ENTRY:
+                if (style == VALUE_QUOTED) {
+                        open = "(";
+                        close = ")";
+                }
+                break;
+        case SD_BUS_TYPE_UNIX_FD:
+                /* A file descriptor: nothing that can be printed. */
+                r = sd_bus_message_skip(m, "h");
+                if (r < 0)
+                        return r;
+                g_string_append(s, "?");
+                return 1;
+        default:
+                return append_basic(m, type, s, style);
+        }
+
+        r = sd_bus_message_enter_container(m, type, contents);
+        if (r < 0)
+                return r;
+        g_string_append(s, open);
+        for (bool first = true;; first = false) {
+                gsize len = s->len;
+
+                if (!first)
+                        g_string_append(s, sep);
+                r = ctl_append_value(m, s, style);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        g_string_truncate(s, len);
+                        break;
+                }
+        }
+        g_string_append(s, close);
+        r = sd_bus_message_exit_container(m);
+        return r < 0 ? r : 1;
+}
+
 /* ---- JSON ---- */
 
 void json_append_string(GString *s, const char *str) {

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <systemd/sd-bus.h>
 
 #include "util/macro.h"
 #include "util/time-util.h"
@@ -64,6 +65,18 @@ char *format_timestamp(char *buf, size_t size, uint64_t usec);
 char *format_span_short(char *buf, size_t size, usec_t t);
 /* "2.0M", "512B", as systemctl status shows memory; "-" for UINT64_MAX. */
 char *format_bytes_short(char *buf, size_t size, uint64_t bytes);
+
+/* ---- D-Bus values ---- */
+
+typedef enum ValueStyle {
+        VALUE_QUOTED,   /* monitor: strings quoted, true/false, arrays in [a, b], structures in (a b) */
+        VALUE_PLAIN,    /* show, as systemctl show: as they are, yes/no, elements separated by a space,
+                         * a byte array as text if it is UTF-8 text */
+} ValueStyle;
+
+/* Appends the next value of M, of any type, on one line. Returns 0 at the end of the enclosing
+ * container, 1 after a value, or a negative errno. */
+int ctl_append_value(sd_bus_message *m, GString *s, ValueStyle style);
 
 /* ---- JSON, written by hand: D-Bus strings are valid UTF-8, so escaping is all it takes ---- */
 

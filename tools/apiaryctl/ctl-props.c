@@ -22,134 +22,6 @@ static bool property_wanted(const char *name) {
         return !arg_properties || g_strv_contains((const char *const *) arg_properties, name);
 }
 
-static int print_value(sd_bus_message *m, GString *out);
-
-/* The elements of an array or the fields of a struct, separated by a space. */
-static int print_container(sd_bus_message *m, char type, const char *contents, GString *out) {
-        bool first = true;
-        int r;
-
-        r = sd_bus_message_enter_container(m, type, contents);
-        if (r < 0)
-                return r;
-        for (;;) {
-                size_t before = out->len;
-
-                if (!first)
-                        g_string_append_c(out, ' ');
-                r = print_value(m, out);
-                if (r < 0)
-                        return r;
-                if (r == 0) {
-                        g_string_truncate(out, before);
-                        break;
-                }
-                first = false;
-        }
-        return sd_bus_message_exit_container(m);
-}
-
-/* One value of any type, as busctl prints it but without quotes: a byte array as text if it is
- * text. Returns 0 at the end of the enclosing container. */
-static int print_value(sd_bus_message *m, GString *out) {
-        const char *contents;
-        char type;
-        int r;
-
-        r = sd_bus_message_peek_type(m, &type, &contents);
-        if (r <= 0)
-                return r;
-
-        switch (type) {
-        case SD_BUS_TYPE_ARRAY:
-                if (streq(contents, "y")) {
-                        const void *data;
-                        size_t size;
-
-                        r = sd_bus_message_read_array(m, 'y', &data, &size);
-                        if (r < 0)
-                                return r;
-                        if (g_utf8_validate(data, (gssize) size, NULL) && !memchr(data, '\0', size))
-                                g_string_append_len(out, data, (gssize) size);
-                        else
-                                for (size_t i = 0; i < size; i++)
-                                        g_string_append_printf(out, "%s%02x", i > 0 ? " " : "",
-                                                               ((const uint8_t *) data)[i]);
-                        return 1;
-                }
-                __attribute__((fallthrough));
-        case SD_BUS_TYPE_STRUCT:
-        case SD_BUS_TYPE_DICT_ENTRY:
-        case SD_BUS_TYPE_VARIANT:
-                r = print_container(m, type, contents, out);
-                return r < 0 ? r : 1;
-        case SD_BUS_TYPE_STRING:
-        case SD_BUS_TYPE_OBJECT_PATH:
-        case SD_BUS_TYPE_SIGNATURE: {
-                const char *s;
-
-                r = sd_bus_message_read_basic(m, type, &s);
-                if (r >= 0)
-                        g_string_append(out, s);
-                break;
-        }
-        case SD_BUS_TYPE_BOOLEAN: {
-                int b;
-
-                r = sd_bus_message_read_basic(m, type, &b);
-                if (r >= 0)
-                        g_string_append(out, b ? "yes" : "no");
-                break;
-        }
-        case SD_BUS_TYPE_DOUBLE: {
-                double d;
-
-                r = sd_bus_message_read_basic(m, type, &d);
-                if (r >= 0)
-                        g_string_append_printf(out, "%g", d);
-                break;
-        }
-        case SD_BUS_TYPE_BYTE: {
-                uint8_t v;
-
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r >= 0)
-                        g_string_append_printf(out, "%u", v);
-                break;
-        }
-        case SD_BUS_TYPE_INT16:
-        case SD_BUS_TYPE_INT32:
-        case SD_BUS_TYPE_INT64: {
-                union { int16_t n; int32_t i; int64_t x; } v;
-
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r >= 0)
-                        g_string_append_printf(out, "%" PRIi64,
-                                               type == SD_BUS_TYPE_INT16 ? (int64_t) v.n :
-                                               type == SD_BUS_TYPE_INT32 ? (int64_t) v.i : v.x);
-                break;
-        }
-        case SD_BUS_TYPE_UINT16:
-        case SD_BUS_TYPE_UINT32:
-        case SD_BUS_TYPE_UINT64: {
-                union { uint16_t q; uint32_t u; uint64_t t; } v;
-
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r >= 0)
-                        g_string_append_printf(out, "%" PRIu64,
-                                               type == SD_BUS_TYPE_UINT16 ? (uint64_t) v.q :
-                                               type == SD_BUS_TYPE_UINT32 ? (uint64_t) v.u : v.t);
-                break;
-        }
-        default:
-                /* Unix fds and anything newer: say what it is rather than guess. */
-                g_string_append_printf(out, "[%c]", type);
-                r = sd_bus_message_skip(m, (char[]) { type, '\0' });
-                break;
-        }
-        return r < 0 ? r : 1;
-}
-
 /* show [POOL|POOL/SLOT]: Properties.GetAll of the object's interface, in the order it sends them. */
 int verb_show(sd_bus *bus, int argc, char **argv) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -181,7 +53,7 @@ int verb_show(sd_bus *bus, int argc, char **argv) {
 
                 r = sd_bus_message_read(reply, "s", &name);
                 if (r >= 0)
-                        r = print_container(reply, 'v', NULL, value);
+                        r = ctl_append_value(reply, value, VALUE_PLAIN);
                 if (r >= 0)
                         r = sd_bus_message_exit_container(reply);
                 if (r < 0)

@@ -421,117 +421,6 @@ static void append_object(GString *s, const char *path) {
         g_string_append(s, path);
 }
 
-/* Any D-Bus value, on one line: strings quoted, arrays in [], structures in (). */
-static int append_value(sd_bus_message *m, GString *s) {
-        const char *contents;
-        char type;
-        int r;
-
-        r = sd_bus_message_peek_type(m, &type, &contents);
-        if (r <= 0)
-                return r;
-
-        switch (type) {
-        case SD_BUS_TYPE_STRING:
-        case SD_BUS_TYPE_OBJECT_PATH:
-        case SD_BUS_TYPE_SIGNATURE: {
-                const char *v;
-
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r < 0)
-                        return r;
-                append_quoted(s, v, strlen(v), 0);
-                return 1;
-        }
-        case SD_BUS_TYPE_BOOLEAN: {
-                int v;
-
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r < 0)
-                        return r;
-                g_string_append(s, v ? "true" : "false");
-                return 1;
-        }
-        case SD_BUS_TYPE_BYTE:
-        case SD_BUS_TYPE_UINT16:
-        case SD_BUS_TYPE_UINT32:
-        case SD_BUS_TYPE_UINT64: {
-                union { uint8_t y; uint16_t q; uint32_t u; uint64_t t; } v;
-
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r < 0)
-                        return r;
-                g_string_append_printf(s, "%" PRIu64,
-                                       type == 'y' ? v.y : type == 'q' ? v.q : type == 'u' ? v.u : v.t);
-                return 1;
-        }
-        case SD_BUS_TYPE_INT16:
-        case SD_BUS_TYPE_INT32:
-        case SD_BUS_TYPE_INT64: {
-                union { int16_t n; int32_t i; int64_t x; } v;
-
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r < 0)
-                        return r;
-                g_string_append_printf(s, "%" PRIi64, type == 'n' ? v.n : type == 'i' ? v.i : v.x);
-                return 1;
-        }
-        case SD_BUS_TYPE_DOUBLE: {
-                double v;
-
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r < 0)
-                        return r;
-                g_string_append_printf(s, "%g", v);
-                return 1;
-        }
-        case SD_BUS_TYPE_VARIANT:
-                r = sd_bus_message_enter_container(m, type, contents);
-                if (r < 0)
-                        return r;
-                r = append_value(m, s);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                return r < 0 ? r : 1;
-        case SD_BUS_TYPE_ARRAY:
-        case SD_BUS_TYPE_STRUCT:
-        case SD_BUS_TYPE_DICT_ENTRY: {
-                const char *open = type == SD_BUS_TYPE_ARRAY ? "[" : "(",
-                           *close = type == SD_BUS_TYPE_ARRAY ? "]" : ")",
-                           *sep = type == SD_BUS_TYPE_ARRAY ? ", " : " ";
-
-                r = sd_bus_message_enter_container(m, type, contents);
-                if (r < 0)
-                        return r;
-                g_string_append(s, open);
-                for (bool first = true;; first = false) {
-                        gsize len = s->len;
-
-                        if (!first)
-                                g_string_append(s, sep);
-                        r = append_value(m, s);
-                        if (r < 0)
-                                return r;
-                        if (r == 0) {
-                                g_string_truncate(s, len);
-                                break;
-                        }
-                }
-                g_string_append(s, close);
-                r = sd_bus_message_exit_container(m);
-                return r < 0 ? r : 1;
-        }
-        default:
-                /* A file descriptor: nothing that can be printed. */
-                r = sd_bus_message_skip(m, (char[]) { type, '\0' });
-                if (r < 0)
-                        return r;
-                g_string_append(s, "?");
-                return 1;
-        }
-}
-
 static void monitor_print(GString *line) {
         puts(line->str);
         fflush(stdout);
@@ -569,7 +458,7 @@ static int append_time(sd_bus_message *m, GString *s) {
 
         r = sd_bus_message_enter_container(m, 'v', "t");
         if (r <= 0)
-                return r < 0 ? r : append_value(m, s);
+                return r < 0 ? r : ctl_append_value(m, s, VALUE_QUOTED);
         r = sd_bus_message_read(m, "t", &usec);
         if (r < 0)
                 return r;
@@ -602,7 +491,7 @@ static int on_monitor_properties_changed(sd_bus_message *m) {
                 if (streq(name, "StartedAt"))
                         r = append_time(m, line);
                 else
-                        r = append_value(m, line);
+                        r = ctl_append_value(m, line, VALUE_QUOTED);
                 if (r >= 0)
                         r = sd_bus_message_exit_container(m);
         }
