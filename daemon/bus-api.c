@@ -409,6 +409,7 @@ static const sd_bus_vtable worker_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("StartedAt", "t", NULL, offsetof(Worker, started_at), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastExit", "s", property_get_worker_last_exit, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("TasksDispatched", "t", NULL, offsetof(Worker, n_dispatched), 0),
         SD_BUS_PROPERTY("CPUUsageNSec", "t", property_get_worker_usage, 0, 0),
         SD_BUS_PROPERTY("MemoryRSS", "t", property_get_worker_usage, 0, 0),
         SD_BUS_METHOD("Restart", NULL, NULL, bus_worker_method_restart, SD_BUS_VTABLE_UNPRIVILEGED),

@@ -684,7 +684,7 @@ static void test_completion(void **state) {
         test_daemon_start(&f->daemon, &f->bus, config, true);
 
         verbs = complete_bash(f, "apiaryctl ");
-        assert_int_equal(g_strv_length(verbs), 20);
+        assert_int_equal(g_strv_length(verbs), 21);
         assert_true(g_strv_contains((const char *const *) verbs, "is-active"));
         assert_completes(f, "apiaryctl --address=@BUS@ re", "reload restart resume");
         assert_completes(f, "apiaryctl --no-", "--no-block --no-color --no-legend --no-pager");
@@ -1034,6 +1034,48 @@ static void test_progress_on_a_tty(void **state) {
         assert_true(g_str_has_suffix(out, "\r\033[K"));
 }
 
+/* top, through a pseudo-terminal (script(1)) as a person sees it: frames drawn over each other,
+ * the second with rates; the task run shows in its worker's TASKS; q ends it with status 0 and
+ * the cursor back. */
+static void test_top_on_a_tty(void **state) {
+        Fixture *f = *state;
+        g_autofree char *cmd = NULL, *result = NULL;
+        g_autoptr(GError) e = NULL;
+        g_autoptr(GRegex) worker_row = NULL, pool_row = NULL;
+        CtlProcess p = {};
+        int in_fd = -1;
+
+        test_daemon_start(&f->daemon, &f->bus, config, true);
+        result = test_run_text(&f->daemon, "echo", "x", 0);
+        assert_string_equal(result, "x");
+
+        cmd = g_strdup_printf("%s --bus=%s --no-color top", getenv("APIARYCTL"), f->bus.address);
+        if (!g_spawn_async_with_pipes(NULL, (char *[]) { (char *) "script", (char *) "-qec", cmd, (char *) "/dev/null", NULL },
+                                      NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH, NULL, NULL, &p.pid, &in_fd,
+                                      &p.out_fd, &p.err_fd, &e))
+                fail_msg("cannot run script: %s", e->message);
+        p.out = g_string_new(NULL);
+        p.err = g_string_new(NULL);
+
+        /* The first frame has no rates yet; the second has them. */
+        assert_true(read_until(p.out_fd, p.out, "TASKS"));
+        assert_non_null(strstr(p.out->str, "\033[H\033[2J"));
+        assert_non_null(strstr(p.out->str, "(q quits)"));
+        g_string_truncate(p.out, 0);
+        assert_true(read_until(p.out_fd, p.out, "TASKS"));
+        assert_true(read_until(p.out_fd, p.out, "control 0"));
+        pool_row = g_regex_new("\\becho +running +2/2 +[0-9]+\\.[0-9] +0 +0 +1 +0 +0\\b", 0, 0, NULL);
+        worker_row = g_regex_new("\\becho +[01] +[0-9]+ +ready +[0-9]+\\.[0-9] +[0-9.]+[BKMG] +[0-9a-z]+ +1\\r", 0, 0, NULL);
+        if (!g_regex_match(pool_row, p.out->str, 0, NULL) || !g_regex_match(worker_row, p.out->str, 0, NULL))
+                fail_msg("the second frame of top lacks the echo pool's or worker's row:\n%s", p.out->str);
+
+        assert_int_equal(write(in_fd, "q", 1), 1);
+        close(in_fd);
+        assert_int_equal(ctl_finish(&p), 0);
+        assert_true(g_str_has_suffix(p.out->str, "\033[?25h"));
+        ctl_process_free(&p);
+}
+
 /* A start that ends in failure is a failure of start, with the reason. */
 static void test_start_fails(void **state) {
         Fixture *f = *state;
@@ -1222,6 +1264,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_start_fails, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_audit_log, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_progress_on_a_tty, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_top_on_a_tty, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_access_denied, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_monitor, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_private_socket, test_fixture_setup, test_fixture_teardown),

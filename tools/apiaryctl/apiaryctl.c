@@ -521,6 +521,7 @@ static void help(void) {
                "  show [POOL[/SLOT]]         Show the properties of apiaryd, a pool or a worker as NAME=VALUE\n"
                "  is-active POOL...          Exit 0 if a pool serves (running or degraded), else 3\n"
                "  is-failed POOL...          Exit 0 if a pool failed, else 1\n"
+               "  top                        A live view of the pools and workers, redrawn every second\n"
                "  logs [POOL[/SLOT]]         Show what apiaryd and the workers wrote to the journal\n"
                "  monitor                    Print task results and state changes as they come\n\n"
                "Tasks:\n"
@@ -937,6 +938,7 @@ typedef struct Verb {
 static const Verb verbs[] = {
         { "status", 0, UINT_MAX, verb_status, VERB_JSON | VERB_LINES },
         { "logs", 0, 1, verb_logs, VERB_LOGS | VERB_LINES | VERB_NO_BUS },
+        { "top", 0, 0, verb_top, 0 },
         { "pools", 0, 0, verb_pools, VERB_JSON },
         { "workers", 0, UINT_MAX, verb_workers, VERB_JSON },
         { "show", 0, 1, verb_show, VERB_PROPERTY },

@@ -81,6 +81,7 @@ static void json_worker(GString *s, const WorkerInfo *w) {
         json_u64(s, "PlannedRestarts", w->planned_restarts);
         json_u64(s, "StartedAt", w->started_at);
         json_str(s, "LastExit", w->last_exit);
+        json_u64(s, "TasksDispatched", w->tasks_dispatched);
         json_u64(s, "CPUUsageNSec", w->cpu_nsec);
         json_u64(s, "MemoryRSS", w->rss_bytes);
         g_string_append_c(s, '}');

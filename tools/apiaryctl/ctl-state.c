@@ -75,6 +75,7 @@ static const PropertyMap worker_map[] = {
         { "PlannedRestarts", "u", offsetof(WorkerInfo, planned_restarts) },
         { "StartedAt", "t", offsetof(WorkerInfo, started_at) },
         { "LastExit", "s", offsetof(WorkerInfo, last_exit) },
+        { "TasksDispatched", "t", offsetof(WorkerInfo, tasks_dispatched) },
         { "CPUUsageNSec", "t", offsetof(WorkerInfo, cpu_nsec) },
         { "MemoryRSS", "t", offsetof(WorkerInfo, rss_bytes) },
         {}
@@ -254,7 +255,7 @@ static int read_managed_objects(sd_bus_message *m, GHashTable *pools, GHashTable
                                 if (!w)
                                         return -ENOMEM;
                                 /* Unknown unless apiaryd says (an older one does not). */
-                                w->cpu_nsec = w->rss_bytes = UINT64_MAX;
+                                w->cpu_nsec = w->rss_bytes = w->tasks_dispatched = UINT64_MAX;
                                 w->path = strdup(path);
                                 if (!w->path) {
                                         free(w);

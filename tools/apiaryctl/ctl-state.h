@@ -20,6 +20,7 @@ typedef struct WorkerInfo {
         uint32_t planned_restarts;
         uint64_t started_at;            /* µs since the epoch, 0 if never */
         char *last_exit;
+        uint64_t tasks_dispatched;      /* handed to its process; UINT64_MAX if apiaryd does not say */
         uint64_t cpu_nsec;              /* of its process so far; UINT64_MAX if none */
         uint64_t rss_bytes;             /* its process's resident memory; UINT64_MAX if none */
 } WorkerInfo;

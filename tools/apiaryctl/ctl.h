@@ -125,3 +125,4 @@ int verb_show(sd_bus *bus, int argc, char **argv);
 int verb_is_active(sd_bus *bus, int argc, char **argv);
 int verb_is_failed(sd_bus *bus, int argc, char **argv);
 int verb_logs(sd_bus *bus, int argc, char **argv);
+int verb_top(sd_bus *bus, int argc, char **argv);
