@@ -279,6 +279,20 @@ static int property_get_pool_source(sd_bus *bus, const char *path, const char *i
         return -EINVAL;
 }
 
+/* Read, not signalled: they change with every task, as the counters. */
+static int property_get_pool_histogram(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                       sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Pool *p = userdata;
+
+        if (streq(property, "TaskRunTimeBuckets"))
+                return histogram_append(reply, &p->run_time);
+        if (streq(property, "QueueWaitBuckets"))
+                return histogram_append(reply, &p->queue_wait);
+        return sd_bus_message_append(reply, "t",
+                                     streq(property, "TaskRunTimeSumUSec") ? p->run_time.sum_usec :
+                                                                            p->queue_wait.sum_usec);
+}
+
 static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", property_get_pool_config_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -299,6 +313,10 @@ static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_PROPERTY("TasksDone", "t", NULL, offsetof(Pool, n_done), 0),
         SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Pool, n_failed), 0),
         SD_BUS_PROPERTY("QueuedBytes", "t", NULL, offsetof(Pool, queued_bytes), 0),
+        SD_BUS_PROPERTY("TaskRunTimeBuckets", "a(tt)", property_get_pool_histogram, 0, 0),
+        SD_BUS_PROPERTY("TaskRunTimeSumUSec", "t", property_get_pool_histogram, 0, 0),
+        SD_BUS_PROPERTY("QueueWaitBuckets", "a(tt)", property_get_pool_histogram, 0, 0),
+        SD_BUS_PROPERTY("QueueWaitSumUSec", "t", property_get_pool_histogram, 0, 0),
         SD_BUS_PROPERTY("QueueLimit", "u", property_get_pool_queue_limit, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("QueueBytesLimit", "t", property_get_pool_queue_bytes_limit, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

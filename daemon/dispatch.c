@@ -64,6 +64,8 @@ PoolRefusal pool_check_tasks(const Pool *p, unsigned n, uint64_t bytes) {
 }
 
 void pool_enqueue(Pool *p, Task *t) {
+        if (t->queued_mono == 0)
+                (void) sd_event_now(p->manager->event, CLOCK_MONOTONIC, &t->queued_mono);
         g_queue_push_tail_link(&p->queue, &t->queue_link);
         t->in_queue = true;
         t->state = TASK_QUEUED;
@@ -479,6 +481,9 @@ static int on_result(uint64_t id, bool ok, uint64_t run_usec, const void *data, 
         if (!t || t->worker != w)
                 return 0;
         pool_note_run_time(w->pool, run_usec);
+        histogram_add(&w->pool->run_time, run_usec);
+        if (t->queued_mono > 0 && t->started_mono >= t->queued_mono)
+                histogram_add(&w->pool->queue_wait, t->started_mono - t->queued_mono);
         if (ok)
                 task_finish(t, true, data, size);
         else {

@@ -8,6 +8,7 @@
 #include <glib.h>
 
 #include "config/config.h"
+#include "daemon/histogram.h"
 #include "daemon/pool-fsm.h"
 #include "daemon/task.h"
 #include "daemon/worker.h"
@@ -58,6 +59,9 @@ typedef struct Pool {
         LinkClaimPage **claim_pages;    /* its workers' claims, LINK_CLAIMS_PER_PAGE slots a page */
         unsigned n_claim_pages;
         uint64_t n_submitted, n_running, n_done, n_failed;
+        /* Of the tasks that ended with their worker's answer (dispatch.c): how long they ran, as
+         * the worker measured, and how long they waited from submission to that run's start. */
+        Histogram run_time, queue_wait;
 } Pool;
 
 /* Takes CONFIG on success. */

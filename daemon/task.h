@@ -57,6 +57,7 @@ typedef struct Task {
         usec_t armed_timeout_usec;      /* what the timer of the current dispatch was armed with */
         unsigned attempts;              /* starts that counted against TaskRetries= */
         usec_t started_mono;            /* CLOCK_MONOTONIC, when its worker started it (as apiaryd infers) */
+        usec_t queued_mono;             /* CLOCK_MONOTONIC, when it was first queued */
         bool started;                   /* its worker has started it: its timeout runs */
         bool solo;                      /* lost with a worker that held others: runs alone from now on */
         uint32_t number;                /* its number among the tasks sent to its worker's process */
