@@ -61,15 +61,14 @@ while IFS= read -r -d '' page; do
         done < <(grep -o 'docs/[a-z/.-]*\.md' "$page" | sort -u)
 done < <(find "$docdir" -name '*.md' -print0)
 
-# (b) The unit's Documentation=.
-unit=$(find "$dest" -name apiary.service -path '*/system/*' | head -n 1)
-[ -n "$unit" ] || fail "apiary.service is not installed"
+# (b) The units' Documentation=.
+[ -n "$(find "$dest" -name apiary.service -path '*/system/*')" ] || fail "apiary.service is not installed"
 n_man=$(find "$dest" -path '*/man/man*' -type f | wc -l)
-if [ -n "$unit" ]; then
+for unit in $(find "$dest" -path '*/system/*' \( -name '*.service' -o -name '*.socket' \)); do
         for doc in $(sed -n 's/^Documentation=//p' "$unit"); do
                 case $doc in
                 file:*)
-                        [ -f "$dest${doc#file:}" ] || fail "the unit's Documentation=$doc is not installed"
+                        [ -f "$dest${doc#file:}" ] || fail "${unit##*/}: Documentation=$doc is not installed"
                         ;;
                 man:*)
                         page=${doc#man:}
@@ -78,15 +77,17 @@ if [ -n "$unit" ]; then
                         section=${section%)}
                         if [ "$n_man" -gt 0 ]; then
                                 [ -f "$dest$prefix/share/man/man$section/$name.$section" ] ||
-                                        fail "the unit's Documentation=$doc is not installed"
+                                        fail "${unit##*/}: Documentation=$doc is not installed"
                         fi
                         ;;
-                *) fail "the unit's Documentation=$doc is neither file: nor man:" ;;
+                *) fail "${unit##*/}: Documentation=$doc is neither file: nor man:" ;;
                 esac
                 n_links=$((n_links + 1))
         done
-        grep -q '^Documentation=man:apiaryd(8)' "$unit" || fail "the unit's Documentation= does not start with man:apiaryd(8)"
-fi
+        grep -q '^Documentation=' "$unit" || fail "${unit##*/} has no Documentation="
+done
+grep -q '^Documentation=man:apiaryd(8)' "$(find "$dest" -name apiary.service -path '*/system/*' | head -n 1)" ||
+        fail "apiary.service's Documentation= does not start with man:apiaryd(8)"
 
 # (c) What apiaryctl --help and the man pages send readers to.
 {
