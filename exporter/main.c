@@ -40,7 +40,6 @@ static const char *arg_listen = NULL;
 
 typedef struct Exporter {
         sd_event *event;
-        sd_bus *bus;
         struct MHD_Daemon *httpd;
         sd_event_source *httpd_io, *httpd_timer;
 } Exporter;
@@ -275,14 +274,23 @@ static void append_histogram(GString *s, const char *name, const char *help, GPt
         }
 }
 
-/* The whole page. apiary_up says whether apiaryd answered; without it, that is all there is. */
-static char *render(sd_bus *bus) {
+static int open_bus(sd_bus **ret);
+
+/* The whole page. apiary_up says whether apiaryd answered; without it, that is all there is. A
+ * connection of its own each time: a scrape is rare, and a bus that restarted meanwhile (or an
+ * apiaryd that did) costs nothing. */
+static char *render(void) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         g_autoptr(GPtrArray) pools = g_ptr_array_new_with_free_func(pool_metrics_free);
         GString *s = g_string_new(NULL);
         int r;
 
-        r = read_pools(bus, pools, &error);
+        r = open_bus(&bus);
+        if (r < 0)
+                sd_bus_error_set_errno(&error, r);
+        else
+                r = read_pools(bus, pools, &error);
         metric_header(s, "apiary_up", "gauge", "Whether apiaryd answered on the bus (1) or not (0).");
         g_string_append_printf(s, "apiary_up %d\n", r >= 0);
         if (r < 0) {
@@ -357,12 +365,10 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, cha
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls) {
-        Exporter *e = cls;
-
         if (!streq(method, MHD_HTTP_METHOD_GET) && !streq(method, MHD_HTTP_METHOD_HEAD))
                 return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, strdup("Only GET and HEAD.\n"), "text/plain");
         if (streq(url, "/metrics"))
-                return reply_text(c, MHD_HTTP_OK, render(e->bus), "text/plain; version=0.0.4; charset=utf-8");
+                return reply_text(c, MHD_HTTP_OK, render(), "text/plain; version=0.0.4; charset=utf-8");
         if (streq(url, "/"))
                 return reply_text(c, MHD_HTTP_OK, strdup("apiary-exporter: the metrics are at /metrics\n"),
                                   "text/plain");
@@ -511,13 +517,7 @@ int main(int argc, char *argv[]) {
                 fd = SD_LISTEN_FDS_START;
         }
 
-        r = open_bus(&e.bus);
-        if (r < 0) {
-                fprintf(stderr, "apiary-exporter: cannot connect to the bus %s: %s\n", arg_bus, strerror(-r));
-                return EXIT_FAILURE;
-        }
-
-        e.httpd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, &e,
+        e.httpd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, NULL,
                                    MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, 16u,
                                    MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
         if (!e.httpd) {
@@ -550,7 +550,6 @@ int main(int argc, char *argv[]) {
         sd_event_source_disable_unref(e.httpd_io);
         sd_event_source_disable_unref(e.httpd_timer);
         MHD_stop_daemon(e.httpd);
-        sd_bus_flush_close_unref(e.bus);
         sd_event_unref(e.event);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -515,6 +515,40 @@ static void test_check_config(void **state) {
         (void) system(cmd);
 }
 
+/* Without journald, what a plugin writes to stdout and stderr reaches apiaryd's stderr with its
+ * pool, slot and PID in front of each line, as journalctl shows a worker's identifier. Both for
+ * a spawned worker and a zygote's child. */
+static void test_plugin_output_is_prefixed(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        const char *zygotes[] = { "no", "yes" };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(zygotes); i++) {
+                g_autofree char *config = g_strdup_printf("[Pool talk]\nPlugin=@TEST_PLUGINS@/control.so\n"
+                                                          "Workers=1\nZygote=%s\n", zygotes[i]);
+                g_autofree char *result = NULL, *out = NULL, *err = NULL, *line = NULL;
+                pid_t pid;
+
+                test_daemon_start_logged(d, &f->bus, config, true);
+                pid = test_worker_pid(d, "talk", 0);
+                result = test_run_text(d, "talk", "print two words", 0);
+                assert_string_equal(result, "printed");
+                out = g_strdup_printf("\ntalk/0[%i]: stdout: two words\n", (int) pid);
+                err = g_strdup_printf("\ntalk/0[%i]: stderr: two words\n", (int) pid);
+                line = test_daemon_wait_log(d, "stderr: two words", TEST_TIMEOUT_USEC);
+                /* stdout is line-buffered: its line is out when the newline is. */
+                line = (g_free(line), test_daemon_wait_log(d, "stdout: two words", TEST_TIMEOUT_USEC));
+                {
+                        g_autofree char *log = test_daemon_log(d);
+
+                        if (!strstr(log, out) || !strstr(log, err))
+                                fail_msg("Zygote=%s: the plugin's lines are not prefixed with talk/0[%i]:\n%s",
+                                         zygotes[i], (int) pid, log);
+                }
+                assert_int_equal(test_daemon_stop(d), 0);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_ready_status_and_objects, test_fixture_setup, test_fixture_teardown),
@@ -528,6 +562,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_bus_loss_stops_cleanly, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test(test_check_config),
+                cmocka_unit_test_setup_teardown(test_plugin_output_is_prefixed, test_fixture_setup,
+                                                test_fixture_teardown),
         };
 
         if (getenv("TEST_FILTER"))

@@ -133,7 +133,9 @@ int log_internalv(int level, int error, const LogContext *ctx, const char *file,
 #undef IOV_PRINTF
                 (void) sd_journal_sendv(iov, (int) n);
         } else
-                fprintf(stderr, "%s[%i]: %s%s\n", log_identifier, (int) getpid(), prefix, msg);
+                /* To the descriptor, not through stdio: a worker's stderr FILE prefixes what its
+                 * plugin writes (worker/output-prefix.c), and these lines name themselves. */
+                (void) dprintf(STDERR_FILENO, "%s[%i]: %s%s\n", log_identifier, (int) getpid(), prefix, msg);
 
         errno = saved_errno;
         return -error;

@@ -29,6 +29,7 @@
 #include "util/macro.h"
 #include "util/time-util.h"
 #include "worker/oneshot.h"
+#include "worker/output-prefix.h"
 #include "worker/plugin-host.h"
 #include "worker/task-link.h"
 #include "worker/worker-context.h"
@@ -175,8 +176,16 @@ void connect_output(const Context *c) {
         int fd;
 
         (void) setvbuf(stdout, NULL, _IOLBF, 0);
-        if (!log_to_journal())
+        if (!log_to_journal()) {
+                char prefix[256];
+
+                if (c->zygote)
+                        snprintf(prefix, sizeof(prefix), "%s/zygote[%i]: ", c->pool, (int) getpid());
+                else
+                        snprintf(prefix, sizeof(prefix), "%s/%u[%i]: ", c->pool, c->slot, (int) getpid());
+                output_prefix_set(prefix);
                 return;
+        }
 
         if (c->zygote)
                 snprintf(identifier, sizeof(identifier), "apiary-worker[%s/zygote]", c->pool);

@@ -146,6 +146,10 @@ show() {
         incontainer systemctl show -P "$1" apiary.service
 }
 
+show_unit() {
+        incontainer systemctl show -P "$1" "$2"
+}
+
 bus_get() {
         incontainer busctl get-property org.apiary.Apiary1 "$@"
 }
@@ -360,7 +364,8 @@ log "staging build and install: $(($(ms_now) - t0)) ms"
 # would start apiary.service before its configuration is there: the test starts it itself.
 # nats-server and redis-server (tools/deps installs them for the shared-pool tests and benchmarks)
 # would start with their packages' configurations and hold up the boot: the container needs neither.
-printf 'disable apiary.service\ndisable nats-server.service\ndisable redis-server.service\n' >"$tmp/apiary-test.preset"
+printf 'disable apiary.service\ndisable apiary-exporter.socket\ndisable nats-server.service\ndisable redis-server.service\n' \
+        >"$tmp/apiary-test.preset"
 
 # ---- boot ----
 
@@ -504,6 +509,21 @@ echo_user=$(incontainer stat -c %U "/proc/$echo_pid")
 [ "$echo_user" = nobody ] || fail "the example's pool echo runs as \"$echo_user\", not nobody"
 [ "$owner" = "$main" ] || fail "org.apiary.Apiary1 is owned by PID $owner, not by MainPID $main"
 echo "ok 3 - busctl tree, introspect, get-property, call Run (echo, and exec running a command) on the system bus (name owned by MainPID)"
+
+# apiary-exporter: installed (off here by the preset, in the .deb by dh_installsystemd
+# --no-enable, which check-debian-package checks); once its socket is started, a scrape starts the
+# service (as a dynamic user, on the system bus) and shows what the bus shows.
+incontainer systemctl start apiary-exporter.socket || fail "systemctl start apiary-exporter.socket"
+incontainer python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=10).read().decode())' \
+        >"$tmp/metrics" || fail "scraping apiary-exporter at 127.0.0.1:9464"
+grep -qx 'apiary_up 1' "$tmp/metrics" ||
+        fail "apiary-exporter: apiary_up is not 1: $(incontainer journalctl --no-pager -u apiary-exporter.service -n 5)"
+ready=$(bus_get /org/apiary/Apiary1/pool/echo org.apiary.Apiary1.Pool WorkersReady | cut -d' ' -f2)
+grep -qx "apiary_workers_ready{pool=\"echo\"} $ready" "$tmp/metrics" ||
+        fail "apiary-exporter: apiary_workers_ready{pool=\"echo\"} is not $ready: $(grep workers_ready "$tmp/metrics")"
+[ "$(show_unit ActiveState apiary-exporter.service)" = active ] || fail "apiary-exporter.service did not start on the scrape"
+incontainer systemctl stop apiary-exporter.socket apiary-exporter.service
+echo "ok 3b - apiary-exporter: socket-activated, scraped on 127.0.0.1:9464 as the bus says"
 
 # ---- 4. an unprivileged user ----
 
