@@ -225,6 +225,9 @@ static int read_file(const char *path, char **ret_data, size_t *ret_size) {
 
 /* Where each group and key of a file is written: "GROUP" → its header's line, "GROUP\x1eKEY" → the
  * line of its last value (GKeyFile keeps the last one too). */
+/* How much of a bad line an error message repeats. */
+#define LINE_SHOWN_MAX 80
+
 static char *line_key(const char *group, const char *key) {
         return key ? g_strconcat(group, "\x1e", key, NULL) : g_strdup(group);
 }
@@ -266,7 +269,7 @@ static int scan_lines(const char *file, const char *data, GHashTable *lines, cha
 
                         if (end[-1] != ']' || len < 3) {
                                 r = config_error(ret_error, -EBADMSG, "%s:%u: expected a group header \"[NAME]\", got \"%.*s\"",
-                                                 file, n, (int) len, line);
+                                                 file, n, (int) MIN(len, (size_t) LINE_SHOWN_MAX), line);
                                 continue;
                         }
                         name = g_strndup(line + 1, len - 2);
@@ -285,12 +288,12 @@ static int scan_lines(const char *file, const char *data, GHashTable *lines, cha
                 if (!eq || eq == line) {
                         r = config_error(ret_error, -EBADMSG,
                                          "%s:%u: expected KEY=VALUE, a [GROUP] header or a # comment, got \"%.*s\"",
-                                         file, n, (int) len, line);
+                                         file, n, (int) MIN(len, (size_t) LINE_SHOWN_MAX), line);
                         continue;
                 }
                 if (!group) {
                         r = config_error(ret_error, -EBADMSG, "%s:%u: \"%.*s\" comes before any [GROUP] header",
-                                         file, n, (int) len, line);
+                                         file, n, (int) MIN(len, (size_t) LINE_SHOWN_MAX), line);
                         continue;
                 }
                 while (eq > line && g_ascii_isspace(eq[-1]))

@@ -410,10 +410,9 @@ static int property_get_worker_last_exit(sd_bus *bus, const char *path, const ch
 static int property_get_worker_usage(sd_bus *bus, const char *path, const char *interface, const char *property,
                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Worker *w = userdata;
-        ProcUsage u;
 
-        (void) proc_usage_read(w->pid, &u);
-        return sd_bus_message_append(reply, "t", streq(property, "CPUUsageNSec") ? u.cpu_nsec : u.rss_bytes);
+        return sd_bus_message_append(reply, "t", streq(property, "CPUUsageNSec") ? proc_cpu_nsec(w->pid) :
+                                                                                   proc_rss_bytes(w->pid));
 }
 
 static const sd_bus_vtable worker_vtable[] = {

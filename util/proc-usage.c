@@ -54,13 +54,14 @@ static int read_rss(pid_t pid, uint64_t *ret) {
         return 0;
 }
 
-int proc_usage_read(pid_t pid, ProcUsage *ret) {
-        int r_cpu, r_rss;
+uint64_t proc_cpu_nsec(pid_t pid) {
+        uint64_t v = UINT64_MAX;
 
-        *ret = (ProcUsage) { .cpu_nsec = UINT64_MAX, .rss_bytes = UINT64_MAX };
-        if (pid <= 0)
-                return -ESRCH;
-        r_cpu = read_cpu(pid, &ret->cpu_nsec);
-        r_rss = read_rss(pid, &ret->rss_bytes);
-        return r_cpu < 0 && r_rss < 0 ? r_cpu : 0;
+        return pid > 0 && read_cpu(pid, &v) >= 0 ? v : UINT64_MAX;
+}
+
+uint64_t proc_rss_bytes(pid_t pid) {
+        uint64_t v = UINT64_MAX;
+
+        return pid > 0 && read_rss(pid, &v) >= 0 ? v : UINT64_MAX;
 }

@@ -4,12 +4,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* What a process has used so far, from /proc/PID/stat and /proc/PID/statm: CPU time (user and
- * system, in ns, at the kernel's clock tick resolution) and resident memory (bytes). Either is
- * UINT64_MAX if it could not be read. Returns -errno if neither could (the process is gone). */
-typedef struct ProcUsage {
-        uint64_t cpu_nsec;
-        uint64_t rss_bytes;
-} ProcUsage;
-
-int proc_usage_read(pid_t pid, ProcUsage *ret);
+/* What a process has used so far, each read alone (a property Get asks for one): CPU time, user
+ * and system, in ns at the kernel's clock tick (/proc/PID/stat), and resident memory in bytes
+ * (/proc/PID/statm). UINT64_MAX if it cannot be read (no such process). */
+uint64_t proc_cpu_nsec(pid_t pid);
+uint64_t proc_rss_bytes(pid_t pid);
