@@ -977,6 +977,8 @@ static const ConfigKey pool_keys[] = {
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "MaxTasksPerWorker", config_parse_unsigned, offsetof(PoolConfig, max_tasks_per_worker),
           "a non-negative integer (0: no limit)" },
+        { "PriorityAgingSec", config_parse_timeout, offsetof(PoolConfig, priority_aging_usec),
+          "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "Zygote", config_parse_zygote, offsetof(PoolConfig, zygote),
           "a boolean (yes/no, true/false, on/off, 1/0) or \"auto\"" },
         { "SubmitFrom", config_parse_submit_from, offsetof(PoolConfig, submit_from),
@@ -1146,6 +1148,7 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .task_retries = 2,
                 .task_timeout_usec = USEC_INFINITY,
                 .max_tasks_per_worker = 0,
+                .priority_aging_usec = USEC_PER_SEC,
                 .zygote = ZYGOTE_AUTO,
                 .user = (uid_t) -1,
                 .user_gid = (gid_t) -1,
@@ -1640,6 +1643,7 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->task_retries == b->task_retries &&
                 a->task_timeout_usec == b->task_timeout_usec &&
                 a->max_tasks_per_worker == b->max_tasks_per_worker &&
+                a->priority_aging_usec == b->priority_aging_usec &&
                 a->zygote == b->zygote &&
                 pool_config_uid(a) == pool_config_uid(b) &&
                 pool_config_gid(a) == pool_config_gid(b) &&

@@ -82,6 +82,8 @@ typedef struct PoolConfig {
         unsigned task_retries;          /* TaskRetries=, default 2: re-runs after the worker died under a task */
         usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from its start to its result */
         unsigned max_tasks_per_worker;  /* MaxTasksPerWorker=, default 0 (none): recycle after this many */
+        usec_t priority_aging_usec;     /* PriorityAgingSec=, default 1s: a waiting task's priority grows by one
+                                         * each (daemon/task-queue.h); infinity: strict priorities */
         ZygoteMode zygote;              /* Zygote=, default auto: fork workers from a loaded copy */
         /* User=, Group=: who the workers run as; (uid_t) -1 / (gid_t) -1: apiaryd's own. User=
          * also gives the group, the user's primary one, unless Group= says otherwise. */

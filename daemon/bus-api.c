@@ -203,7 +203,19 @@ static int property_get_pool_queued(sd_bus *bus, const char *path, const char *i
                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Pool *p = userdata;
 
-        return sd_bus_message_append(reply, "t", (uint64_t) p->queue.length);
+        return sd_bus_message_append(reply, "t", (uint64_t) task_queue_length(&p->queue));
+}
+
+/* at: how many tasks wait at each priority, 0 to TASK_PRIORITY_MAX. */
+static int property_get_pool_queued_by_priority(sd_bus *bus, const char *path, const char *interface,
+                                                const char *property, sd_bus_message *reply, void *userdata,
+                                                sd_bus_error *error) {
+        Pool *p = userdata;
+        uint64_t n[TASK_PRIORITY_LEVELS];
+
+        for (unsigned i = 0; i < TASK_PRIORITY_LEVELS; i++)
+                n[i] = task_queue_level_length(&p->queue, i);
+        return sd_bus_message_append_array(reply, 't', n, sizeof(n));
 }
 
 static int property_get_pool_queue_limit(sd_bus *bus, const char *path, const char *interface,
@@ -309,6 +321,7 @@ static const sd_bus_vtable pool_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("TasksSubmitted", "t", NULL, offsetof(Pool, n_submitted), 0),
         SD_BUS_PROPERTY("TasksQueued", "t", property_get_pool_queued, 0, 0),
+        SD_BUS_PROPERTY("QueuedByPriority", "at", property_get_pool_queued_by_priority, 0, 0),
         SD_BUS_PROPERTY("TasksRunning", "t", NULL, offsetof(Pool, n_running), 0),
         SD_BUS_PROPERTY("TasksDone", "t", NULL, offsetof(Pool, n_done), 0),
         SD_BUS_PROPERTY("TasksFailed", "t", NULL, offsetof(Pool, n_failed), 0),

@@ -22,10 +22,51 @@
 typedef struct TaskOptions {
         usec_t timeout_usec;
         bool batch_results;
+        uint8_t priority;
 } TaskOptions;
 
-/* a{sv}: "timeout" (t, µs, > 0), and for Submit and SubmitBatch "batch-results" (b). Anything else
- * is refused: a typo must not pass silently. */
+/* The "priority" option: any integer type (Python's dbus sends an int as i, busctl as what it is
+ * told), 0 to TASK_PRIORITY_MAX. */
+static int read_priority(sd_bus_message *m, uint8_t *ret, sd_bus_error *error) {
+        const char *contents = NULL;
+        int64_t v = -1;
+        char type;
+        int r;
+
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r < 0)
+                return r;
+        if (type != 'v' || !contents || strlen(contents) != 1 || !strchr("yqunixt", contents[0]))
+                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                         "Option \"priority\" takes an integer from 0 to %u (e.g. a byte, y).",
+                                         TASK_PRIORITY_MAX);
+        r = sd_bus_message_enter_container(m, 'v', contents);
+        if (r < 0)
+                return r;
+        switch (contents[0]) {
+        case 'y': { uint8_t x; r = sd_bus_message_read_basic(m, 'y', &x); v = x; break; }
+        case 'q': { uint16_t x; r = sd_bus_message_read_basic(m, 'q', &x); v = x; break; }
+        case 'n': { int16_t x; r = sd_bus_message_read_basic(m, 'n', &x); v = x; break; }
+        case 'u': { uint32_t x; r = sd_bus_message_read_basic(m, 'u', &x); v = x; break; }
+        case 'i': { int32_t x; r = sd_bus_message_read_basic(m, 'i', &x); v = x; break; }
+        case 'x': { int64_t x; r = sd_bus_message_read_basic(m, 'x', &x); v = x; break; }
+        default: { uint64_t x; r = sd_bus_message_read_basic(m, 't', &x); v = x > INT64_MAX ? -1 : (int64_t) x; break; }
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        if (v < 0 || v > (int64_t) TASK_PRIORITY_MAX)
+                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                         "Option \"priority\" is %" PRId64 ": expected 0 (the lowest, the default) "
+                                         "to %u (the highest).", v, TASK_PRIORITY_MAX);
+        *ret = (uint8_t) v;
+        return 0;
+}
+
+/* a{sv}: "timeout" (t, µs, > 0), "priority" (an integer, 0-9), and for Submit and SubmitBatch
+ * "batch-results" (b). Anything else is refused: a typo must not pass silently. */
 static int read_options(sd_bus_message *m, TaskOptions *ret, sd_bus_error *error) {
         TaskOptions o = { .timeout_usec = USEC_INFINITY };
         const char *member = sd_bus_message_get_member(m);
@@ -54,6 +95,10 @@ static int read_options(sd_bus_message *m, TaskOptions *ret, sd_bus_error *error
                                 return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
                                                          "Option \"timeout\" must be positive, got 0.");
                         o.timeout_usec = t;
+                } else if (streq(key, "priority")) {
+                        r = read_priority(m, &o.priority, error);
+                        if (r < 0 || sd_bus_error_is_set(error))
+                                return r;
                 } else if (streq(key, "batch-results") && !replies) {
                         int b;
 
@@ -70,7 +115,7 @@ static int read_options(sd_bus_message *m, TaskOptions *ret, sd_bus_error *error
                                                  "answers with the results.", member);
                 else
                         return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
-                                                 "Unknown option \"%s\"; known options: timeout%s.", key,
+                                                 "Unknown option \"%s\"; known options: timeout, priority%s.", key,
                                                  replies ? "" : ", batch-results");
 
                 r = sd_bus_message_exit_container(m);
@@ -88,11 +133,16 @@ static int read_options(sd_bus_message *m, TaskOptions *ret, sd_bus_error *error
 }
 
 /* The "timeout" option may shorten the pool's TaskTimeoutSec=, never lengthen it: that is the
- * operator's bound on every submitter's task. Without one, any span that can be armed goes. */
-static int check_timeout(const Pool *p, const TaskOptions *o, sd_bus_error *error) {
+ * operator's bound on every submitter's task. Without one, any span that can be armed goes. A
+ * shared pool's tasks wait in the engine's stream, in order: no priority there. */
+static int check_options(const Pool *p, const TaskOptions *o, sd_bus_error *error) {
         usec_t bound = p->config->task_timeout_usec;
         char a[FORMAT_TIMESPAN_MAX], b[FORMAT_TIMESPAN_MAX];
 
+        if (o->priority > 0 && p->source)
+                return sd_bus_error_setf(error, APIARY_ERROR_INVALID_OPTION,
+                                         "Option \"priority\" is not for pool \"%s\": it is shared, and its tasks "
+                                         "wait in the engine's stream in the order they came.", p->config->name);
         if (o->timeout_usec == USEC_INFINITY)
                 return 0;
         if (bound != USEC_INFINITY && o->timeout_usec > bound)
@@ -492,7 +542,7 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, const char *fr
         r = find_pool_for(mgr, name, 1, size, &p, error);
         if (r < 0)
                 return r;
-        r = check_timeout(p, &o, error);
+        r = check_options(p, &o, error);
         if (r < 0)
                 return r;
         /* A plugin is not a user: what it may feed is the operator's choice, not its user's rights. */
@@ -512,6 +562,7 @@ static int submit_one(sd_bus_message *m, Manager *mgr, bool wait, const char *fr
                 return r;
         }
         t->owner = owner;
+        t->priority = o.priority;
         t->batch_results = o.batch_results;
         if (caller)
                 task_set_caller(t, caller);
@@ -596,7 +647,7 @@ static int read_batch(sd_bus_message *m, Manager *mgr, GArray *payloads, TaskOpt
         r = find_pool_for(mgr, name, payloads->len, bytes, ret_pool, error);
         if (r < 0)
                 return r;
-        r = check_timeout(*ret_pool, ret_options, error);
+        r = check_options(*ret_pool, ret_options, error);
         if (r < 0)
                 return r;
         return caller_tasks_check(mgr, who, payloads->len, bytes, ret_caller, error);
@@ -626,6 +677,7 @@ static int submit_batch_shared(sd_bus_message *m, Manager *mgr, Pool *p, GArray 
                         return 1;
                 }
                 t->owner = owner;
+                t->priority = o->priority;
                 t->batch_results = o->batch_results;
                 task_set_caller(t, caller);
                 t->accept = accept;
@@ -668,6 +720,7 @@ int bus_method_submit_batch(sd_bus_message *m, void *userdata, sd_bus_error *err
                         return r;
                 }
                 t->owner = owner;
+                t->priority = o.priority;
                 t->batch_results = o.batch_results;
                 task_set_caller(t, caller);
                 pool_enqueue(p, t);
@@ -737,6 +790,7 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 t->batch = batch;
                 t->batch_index = i;
                 t->owner = owner;
+                t->priority = o.priority;
                 task_set_caller(t, caller);
                 if (p->source)
                         source_publish(p->source, t);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The queue: every pool keeps its tasks in a FIFO and hands them to workers with room, up to
+ * The queue: every pool keeps its tasks in a FIFO per priority (task-queue.h) and hands them to workers with room, up to
  * Concurrency= each, as Worker1.Dispatch messages on their private links that carry as many tasks
  * as the worker takes; results come back the same way, in Supervisor1.Results. A worker that
  * dies takes nothing with it: its tasks go back to the head of the queue, or fail once they have
@@ -30,7 +30,7 @@
 #define WINDOW_EXTRA_MAX 63u
 
 unsigned pool_queue_room(const Pool *p) {
-        unsigned n = p->queue.length;
+        unsigned n = task_queue_length(&p->queue);
 
         return n >= p->config->queue_limit ? 0 : p->config->queue_limit - n;
 }
@@ -66,33 +66,43 @@ PoolRefusal pool_check_tasks(const Pool *p, unsigned n, uint64_t bytes) {
 void pool_enqueue(Pool *p, Task *t) {
         if (t->queued_mono == 0)
                 (void) sd_event_now(p->manager->event, CLOCK_MONOTONIC, &t->queued_mono);
-        g_queue_push_tail_link(&p->queue, &t->queue_link);
+        task_queue_push_tail(&p->queue, t);
         t->in_queue = true;
         t->state = TASK_QUEUED;
         p->queued_bytes += t->payload_size;
         p->manager->n_queued++;
 }
 
-/* A task whose worker died goes back to the head: it has waited longest. */
+/* A task whose worker died goes back to the head of its priority: it has waited longest. */
 static void pool_requeue_front(Pool *p, Task *t) {
-        g_queue_push_head_link(&p->queue, &t->queue_link);
+        task_queue_push_head(&p->queue, t);
         t->in_queue = true;
         t->state = TASK_QUEUED;
         p->queued_bytes += t->payload_size;     /* past QueueBytesLimit= if need be: it was accepted */
         p->manager->n_queued++;
 }
 
-static Task *pool_dequeue(Pool *p) {
-        GList *l = g_queue_pop_head_link(&p->queue);
-        Task *t;
+/* The task that goes next (task-queue.h), at this turn's time: the same until it is dequeued. */
+static Task *pool_queue_peek(Pool *p) {
+        usec_t now = 0;
 
-        if (!l)
+        (void) sd_event_now(p->manager->event, CLOCK_MONOTONIC, &now);
+        return task_queue_peek(&p->queue, now, p->config->priority_aging_usec);
+}
+
+/* Takes T, queued in P, out of the queue. */
+static Task *pool_unqueue(Pool *p, Task *t) {
+        if (!t)
                 return NULL;
-        t = l->data;
+        task_queue_unlink(&p->queue, t);
         t->in_queue = false;
         p->queued_bytes -= t->payload_size;
         p->manager->n_queued--;
         return t;
+}
+
+static Task *pool_dequeue(Pool *p) {
+        return pool_unqueue(p, pool_queue_peek(p));
 }
 
 void pool_fail_queued(Pool *p, const char *reason) {
@@ -255,8 +265,8 @@ static int worker_send_tasks(Worker *w, unsigned n) {
                 return r;
 
         /* The payloads are copied into the message: keep one message reasonably sized. */
-        while (k < n && p->queue.length > 0 && (k == 0 || bytes < DISPATCH_BYTES_MAX)) {
-                Task *t = g_queue_peek_head(&p->queue);
+        while (k < n && task_queue_length(&p->queue) > 0 && (k == 0 || bytes < DISPATCH_BYTES_MAX)) {
+                Task *t = pool_queue_peek(p);
 
                 if (t->solo && (k > 0 || w->in_flight.length > 0))
                         break;
@@ -264,11 +274,11 @@ static int worker_send_tasks(Worker *w, unsigned n) {
                 if (r < 0) {
                         if (k == 0)
                                 /* Not even alone: too big for a message, say. */
-                                task_failf(pool_dequeue(p), "could not send the task to worker %u: %s", w->slot,
+                                task_failf(pool_unqueue(p, t), "could not send the task to worker %u: %s", w->slot,
                                            strerror(-r));
                         break;
                 }
-                (void) pool_dequeue(p);
+                (void) pool_unqueue(p, t);
                 worker_take_task(w, t);
                 if (!first)
                         first = t;
@@ -376,7 +386,7 @@ static bool pool_take_back_windows(Pool *p) {
         bool moved = false;
         int r;
 
-        if (p->queue.length > 0 || p->source || p->n_workers < 2)
+        if (task_queue_length(&p->queue) > 0 || p->source || p->n_workers < 2)
                 return false;
         for (unsigned i = 0; i < p->n_workers && n_room < 2; i++)
                 if (worker_room(p->workers[i]) > 0)
@@ -429,7 +439,7 @@ void pool_dispatch(Pool *p) {
 again:
         /* Round robin over the slots, starting after the last one served, each taking an even
          * share of what is queued (as much as it has room for when the queue is deep). */
-        while (p->queue.length > 0) {
+        while (task_queue_length(&p->queue) > 0) {
                 unsigned n_open = 0, share, served = 0;
 
                 for (unsigned i = 0; i < p->n_workers; i++)
@@ -437,9 +447,9 @@ again:
                                 n_open++;
                 if (n_open == 0)
                         break;
-                share = (p->queue.length + n_open - 1) / n_open;
+                share = (task_queue_length(&p->queue) + n_open - 1) / n_open;
 
-                for (unsigned i = 0; i < p->n_workers && p->queue.length > 0; i++) {
+                for (unsigned i = 0; i < p->n_workers && task_queue_length(&p->queue) > 0; i++) {
                         unsigned slot = (p->dispatch_cursor + i) % p->n_workers;
                         Worker *w = p->workers[slot];
                         unsigned room = worker_room(w);

@@ -62,7 +62,7 @@ bool pool_is_removed(const Pool *p) {
 
 bool pool_can_be_freed(const Pool *p) {
         return pool_is_removed(p) && IN_SET(p->life.phase, POOL_PHASE_STOPPED, POOL_PHASE_FAILED) &&
-               p->queue.length == 0 && (!p->source || source_is_stopped(p->source));
+               task_queue_length(&p->queue) == 0 && (!p->source || source_is_stopped(p->source));
 }
 
 void pool_mark_changed(Pool *p) {

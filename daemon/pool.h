@@ -11,6 +11,7 @@
 #include "daemon/histogram.h"
 #include "daemon/pool-fsm.h"
 #include "daemon/task.h"
+#include "daemon/task-queue.h"
 #include "daemon/worker.h"
 #include "daemon/zygote.h"
 
@@ -50,7 +51,7 @@ typedef struct Pool {
         Source *source;                 /* Source=: a shared pool's engine (source.c); NULL: local */
         sd_event_source *held_source;   /* a start held back for the zygote: its time limit */
 
-        GQueue queue;                   /* of Task, FIFO; links embedded in the tasks */
+        TaskQueue queue;                /* a FIFO per priority (task-queue.h); links embedded in the tasks */
         uint64_t queued_bytes;          /* their payloads', against QueueBytesLimit= */
         unsigned dispatch_cursor;       /* where the search for a free worker starts */
         usec_t task_usec_est;           /* how long its tasks run: the last long one, decaying (dispatch.c) */

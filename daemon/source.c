@@ -488,7 +488,8 @@ static unsigned source_places(Source *s) {
                 return 0;
         for (unsigned i = 0; i < p->n_workers; i++)
                 places += worker_room(p->workers[i]);
-        return places > p->queue.length ? (unsigned) MIN(places - p->queue.length, (uint64_t) UINT32_MAX) : 0;
+        return places > task_queue_length(&p->queue) ?
+                (unsigned) MIN(places - task_queue_length(&p->queue), (uint64_t) UINT32_MAX) : 0;
 }
 
 static void source_send_want(Source *s) {

@@ -88,7 +88,7 @@ static void task_detach(Task *t) {
         t->timeout_source = sd_event_source_disable_unref(t->timeout_source);
 
         if (t->in_queue) {
-                g_queue_unlink(&p->queue, &t->queue_link);
+                task_queue_unlink(&p->queue, t);
                 t->in_queue = false;
                 p->queued_bytes -= t->payload_size;
                 m->n_queued--;

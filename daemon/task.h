@@ -84,6 +84,7 @@ typedef struct Task {
         GList source_link;              /* pulled: in the source's list of what it holds */
 
         GList queue_link;               /* in pool->queue while in_queue (data = task) */
+        uint8_t priority;               /* the "priority" option, 0 to TASK_PRIORITY_MAX (task-queue.h) */
         bool in_queue;
         GList worker_link;              /* in worker->in_flight while running */
         Worker *worker;

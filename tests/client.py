@@ -5,6 +5,7 @@ message on one line and exits 1.
 
     client.py ADDRESS run POOL TEXT
     client.py ADDRESS submit POOL TEXT
+    client.py ADDRESS submit-with POOL TEXT KEY=VALUE...  options: VALUE as a Python literal (5 → int32)
     client.py ADDRESS cancel ID
     client.py ADDRESS call-pool POOL METHOD [ARGS...]     (unsigned ints for Scale)
     client.py ADDRESS call-worker POOL SLOT METHOD [ARGS...]
@@ -41,6 +42,14 @@ def main():
         elif verb == "submit":
             print(int(manager.Submit(sys.argv[3], dbus.ByteArray(sys.argv[4].encode()),
                                      dbus.Dictionary({}, signature="sv"))))
+        elif verb == "submit-with":
+            import ast
+            options = {}
+            for arg in sys.argv[5:]:
+                key, value = arg.split("=", 1)
+                options[key] = ast.literal_eval(value)
+            print(int(manager.Submit(sys.argv[3], dbus.ByteArray(sys.argv[4].encode()),
+                                     dbus.Dictionary(options, signature="sv"))))
         elif verb == "cancel":
             print(bool(manager.Cancel(dbus.UInt64(int(sys.argv[3])))))
         elif verb == "call-pool":

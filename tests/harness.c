@@ -891,8 +891,9 @@ uint64_t test_submit(TestDaemon *d, const char *pool, const void *data, size_t s
         return id;
 }
 
+/* PRIORITY < 0: no "priority" option. */
 static void submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids,
-                         bool batch_results) {
+                         bool batch_results, int priority) {
         sd_bus_error error = SD_BUS_ERROR_NULL;
         sd_bus_message *m = NULL, *reply = NULL;
         size_t k = 0;
@@ -906,6 +907,8 @@ static void submit_batch(TestDaemon *d, const char *pool, char **payloads, size_
         assert_true(sd_bus_message_close_container(m) >= 0);
         if (batch_results)
                 assert_true(sd_bus_message_append(m, "a{sv}", 1, "batch-results", "b", 1) >= 0);
+        else if (priority >= 0)
+                assert_true(sd_bus_message_append(m, "a{sv}", 1, "priority", "y", (uint8_t) priority) >= 0);
         else
                 assert_true(append_options(m, 0) >= 0);
         r = sd_bus_call(d->bus, m, 0, &error, &reply);
@@ -923,11 +926,16 @@ static void submit_batch(TestDaemon *d, const char *pool, char **payloads, size_
 }
 
 void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids) {
-        submit_batch(d, pool, payloads, n, ret_ids, false);
+        submit_batch(d, pool, payloads, n, ret_ids, false, -1);
+}
+
+void test_submit_batch_priority(TestDaemon *d, const char *pool, char **payloads, size_t n, unsigned priority,
+                                uint64_t *ret_ids) {
+        submit_batch(d, pool, payloads, n, ret_ids, false, (int) priority);
 }
 
 void test_submit_batch_results(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids) {
-        submit_batch(d, pool, payloads, n, ret_ids, true);
+        submit_batch(d, pool, payloads, n, ret_ids, true, -1);
 }
 
 static void result_free(gpointer p) {

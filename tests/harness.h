@@ -143,6 +143,9 @@ uint64_t test_submit(TestDaemon *d, const char *pool, const void *data, size_t s
 void test_submit_batch(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids);
 /* The same with the option batch-results: their ends come in TasksFinished signals. */
 void test_submit_batch_results(TestDaemon *d, const char *pool, char **payloads, size_t n, uint64_t *ret_ids);
+/* ... with the option "priority" (a byte). */
+void test_submit_batch_priority(TestDaemon *d, const char *pool, char **payloads, size_t n, unsigned priority,
+                                uint64_t *ret_ids);
 
 /* Starts recording TaskFinished signals into d->results. */
 void test_collect_results(TestDaemon *d);

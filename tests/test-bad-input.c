@@ -328,7 +328,7 @@ static void test_huge_arrays_and_payloads(void **state) {
                 }
                 assert_true(dbus_message_iter_close_container(&iter, &dict));
                 msg = call_expect_error(c, m, "org.apiary.Apiary1.Error.InvalidOption");
-                assert_string_equal(msg, "Unknown option \"bogus99999\"; known options: timeout, batch-results.");
+                assert_string_equal(msg, "Unknown option \"bogus99999\"; known options: timeout, priority, batch-results.");
                 g_clear_pointer(&msg, g_free);
         }
 

@@ -193,6 +193,22 @@ static void print_source(const PoolInfo *p) {
                p->source_pending, p->source_ack_pending, p->source_redelivered);
 }
 
+/* "Queued: 3 at priority 9, 120 at 0", when a task above priority 0 waits. */
+static void print_priorities(const PoolInfo *p) {
+        const char *sep = "";
+
+        if (p->tasks_queued == p->queued_by_priority[0])
+                return;
+        printf("%10s: ", "Queued");
+        for (int i = 9; i >= 0; i--) {
+                if (p->queued_by_priority[i] == 0)
+                        continue;
+                printf("%s%" PRIu64 " at %s%d", sep, p->queued_by_priority[i], *sep ? "" : "priority ", i);
+                sep = ", ";
+        }
+        putchar('\n');
+}
+
 static void print_pool_status(const PoolInfo *p) {
         const char *color = state_color(p->state), *normal = color[0] ? ANSI_NORMAL : "";
 
@@ -209,6 +225,7 @@ static void print_pool_status(const PoolInfo *p) {
         printf("%10s: %s\n", "Plugin", strempty(p->plugin));
         print_tasks_line("Tasks", p->tasks_submitted, p->tasks_queued, p->tasks_running, p->tasks_done,
                          p->tasks_failed);
+        print_priorities(p);
         printf("%10s: limit %" PRIu32 ", concurrency %" PRIu32 "\n", "Queue", p->queue_limit, p->concurrency);
         if (p->source && p->source[0])
                 print_source(p);

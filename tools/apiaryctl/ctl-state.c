@@ -11,7 +11,7 @@
 /* Which property goes where: the value is read only if its signature matches. */
 typedef struct PropertyMap {
         const char *name;
-        const char *signature;          /* "s", "o", "u", "t", "b" or "ao" */
+        const char *signature;          /* "s", "o", "u", "t", "b", "ao" or "at" (into uint64_t[10]) */
         size_t offset;
 } PropertyMap;
 
@@ -46,6 +46,7 @@ static const PropertyMap pool_map[] = {
         { "PlannedRestarts", "t", offsetof(PoolInfo, planned_restarts) },
         { "TasksSubmitted", "t", offsetof(PoolInfo, tasks_submitted) },
         { "TasksQueued", "t", offsetof(PoolInfo, tasks_queued) },
+        { "QueuedByPriority", "at", offsetof(PoolInfo, queued_by_priority) },
         { "TasksRunning", "t", offsetof(PoolInfo, tasks_running) },
         { "TasksDone", "t", offsetof(PoolInfo, tasks_done) },
         { "TasksFailed", "t", offsetof(PoolInfo, tasks_failed) },
@@ -111,6 +112,18 @@ static int read_one(sd_bus_message *m, const PropertyMap *p, void *userdata) {
         }
         case 'a': {
                 char **l = NULL;
+
+                if (p->signature[1] == 't') {
+                        const uint64_t *v;
+                        size_t size;
+
+                        r = sd_bus_message_read_array(m, 't', (const void **) &v, &size);
+                        if (r < 0)
+                                return r;
+                        memset(field, 0, 10 * sizeof(uint64_t));
+                        memcpy(field, v, MIN(size, 10 * sizeof(uint64_t)));
+                        return 0;
+                }
 
                 r = sd_bus_message_read_strv(m, &l);
                 if (r < 0)
