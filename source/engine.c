@@ -632,12 +632,31 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static void engine_pull(Engine *e);
 
+static int on_pull_lost(sd_event_source *es, uint64_t usec, void *userdata);
+
+/* Moved on with every request: fires only if none came for PULL_LOST_USEC. */
+static void puller_watch(Puller *p) {
+        if (!p->lost_source) {
+                if (sd_event_add_time_relative(p->engine->event, &p->lost_source, CLOCK_MONOTONIC, PULL_LOST_USEC,
+                                               USEC_PER_SEC, on_pull_lost, p) < 0)
+                        log_oom();
+                return;
+        }
+        (void) sd_event_source_set_time_relative(p->lost_source, PULL_LOST_USEC);
+        (void) sd_event_source_set_enabled(p->lost_source, SD_EVENT_ONESHOT);
+}
+
 static int on_pull_lost(sd_event_source *es, uint64_t usec, void *userdata) {
         Puller *p = userdata;
 
         if (p->hold) {
                 p->hold = false;
                 engine_pull(p->engine);
+                /* The hold used this timer: if nothing was asked just now (what is outstanding
+                 * still covers the window), it watches that again, or a pull lost with the old
+                 * leader would stop this puller for good. */
+                if (p->outstanding > 0 && !p->hold)
+                        puller_watch(p);
                 return 0;
         }
         if (p->outstanding > 0) {
@@ -662,16 +681,7 @@ static void puller_ask(Engine *e, Puller *p, uint64_t n) {
                 return;
         }
         p->outstanding += n;
-
-        /* Moved on with every request: it fires only if none came for PULL_LOST_USEC. */
-        if (!p->lost_source) {
-                if (sd_event_add_time_relative(e->event, &p->lost_source, CLOCK_MONOTONIC, PULL_LOST_USEC,
-                                               USEC_PER_SEC, on_pull_lost, p) < 0)
-                        log_oom();
-                return;
-        }
-        (void) sd_event_source_set_time_relative(p->lost_source, PULL_LOST_USEC);
-        (void) sd_event_source_set_enabled(p->lost_source, SD_EVENT_ONESHOT);
+        puller_watch(p);
 }
 
 static void engine_pull(Engine *e) {
