@@ -977,6 +977,12 @@ static const ConfigKey pool_keys[] = {
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "MaxTasksPerWorker", config_parse_unsigned, offsetof(PoolConfig, max_tasks_per_worker),
           "a non-negative integer (0: no limit)" },
+        { "MaxMemoryPerWorker", config_parse_size_limit, offsetof(PoolConfig, max_memory_per_worker),
+          "a positive size (e.g. 512M, 2G) or \"infinity\"" },
+        { "MaxWorkerAgeSec", config_parse_timeout, offsetof(PoolConfig, max_worker_age_usec),
+          "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
+        { "MaxWorkerAgeJitterSec", config_parse_sec, offsetof(PoolConfig, max_worker_age_jitter_usec),
+          "a time span" SPAN_EXAMPLE },
         { "PriorityAgingSec", config_parse_timeout, offsetof(PoolConfig, priority_aging_usec),
           "a positive time span" SPAN_EXAMPLE " or \"infinity\"" },
         { "Zygote", config_parse_zygote, offsetof(PoolConfig, zygote),
@@ -1148,6 +1154,9 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
                 .task_retries = 2,
                 .task_timeout_usec = USEC_INFINITY,
                 .max_tasks_per_worker = 0,
+                .max_memory_per_worker = UINT64_MAX,
+                .max_worker_age_usec = USEC_INFINITY,
+                .max_worker_age_jitter_usec = USEC_INFINITY,
                 .priority_aging_usec = USEC_PER_SEC,
                 .zygote = ZYGOTE_AUTO,
                 .user = (uid_t) -1,
@@ -1643,6 +1652,9 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->task_retries == b->task_retries &&
                 a->task_timeout_usec == b->task_timeout_usec &&
                 a->max_tasks_per_worker == b->max_tasks_per_worker &&
+                a->max_memory_per_worker == b->max_memory_per_worker &&
+                a->max_worker_age_usec == b->max_worker_age_usec &&
+                a->max_worker_age_jitter_usec == b->max_worker_age_jitter_usec &&
                 a->priority_aging_usec == b->priority_aging_usec &&
                 a->zygote == b->zygote &&
                 pool_config_uid(a) == pool_config_uid(b) &&

@@ -82,6 +82,11 @@ typedef struct PoolConfig {
         unsigned task_retries;          /* TaskRetries=, default 2: re-runs after the worker died under a task */
         usec_t task_timeout_usec;       /* TaskTimeoutSec=, default infinity: from its start to its result */
         unsigned max_tasks_per_worker;  /* MaxTasksPerWorker=, default 0 (none): recycle after this many */
+        uint64_t max_memory_per_worker; /* MaxMemoryPerWorker=, bytes, default UINT64_MAX (none): RSS past which
+                                         * a worker is recycled after a task */
+        usec_t max_worker_age_usec;     /* MaxWorkerAgeSec=, default infinity: recycled this long after it was ready */
+        usec_t max_worker_age_jitter_usec; /* MaxWorkerAgeJitterSec=: plus a random part of this; USEC_INFINITY
+                                         * (unset): a tenth of MaxWorkerAgeSec= */
         usec_t priority_aging_usec;     /* PriorityAgingSec=, default 1s: a waiting task's priority grows by one
                                          * each (daemon/task-queue.h); infinity: strict priorities */
         ZygoteMode zygote;              /* Zygote=, default auto: fork workers from a loaded copy */

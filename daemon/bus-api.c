@@ -11,6 +11,7 @@
 #include "daemon/bus-control.h"
 #include "daemon/bus-tasks.h"
 #include "daemon/peer.h"
+#include "daemon/recycle.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/proc-usage.h"
@@ -206,6 +207,14 @@ static int property_get_pool_queued(sd_bus *bus, const char *path, const char *i
         return sd_bus_message_append(reply, "t", (uint64_t) task_queue_length(&p->queue));
 }
 
+static int property_get_pool_memory_warning(sd_bus *bus, const char *path, const char *interface,
+                                            const char *property, sd_bus_message *reply, void *userdata,
+                                            sd_bus_error *error) {
+        g_autofree char *warning = recycle_memory_warning(userdata);
+
+        return sd_bus_message_append(reply, "s", strempty(warning));
+}
+
 /* at: how many tasks wait at each priority, 0 to TASK_PRIORITY_MAX. */
 static int property_get_pool_queued_by_priority(sd_bus *bus, const char *path, const char *interface,
                                                 const char *property, sd_bus_message *reply, void *userdata,
@@ -319,6 +328,9 @@ static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_PROPERTY("Restarts", "t", NULL, offsetof(Pool, restarts), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("PlannedRestarts", "t", NULL, offsetof(Pool, planned_restarts),
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("MemoryRecycles", "t", NULL, offsetof(Pool, memory_recycles), 0),
+        SD_BUS_PROPERTY("AgeRecycles", "t", NULL, offsetof(Pool, age_recycles), 0),
+        SD_BUS_PROPERTY("MemoryWarning", "s", property_get_pool_memory_warning, 0, 0),
         SD_BUS_PROPERTY("TasksSubmitted", "t", NULL, offsetof(Pool, n_submitted), 0),
         SD_BUS_PROPERTY("TasksQueued", "t", property_get_pool_queued, 0, 0),
         SD_BUS_PROPERTY("QueuedByPriority", "at", property_get_pool_queued_by_priority, 0, 0),

@@ -16,6 +16,7 @@
 
 #include "daemon/manager.h"
 #include "daemon/pool.h"
+#include "daemon/recycle.h"
 #include "daemon/source.h"
 #include "daemon/task.h"
 #include "daemon/worker.h"
@@ -230,8 +231,10 @@ static void worker_take_task(Worker *w, Task *t) {
         mgr->n_running++;
 
         w->n_dispatched++;
-        if (p->config->max_tasks_per_worker > 0 && w->n_dispatched >= p->config->max_tasks_per_worker)
-                worker_retire(w);
+        if (p->config->max_tasks_per_worker > 0 && w->n_dispatched >= p->config->max_tasks_per_worker) {
+                w->retire_reason = RECYCLE_TASKS;
+                (void) worker_retire(w);
+        }
 }
 
 /* Takes T back from W before it ever reached it (the send failed). */
@@ -328,7 +331,8 @@ static void worker_check_retire(Worker *w) {
 
         if (max == 0 || w->n_dispatched < max || !slot_takes_tasks(&w->life))
                 return;
-        worker_retire(w);
+        w->retire_reason = RECYCLE_TASKS;
+        (void) worker_retire(w);
         worker_update_load(w);
 }
 
@@ -520,6 +524,8 @@ int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error
                 return 1;
         }
         worker_start_waiting(w);
+        /* Above MaxMemoryPerWorker= now: it retires before it is given more. */
+        recycle_check_memory(w);
 
         /* Dispatch first: a worker that gets its next tasks at once stays "busy", and no
          * PropertiesChanged goes out for a flip to "ready" and back. */

@@ -95,6 +95,7 @@ void pool_worker_changed(Pool *p, Worker *w) {
         if (!IN_SET(w->state, WORKER_STARTING, WORKER_STOPPING))
                 p->settled[w->slot] = true;
 
+        recycle_slot_changed(p, w);
         (void) pool_event(p, POOL_EVENT_SLOTS, &(PoolEventArgs) { .changed = w });
         pool_trim(p);           /* W may be gone from here on */
         if (p->source)

@@ -40,6 +40,8 @@ typedef struct Pool {
 
         uint64_t restarts;              /* worker restarts over the pool's life that nobody asked for */
         uint64_t planned_restarts;      /* ... that were asked for (Restart(), a reload, MaxTasksPerWorker=) */
+        uint64_t memory_recycles;       /* workers retired for MaxMemoryPerWorker= */
+        uint64_t age_recycles;          /* ... for MaxWorkerAgeSec= */
         char *failure_reason;           /* why the pool last failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
 

@@ -45,7 +45,7 @@ typedef enum SlotState {
         SLOT_STARTING,          /* its process loads the plugin; no Ready() yet */
         SLOT_READY,             /* serving, no task in flight */
         SLOT_BUSY,              /* serving, tasks in flight */
-        SLOT_RETIRING,          /* ran MaxTasksPerWorker=: takes no more, recycled once drained */
+        SLOT_RETIRING,          /* recycled (recycle.h): takes no more, replaced once drained */
         SLOT_DRAINING,          /* asked to stop: takes no more, SIGTERM once its tasks have ended */
         SLOT_STOP_SIGTERM,      /* SIGTERM sent; SIGKILL at StopTimeoutSec= after the stop began */
         SLOT_STOP_SIGKILL,      /* StopTimeoutSec= ran out: SIGKILL sent */
@@ -62,7 +62,7 @@ typedef enum SlotEvent {
         SLOT_EVENT_SPAWN_FAILED,        /* not even a process */
         SLOT_EVENT_READY,               /* Ready() on its link */
         SLOT_EVENT_LOAD,                /* its tasks in flight changed */
-        SLOT_EVENT_RETIRE,              /* it took its MaxTasksPerWorker='th task */
+        SLOT_EVENT_RETIRE,              /* MaxTasksPerWorker=, MaxMemoryPerWorker=, MaxWorkerAgeSec= */
         SLOT_EVENT_STOP,                /* the pool stops or failed, the slot was scaled away, apiaryd stops */
         SLOT_EVENT_RECYCLE,             /* Restart(): drain, then a new process at once */
         SLOT_EVENT_REVIVE,              /* scaled back in while on its way out: start again once gone */

@@ -84,6 +84,7 @@ static void worker_drop_process(Worker *w) {
         w->timer_source = sd_event_source_disable_unref(w->timer_source);
         w->link_source = sd_event_source_disable_unref(w->link_source);
         worker_close_link(w);
+        recycle_worker_dropped(w);
         w->pid = 0;
         w->pending_signal = 0;
 }
@@ -527,8 +528,8 @@ void worker_update_load(Worker *w) {
         (void) worker_event(w, SLOT_EVENT_LOAD, NULL);
 }
 
-void worker_retire(Worker *w) {
-        (void) worker_event(w, SLOT_EVENT_RETIRE, NULL);
+int worker_retire(Worker *w) {
+        return worker_event(w, SLOT_EVENT_RETIRE, NULL);
 }
 
 void worker_revive(Worker *w) {
@@ -613,6 +614,9 @@ static void worker_accept_ready(Worker *w, const WorkerEventArgs *args, bool now
                 else
                         log_worker(LOG_INFO, w, "Worker ready (plugin %s %s) in %.3f ms.", args->plugin_name,
                                    args->plugin_version, (double) (w->ready_mono - w->spawned_mono) / USEC_PER_MSEC);
+                /* After the line above: the next slot's age recycle, if this one's let it go,
+                 * is logged after this one's end. */
+                recycle_worker_ready(w);
         }
         (void) sd_bus_reply_method_return(args->ready_call, NULL);
 }
@@ -684,7 +688,8 @@ static SlotEvent worker_act(Worker *w, const SlotDecision *d, SlotState was, con
         }
         if (a & SLOT_ACTION_ACCEPT_READY)
                 worker_accept_ready(w, args, d->next.state == SLOT_READY && was != SLOT_READY);
-        if (was == SLOT_RETIRING && d->next.intent == SLOT_INTENT_RECYCLE && d->next.state != was)
+        if (was == SLOT_RETIRING && d->next.intent == SLOT_INTENT_RECYCLE && d->next.state != was &&
+            w->retire_reason == RECYCLE_TASKS)
                 log_worker(LOG_INFO, w, "Worker ran %" PRIu64 " tasks (MaxTasksPerWorker=), recycling it.",
                            w->n_dispatched);
         return then;

@@ -11,6 +11,7 @@
 #include "ipc/claim.h"
 #include "ipc/link-supervisor.h"
 #include "ipc/link-watch.h"
+#include "daemon/recycle.h"
 #include "daemon/restart.h"
 #include "daemon/worker-fsm.h"
 #include "util/log.h"
@@ -63,6 +64,13 @@ typedef struct Worker {
         int fork_fd;                    /* the worker's end of the link, while its Fork() waits to be sent */
         sd_bus_message *ready_call;     /* a Ready() that came before Fork()'s answer */
         int pending_signal;             /* what worker_kill() could not send yet, for lack of a PID */
+
+        RecycleReason retire_reason;    /* why it retires, when it does */
+        sd_event_source *age_source;    /* MaxWorkerAgeSec=, with its jitter, from when it became ready */
+        bool age_due;                   /* past its age, waiting for another slot's age recycle to end */
+        bool age_recycling;             /* retired for its age: until the slot has a ready worker again */
+        uint64_t start_rss;             /* RSS when it became ready (with MaxMemoryPerWorker=) */
+        bool starts_over_memory;        /* ... above MaxMemoryPerWorker=: not recycled for its memory */
 
         char *last_exit;                /* "exited with status 3", "killed by SIGSEGV", ... */
         char *failure_message;          /* what the worker said in Failed(), for this process */
@@ -131,8 +139,10 @@ bool worker_check_peer(Worker *w);
 int link_method_results(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 /* Recomputes ready/busy after tasks came or went, and recycles a drained retiring worker. */
 void worker_update_load(Worker *w);
-/* W took its MaxTasksPerWorker='th task: it takes no more, and is recycled once drained. */
-void worker_retire(Worker *w);
+/* W takes no more tasks, and is recycled once drained, for W->retire_reason (recycle.h): it took
+ * its MaxTasksPerWorker='th task, or is too big or too old. -EBADE if W cannot retire now (it is
+ * not serving). */
+int worker_retire(Worker *w);
 /* Kills the worker for the overdue task T, which fails with "timeout". */
 void worker_kill_for_timeout(Worker *w, Task *t);
 /* ... the killing: the worker's run ends for that task, not by its own fault. */

@@ -173,6 +173,10 @@ static void test_defaults(void **state) {
         assert_int_equal(p->task_retries, 2);
         assert_int_equal(p->task_timeout_usec, USEC_INFINITY);
         assert_int_equal(p->max_tasks_per_worker, 0);
+        assert_true(p->max_memory_per_worker == UINT64_MAX);
+        assert_int_equal(p->max_worker_age_usec, USEC_INFINITY);
+        assert_int_equal(p->max_worker_age_jitter_usec, USEC_INFINITY);
+        assert_int_equal(p->priority_aging_usec, USEC_PER_SEC);
         assert_true(p->limit_data == UINT64_MAX);
         assert_int_equal(p->n_plugin, 0);
         config_free(c);
@@ -287,7 +291,8 @@ static void test_every_key(void **state) {
 
         /* The task and resource keys. */
         c = load(e, "[Pool echo]\nPlugin=echo.so\nQueueLimit=10\nConcurrency=3\nTaskRetries=0\nTaskTimeoutSec=1min\n"
-                    "MaxTasksPerWorker=100\nLimitDATA=64M\nQueueBytesLimit=512K\n");
+                    "MaxTasksPerWorker=100\nLimitDATA=64M\nQueueBytesLimit=512K\nMaxMemoryPerWorker=1G\n"
+                    "MaxWorkerAgeSec=1h\nMaxWorkerAgeJitterSec=0\nPriorityAgingSec=infinity\n");
         p = c->pools[0];
         assert_int_equal(p->queue_limit, 10);
         assert_true(p->queue_bytes_limit == 512ULL << 10);
@@ -295,6 +300,10 @@ static void test_every_key(void **state) {
         assert_int_equal(p->task_retries, 0);
         assert_int_equal(p->task_timeout_usec, USEC_PER_MINUTE);
         assert_int_equal(p->max_tasks_per_worker, 100);
+        assert_true(p->max_memory_per_worker == 1ULL << 30);
+        assert_int_equal(p->max_worker_age_usec, 3600 * USEC_PER_SEC);
+        assert_int_equal(p->max_worker_age_jitter_usec, 0);
+        assert_int_equal(p->priority_aging_usec, USEC_INFINITY);
         assert_true(p->limit_data == 64ULL << 20);
         config_free(c);
         c = load(e, "[Pool echo]\nPlugin=echo.so\nLimitDATA=4096\n[Pool two]\nPlugin=echo.so\nLimitDATA=infinity\n"

@@ -176,6 +176,26 @@ char *format_size(char *buf, size_t size, uint64_t bytes) {
         return buf;
 }
 
+char *format_bytes_short(char *buf, size_t size, uint64_t bytes) {
+        static const char suffixes[] = "BKMGTP";
+        double v = (double) bytes;
+        size_t i = 0;
+
+        if (bytes == UINT64_MAX) {
+                snprintf(buf, size, "-");
+                return buf;
+        }
+        while (v >= 1024.0 && i < sizeof(suffixes) - 2) {
+                v /= 1024.0;
+                i++;
+        }
+        if (i == 0)
+                snprintf(buf, size, "%" PRIu64 "B", bytes);
+        else
+                snprintf(buf, size, "%.1f%c", v, suffixes[i]);
+        return buf;
+}
+
 int parse_size(const char *s, uint64_t *ret) {
         static const struct {
                 char suffix;

@@ -29,6 +29,8 @@ int parse_size(const char *s, uint64_t *ret);
  * that divides them exactly, e.g. "256M", "1536K", "100". */
 #define FORMAT_SIZE_MAX 24
 char *format_size(char *buf, size_t size, uint64_t bytes);
+/* Approximate, for a reader: "1.5M", "812.0K", "17B"; "-" for UINT64_MAX. */
+char *format_bytes_short(char *buf, size_t size, uint64_t bytes);
 
 usec_t now_usec(int clock_id);
 

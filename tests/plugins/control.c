@@ -9,6 +9,8 @@
  *   FiniMode=ok|hang|crash             what fini() does (default ok)
  *   IgnoreSigterm=yes                  init() unblocks SIGTERM and SIGINT and ignores them, so that
  *                                      the host's stop never comes (only SIGKILL ends the worker)
+ *   InitLeakMiB=N                      allocate and touch N MiB in init(), and keep it: a plugin that
+ *                                      starts big
  *   OnlySlots=0,2                      apply InitMode/CrashAfterMs/FiniMode/IgnoreSigterm only in
  *                                      these slots (default all)
  *
@@ -28,6 +30,8 @@
  *   "flood N"        submit() N tasks to a pool that does not exist, then hang without ever
  *                    reading the answers: a plugin that floods its link
  *   "hog N"          allocate and touch N MiB; if malloc() fails, log it and abort()
+ *   "leak N"         allocate and touch N MiB (at most 1024) and keep it: a leaky plugin; return
+ *                    "leaked N MiB"
  *   "close-bus"      close the worker's link to apiaryd (fd 3), then return the payload
  *   "garbage"        write bytes that are not D-Bus to the link (fd 3), then return the payload
  */
@@ -58,16 +62,33 @@ static int slot_applies(const struct apiary_host *host) {
         return 0;
 }
 
+/* Allocates and touches MIB MiB that are never freed: RSS grows by that much. */
+static int leak(long mib) {
+        for (long i = 0; i < mib; i++) {
+                char *chunk = malloc(1 << 20);
+
+                if (!chunk)
+                        return -1;
+                memset(chunk, 0x5a, 1 << 20);
+        }
+        return 0;
+}
+
 static int control_init(const struct apiary_host *host, void **ret_state) {
         const char *mode = host->config_get(host, "InitMode");
         const char *crash_after = host->config_get(host, "CrashAfterMs");
         const char *delay = host->config_get(host, "InitDelayMs");
         const char *ignore_sigterm = host->config_get(host, "IgnoreSigterm");
+        const char *init_leak = host->config_get(host, "InitLeakMiB");
 
         *ret_state = (void *) host;
         if (!slot_applies(host))
                 return 0;
 
+        if (init_leak && leak(atol(init_leak)) < 0) {
+                host->set_error(host, "could not allocate InitLeakMiB=%s", init_leak);
+                return -1;
+        }
         if (delay) {
                 long ms = atol(delay);
                 struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
@@ -284,6 +305,19 @@ static int control_run(void *state, apiary_task *task) {
                 memcpy(num, p + 4, n - 4);
                 num[n - 4] = '\0';
                 return hog(host, task, atol(num));
+        }
+        if (n > 5 && n < 16 && memcmp(p, "leak ", 5) == 0) {
+                char num[16], buf[64];
+                long mib;
+                int k;
+
+                memcpy(num, p + 5, n - 5);
+                num[n - 5] = '\0';
+                mib = atol(num);
+                if (mib < 0 || mib > 1024 || leak(mib) < 0)
+                        return host->task_fail(task, "could not leak %ld MiB", mib);
+                k = snprintf(buf, sizeof(buf), "leaked %ld MiB", mib);
+                return host->task_return(task, buf, (size_t) k);
         }
         if (n == 9 && memcmp(p, "close-bus", 9) == 0) {
                 close(3);

@@ -217,26 +217,6 @@ char *format_span_short(char *buf, size_t size, usec_t t) {
         return buf;
 }
 
-char *format_bytes_short(char *buf, size_t size, uint64_t bytes) {
-        static const char suffixes[] = "BKMGTP";
-        double v = (double) bytes;
-        size_t i = 0;
-
-        if (bytes == UINT64_MAX) {
-                g_strlcpy(buf, "-", size);
-                return buf;
-        }
-        while (v >= 1024.0 && i < sizeof(suffixes) - 2) {
-                v /= 1024.0;
-                i++;
-        }
-        if (i == 0)
-                snprintf(buf, size, "%" PRIu64 "B", bytes);
-        else
-                snprintf(buf, size, "%.1f%c", v, suffixes[i]);
-        return buf;
-}
-
 /* ---- D-Bus values ---- */
 
 static int append_basic(sd_bus_message *m, char type, GString *s, ValueStyle style) {

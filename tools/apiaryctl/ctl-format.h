@@ -63,8 +63,6 @@ char *format_timestamp(char *buf, size_t size, uint64_t usec);
 /* A span for people, its two largest units, ms only below a second, in one word for the columns
  * of a table: "5min3s", "2h", "3s", "850ms"; "-" for USEC_INFINITY. */
 char *format_span_short(char *buf, size_t size, usec_t t);
-/* "2.0M", "512B", as systemctl status shows memory; "-" for UINT64_MAX. */
-char *format_bytes_short(char *buf, size_t size, uint64_t bytes);
 
 /* ---- D-Bus values ---- */
 

@@ -221,6 +221,8 @@ static void print_pool_status(const PoolInfo *p) {
         if (p->failure_reason && p->failure_reason[0])
                 printf("%10s: %s%s%s\n", streq(strempty(p->state), "failed") ? "Failed" : "Reason",
                        ansi(ANSI_RED), p->failure_reason, ansi(ANSI_NORMAL));
+        if (p->memory_warning && p->memory_warning[0])
+                printf("%10s: %s%s%s\n", "Warning", ansi(ANSI_YELLOW), p->memory_warning, ansi(ANSI_NORMAL));
         printf("%10s: %s\n", "Kind", strempty(p->kind));
         printf("%10s: %s\n", "Plugin", strempty(p->plugin));
         print_tasks_line("Tasks", p->tasks_submitted, p->tasks_queued, p->tasks_running, p->tasks_done,

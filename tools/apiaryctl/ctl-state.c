@@ -47,6 +47,7 @@ static const PropertyMap pool_map[] = {
         { "TasksSubmitted", "t", offsetof(PoolInfo, tasks_submitted) },
         { "TasksQueued", "t", offsetof(PoolInfo, tasks_queued) },
         { "QueuedByPriority", "at", offsetof(PoolInfo, queued_by_priority) },
+        { "MemoryWarning", "s", offsetof(PoolInfo, memory_warning) },
         { "TasksRunning", "t", offsetof(PoolInfo, tasks_running) },
         { "TasksDone", "t", offsetof(PoolInfo, tasks_done) },
         { "TasksFailed", "t", offsetof(PoolInfo, tasks_failed) },
@@ -203,6 +204,7 @@ static void pool_info_free(gpointer p) {
         free(pool->kind);
         free(pool->state);
         free(pool->failure_reason);
+        free(pool->memory_warning);
         free(pool->source);
         free(pool->source_state);
         free(pool->source_error);

@@ -45,7 +45,8 @@ typedef struct PoolInfo {
         char *source, *source_state, *source_error;
         uint64_t source_held, source_awaiting, source_pulled, source_ran, source_released, source_duplicates;
         uint64_t source_pending, source_ack_pending, source_redelivered;
-        uint64_t queued_by_priority[10];        /* QueuedByPriority, priority 0 first */
+        uint64_t queued_by_priority[10];
+        char *memory_warning;        /* QueuedByPriority, priority 0 first */
         GPtrArray *workers;             /* of WorkerInfo, in the order of Workers */
 } PoolInfo;
 
