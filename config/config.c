@@ -784,12 +784,48 @@ static int config_parse_plugin(const char *value, void *base, size_t offset) {
         return replace_string(FIELD(base, offset, char *), value);
 }
 
-/* Fills PoolConfig.workers and .workers_auto; "auto" is resolved once Kind= is known. */
-static int config_parse_workers(const char *value, void *base, size_t offset) {
-        PoolConfig *p = base;
+/* One side of Workers=MIN..MAX: a number from 1 to WORKERS_MAX, or "auto" (*RET_AUTO). */
+static int parse_workers_bound(const char *value, unsigned *ret, bool *ret_auto) {
         unsigned n;
         int r;
 
+        if (strcmp(value, "auto") == 0) {
+                *ret = 0;
+                *ret_auto = true;
+                return 0;
+        }
+        r = parse_unsigned(value, &n);
+        if (r < 0)
+                return r;
+        if (n < 1 || n > WORKERS_MAX)
+                return -ERANGE;
+        *ret = n;
+        *ret_auto = false;
+        return 0;
+}
+
+/* Fills PoolConfig.workers and .workers_auto, and for MIN..MAX .workers_max(_auto) too; "auto" is
+ * resolved once Kind= is known. */
+static int config_parse_workers(const char *value, void *base, size_t offset) {
+        PoolConfig *p = base;
+        const char *dots = strstr(value, "..");
+        unsigned n;
+        int r;
+
+        if (dots) {
+                g_autofree char *min = g_strndup(value, (gsize) (dots - value));
+
+                r = parse_workers_bound(min, &p->workers, &p->workers_auto);
+                if (r >= 0)
+                        r = parse_workers_bound(dots + 2, &p->workers_max, &p->workers_max_auto);
+                if (r < 0)
+                        return r;
+                if (!p->workers_auto && !p->workers_max_auto && p->workers_max < p->workers)
+                        return -ERANGE;
+                p->workers_range = true;
+                return 0;
+        }
+        p->workers_range = false;
         if (strcmp(value, "auto") == 0) {
                 p->workers = 0;
                 p->workers_auto = true;
@@ -946,7 +982,9 @@ static const ConfigKey pool_keys[] = {
         { "Plugin", config_parse_plugin, offsetof(PoolConfig, plugin),
           "a file name in PluginDirectory= or an absolute path" },
         { "Workers", config_parse_workers, offsetof(PoolConfig, workers),
-          "a number from 1 to 4096 or \"auto\"" },
+          "a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+        { "ScaleDownIdleSec", config_parse_sec_positive, offsetof(PoolConfig, scale_down_idle_usec),
+          "a positive time span" SPAN_EXAMPLE },
         { "Kind", config_parse_pool_kind, offsetof(PoolConfig, kind),
           "\"cpu\" or \"io\"" },
         { "Restart", config_parse_restart, offsetof(PoolConfig, restart),
@@ -1140,6 +1178,7 @@ static int pool_config_new(const char *name, PoolConfig **ret) {
         *p = (PoolConfig) {
                 .kind = POOL_KIND_CPU,
                 .workers_auto = true,
+                .scale_down_idle_usec = 30 * USEC_PER_SEC,
                 .restart = RESTART_ALWAYS,
                 .restart_usec = 100 * USEC_PER_MSEC,
                 .restart_max_usec = 30 * USEC_PER_SEC,
@@ -1235,6 +1274,24 @@ static int pool_config_finish(PoolConfig *p, const SourceGroup *g, const Config 
 
         if (p->workers_auto)
                 p->workers = workers_for_cpus(p->kind, n_cpus);
+        if (!p->workers_range)
+                p->workers_max = p->workers;
+        else {
+                const SourceEntry *w = group_find_entry(g, "Workers");
+
+                if (p->workers_max_auto)
+                        p->workers_max = workers_for_cpus(p->kind, n_cpus);
+                if (p->workers_max < p->workers)
+                        return config_error(ret_error, -EINVAL,
+                                            "%s: [%s] Workers=%s: MIN is above MAX here (\"auto\" is %u for Kind=%s)",
+                                            w ? w->where : g->where, g->name, w ? w->value : "",
+                                            workers_for_cpus(p->kind, n_cpus), pool_kind_to_string(p->kind));
+                if (p->source)
+                        return config_error(ret_error, -EINVAL,
+                                            "%s: [%s] Workers=%s: a shared pool does not autoscale (its queue is the "
+                                            "engine's); give it a number of workers",
+                                            w ? w->where : g->where, g->name, w ? w->value : "");
+        }
         if (p->concurrency == 0)
                 p->concurrency = p->kind == POOL_KIND_IO ? CONCURRENCY_IO_DEFAULT : 1;
 
@@ -1638,6 +1695,10 @@ bool pool_config_equal(const PoolConfig *a, const PoolConfig *b) {
                 a->kind == b->kind &&
                 a->workers == b->workers &&
                 a->workers_auto == b->workers_auto &&
+                a->workers_max == b->workers_max &&
+                a->workers_max_auto == b->workers_max_auto &&
+                a->workers_range == b->workers_range &&
+                a->scale_down_idle_usec == b->scale_down_idle_usec &&
                 a->restart == b->restart &&
                 a->restart_usec == b->restart_usec &&
                 a->restart_max_usec == b->restart_max_usec &&

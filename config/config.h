@@ -65,8 +65,14 @@ typedef struct PoolConfig {
         char *plugin_path;              /* Plugin= resolved: absolute, or PluginDirectory/Plugin */
         char *plugin_file;              /* the file Plugin= came from, for messages; not compared */
         PoolKind kind;                  /* Kind=, default cpu */
-        unsigned workers;               /* Workers=, resolved ("auto": CPUs for cpu, 4×CPUs for io) */
+        unsigned workers;               /* Workers=, resolved ("auto": CPUs for cpu, 4×CPUs for io); of
+                                         * Workers=MIN..MAX, MIN: where it starts, and its floor */
         bool workers_auto;
+        unsigned workers_max;           /* ... MAX, resolved: an autoscaled pool if > workers (daemon/autoscale.h);
+                                         * else equal to workers */
+        bool workers_max_auto;
+        bool workers_range;             /* Workers= was MIN..MAX */
+        usec_t scale_down_idle_usec;    /* ScaleDownIdleSec=, default 30s: idle this long, a worker goes */
         RestartPolicy restart;          /* Restart=, default always */
         usec_t restart_usec;            /* RestartSec=, default 100ms: delay after a 2nd failure in a row, doubling */
         usec_t restart_max_usec;        /* RestartMaxSec=, default 30s: backoff cap (>= RestartSec) */

@@ -207,6 +207,15 @@ static int property_get_pool_queued(sd_bus *bus, const char *path, const char *i
         return sd_bus_message_append(reply, "t", (uint64_t) task_queue_length(&p->queue));
 }
 
+/* Workers=MIN..MAX; for a fixed count, both are WorkersWanted's Workers=. */
+static int property_get_pool_bounds(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        const Pool *p = userdata;
+
+        return sd_bus_message_append(reply, "u",
+                                     streq(property, "WorkersMin") ? p->config->workers : p->config->workers_max);
+}
+
 static int property_get_pool_memory_warning(sd_bus *bus, const char *path, const char *interface,
                                             const char *property, sd_bus_message *reply, void *userdata,
                                             sd_bus_error *error) {
@@ -328,6 +337,10 @@ static const sd_bus_vtable pool_vtable[] = {
         SD_BUS_PROPERTY("Restarts", "t", NULL, offsetof(Pool, restarts), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("PlannedRestarts", "t", NULL, offsetof(Pool, planned_restarts),
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("WorkersMin", "u", property_get_pool_bounds, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("WorkersMax", "u", property_get_pool_bounds, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ScaleUps", "t", NULL, offsetof(Pool, scale_ups), 0),
+        SD_BUS_PROPERTY("ScaleDowns", "t", NULL, offsetof(Pool, scale_downs), 0),
         SD_BUS_PROPERTY("MemoryRecycles", "t", NULL, offsetof(Pool, memory_recycles), 0),
         SD_BUS_PROPERTY("AgeRecycles", "t", NULL, offsetof(Pool, age_recycles), 0),
         SD_BUS_PROPERTY("MemoryWarning", "s", property_get_pool_memory_warning, 0, 0),

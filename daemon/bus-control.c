@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "daemon/auth.h"
+#include "daemon/autoscale.h"
 #include "daemon/bus-api.h"
 #include "daemon/bus-control.h"
 #include "daemon/manager.h"
@@ -164,9 +165,17 @@ static int pool_scale_call(sd_bus_message *m, void *userdata, sd_bus_error *erro
         ScaleCall *c = userdata;
         int r;
 
+        const PoolConfig *pc = c->pool->config;
+
         if (c->n < 1 || c->n > WORKERS_MAX)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                          "Cannot scale to %u workers: expected 1 to %u.", c->n, WORKERS_MAX);
+        /* An autoscaled pool takes a count within its bounds, and goes on scaling from there. */
+        if (pool_autoscales(c->pool) && (c->n < pc->workers || c->n > pc->workers_max))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Cannot scale pool \"%s\" to %u workers: it scales itself between %u and %u "
+                                         "workers (Workers=%u..%u).", pc->name, c->n, pc->workers, pc->workers_max,
+                                         pc->workers, pc->workers_max);
         r = pool_scale(c->pool, c->n);
         if (r < 0)
                 return sd_bus_error_set_errnof(error, r, "Failed to scale pool \"%s\": %m", c->pool->config->name);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/autoscale.h"
 #include "daemon/manager.h"
 #include "daemon/pool.h"
 #include "daemon/recycle.h"
@@ -484,6 +485,8 @@ again:
         }
         if (pool_take_back_windows(p))
                 goto again;
+        if (task_queue_length(&p->queue) > 0)
+                autoscale_queue_waits(p);
         if (p->source)
                 source_places_changed(p->source);
 }

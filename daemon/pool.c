@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/autoscale.h"
 #include "daemon/manager.h"
 #include "daemon/objects.h"
 #include "daemon/pool.h"
@@ -12,12 +13,6 @@
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/time-util.h"
-
-#define log_pool(level, p, ...)                                                         \
-        ({                                                                              \
-                LogContext _ctx = { .pool = (p)->config->name, .slot = -1, .pid = 0 };  \
-                log_ctx((level), &_ctx, __VA_ARGS__);                                   \
-        })
 
 /* What an event brings besides the pool's own state. */
 typedef struct PoolEventArgs {
@@ -96,6 +91,7 @@ void pool_worker_changed(Pool *p, Worker *w) {
                 p->settled[w->slot] = true;
 
         recycle_slot_changed(p, w);
+        autoscale_slot_changed(p, w);
         (void) pool_event(p, POOL_EVENT_SLOTS, &(PoolEventArgs) { .changed = w });
         pool_trim(p);           /* W may be gone from here on */
         if (p->source)
@@ -556,6 +552,7 @@ Pool *pool_free(Pool *p) {
                 link_claim_page_free(p->claim_pages[i]);
         free(p->claim_pages);
         sd_event_source_disable_unref(p->take_back_source);
+        sd_event_source_disable_unref(p->scale_source);
         sd_event_source_disable_unref(p->retry_source);
         free(p->object_path);
         free(p->failure_reason);

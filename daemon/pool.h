@@ -41,6 +41,8 @@ typedef struct Pool {
         uint64_t restarts;              /* worker restarts over the pool's life that nobody asked for */
         uint64_t planned_restarts;      /* ... that were asked for (Restart(), a reload, MaxTasksPerWorker=) */
         uint64_t memory_recycles;       /* workers retired for MaxMemoryPerWorker= */
+        uint64_t scale_ups, scale_downs; /* Workers=MIN..MAX: the autoscaler's steps (autoscale.h) */
+        sd_event_source *scale_source;  /* ... when the first idle worker has been idle ScaleDownIdleSec= */
         uint64_t age_recycles;          /* ... for MaxWorkerAgeSec= */
         char *failure_reason;           /* why the pool last failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */
@@ -66,6 +68,12 @@ typedef struct Pool {
          * the worker measured, and how long they waited from submission to that run's start. */
         Histogram run_time, queue_wait;
 } Pool;
+
+#define log_pool(level, p, ...)                                                         \
+        ({                                                                              \
+                LogContext _ctx = { .pool = (p)->config->name, .slot = -1, .pid = 0 };  \
+                log_ctx((level), &_ctx, __VA_ARGS__);                                   \
+        })
 
 /* Takes CONFIG on success. */
 int pool_new(Pool **ret, Manager *m, PoolConfig *config);

@@ -15,6 +15,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "daemon/autoscale.h"
 #include "daemon/manager.h"
 #include "daemon/objects.h"
 #include "daemon/pool.h"
@@ -100,7 +101,7 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
                 same_code ? ", applied to the running workers" :
                 pool_is_active(p) ? ", rolling the workers over to the new code" : "");
         manager_mark_changed(p->manager, p->object_path, APIARY_POOL_INTERFACE, "Plugin", "Kind", "QueueLimit",
-                             "QueueBytesLimit", "Concurrency");
+                             "QueueBytesLimit", "Concurrency", "WorkersMin", "WorkersMax");
         if (same_code || !pool_is_active(p)) {
                 p->config = pc;
                 if (!same_code)
@@ -121,6 +122,13 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
                 if (r < 0)
                         log_ctx(LOG_ERR, &ctx, "Failed to scale to %u workers: %s", pc->workers, strerror(-r));
         }
+        /* An autoscaled pool whose MAX came down below what it runs: down to MAX. */
+        if (pc->workers_max > pc->workers && p->n_wanted > pc->workers_max) {
+                r = pool_scale(p, pc->workers_max);
+                if (r < 0)
+                        log_ctx(LOG_ERR, &ctx, "Failed to scale to %u workers: %s", pc->workers_max, strerror(-r));
+        }
+        autoscale_refresh(p);
 
         /* A new zygote for new code (or none, if no longer wanted): the workers to come fork from it. */
         if (!same_code || !pc->zygote)

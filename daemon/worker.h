@@ -70,6 +70,7 @@ typedef struct Worker {
         bool age_due;                   /* past its age, waiting for another slot's age recycle to end */
         bool age_recycling;             /* retired for its age: until the slot has a ready worker again */
         uint64_t start_rss;             /* RSS when it became ready (with MaxMemoryPerWorker=) */
+        usec_t idle_since;              /* CLOCK_MONOTONIC: ready and holding nothing since; 0 if not (autoscale.h) */
         bool starts_over_memory;        /* ... above MaxMemoryPerWorker=: not recycled for its memory */
 
         char *last_exit;                /* "exited with status 3", "killed by SIGSEGV", ... */

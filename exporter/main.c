@@ -68,7 +68,9 @@ typedef struct PoolMetrics {
         char *name;
         char *state;
         uint64_t submitted, queued, running, done, failed, restarts, planned_restarts;
-        uint32_t ready, wanted;
+        uint64_t scale_ups, scale_downs, memory_recycles, age_recycles;
+        uint64_t queued_by_priority[10];
+        uint32_t ready, wanted, workers_min, workers_max;
         int paused;
         GArray *run_buckets, *wait_buckets;     /* of uint64_t pairs: bound, cumulative count */
         uint64_t run_sum, wait_sum;
@@ -140,6 +142,14 @@ static int read_pool(sd_bus_message *m, PoolMetrics *p) {
                         r = read_buckets(m, &p->wait_buckets);
                 else if (streq(name, "Paused"))
                         r = sd_bus_message_read(m, "b", &p->paused);
+                else if (streq(name, "QueuedByPriority") && streq(contents, "at")) {
+                        const uint64_t *v;
+                        size_t size;
+
+                        r = sd_bus_message_read_array(m, 't', (const void **) &v, &size);
+                        if (r >= 0)
+                                memcpy(p->queued_by_priority, v, MIN(size, sizeof(p->queued_by_priority)));
+                }
                 else {
                         if (streq(name, "TasksSubmitted"))
                                 t = &p->submitted;
@@ -163,6 +173,18 @@ static int read_pool(sd_bus_message *m, PoolMetrics *p) {
                                 u = &p->ready;
                         else if (streq(name, "WorkersWanted"))
                                 u = &p->wanted;
+                        else if (streq(name, "WorkersMin"))
+                                u = &p->workers_min;
+                        else if (streq(name, "WorkersMax"))
+                                u = &p->workers_max;
+                        else if (streq(name, "ScaleUps"))
+                                t = &p->scale_ups;
+                        else if (streq(name, "ScaleDowns"))
+                                t = &p->scale_downs;
+                        else if (streq(name, "MemoryRecycles"))
+                                t = &p->memory_recycles;
+                        else if (streq(name, "AgeRecycles"))
+                                t = &p->age_recycles;
                         if (t && streq(contents, "t"))
                                 r = sd_bus_message_read(m, "t", t);
                         else if (u && streq(contents, "u"))
@@ -238,6 +260,22 @@ static void append_pool_u64(GString *s, const char *name, const char *type, cons
                 append_label(s, strempty(p->name));
                 g_string_append_printf(s, "\"} %" PRIu64 "\n",
                                        is_u32 ? (uint64_t) *(const uint32_t *) field : *(const uint64_t *) field);
+        }
+}
+
+/* A counter with one label of two values, A and B, from two uint64_t fields. */
+static void append_pool_pair(GString *s, const char *name, const char *help, const char *label, const char *a,
+                             const char *b, GPtrArray *pools, size_t offset_a, size_t offset_b) {
+        metric_header(s, name, "counter", help);
+        for (guint i = 0; i < pools->len; i++) {
+                const PoolMetrics *p = pools->pdata[i];
+
+                for (int k = 0; k < 2; k++) {
+                        g_string_append_printf(s, "%s{pool=\"", name);
+                        append_label(s, strempty(p->name));
+                        g_string_append_printf(s, "\",%s=\"%s\"} %" PRIu64 "\n", label, k == 0 ? a : b,
+                                               *(const uint64_t *) ((const char *) p + (k == 0 ? offset_a : offset_b)));
+                }
         }
 }
 
@@ -325,12 +363,34 @@ static char *render(void) {
         }
         append_pool_u64(s, "apiary_tasks_queued", "gauge", "Tasks queued now, not yet dispatched.", pools,
                         offsetof(PoolMetrics, queued), false);
+        metric_header(s, "apiary_tasks_queued_by_priority", "gauge",
+                      "Tasks queued now, by their priority option (0 to 9).");
+        for (guint i = 0; i < pools->len; i++) {
+                const PoolMetrics *p = pools->pdata[i];
+
+                for (unsigned k = 0; k < 10; k++) {
+                        g_string_append(s, "apiary_tasks_queued_by_priority{pool=\"");
+                        append_label(s, strempty(p->name));
+                        g_string_append_printf(s, "\",priority=\"%u\"} %" PRIu64 "\n", k, p->queued_by_priority[k]);
+                }
+        }
         append_pool_u64(s, "apiary_tasks_running", "gauge", "Tasks dispatched to a worker and not ended.", pools,
                         offsetof(PoolMetrics, running), false);
         append_pool_u64(s, "apiary_workers_ready", "gauge", "Workers ready or busy.", pools,
                         offsetof(PoolMetrics, ready), true);
         append_pool_u64(s, "apiary_workers_wanted", "gauge", "Worker slots the pool has.", pools,
                         offsetof(PoolMetrics, wanted), true);
+        append_pool_u64(s, "apiary_workers_min", "gauge", "Workers=MIN..MAX: the fewest workers (Workers= if fixed).",
+                        pools, offsetof(PoolMetrics, workers_min), true);
+        append_pool_u64(s, "apiary_workers_max", "gauge", "Workers=MIN..MAX: the most workers (Workers= if fixed).",
+                        pools, offsetof(PoolMetrics, workers_max), true);
+        append_pool_pair(s, "apiary_pool_scale_steps_total", "The autoscaler's steps, up (one worker) and down.",
+                         "direction", "up", "down", pools, offsetof(PoolMetrics, scale_ups),
+                         offsetof(PoolMetrics, scale_downs));
+        append_pool_pair(s, "apiary_worker_recycles_total",
+                         "Workers recycled for MaxMemoryPerWorker= (memory) and MaxWorkerAgeSec= (age).", "reason",
+                         "memory", "age", pools, offsetof(PoolMetrics, memory_recycles),
+                         offsetof(PoolMetrics, age_recycles));
         append_pool_u64(s, "apiary_worker_restarts_total", "counter", "Workers replaced after they failed.", pools,
                         offsetof(PoolMetrics, restarts), false);
         append_pool_u64(s, "apiary_worker_planned_restarts_total", "counter",

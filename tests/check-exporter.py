@@ -73,7 +73,7 @@ def main():
         address = bus_proc.stdout.readline().strip()
         conf = os.path.join(tmp, "apiary.conf")
         with open(conf, "w") as f:
-            f.write("[Apiary]\nPluginDirectory=%s\n[Pool nap]\nPlugin=sleep.so\nWorkers=1\n"
+            f.write("[Apiary]\nPluginDirectory=%s\n[Pool nap]\nPlugin=sleep.so\nWorkers=1..3\n"
                     "[Pool echo]\nPlugin=echo.so\nWorkers=2\n" % os.environ["APIARY_PLUGIN_DIR"])
         apiaryd = subprocess.Popen([os.environ["APIARYD"], "--config=" + conf, "--bus=" + address,
                                     "--worker-path=" + os.environ["APIARY_WORKER_PATH"]],
@@ -123,10 +123,20 @@ def main():
                     ("apiary_tasks_queued", "TasksQueued", {}),
                     ("apiary_workers_ready", "WorkersReady", {}),
                     ("apiary_workers_wanted", "WorkersWanted", {}),
-                    ("apiary_worker_restarts_total", "Restarts", {})):
+                    ("apiary_worker_restarts_total", "Restarts", {}),
+                    ("apiary_workers_min", "WorkersMin", {}),
+                    ("apiary_workers_max", "WorkersMax", {}),
+                    ("apiary_pool_scale_steps_total", "ScaleUps", {"direction": "up"}),
+                    ("apiary_pool_scale_steps_total", "ScaleDowns", {"direction": "down"}),
+                    ("apiary_worker_recycles_total", "MemoryRecycles", {"reason": "memory"}),
+                    ("apiary_worker_recycles_total", "AgeRecycles", {"reason": "age"})):
                 if value(metric, pool=pool, **labels) != int(prop(path, prop_name)):
                     fail("%s{pool=%s} is %s, the bus's %s %s" % (metric, pool, value(metric, pool=pool, **labels),
                                                                    prop_name, prop(path, prop_name)))
+                checks += 1
+            for priority, n in enumerate(prop(path, "QueuedByPriority")):
+                if value("apiary_tasks_queued_by_priority", pool=pool, priority=str(priority)) != int(n):
+                    fail("apiary_tasks_queued_by_priority{pool=%s,priority=%d} differs from the bus" % (pool, priority))
                 checks += 1
             for metric, buckets, total in (("apiary_task_run_seconds", "TaskRunTimeBuckets", "TaskRunTimeSumUSec"),
                                            ("apiary_task_queue_wait_seconds", "QueueWaitBuckets", "QueueWaitSumUSec")):

@@ -367,6 +367,45 @@ static void test_workers_auto(void **state) {
         }
 }
 
+/* Workers=MIN..MAX: each side a number or "auto", resolved like Workers=auto; MIN above MAX once
+ * resolved is an error naming the value; a shared pool does not autoscale. */
+static void test_workers_range(void **state) {
+        Env *e = *state;
+        Config *c;
+        const PoolConfig *p;
+        g_autofree char *expected = NULL, *shared = NULL;
+
+        write_file(e->conf, "[Pool a]\nPlugin=echo.so\nWorkers=2..16\nScaleDownIdleSec=5s\n"
+                            "[Pool b]\nPlugin=echo.so\nKind=io\nWorkers=1..auto\n"
+                            "[Pool fixed]\nPlugin=echo.so\nWorkers=3\n");
+        c = load_n(e, 3);
+        p = config_find_pool(c, "a");
+        assert_int_equal(p->workers, 2);
+        assert_int_equal(p->workers_max, 16);
+        assert_int_equal(p->scale_down_idle_usec, 5 * USEC_PER_SEC);
+        p = config_find_pool(c, "b");
+        assert_int_equal(p->workers, 1);
+        assert_int_equal(p->workers_max, 12);
+        assert_int_equal(p->scale_down_idle_usec, 30 * USEC_PER_SEC);
+        p = config_find_pool(c, "fixed");
+        assert_int_equal(p->workers, 3);
+        assert_int_equal(p->workers_max, 3);
+        assert_false(pool_config_equal(config_find_pool(c, "a"), config_find_pool(c, "fixed")));
+        config_free(c);
+
+        /* 8..auto with auto = N_CPUS for Kind=cpu */
+        write_file(e->conf, "[Pool a]\nPlugin=echo.so\nWorkers=8..auto\n");
+        expected = g_strdup_printf("%s:3: [Pool a] Workers=8..auto: MIN is above MAX here (\"auto\" is %u for Kind=cpu)",
+                                   e->conf, (unsigned) N_CPUS);
+        if (N_CPUS < 8)
+                assert_int_equal(assert_load_fails(e, expected), -EINVAL);
+
+        write_file(e->conf, "[Pool a]\nPlugin=echo.so\nWorkers=1..4\nSource=127.0.0.1:4222\n");
+        shared = g_strdup_printf("%s:3: [Pool a] Workers=1..4: a shared pool does not autoscale (its queue is the "
+                                 "engine's); give it a number of workers", e->conf);
+        assert_int_equal(assert_load_fails(e, shared), -EINVAL);
+}
+
 static void test_dropin_order(void **state) {
         Env *e = *state;
         g_autofree char *a = NULL, *b = NULL, *nine = NULL, *ten = NULL, *expected = NULL;
@@ -602,18 +641,18 @@ static void test_error_values(void **state) {
                 const char *line, *message;
         } cases[] = {
                 /* Workers=: number and range */
-                { "Workers=lots", "Workers=lots: expected a number from 1 to 4096 or \"auto\"" },
+                { "Workers=lots", "Workers=lots: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
                 { "Workers=0", "Workers=0: expected a number from 1 to 4096 or \"auto\" (0 only for a shared pool, with "
                                "Source=: a host that only submits)" },
-                { "Workers=4097", "Workers=4097: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=-1", "Workers=-1: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=+2", "Workers=+2: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=2x", "Workers=2x: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=2 3", "Workers=2 3: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=0x10", "Workers=0x10: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=99999999999999999999", "Workers=99999999999999999999: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=Auto", "Workers=Auto: expected a number from 1 to 4096 or \"auto\"" },
-                { "Workers=", "Workers=: expected a number from 1 to 4096 or \"auto\"" },
+                { "Workers=4097", "Workers=4097: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=-1", "Workers=-1: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=+2", "Workers=+2: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=2x", "Workers=2x: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=2 3", "Workers=2 3: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=0x10", "Workers=0x10: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=99999999999999999999", "Workers=99999999999999999999: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=Auto", "Workers=Auto: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=", "Workers=: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
                 /* enums */
                 { "Kind=gpu", "Kind=gpu: expected \"cpu\" or \"io\"" },
                 { "Kind=CPU", "Kind=CPU: expected \"cpu\" or \"io\"" },
@@ -643,6 +682,12 @@ static void test_error_values(void **state) {
                 { "Kind=", "Kind=: expected \"cpu\" or \"io\"" },
                 { "RestartMaxSec=infinity", "RestartMaxSec=infinity: expected a time span" SPAN },
                 { "StartLimitIntervalSec=infinity", "StartLimitIntervalSec=infinity: expected a positive time span" SPAN },
+                { "Workers=4..2", "Workers=4..2: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=0..4", "Workers=0..4: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=2..", "Workers=2..: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=..3", "Workers=..3: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "Workers=1..4097", "Workers=1..4097: expected a number from 1 to 4096 or \"auto\", or MIN..MAX of those (e.g. 2..16, 1..auto)" },
+                { "ScaleDownIdleSec=0", "ScaleDownIdleSec=0: expected a positive time span" SPAN },
                 { "QueueLimit=0", "QueueLimit=0: expected a positive integer" },
                 { "QueueLimit=-1", "QueueLimit=-1: expected a positive integer" },
                 { "QueueLimit=many", "QueueLimit=many: expected a positive integer" },
@@ -1222,6 +1267,7 @@ int main(void) {
                 T(test_every_key),
                 T(test_log_level),
                 T(test_workers_auto),
+                T(test_workers_range),
                 T(test_dropin_order),
                 T(test_dropin_ignored),
                 T(test_pool_order),

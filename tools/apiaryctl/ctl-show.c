@@ -229,6 +229,9 @@ static void print_pool_status(const PoolInfo *p) {
                          p->tasks_failed);
         print_priorities(p);
         printf("%10s: limit %" PRIu32 ", concurrency %" PRIu32 "\n", "Queue", p->queue_limit, p->concurrency);
+        if (p->workers_max > p->workers_min)
+                printf("%10s: %" PRIu32 "..%" PRIu32 " workers, %" PRIu64 " up, %" PRIu64 " down\n", "Scale",
+                       p->workers_min, p->workers_max, p->scale_ups, p->scale_downs);
         if (p->source && p->source[0])
                 print_source(p);
         printf("%10s: %" PRIu64 " after failures, %" PRIu64 " planned\n", "Restarts", p->restarts,

@@ -46,7 +46,9 @@ typedef struct PoolInfo {
         uint64_t source_held, source_awaiting, source_pulled, source_ran, source_released, source_duplicates;
         uint64_t source_pending, source_ack_pending, source_redelivered;
         uint64_t queued_by_priority[10];
-        char *memory_warning;        /* QueuedByPriority, priority 0 first */
+        char *memory_warning;
+        uint32_t workers_min, workers_max;      /* Workers=MIN..MAX; equal for a fixed count */
+        uint64_t scale_ups, scale_downs;        /* QueuedByPriority, priority 0 first */
         GPtrArray *workers;             /* of WorkerInfo, in the order of Workers */
 } PoolInfo;
 
