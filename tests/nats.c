@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -218,6 +219,40 @@ void test_nats_stop(TestNats *n) {
         g_free(n->dir);
         g_free(n->servers);
         *n = (TestNats) {};
+}
+
+char *test_nats_describe(TestNats *n, const char *stream, const char *consumer) {
+        for (unsigned i = 0; i < n->n; i++) {
+                natsConnection *nc;
+                jsStreamInfo *si = NULL;
+                jsConsumerInfo *ci = NULL;
+                jsCtx *js = NULL;
+                jsErrCode jerr = 0;
+                char *text = NULL;
+
+                if (n->nodes[i].pid <= 0 || !(nc = node_connect(n, i)))
+                        continue;
+                if (natsConnection_JetStream(&js, nc, NULL) == NATS_OK &&
+                    js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK &&
+                    js_GetConsumerInfo(&ci, js, stream, consumer, NULL, &jerr) == NATS_OK)
+                        text = g_strdup_printf("%s: %" PRIu64 " messages, leader %s; consumer %s: pending %" PRIu64
+                                               ", ack pending %" PRId64 ", redelivered %" PRId64 ", waiting %" PRId64
+                                               ", delivered up to %" PRIu64 ", acked up to %" PRIu64 ", leader %s",
+                                               stream, si->State.Msgs,
+                                               si->Cluster && si->Cluster->Leader ? si->Cluster->Leader : "-",
+                                               consumer, ci->NumPending, ci->NumAckPending, ci->NumRedelivered,
+                                               ci->NumWaiting, ci->Delivered.Stream, ci->AckFloor.Stream,
+                                               ci->Cluster && ci->Cluster->Leader ? ci->Cluster->Leader : "-");
+                else
+                        text = g_strdup_printf("%s/%s: no answer from node %u (error %d)", stream, consumer, i,
+                                               (int) jerr);
+                jsConsumerInfo_Destroy(ci);
+                jsStreamInfo_Destroy(si);
+                jsCtx_Destroy(js);
+                natsConnection_Destroy(nc);
+                return text;
+        }
+        return g_strdup_printf("%s/%s: no node answers", stream, consumer);
 }
 
 int test_nats_stream_leader(TestNats *n, const char *stream) {

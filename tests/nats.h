@@ -44,5 +44,7 @@ void test_nats_kill(TestNats *n, unsigned i);
 void test_nats_restart(TestNats *n, unsigned i);
 void test_nats_stop(TestNats *n);
 
+/* For a failing test's output: STREAM's message count and leader, and its CONSUMER's counts. */
+char *test_nats_describe(TestNats *n, const char *stream, const char *consumer);
 /* The index of the node that leads stream STREAM now, from the engine's API; -1 if none does. */
 int test_nats_stream_leader(TestNats *n, const char *stream);

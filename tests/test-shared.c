@@ -663,6 +663,12 @@ static void wait_chaos_results(Fixture *f, TestDaemon *a, GHashTable *accepted) 
                 if (!test_result(a, *(uint64_t *) key) && missing++ < 20)
                         print_message("  no end for task %" PRIu64 "\n", *(uint64_t *) key);
         print_hosts(f);
+        {
+                g_autofree char *tasks = test_nats_describe(&f->nats, "APIARY_echo", "workers");
+                g_autofree char *results = test_nats_describe(&f->nats, "APIARY_echo_R_a", "submitter");
+
+                print_message("  %s\n  %s\n", tasks, results);
+        }
         fail_msg("%u of %u accepted tasks have not ended", missing, g_hash_table_size(accepted));
 }
 
