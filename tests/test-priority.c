@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "tests/harness.h"
+#include "util/macro.h"
 
 typedef TestFixture Fixture;
 
@@ -47,8 +48,8 @@ static unsigned end_order(TestDaemon *d, uint64_t id) {
 
 /* QueuedByPriority, at. */
 static void get_queued_by_priority(TestDaemon *d, uint64_t ret[10]) {
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         g_autofree char *path = test_pool_path("nap");
         const uint64_t *v;
         size_t size;
@@ -58,7 +59,6 @@ static void get_queued_by_priority(TestDaemon *d, uint64_t ret[10]) {
         assert_true(sd_bus_message_read_array(reply, 't', (const void **) &v, &size) >= 0);
         assert_int_equal(size, 10 * sizeof(uint64_t));
         memcpy(ret, v, size);
-        sd_bus_message_unref(reply);
 }
 
 /* 20 tasks each at priorities 0 (no option), 5 and 9, queued in that order behind a busy worker:
@@ -79,7 +79,11 @@ static void test_highest_first_fifo_within(void **state) {
         get_queued_by_priority(d, queued);
         for (unsigned i = 0; i < 10; i++)
                 assert_int_equal(queued[i], i == 0 || i == 5 || i == 9 ? N : 0);
-        assert_int_equal(test_get_u64(d, test_pool_path("nap"), "org.apiary.Apiary1.Pool", "TasksQueued"), 3 * N);
+        {
+                g_autofree char *path = test_pool_path("nap");
+
+                assert_int_equal(test_get_u64(d, path, "org.apiary.Apiary1.Pool", "TasksQueued"), 3 * N);
+        }
         {
                 g_autofree char *cmd = g_strdup_printf("%s --bus=%s --no-color status nap", getenv("APIARYCTL"),
                                                        f->bus.address);

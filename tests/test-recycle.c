@@ -91,7 +91,8 @@ static void test_memory_recycles_after_the_task(void **state) {
         assert_int_equal(pool_u64(d, "TasksFailed"), 0);
         assert_true(test_worker_pid(d, "leaky", 0) != first);
         {
-                g_autofree char *warning = test_get_string(d, test_pool_path("leaky"), POOL_IFACE, "MemoryWarning");
+                g_autofree char *path = test_pool_path("leaky");
+                g_autofree char *warning = test_get_string(d, path, POOL_IFACE, "MemoryWarning");
 
                 assert_string_equal(warning, "");
         }
@@ -102,7 +103,7 @@ static void test_memory_recycles_after_the_task(void **state) {
 static void test_memory_no_recycle_loop(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
-        g_autofree char *warning = NULL, *cmd = NULL, *out = NULL;
+        g_autofree char *warning = NULL, *cmd = NULL, *out = NULL, *path = NULL;
         pid_t pid;
         int status;
 
@@ -121,7 +122,8 @@ static void test_memory_no_recycle_loop(void **state) {
         assert_int_equal(pool_u64(d, "PlannedRestarts"), 0);
         g_free(test_daemon_wait_log(d, "right after it started, above MaxMemoryPerWorker=64M", TEST_TIMEOUT_USEC));
 
-        warning = test_get_string(d, test_pool_path("leaky"), POOL_IFACE, "MemoryWarning");
+        path = test_pool_path("leaky");
+        warning = test_get_string(d, path, POOL_IFACE, "MemoryWarning");
         assert_true(g_str_has_prefix(warning, "worker 0 uses "));
         assert_non_null(strstr(warning, "right after it starts, above MaxMemoryPerWorker=64M"));
 
