@@ -13,6 +13,7 @@
 #include "daemon/pool.h"
 #include "daemon/source.h"
 #include "daemon/task.h"
+#include "ipc/protocol.h"
 #include "util/log.h"
 #include "util/macro.h"
 
@@ -259,7 +260,14 @@ struct TaskBatch {
         sd_bus_message *call;
         unsigned n, remaining;
         TaskBatchResult *results;       /* in the order of the payloads */
+        size_t bytes;                   /* what the reply's body will hold, against BATCH_REPLY_BYTES_MAX */
 };
+
+/* RunBatch's one reply must fit in one message on the bus (32 MiB on the system bus, or the bus
+ * drops apiaryd): its results and reasons, 16 bytes of framing each, get the room of one largest
+ * result and a little. A result that comes when the reply is full goes out as a failure. */
+#define BATCH_REPLY_BYTES_MAX ((size_t) RESULT_BYTES_MAX + 4096u)
+#define BATCH_ITEM_FRAMING 16u
 
 static int task_batch_new(TaskBatch **ret, sd_bus_message *call, unsigned n) {
         TaskBatch *b;
@@ -315,10 +323,21 @@ static int task_batch_reply(TaskBatch *b) {
 }
 
 /* Keeps one task's end in its batch; the last one sends the reply. Whatever the reply's fate,
- * the batch goes away with its last task. */
-static void task_batch_store(TaskBatch *b, unsigned i, bool ok, const void *data, size_t size) {
+ * the batch goes away with its last task. Returns whether it was kept as a result. */
+static bool task_batch_store(TaskBatch *b, unsigned i, bool ok, const void *data, size_t size) {
+        g_autofree char *full = NULL;
         int r;
 
+        if (b->bytes + size + BATCH_ITEM_FRAMING > BATCH_REPLY_BYTES_MAX) {
+                full = g_strdup_printf("%s of %zu bytes not sent: with those of the tasks before it, the RunBatch "
+                                       "reply would pass the bus's message limit (%zu bytes of results in all); "
+                                       "run fewer tasks per batch, or use SubmitBatch", ok ? "result" : "failure",
+                                       size, BATCH_REPLY_BYTES_MAX);
+                ok = false;
+                data = full;
+                size = strlen(full);
+        }
+        b->bytes += size + BATCH_ITEM_FRAMING;
         b->results[i].ok = ok;
         b->results[i].size = size;
         b->results[i].data = size > 0 ? malloc(size) : NULL;
@@ -331,22 +350,24 @@ static void task_batch_store(TaskBatch *b, unsigned i, bool ok, const void *data
                 b->results[i].size = b->results[i].data ? sizeof(oom) - 1 : 0;
         }
 
+        ok = b->results[i].ok;
         if (--b->remaining > 0)
-                return;
+                return ok;
         r = task_batch_reply(b);
         if (r < 0)
                 log_debug_errno(r, "Failed to send a RunBatch reply, ignoring: %m");
         task_batch_free(b);
+        return ok;
 }
 
-void bus_task_finished(Task *t, bool ok, const void *data, size_t size) {
+bool bus_task_finished(Task *t, bool ok, const void *data, size_t size) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
         int r;
 
         if (t->batch) {
-                task_batch_store(t->batch, t->batch_index, ok, data, size);
+                ok = task_batch_store(t->batch, t->batch_index, ok, data, size);
                 t->batch = NULL;
-                return;
+                return ok;
         }
 
         if (t->reply_to) {
@@ -362,17 +383,17 @@ void bus_task_finished(Task *t, bool ok, const void *data, size_t size) {
                                                        (const char *) data);
                 if (r < 0)
                         log_debug_errno(r, "Failed to reply for task %" PRIu64 ", ignoring: %m", t->id);
-                return;
+                return ok;
         }
 
         if (!t->notify_bus)
-                return;
+                return ok;
         if (t->batch_results) {
                 r = finished_batches_add(t->pool->manager->finished_batches, t->notify_bus, t->submitter, t->id,
                                          t->pool->config->name, ok, data, size);
                 if (r < 0)
                         log_warning_errno(r, "Failed to add task %" PRIu64 " to TasksFinished, ignoring: %m", t->id);
-                return;
+                return ok;
         }
         r = sd_bus_message_new_signal(t->notify_bus, &msg, APIARY_OBJECT_PATH, APIARY_MANAGER_INTERFACE,
                                       "TaskFinished");
@@ -387,6 +408,7 @@ void bus_task_finished(Task *t, bool ok, const void *data, size_t size) {
                 r = sd_bus_send(NULL, msg, NULL);
         if (r < 0)
                 log_warning_errno(r, "Failed to emit TaskFinished for task %" PRIu64 ", ignoring: %m", t->id);
+        return ok;
 }
 
 /* ---- shared pools: Submit() and SubmitBatch() answered once the engine stored the tasks ---- */
@@ -499,7 +521,7 @@ void bus_task_rejected(Task *t, TaskRejection why, const char *message) {
         }
         /* A slot of a RunBatch, or a stored Submit(): its end as this host sees it, with the
          * error's name in front. */
-        bus_task_finished(t, false, text, strlen(text));
+        (void) bus_task_finished(t, false, text, strlen(text));
 }
 
 /* Submit and Run: (s pool, ay payload, a{sv} options); Run replies when the task is done. A

@@ -28,7 +28,7 @@ int link_method_submit(sd_bus_message *m, Manager *mgr, const char *from, sd_bus
 
 /* How a task's end reaches its submitter: the reply to its Run, its slot in a RunBatch reply, or
  * a TaskFinished to the connection that submitted it. The core calls it (ManagerObserver). */
-void bus_task_finished(Task *t, bool ok, const void *data, size_t size);
+bool bus_task_finished(Task *t, bool ok, const void *data, size_t size);
 /* A shared pool's task submitted here is stored in the engine: Submit() and SubmitBatch() are
  * answered once all their tasks are. */
 void bus_task_stored(Task *t);

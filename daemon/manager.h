@@ -35,7 +35,9 @@ typedef enum ReloadResult {
 /* What the supervision core tells the D-Bus edge, which registers it (main.c): the core builds no
  * message itself. */
 typedef struct ManagerObserver {
-        void (*task_finished)(Task *t, bool ok, const void *data, size_t size);
+        /* Returns whether the end went out as a result: false if it went out as a failure (a
+         * result that did not fit in its RunBatch reply), which the core then counts. */
+        bool (*task_finished)(Task *t, bool ok, const void *data, size_t size);
         /* Once per turn of the loop, for each object that changed (changes.h). */
         void (*properties_changed)(Manager *m, const char *path, const char *interface, const char *const *names);
         void (*object_added)(Manager *m, const char *path);

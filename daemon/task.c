@@ -118,7 +118,7 @@ void task_finish(Task *t, bool ok, const void *data, size_t size) {
         }
         /* Its reply, its TaskFinished or its place in a RunBatch reply: the edge's to send. */
         if (m->observer.task_finished)
-                m->observer.task_finished(t, ok, data, size);
+                ok = m->observer.task_finished(t, ok, data, size);
 
         if (ok) {
                 p->n_done++;

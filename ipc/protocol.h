@@ -43,9 +43,10 @@
 /* A Worker1.Dispatch message carries tasks until their payloads reach this many bytes. */
 #define DISPATCH_BYTES_MAX (1024u * 1024u)
 /* A Supervisor1.Results message carries results until they reach this many bytes, and a result
- * may be at most RESULT_BYTES_MAX (a D-Bus array holds 64 MiB). */
+ * may be at most RESULT_BYTES_MAX, APIARY_RESULT_SIZE_MAX of the plugin header: what fits in one
+ * message on the system bus, whose limit is 32 MiB. */
 #define RESULTS_BYTES_MAX (1024u * 1024u)
-#define RESULT_BYTES_MAX (32u * 1024u * 1024u)
+#define RESULT_BYTES_MAX (32u * 1024u * 1024u - 64u * 1024u)
 
 /* A worker's turn of its loop runs tasks for at most this long (µs) before it sends their ends:
  * apiaryd learns that a task started, from the end of the one before it, within about that. */

@@ -105,6 +105,17 @@ oneshot "$tmp/in" "$test_plugins/control.so" --set InitMode=ok --log-level=debug
 grep -q "control plugin ready" "$tmp/err" || fail "control --log-level=debug: host->log() not on stderr"
 ok "host->log() goes to stderr, the result alone to stdout"
 
+# The largest result, APIARY_RESULT_SIZE_MAX of <apiary/plugin.h>, as in a pool
+# (tests/test-bad-input.c): whole at the limit, a failure one byte above it.
+max=$(printf '#include <apiary/plugin.h>\nAPIARY_RESULT_SIZE_MAX\n' | cpp -P -I"$(dirname "$0")/../include" - | tail -1)
+max=$((${max//u/}))
+printf 'big %d' "$max" >"$tmp/in"
+oneshot "$tmp/in" "$test_plugins/control.so"
+[ "$status" -eq 0 ] || fail "control, big $max: exit status $status"
+[ "$(stat -c %s "$tmp/out")" -eq "$max" ] || fail "control, big $max: $(stat -c %s "$tmp/out") bytes"
+expect_exit 1 "result too large: $((max + 1)) bytes (at most $max)" "big $((max + 1))" "$test_plugins/control.so"
+ok "control: a result of $max bytes (APIARY_RESULT_SIZE_MAX) passes, one byte more fails, as in a pool"
+
 # ---- failures ----
 
 expect_exit 1 boom "fail boom" "$test_plugins/control.so"

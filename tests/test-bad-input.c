@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "apiary/plugin.h"
 #include "tests/harness.h"
 
 #define MANAGER_PATH "/org/apiary/Apiary1"
@@ -496,6 +497,123 @@ static void test_client_hangs_up_with_calls_pending(void **state) {
         assert_string_equal(out, "1");
 }
 
+/* A RunBatch of COUNT tasks with the payloads TEXT, through libdbus; returns the reply (a(bay)). */
+static DBusMessage *run_batch_texts(DBusConnection *c, const char *pool, const char *text, unsigned count) {
+        DBusMessage *m = new_call(MANAGER_PATH, MANAGER_IFACE, "RunBatch"), *reply;
+        DBusMessageIter iter, outer, inner, dict;
+        DBusError error;
+        size_t len = strlen(text);
+
+        dbus_message_iter_init_append(m, &iter);
+        assert_true(dbus_message_iter_append_basic(&iter, DBUS_TYPE_STRING, &pool));
+        assert_true(dbus_message_iter_open_container(&iter, DBUS_TYPE_ARRAY, "ay", &outer));
+        for (unsigned i = 0; i < count; i++) {
+                assert_true(dbus_message_iter_open_container(&outer, DBUS_TYPE_ARRAY, "y", &inner));
+                assert_true(dbus_message_iter_append_fixed_array(&inner, DBUS_TYPE_BYTE, &text, (int) len));
+                assert_true(dbus_message_iter_close_container(&outer, &inner));
+        }
+        assert_true(dbus_message_iter_close_container(&iter, &outer));
+        assert_true(dbus_message_iter_open_container(&iter, DBUS_TYPE_ARRAY, "{sv}", &dict));
+        assert_true(dbus_message_iter_close_container(&iter, &dict));
+        dbus_error_init(&error);
+        reply = dbus_connection_send_with_reply_and_block(c, m, 120000, &error);
+        if (!reply)
+                fail_msg("RunBatch of %u × \"%s\": %s: %s", count, text, error.name, error.message);
+        dbus_message_unref(m);
+        return reply;
+}
+
+/*
+ * Results at the bus's limit. A result of APIARY_RESULT_SIZE_MAX (the plugin header's promise)
+ * reaches the caller whole; one byte more fails the task in the worker, with the limit in the
+ * reason. A RunBatch whose results add up to more than one message on the bus holds (which would
+ * make dbus-daemon drop apiaryd, and all of its pools with it) gets those that fit, and the rest
+ * as failures that say why. apiaryd is up and counts them all.
+ */
+static void test_results_at_the_bus_limit(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        /* Three results, of which BUDGET / (SIZE + 16) fit in one reply. */
+        size_t size = test_under_wrapper() || test_under_asan() ? 12u << 20 : 16u << 20;
+        size_t budget = (size_t) APIARY_RESULT_SIZE_MAX + 4096, fit = budget / (size + 16);
+        g_autofree char *at_max = g_strdup_printf("big %u", APIARY_RESULT_SIZE_MAX);
+        g_autofree char *above = g_strdup_printf("big %u", APIARY_RESULT_SIZE_MAX + 1);
+        g_autofree char *expected = g_strdup_printf("result too large: %u bytes (at most %u)",
+                                                    APIARY_RESULT_SIZE_MAX + 1, APIARY_RESULT_SIZE_MAX);
+        g_autofree char *each = g_strdup_printf("big %zu", size);
+        unsigned n_ok = 0, n_failed = 0;
+        DBusConnection *c;
+        DBusMessage *reply;
+        DBusMessageIter iter, array, item;
+
+        test_daemon_start(d, &f->bus,
+                          "[Apiary]\nPluginDirectory=@PLUGINS@\n"
+                          "[Pool big]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=2\n", true);
+        c = test_libdbus_connect(f->bus.address);
+        {
+                sd_bus_error error = SD_BUS_ERROR_NULL;
+                g_autofree void *result = NULL;
+                size_t n = 0;
+
+                if (test_run(d, "big", at_max, strlen(at_max), 0, &result, &n, &error) < 0)
+                        fail_msg("Run of a result of %u bytes: %s: %s", APIARY_RESULT_SIZE_MAX, error.name,
+                                 error.message);
+                assert_int_equal(n, APIARY_RESULT_SIZE_MAX);
+        }
+        {
+                DBusMessage *m = new_call(MANAGER_PATH, MANAGER_IFACE, "Run");
+                const char *pool = "big", *text = above;
+                DBusMessageIter it, payload, dict;
+                g_autofree char *msg = NULL;
+
+                dbus_message_iter_init_append(m, &it);
+                assert_true(dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &pool));
+                assert_true(dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "y", &payload));
+                assert_true(dbus_message_iter_append_fixed_array(&payload, DBUS_TYPE_BYTE, &text, (int) strlen(text)));
+                assert_true(dbus_message_iter_close_container(&it, &payload));
+                assert_true(dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict));
+                assert_true(dbus_message_iter_close_container(&it, &dict));
+                msg = call_expect_error(c, m, "org.apiary.Apiary1.Error.TaskFailed");
+                assert_string_equal(msg, expected);
+        }
+
+        reply = run_batch_texts(c, "big", each, 3);
+        assert_true(dbus_message_iter_init(reply, &iter));
+        dbus_message_iter_recurse(&iter, &array);
+        while (dbus_message_iter_get_arg_type(&array) == DBUS_TYPE_STRUCT) {
+                dbus_bool_t ok;
+                DBusMessageIter bytes;
+                const char *data;
+                int len;
+
+                dbus_message_iter_recurse(&array, &item);
+                dbus_message_iter_get_basic(&item, &ok);
+                dbus_message_iter_next(&item);
+                dbus_message_iter_recurse(&item, &bytes);
+                dbus_message_iter_get_fixed_array(&bytes, &data, &len);
+                if (ok) {
+                        assert_int_equal(len, size);
+                        n_ok++;
+                } else {
+                        g_autofree char *text = g_strndup(data, (gsize) len);
+
+                        if (!strstr(text, "not sent: with those of the tasks before it, the RunBatch reply would pass "
+                                          "the bus's message limit"))
+                                fail_msg("unexpected failure: %s", text);
+                        n_failed++;
+                }
+                dbus_message_iter_next(&array);
+        }
+        dbus_message_unref(reply);
+        assert_int_equal(n_ok, fit);
+        assert_int_equal(n_failed, 3 - fit);
+
+        /* Still there, and counting what its callers saw. */
+        assert_int_equal(test_get_manager_u64(d, "TasksDone"), 1 + fit);
+        assert_int_equal(test_get_manager_u64(d, "TasksFailed"), 1 + 3 - fit);
+        test_libdbus_disconnect(c);
+}
+
 /* ---- configurations ---- */
 
 typedef struct {
@@ -603,6 +721,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_wrong_signatures, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_huge_arrays_and_payloads, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_results_at_the_bus_limit, test_fixture_setup,
+                                                test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_unknown_objects, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_client_hangs_up_with_calls_pending, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_bad_configurations, test_fixture_setup, test_fixture_teardown),

@@ -246,9 +246,22 @@ static int write_all(int fd, const void *data, size_t size) {
         return 0;
 }
 
+/* What the plugin header promises authors is what the worker enforces. */
+_Static_assert(RESULT_BYTES_MAX == APIARY_RESULT_SIZE_MAX, "RESULT_BYTES_MAX is APIARY_RESULT_SIZE_MAX");
+
 static void on_task_done(bool ok, const void *data, size_t size, void *userdata) {
         Oneshot *o = userdata;
+        char reason[128];
 
+        /* The same limit as in a pool (task-link.c): what passes here passes there. */
+        if (size > RESULT_BYTES_MAX) {
+                int k = snprintf(reason, sizeof(reason), "result too large: %zu bytes (at most %u)", size,
+                                 RESULT_BYTES_MAX);
+
+                ok = false;
+                data = reason;
+                size = (size_t) k;
+        }
         o->finished = true;
         o->ok = ok;
         if (ok) {

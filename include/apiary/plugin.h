@@ -57,6 +57,15 @@ struct apiary_config_entry {
         const char *value;
 };
 
+/*
+ * The largest result (or failure reason) a task can have: 32 MiB, less 64 KiB for the D-Bus message
+ * around it, since the system bus takes no message over 32 MiB (dbus-daemon's max_message_size).
+ * A larger one fails the task with "result too large: N bytes (at most APIARY_RESULT_SIZE_MAX)",
+ * in a pool as in apiary-worker --oneshot. Payloads have no limit of Apiary's own: the bus's
+ * (a submitter's message holds them) and QueueBytesLimit=, MaxBytesPerCaller= bound them.
+ */
+#define APIARY_RESULT_SIZE_MAX (32u * 1024u * 1024u - 64u * 1024u)
+
 /* Returned by run() for a task it will complete later, with task_return() or task_fail(). */
 #define APIARY_TASK_PENDING 1
 

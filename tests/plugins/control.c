@@ -30,6 +30,7 @@
  *   "flood N"        submit() N tasks to a pool that does not exist, then hang without ever
  *                    reading the answers: a plugin that floods its link
  *   "hog N"          allocate and touch N MiB; if malloc() fails, log it and abort()
+ *   "big N"          return a result of N bytes (at most 64 MiB), 'x' each
  *   "leak N"         allocate and touch N MiB (at most 1024) and keep it: a leaky plugin; return
  *                    "leaked N MiB"
  *   "close-bus"      close the worker's link to apiaryd (fd 3), then return the payload
@@ -311,6 +312,21 @@ static int control_run(void *state, apiary_task *task) {
                 memcpy(num, p + 4, n - 4);
                 num[n - 4] = '\0';
                 return hog(host, task, atol(num));
+        }
+        if (n > 4 && n < 16 && memcmp(p, "big ", 4) == 0) {
+                char num[16], *big;
+                long size;
+                int r;
+
+                memcpy(num, p + 4, n - 4);
+                num[n - 4] = '\0';
+                size = atol(num);
+                if (size < 0 || size > 64L << 20 || !(big = malloc((size_t) size + 1)))
+                        return host->task_fail(task, "cannot make %ld bytes", size);
+                memset(big, 'x', (size_t) size);
+                r = host->task_return(task, big, (size_t) size);
+                free(big);
+                return r;
         }
         if (n > 5 && n < 16 && memcmp(p, "leak ", 5) == 0) {
                 char num[16], buf[64];
