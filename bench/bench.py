@@ -572,12 +572,32 @@ class Bench:
                     p50s.append(res["p50_us"])
                     p99s.append(res["p99_us"])
             run_rows[(w, where)] = (p50s, p99s)
+
+        # The Python client (python/apiary): what a Python program that submits tasks runs,
+        # apiary.Pool.map() on a default pool (Kind=cpu, Concurrency=1), through the bus.
+        for w in (2, 4):
+            lines = run_cmd([self.python, os.path.join(self.top, "bench", "py_apiary.py"), "--address", bus.address,
+                             "--pool", "e%d" % w, "--tasks", str(p["py_tasks"]), "--runs", str(runs), "--warmup", "1"],
+                            timeout=300)
+            values = []
+            for line in lines:
+                if not line.startswith("tasks="):
+                    continue
+                res = parse_kv(line)
+                verify_tasks(res, "apiary.Pool.map")
+                self.checks += 1
+                values.append(res["rate"])
+            if len(values) != runs:
+                raise BenchError("apiary.Pool.map: expected %d runs, got %d" % (runs, len(values)))
+            t.row("Python apiary.Pool.map, default pool", w, "tasks/s", values)
+            medians[("pyapiary", w)] = statistics.median(values)
         d.stop()
         bus.stop()
 
         # Python's multiprocessing.Pool, the same work.
         py = os.path.join(self.top, "bench", "py_pool.py")
         for mode, label, extra in [("apply_async", "Python Pool.apply_async + callback", []),
+                                   ("map", "Python Pool.map", []),
                                    ("imap_unordered", "Python Pool.imap_unordered(chunksize=1)", ["--chunksize", "1"]),
                                    ("imap_unordered", "Python Pool.imap_unordered(chunksize=100)",
                                     ["--chunksize", "100"])]:
@@ -645,7 +665,8 @@ class Bench:
                     ("batch16", "bare16", "Apiary SubmitBatch C=16 / bare socketpair (16)"),
                     ("batch", "bare1", "Apiary SubmitBatch / bare socketpair (1 in flight)"),
                     ("bbatch", "apply_async", "Apiary SubmitBatch+TasksFinished / Python apply_async"),
-                    ("pbbatch", "prunbatch", "Apiary SubmitBatch+TasksFinished private / RunBatch private")]:
+                    ("pbbatch", "prunbatch", "Apiary SubmitBatch+TasksFinished private / RunBatch private"),
+                    ("pyapiary", "map", "Python apiary.Pool.map / multiprocessing Pool.map")]:
                 t.row(label, w, "x", median=medians[(a, w)] / medians[(b, w)], check="")
         # Issue 17: the defaults (Kind=cpu, Concurrency=1) fast.
         for w in (2, 4):

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """What a Python user would pick instead of Apiary for trivial tasks: multiprocessing.Pool.
 
-    py_pool.py --workers N --tasks T --mode apply_async|imap_unordered|apply [--chunksize C]
+    py_pool.py --workers N --tasks T --mode apply_async|imap_unordered|map|apply [--chunksize C]
                [--size BYTES] [--runs R] [--warmup W]
 
 The same work as the echo plugin: each task gets a SIZE-byte payload, different for every task
@@ -82,6 +82,15 @@ def run_imap_unordered(pool, payloads, chunksize):
     return seconds, ok, len(payloads) - ok, 0
 
 
+def run_map(pool, payloads):
+    """map(), with its default chunksize: results in order."""
+    start = time.perf_counter()
+    results = pool.map(echo, payloads)
+    seconds = time.perf_counter() - start
+    ok = sum(1 for r, p in zip(results, payloads) if r == p)
+    return seconds, ok, len(payloads) - ok, 0
+
+
 def run_apply(pool, payloads):
     """apply(), one task at a time: the round-trip latency."""
     latencies = []
@@ -103,7 +112,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--tasks", type=int, required=True)
-    ap.add_argument("--mode", choices=["apply_async", "imap_unordered", "apply"], required=True)
+    ap.add_argument("--mode", choices=["apply_async", "imap_unordered", "map", "apply"], required=True)
     ap.add_argument("--chunksize", type=int, default=1)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--runs", type=int, default=1)
@@ -117,6 +126,8 @@ def main():
             extra = ""
             if a.mode == "apply_async":
                 seconds, ok, bad, failed = run_apply_async(pool, payloads)
+            elif a.mode == "map":
+                seconds, ok, bad, failed = run_map(pool, payloads)
             elif a.mode == "apply":
                 seconds, ok, bad, failed, extra = run_apply(pool, payloads)
             else:
