@@ -116,6 +116,24 @@ oneshot "$tmp/in" "$test_plugins/control.so"
 expect_exit 1 "result too large: $((max + 1)) bytes (at most $max)" "big $((max + 1))" "$test_plugins/control.so"
 ok "control: a result of $max bytes (APIARY_RESULT_SIZE_MAX) passes, one byte more fails, as in a pool"
 
+# A plugin without init(): run() gets the host table as its state, and completes its task.
+expect_result abc "no-init: abc" "$test_plugins/no-init.so"
+ok "no-init: without init(), run() reaches the host through its state"
+
+# A task that never ends on its own: SIGTERM (or Ctrl-C) ends the loop, fini() runs and may
+# still complete it ("pend" waits for fini(), which fails it here).
+printf pend >"$tmp/in"
+status=0
+timeout 30 "$worker" --oneshot "$test_plugins/control.so" --set FiniMode=fail-pending \
+        <"$tmp/in" >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+sleep 0.5
+kill -TERM "$pid"
+wait "$pid" || status=$?
+[ "$status" -eq 1 ] || fail "control pend, SIGTERM: exit status $status, expected 1"
+[ "$(cat "$tmp/err")" = "failed in fini()" ] || fail "control pend, SIGTERM: stderr is not fini()'s reason"
+ok "control: SIGTERM on a pending task runs fini(), whose completion is the task's end"
+
 # ---- failures ----
 
 expect_exit 1 boom "fail boom" "$test_plugins/control.so"

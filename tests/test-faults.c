@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "tests/harness.h"
+#include "util/macro.h"
 
 #define POOL_IFACE "org.apiary.Apiary1.Pool"
 #define WORKER_IFACE "org.apiary.Apiary1.Worker"
@@ -500,9 +501,41 @@ static void test_crash_storm(void **state) {
         /* The teardown stops apiaryd in the middle of the storm: it must still exit 0. */
 }
 
+static bool worker_busy(TestDaemon *d, const void *userdata) {
+        g_autofree char *state = test_worker_state(d, "pending", 0);
+
+        return streq(state, "busy");
+}
+
+/* A worker stopped from outside (SIGTERM, not apiaryd's drain) with a task still pending in an
+ * asynchronous plugin: fini() runs with the link still up, and the end it gives the task (here a
+ * failure) is the task's end, not "worker crashed", and costs no retry of TaskRetries=0. */
+static void test_fini_completes_pending_tasks(void **state) {
+        Fixture *f = *state;
+        TestDaemon *d = &f->daemon;
+        const TestResult *r;
+        uint64_t id;
+
+        test_daemon_start(d, &f->bus,
+                          "[Apiary]\nPluginDirectory=@PLUGINS@\n"
+                          "[Pool pending]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nTaskRetries=0\n"
+                          "[Pool pending Plugin]\nFiniMode=fail-pending\n", true);
+        test_collect_results(d);
+        id = test_submit(d, "pending", "pend", 4);
+        test_wait_until(d, worker_busy, NULL, TEST_TIMEOUT_USEC, "the worker to hold the task");
+        assert_int_equal(kill(test_worker_pid(d, "pending", 0), SIGTERM), 0);
+        test_wait_results(d, 1);
+        r = test_result(d, id);
+        assert_non_null(r);
+        assert_false(r->ok);
+        assert_string_equal(r->data, "failed in fini()");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_hang_in_run, test_fixture_setup, test_fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_fini_completes_pending_tasks, test_fixture_setup,
+                                                test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_hang_in_init, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_shutdown_ends_every_hang, test_fixture_setup, test_fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_forked_children_die_with_worker, test_fixture_setup, test_fixture_teardown),

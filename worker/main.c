@@ -36,11 +36,12 @@
 #include "worker/zygote.h"
 
 void context_done(Context *c) {
-        /* Results of this last turn first, then the plugin's fini(). */
+        /* on_loop_exit() ran fini() while the link was up, if the loop ran; else it runs now. */
         if (c->tasks_set)
                 task_link_done(&c->tasks);
         if (c->plugin_set)
                 plugin_host_deinit(&c->plugin);
+        c->exit_source = sd_event_source_unref(c->exit_source);
         c->bus = sd_bus_flush_close_unref(c->bus);
         c->event = sd_event_unref(c->event);
         free(c->pool);
@@ -210,6 +211,21 @@ static int on_link_disconnected(sd_bus_message *m, void *userdata, sd_bus_error 
         /* Not sd_bus_get_event() of the message's bus: sd-bus detaches a closed bus from its event
          * loop before it dispatches Disconnected, and sd_event_exit(NULL) would do nothing. */
         return sd_event_exit(c->event, WORKER_EXIT_LINK);
+}
+
+/* The loop ends (SIGTERM, the link gone): before sd-bus's own exit source closes the link, the
+ * results of this last turn go out (a fini() that hangs until the stop timeout must not hold them
+ * back), then the plugin's fini() runs, and what it completes there (its pending tasks, failed
+ * or finished) goes out too. */
+static int on_loop_exit(sd_event_source *s, void *userdata) {
+        Context *c = userdata;
+
+        task_link_flush(&c->tasks);
+        (void) sd_bus_flush(c->bus);
+        plugin_host_fini(&c->plugin);
+        task_link_flush(&c->tasks);
+        (void) sd_bus_flush(c->bus);
+        return 0;
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -382,6 +398,13 @@ int worker_serve(Context *c) {
         c->tasks_set = true;
         if (r < 0) {
                 log_error_errno(r, "Failed to register the worker object: %m");
+                return WORKER_EXIT_FAILURE;
+        }
+        r = sd_event_add_exit(c->event, &c->exit_source, on_loop_exit, c);
+        if (r >= 0)
+                r = sd_event_source_set_priority(c->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r < 0) {
+                log_error_errno(r, "Failed to watch the end of the loop: %m");
                 return WORKER_EXIT_FAILURE;
         }
 

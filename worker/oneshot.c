@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,13 +362,27 @@ int oneshot_main(int argc, char *argv[]) {
                 return WORKER_EXIT_FAILURE;
         }
         if (!o.finished) {
-                /* Asynchronous: the plugin's sources run until on_task_done() leaves the loop. */
+                /* Asynchronous: the plugin's sources run until on_task_done() leaves the loop, or
+                 * SIGINT/SIGTERM (Ctrl-C on a task that never ends) does: then the plugin's fini()
+                 * runs, which may still complete it. */
+                sigset_t mask;
+
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGINT);
+                sigaddset(&mask, SIGTERM);
+                if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 ||
+                    sd_event_add_signal(o.event, NULL, SIGINT, NULL, NULL) < 0 ||
+                    sd_event_add_signal(o.event, NULL, SIGTERM, NULL, NULL) < 0)
+                        log_warning("Cannot watch SIGINT and SIGTERM: they end the worker at once.");
                 r = sd_event_loop(o.event);
                 if (r < 0) {
                         log_error_errno(r, "Event loop failed: %m");
                         return WORKER_EXIT_FAILURE;
                 }
         }
+        if (!o.finished)
+                /* Stopped: fini() may complete the task (it is the plugin's to say how). */
+                plugin_host_fini(&o.host);
         if (!o.finished) {
                 log_error("The event loop ended before the task was completed.");
                 return WORKER_EXIT_FAILURE;

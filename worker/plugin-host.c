@@ -439,7 +439,9 @@ uint64_t plugin_host_flags(const PluginHost *h) {
 int plugin_host_start(PluginHost *h) {
         int r;
 
+        /* Without init(), run() gets the host table as its state: it can complete its tasks. */
         if (!h->plugin->init) {
+                h->state = (void *) &h->host;
                 h->initialized = true;
                 return 0;
         }
@@ -460,9 +462,14 @@ int plugin_host_start(PluginHost *h) {
         return 0;
 }
 
-void plugin_host_deinit(PluginHost *h) {
+void plugin_host_fini(PluginHost *h) {
         if (h->initialized && h->plugin->fini)
                 h->plugin->fini(h->state);
+        h->initialized = false;
+}
+
+void plugin_host_deinit(PluginHost *h) {
+        plugin_host_fini(h);
 
         /* Tasks still pending go unanswered: apiaryd sees the worker exit and re-queues them. */
         while (h->pending) {

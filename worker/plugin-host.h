@@ -65,5 +65,8 @@ typedef void (*plugin_task_done_fn)(bool ok, const void *data, size_t size, void
 int plugin_host_run_task(PluginHost *h, const void *payload, size_t size, plugin_task_done_fn done,
                          void (*destroy)(void *userdata), void *userdata);
 
-/* Calls fini() if init() succeeded, unloads, and frees everything. */
+/* Calls fini() if init() succeeded and it was not called yet. What fini() completes ends as any
+ * completion does (DONE); the tasks still pending after it are left to plugin_host_deinit(). */
+void plugin_host_fini(PluginHost *h);
+/* Calls fini() if init() succeeded and plugin_host_fini() did not, unloads, and frees everything. */
 void plugin_host_deinit(PluginHost *h);

@@ -71,7 +71,9 @@ static int results_append(TaskLink *l, uint64_t id, bool ok, usec_t run_usec, co
                 return r;
         l->results_bytes += size;
         l->n_results++;
-        return sd_event_source_set_enabled(l->flush_source, SD_EVENT_ONESHOT);
+        r = sd_event_source_set_enabled(l->flush_source, SD_EVENT_ONESHOT);
+        /* The loop has ended (a task completed in fini()): task_link_done() sends it. */
+        return r == -ESTALE ? 0 : r;
 }
 
 static void link_task_done(bool ok, const void *data, size_t size, void *userdata) {
@@ -256,6 +258,11 @@ int task_link_init(TaskLink *l, PluginHost *host, sd_bus *link, sd_event *event,
         if (r < 0)
                 return r;
         return sd_bus_add_object_vtable(link, NULL, WORKER_OBJECT_PATH, WORKER_INTERFACE, worker_vtable, l);
+}
+
+void task_link_flush(TaskLink *l) {
+        if (l->link && l->results)
+                (void) results_send(l);
 }
 
 void task_link_done(TaskLink *l) {

@@ -43,3 +43,5 @@ typedef struct TaskLink {
 int task_link_init(TaskLink *l, PluginHost *host, sd_bus *link, sd_event *event, LinkClaim *claim);
 /* Sends the results still held, and frees the rest. */
 void task_link_done(TaskLink *l);
+/* Sends the results that have ended so far, at once. */
+void task_link_flush(TaskLink *l);

@@ -18,6 +18,7 @@ typedef struct Context {
         bool plugin_set;
         TaskLink tasks;
         bool tasks_set;
+        sd_event_source *exit_source;   /* on_loop_exit(): fini() while the link is up */
         LinkClaim *claim;               /* this worker's claim word (ipc/claim.h); NULL in a zygote */
 
         char *pool;

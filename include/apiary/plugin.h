@@ -6,7 +6,8 @@
  *
  * A plugin is a shared object that exports exactly one symbol, APIARY_PLUGIN_SYMBOL ("apiary_plugin"),
  * a const struct apiary_plugin. The host (apiary-worker) dlopen()s the object, checks abi_version and
- * struct_size, and calls init() once, run() once per task, and fini() once before it exits.
+ * struct_size, and calls init() once, run() once per task, and fini() once when it stops (not when
+ * it is killed).
  *
  * Plugins link against nothing: every service the host offers (logging, configuration, completing
  * tasks) comes through the struct apiary_host table passed to init(). Every struct opens with its
@@ -91,7 +92,8 @@ struct apiary_host {
         const char *pool;                       /* name of the pool this worker serves */
         unsigned slot;                          /* the worker's slot in the pool, 0..N-1 */
 
-        /* The pool's [Pool NAME Plugin] group, in file order, n_config entries. */
+        /* The pool's [Pool NAME Plugin] group, in file order, n_config entries. These strings, and
+         * those config_get() returns, are the host's and live from init() until fini() returns. */
         const struct apiary_config_entry *config;
         size_t n_config;
 
@@ -105,10 +107,24 @@ struct apiary_host {
         void (*set_error)(const struct apiary_host *host, const char *format, ...) APIARY_PRINTF(2, 3);
 
         /*
-         * Tasks. task_payload() gives the payload (valid until the task is completed). Every task
-         * is completed exactly once, with task_return() (the result is copied) or task_fail()
-         * (the reason reaches the caller of Run and TaskFinished listeners); after that the
-         * task pointer is invalid. Both return 0, or a negative errno (-EALREADY if completed).
+         * Tasks. task_payload() gives the payload and its size, valid until the task is completed:
+         * never NULL for an open task, but not to be read when the size is 0. (For a NULL or
+         * completed task it returns NULL and leaves *ret_size alone.)
+         *
+         * Every task is completed once: task_return() with its result (copied; RESULT may be NULL
+         * when SIZE is 0), or task_fail() with a reason (UTF-8 text, which reaches the caller of
+         * Run and TaskFinished listeners). Both return 0 once the task is completed, and from then
+         * on TASK must not be used: inside run() a second call returns -EALREADY, but after run()
+         * has returned the task is freed at once, and touching it is undefined.
+         *
+         * They fail WITHOUT completing the task, which stays open and valid: -EINVAL for a NULL
+         * TASK, or a NULL RESULT with SIZE > 0; task_fail() also -ENOMEM when its reason cannot be
+         * formatted. Complete it again (task_fail() with a short reason, now or from a timer a
+         * little later). An asynchronous callback must never drop a task it could not complete:
+         * it holds one of the worker's Concurrency= places until the worker exits, and then runs
+         * again elsewhere. A result above APIARY_RESULT_SIZE_MAX is not refused here: it is taken,
+         * and the task fails with "result too large". A task that run() leaves without completing
+         * it (returning 0, or a negative errno) is failed by the host.
          */
         const void *(*task_payload)(apiary_task *task, size_t *ret_size);
         int (*task_return)(apiary_task *task, const void *result, size_t size);
@@ -117,8 +133,10 @@ struct apiary_host {
         /*
          * The worker's event loop, for asynchronous plugins. io_add() watches FD for EVENTS until
          * source_free(); timer_add() calls back once, USEC microseconds from now, and frees the
-         * source after the callback returns (source_free() before that cancels it). Callbacks run
-         * on the worker's one thread, between tasks. Both return 0 or a negative errno.
+         * source after the callback returns (source_free() before that cancels it). No callback
+         * runs inside io_add() or timer_add(), not even for 0 µs: callbacks run from the loop, on
+         * the worker's one thread, after run() or the current callback has returned. Both return
+         * 0 or a negative errno.
          */
         int (*io_add)(const struct apiary_host *host, int fd, uint32_t events, apiary_io_fn callback,
                       void *userdata, apiary_source **ret_source);
@@ -151,7 +169,8 @@ struct apiary_plugin {
         /*
          * Called once when the worker starts, before it reports ready. Returns 0, or a negative
          * errno-style value on failure (after host->set_error() to say why); a failing init() is
-         * a failed start of the worker. *ret_state is handed to run() and fini(). May be NULL.
+         * a failed start of the worker. *ret_state is handed to run() and fini(). May be NULL:
+         * then run() gets the host table, const struct apiary_host *, as its state.
          */
         int (*init)(const struct apiary_host *host, void **ret_state);
 
@@ -163,7 +182,15 @@ struct apiary_plugin {
          */
         int (*run)(void *state, apiary_task *task);
 
-        /* Called once before the worker exits after a successful init(). May be NULL. */
+        /*
+         * Called once when the worker stops, after a successful init(): apiaryd stops a worker
+         * (SIGTERM) once the tasks it holds have ended, but a SIGTERM from elsewhere can come
+         * with tasks still pending in an asynchronous plugin. The link to apiaryd is still up:
+         * fini() may complete them (fail them with a reason, or finish them), and those ends reach
+         * their callers. Tasks left pending go back to apiaryd with the worker's exit and run
+         * again elsewhere, each counted against TaskRetries=. Not called when the worker is
+         * killed (SIGKILL: a stop or task timeout, or apiaryd gone). May be NULL.
+         */
         void (*fini)(void *state);
 
         /* APIARY_PLUGIN_* flags. Appended: a plugin built before it has none (its struct_size

@@ -6,7 +6,8 @@
  *   ExitCode=N                         the status for InitMode=exit (default 7)
  *   CrashAfterMs=N                     after a successful init(), die by SIGALRM N ms later
  *   InitDelayMs=N                      take N ms in init() before doing what InitMode says
- *   FiniMode=ok|hang|crash             what fini() does (default ok)
+ *   FiniMode=ok|hang|crash|fail-pending what fini() does (default ok); fail-pending: fails each task
+ *                                      still pending from "pend" with "failed in fini()"
  *   IgnoreSigterm=yes                  init() unblocks SIGTERM and SIGINT and ignores them, so that
  *                                      the host's stop never comes (only SIGKILL ends the worker)
  *   InitLeakMiB=N                      allocate and touch N MiB in init(), and keep it: a plugin that
@@ -24,6 +25,7 @@
  *                    stderr, return "printed"
  *   "relay POOL DATA" submit DATA to POOL, return "relayed:" + its result (asynchronously)
  *   "return-nothing" return from run() without completing the task
+ *   "pend"           return APIARY_TASK_PENDING and never complete the task (until fini())
  *   "spawn N"        fork N (at most 64) children that sleep forever; return their PIDs
  *   "orphan N"       clone(CLONE_PARENT) N (at most 1000) children, which are so apiaryd's, and
  *                    which exit at once; return "orphaned N"
@@ -146,12 +148,19 @@ static int control_init(const struct apiary_host *host, void **ret_state) {
         return 0;
 }
 
+/* The tasks of "pend", which only fini() completes (FiniMode=fail-pending). */
+static apiary_task *pending[64];
+static unsigned n_pending;
+
 static void control_fini(void *state) {
         const struct apiary_host *host = state;
         const char *mode = host->config_get(host, "FiniMode");
 
         if (!mode || !slot_applies(host))
                 return;
+        if (strcmp(mode, "fail-pending") == 0)
+                while (n_pending > 0)
+                        (void) host->task_fail(pending[--n_pending], "failed in fini()");
         if (strcmp(mode, "hang") == 0)
                 for (;;)
                         pause();
@@ -285,6 +294,12 @@ static int control_run(void *state, apiary_task *task) {
         }
         if (n == 14 && memcmp(p, "return-nothing", 14) == 0)
                 return 0;
+        if (n == 4 && memcmp(p, "pend", 4) == 0) {
+                if (n_pending >= 64)
+                        return host->task_fail(task, "too many pending tasks");
+                pending[n_pending++] = task;
+                return APIARY_TASK_PENDING;
+        }
         if (n > 6 && n < 16 && memcmp(p, "spawn ", 6) == 0) {
                 char num[16];
 
