@@ -252,17 +252,10 @@ _Static_assert(RESULT_BYTES_MAX == APIARY_RESULT_SIZE_MAX, "RESULT_BYTES_MAX is 
 
 static void on_task_done(bool ok, const void *data, size_t size, void *userdata) {
         Oneshot *o = userdata;
-        char reason[128];
+        char reason[RESULT_TOO_LARGE_MAX];
 
         /* The same limit as in a pool (task-link.c): what passes here passes there. */
-        if (size > RESULT_BYTES_MAX) {
-                int k = snprintf(reason, sizeof(reason), "result too large: %zu bytes (at most %u)", size,
-                                 RESULT_BYTES_MAX);
-
-                ok = false;
-                data = reason;
-                size = (size_t) k;
-        }
+        plugin_result_limit(&ok, &data, &size, reason);
         o->finished = true;
         o->ok = ok;
         if (ok) {

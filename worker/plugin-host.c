@@ -462,6 +462,17 @@ int plugin_host_start(PluginHost *h) {
         return 0;
 }
 
+void plugin_result_limit(bool *ok, const void **data, size_t *size, char buf[static RESULT_TOO_LARGE_MAX]) {
+        int k;
+
+        if (*size <= RESULT_BYTES_MAX)
+                return;
+        k = snprintf(buf, RESULT_TOO_LARGE_MAX, "result too large: %zu bytes (at most %u)", *size, RESULT_BYTES_MAX);
+        *ok = false;
+        *data = buf;
+        *size = (size_t) k;
+}
+
 void plugin_host_fini(PluginHost *h) {
         if (h->initialized && h->plugin->fini)
                 h->plugin->fini(h->state);

@@ -65,6 +65,11 @@ typedef void (*plugin_task_done_fn)(bool ok, const void *data, size_t size, void
 int plugin_host_run_task(PluginHost *h, const void *payload, size_t size, plugin_task_done_fn done,
                          void (*destroy)(void *userdata), void *userdata);
 
+/* A result above RESULT_BYTES_MAX (APIARY_RESULT_SIZE_MAX) becomes the failure that says so, in
+ * BUF: *OK, *DATA and *SIZE are changed. The same in a pool and in --oneshot. */
+#define RESULT_TOO_LARGE_MAX 96
+void plugin_result_limit(bool *ok, const void **data, size_t *size, char buf[static RESULT_TOO_LARGE_MAX]);
+
 /* Calls fini() if init() succeeded and it was not called yet. What fini() completes ends as any
  * completion does (DONE); the tasks still pending after it are left to plugin_host_deinit(). */
 void plugin_host_fini(PluginHost *h);

@@ -80,7 +80,7 @@ static void link_task_done(bool ok, const void *data, size_t size, void *userdat
         LinkTask *t = userdata;
         TaskLink *l = t->link;
         usec_t now = now_usec(CLOCK_MONOTONIC);
-        char reason[128];
+        char reason[RESULT_TOO_LARGE_MAX];
         int r;
 
         l->n_running--;
@@ -88,14 +88,7 @@ static void link_task_done(bool ok, const void *data, size_t size, void *userdat
         if (!l->starting && l->waiting_head)
                 (void) sd_event_source_set_enabled(l->run_source, SD_EVENT_ONESHOT);
 
-        if (size > RESULT_BYTES_MAX) {
-                int k = snprintf(reason, sizeof(reason), "result too large: %zu bytes (at most %u)", size,
-                                 RESULT_BYTES_MAX);
-
-                ok = false;
-                data = reason;
-                size = (size_t) k;
-        }
+        plugin_result_limit(&ok, &data, &size, reason);
         r = results_append(l, t->id, ok, now > t->started ? now - t->started : 0, data, size);
         if (r < 0) {
                 /* A result that cannot be sent must not be lost quietly: exiting makes apiaryd
