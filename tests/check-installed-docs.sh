@@ -9,7 +9,9 @@
 #       the man pages are built (scdoc);
 #   (c) the pages apiaryctl --help and the man pages name (docs/NAME.md) are installed;
 #   (d) the configuration directory has the example and an empty apiary.conf.d/ for drop-ins.
-# Links to other files (the plugin header, the template) are the plugin guide's: not checked here.
+#   (e) every other relative link of an installed page (the plugin guide's to the template's
+#       files) leads to an installed file or directory, and the guide names no file of the
+#       source tree's tests/.
 #
 # Usage: check-installed-docs.sh BUILD_DIR
 # Exit status: 0 if everything is where it should be, 1 if not.
@@ -59,6 +61,19 @@ while IFS= read -r -d '' page; do
                 n_links=$((n_links + 1))
                 [ -f "$docdir/${named#docs/}" ] || fail "$rel names $named, which is not installed"
         done < <(grep -o 'docs/[a-z/.-]*\.md' "$page" | sort -u)
+done < <(find "$docdir" -name '*.md' -print0)
+
+# (e) Links to anything else, relative to the page: [text](path) with no scheme.
+while IFS= read -r -d '' page; do
+        dir=$(dirname "$page")
+        rel=${page#"$docdir"/}
+        while IFS= read -r target; do
+                n_links=$((n_links + 1))
+                [ -e "$dir/$target" ] || fail "$rel links to $target, which is not installed"
+        done < <(grep -o '](\([^)#: ]*\))' "$page" | sed 's/^](//; s/)$//' | grep -v '\.md$' | grep -v '^$')
+        if grep -q 'tests/[a-z-]*\.\(c\|sh\|py\)' "$page" && [ "$rel" = writing-plugins.md ]; then
+                fail "$rel names a file of the source tree's tests/, which is not installed"
+        fi
 done < <(find "$docdir" -name '*.md' -print0)
 
 # (b) The units' Documentation=.

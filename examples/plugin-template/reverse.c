@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <apiary/plugin.h>
 
@@ -25,6 +26,15 @@ static int reverse_init(const struct apiary_host *host, void **ret_state) {
         const char *v = host->config_get(host, "MaxSize");
         unsigned long long max = MAX_SIZE_DEFAULT;
         Reverse *r;
+
+        /* apiaryd --check-config cannot know our keys: a typo would pass silently, so any key
+         * but ours fails the start, naming it. */
+        for (size_t i = 0; i < host->n_config; i++)
+                if (strcmp(host->config[i].key, "MaxSize") != 0) {
+                        host->set_error(host, "unknown key %s= in [Pool %s Plugin]; this plugin knows MaxSize=",
+                                        host->config[i].key, host->pool);
+                        return -EINVAL;
+                }
 
         if (v) {
                 char *end;

@@ -44,3 +44,11 @@ status=0
 [ "$status" -eq 4 ] || fail "MaxSize=lots: exit status $status, expected 4"
 grep -q "MaxSize=lots: expected a number of bytes" "$tmp/err" || fail "MaxSize=lots: reason not on stderr"
 echo "ok 4 - MaxSize=lots fails init()"
+
+# An unknown key (a typo) fails init() too, naming it.
+status=0
+"$worker" --oneshot "$plugin" --set MaxSise=3 </dev/null >"$tmp/out" 2>"$tmp/err" || status=$?
+[ "$status" -eq 4 ] || fail "MaxSise=3: exit status $status, expected 4"
+grep -q "unknown key MaxSise= in \[Pool .* Plugin\]; this plugin knows MaxSize=" "$tmp/err" ||
+        fail "MaxSise=3: reason not on stderr"
+echo "ok 5 - an unknown key (MaxSise=) fails init()"
