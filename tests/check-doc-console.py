@@ -14,8 +14,9 @@ up to the next command, are its expected output, stdout and stderr together:
   * "…" within a line stands for any text on it;
   * a run of spaces matches any run of spaces (busctl's columns widen with their values).
 Each command runs in bash, in order, against one apiaryd serving EXAMPLE_CONFIG (the example
-configuration, as ./tools/run serves it) on a private bus, started afresh, with A set to the bus's
-address; a command "A=…" is the page telling the reader to set it, and is skipped.
+configuration, as ./tools/run serves it) on a private bus, started afresh, with A and
+$APIARY_BUS_ADDRESS set to the bus's address and the build's apiaryctl first on PATH; a command
+"A=…" is the page telling the reader to set it, and is skipped.
 
 Exit status: 0 if every command printed what the page says, 1 if not or if the page has no tested
 session, 77 (skip) without busctl or dbus-daemon.
@@ -117,7 +118,10 @@ def main():
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         procs.append(apiaryd)
         env["A"] = address
-        env["PATH"] = "/usr/bin:/bin:" + env.get("PATH", "")
+        # apiaryctl as the page writes it, reaching this apiaryd: the build's, on this bus.
+        env["APIARY_BUS_ADDRESS"] = address
+        env["PATH"] = ":".join([os.path.dirname(os.environ["APIARYCTL"])] if os.environ.get("APIARYCTL") else [])
+        env["PATH"] += ":/usr/bin:/bin:" + os.environ.get("PATH", "")
         for _ in range(200):
             r = subprocess.run(["busctl", "--address=" + address, "get-property", "org.apiary.Apiary1",
                                 "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager", "State"],
@@ -135,9 +139,9 @@ def main():
                 if re.match(r"A=", cmd):
                     continue
                 n += 1
-                r = subprocess.run(["bash", "-c", cmd], cwd=tmp, env=env, capture_output=True, text=True,
-                                   timeout=60)
-                actual = (r.stdout + r.stderr).rstrip("\n").split("\n") if (r.stdout + r.stderr) else []
+                r = subprocess.run(["bash", "-c", cmd], cwd=tmp, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, timeout=60)
+                actual = r.stdout.rstrip("\n").split("\n") if r.stdout else []
                 while expected and expected[-1] == "":
                     expected = expected[:-1]
                 if matches(expected, actual):
