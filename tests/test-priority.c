@@ -22,6 +22,9 @@
 
 typedef TestFixture Fixture;
 
+/* The stream of priority-9 tasks of run_stream(): one every 10 ms. */
+#define STREAM 150
+
 #define NAP_POOL "[Apiary]\nPluginDirectory=@PLUGINS@\n[Pool nap]\nPlugin=sleep.so\nWorkers=1\n"
 
 /* Submits N tasks of MS milliseconds each at PRIORITY (< 0: without the option). */
@@ -109,7 +112,7 @@ static void test_highest_first_fifo_within(void **state) {
 
 /*
  * One task at priority 0 behind a busy worker, then a stream of priority-9 tasks, one every 10 ms
- * for 2 s, of 20 ms each: the queue never empties. Returns the low task's end order, and each
+ * for 1.5 s, of 20 ms each: the queue never empties. Returns the low task's end order, and each
  * high task's id and when it was submitted, relative to the low one.
  */
 static unsigned run_stream(Fixture *f, const char *aging, GArray *high_ids, GArray *high_after) {
@@ -124,7 +127,7 @@ static unsigned run_stream(Fixture *f, const char *aging, GArray *high_ids, GArr
         submit_naps(d, 200, 1, 0, &blocker);
         submit_naps(d, 1, 1, 0, &low);
         t0 = now_usec(CLOCK_MONOTONIC);
-        for (unsigned i = 0; i < 200; i++) {
+        for (unsigned i = 0; i < STREAM; i++) {
                 usec_t after;
 
                 (void) usleep(10 * 1000);
@@ -133,7 +136,7 @@ static unsigned run_stream(Fixture *f, const char *aging, GArray *high_ids, GArr
                 g_array_append_val(high_ids, id);
                 g_array_append_val(high_after, after);
         }
-        test_wait_results(d, 202);
+        test_wait_results(d, STREAM + 2);
         order = end_order(d, low);
         return order;
 }
@@ -163,8 +166,8 @@ static void test_strict_priorities_starve(void **state) {
         g_autoptr(GArray) ids = g_array_new(false, false, sizeof(uint64_t));
         g_autoptr(GArray) after = g_array_new(false, false, sizeof(usec_t));
 
-        /* The blocker ends first; the low task last, after all 200 of the stream. */
-        assert_int_equal(run_stream(f, "infinity", ids, after), 201);
+        /* The blocker ends first; the low task last, after all of the stream. */
+        assert_int_equal(run_stream(f, "infinity", ids, after), STREAM + 1);
 }
 
 /* Through libdbus (python3-dbus), whose ints are int32: accepted; 10, -1 and a string are refused
