@@ -550,7 +550,9 @@ static void test_results_at_the_bus_limit(void **state) {
                           "[Apiary]\nPluginDirectory=@PLUGINS@\n"
                           "[Pool big]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=2\n", true);
         c = test_libdbus_connect(f->bus.address);
-        {
+        /* Under ASan, 32 MiB through the bus and back takes most of a minute: the same code as
+         * the RunBatch below, which stays. */
+        if (!test_under_asan()) {
                 sd_bus_error error = SD_BUS_ERROR_NULL;
                 g_autofree void *result = NULL;
                 size_t n = 0;
@@ -609,7 +611,7 @@ static void test_results_at_the_bus_limit(void **state) {
         assert_int_equal(n_failed, 3 - fit);
 
         /* Still there, and counting what its callers saw. */
-        assert_int_equal(test_get_manager_u64(d, "TasksDone"), 1 + fit);
+        assert_int_equal(test_get_manager_u64(d, "TasksDone"), (test_under_asan() ? 0 : 1) + fit);
         assert_int_equal(test_get_manager_u64(d, "TasksFailed"), 1 + 3 - fit);
         test_libdbus_disconnect(c);
 }
