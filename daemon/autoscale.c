@@ -11,12 +11,21 @@ bool pool_autoscales(const Pool *p) {
         return p->config->workers_max > p->config->workers;
 }
 
+/* Whether every wanted slot of P serves now, by the slots' own states (not what the bus shows,
+ * which lags within an event: a worker that just died still shows busy). */
+static bool pool_all_serving(const Pool *p) {
+        for (unsigned i = 0; i < p->n_wanted && i < p->n_workers; i++)
+                if (!IN_SET(p->workers[i]->life.state, SLOT_READY, SLOT_BUSY))
+                        return false;
+        return p->n_workers >= p->n_wanted;
+}
+
 void autoscale_queue_waits(Pool *p) {
         const PoolConfig *c = p->config;
         unsigned queued = task_queue_length(&p->queue);
 
         if (!pool_autoscales(p) || queued == 0 || p->n_wanted >= c->workers_max || !pool_is_active(p) ||
-            pool_workers_ready(p) < p->n_wanted)
+            !pool_all_serving(p))
                 return;
         log_pool(LOG_INFO, p, "Scaling up to %u workers: %u task%s wait%s and every worker is busy (Workers=%u..%u).",
                  p->n_wanted + 1, queued, queued == 1 ? "" : "s", queued == 1 ? "s" : "", c->workers, c->workers_max);
@@ -29,7 +38,8 @@ void autoscale_queue_waits(Pool *p) {
 static bool slot_idle_long(const Pool *p, unsigned i, usec_t now) {
         const Worker *w = p->workers[i];
 
-        return w->state == WORKER_READY && w->idle_since > 0 && now >= w->idle_since + p->config->scale_down_idle_usec;
+        return w->state == WORKER_READY && w->life.state == SLOT_READY && w->idle_since > 0 &&
+                now >= usec_add(w->idle_since, p->config->scale_down_idle_usec);
 }
 
 static int on_scale_down(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -39,10 +49,12 @@ static int on_scale_down(sd_event_source *s, uint64_t usec, void *userdata) {
         char buf[FORMAT_TIMESPAN_MAX];
         unsigned idle = 0, n;
 
+        /* The highest slots go (pool_scale()): as many of them, from the top, as have been idle
+         * that long. A busy one stops the count: it is not stopped under its tasks, and the
+         * idle ones below it wait for it to go idle too. */
         if (pool_autoscales(p) && pool_is_active(p) && task_queue_length(&p->queue) == 0)
-                for (unsigned i = 0; i < p->n_wanted && i < p->n_workers; i++)
-                        if (slot_idle_long(p, i, now))
-                                idle++;
+                for (unsigned i = MIN(p->n_wanted, p->n_workers); i > c->workers && slot_idle_long(p, i - 1, now); i--)
+                        idle++;
         n = MIN(idle, p->n_wanted - MIN(p->n_wanted, c->workers));
         if (n > 0) {
                 log_pool(LOG_INFO, p, "Scaling down to %u worker%s: %u idle for %s (Workers=%u..%u).", p->n_wanted - n,
@@ -66,7 +78,7 @@ void autoscale_refresh(Pool *p) {
                         const Worker *w = p->workers[i];
 
                         if (w->state == WORKER_READY && w->idle_since > 0)
-                                next = MIN(next, w->idle_since + p->config->scale_down_idle_usec);
+                                next = MIN(next, usec_add(w->idle_since, p->config->scale_down_idle_usec));
                 }
         if (next == USEC_INFINITY) {
                 if (p->scale_source)

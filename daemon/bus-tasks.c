@@ -265,9 +265,13 @@ struct TaskBatch {
 
 /* RunBatch's one reply must fit in one message on the bus (32 MiB on the system bus, or the bus
  * drops apiaryd): its results and reasons, 16 bytes of framing each, get the room of one largest
- * result and a little. A result that comes when the reply is full goes out as a failure. */
+ * result and a little. A result that would leave no room for the short failures of the tasks
+ * still to end goes out as one such failure itself; a batch too big for even those is refused. */
 #define BATCH_REPLY_BYTES_MAX ((size_t) RESULT_BYTES_MAX + 4096u)
 #define BATCH_ITEM_FRAMING 16u
+#define BATCH_FULL_REASON "result not sent: the RunBatch reply is full"
+#define BATCH_ITEM_MIN (BATCH_ITEM_FRAMING + sizeof(BATCH_FULL_REASON) - 1)
+#define BATCH_TASKS_MAX ((unsigned) (BATCH_REPLY_BYTES_MAX / BATCH_ITEM_MIN))
 
 static int task_batch_new(TaskBatch **ret, sd_bus_message *call, unsigned n) {
         TaskBatch *b;
@@ -325,17 +329,14 @@ static int task_batch_reply(TaskBatch *b) {
 /* Keeps one task's end in its batch; the last one sends the reply. Whatever the reply's fate,
  * the batch goes away with its last task. Returns whether it was kept as a result. */
 static bool task_batch_store(TaskBatch *b, unsigned i, bool ok, const void *data, size_t size) {
-        g_autofree char *full = NULL;
+        /* What the tasks still to end need at least: a short failure each. */
+        size_t reserve = (size_t) (b->remaining - 1) * BATCH_ITEM_MIN;
         int r;
 
-        if (b->bytes + size + BATCH_ITEM_FRAMING > BATCH_REPLY_BYTES_MAX) {
-                full = g_strdup_printf("%s of %zu bytes not sent: with those of the tasks before it, the RunBatch "
-                                       "reply would pass the bus's message limit (%zu bytes of results in all); "
-                                       "run fewer tasks per batch, or use SubmitBatch", ok ? "result" : "failure",
-                                       size, BATCH_REPLY_BYTES_MAX);
+        if (b->bytes + size + BATCH_ITEM_FRAMING + reserve > BATCH_REPLY_BYTES_MAX) {
                 ok = false;
-                data = full;
-                size = strlen(full);
+                data = BATCH_FULL_REASON;
+                size = strlen(BATCH_FULL_REASON);
         }
         b->bytes += size + BATCH_ITEM_FRAMING;
         b->results[i].ok = ok;
@@ -781,7 +782,14 @@ int bus_method_run_batch(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return sd_bus_reply_method_return(m, "a(bay)", 0);
         }
 
-        /* One reply for all of them, when the last one ends: no signal per task. */
+        /* One reply for all of them, when the last one ends: no signal per task. It must fit in
+         * one message, each task's end taking some room even as a failure. */
+        if (payloads->len > BATCH_TASKS_MAX) {
+                caller_tasks_forget_unused(mgr, caller);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "A RunBatch of %u tasks would not fit in one reply on the bus: at most %u; "
+                                         "use SubmitBatch for more.", payloads->len, BATCH_TASKS_MAX);
+        }
         r = task_batch_new(&batch, m, payloads->len);
         if (r < 0) {
                 caller_tasks_forget_unused(mgr, caller);

@@ -553,6 +553,7 @@ Pool *pool_free(Pool *p) {
         free(p->claim_pages);
         sd_event_source_disable_unref(p->take_back_source);
         sd_event_source_disable_unref(p->scale_source);
+        sd_event_source_disable_unref(p->age_next_source);
         sd_event_source_disable_unref(p->retry_source);
         free(p->object_path);
         free(p->failure_reason);

@@ -43,6 +43,7 @@ typedef struct Pool {
         uint64_t memory_recycles;       /* workers retired for MaxMemoryPerWorker= */
         uint64_t scale_ups, scale_downs; /* Workers=MIN..MAX: the autoscaler's steps (autoscale.h) */
         sd_event_source *scale_source;  /* ... when the first idle worker has been idle ScaleDownIdleSec= */
+        sd_event_source *age_next_source; /* the next age recycle, once the one before ended (recycle.c) */
         uint64_t age_recycles;          /* ... for MaxWorkerAgeSec= */
         char *failure_reason;           /* why the pool last failed */
         sd_event_source *retry_source;  /* FailedRetrySec timer while failed */

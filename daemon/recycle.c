@@ -25,6 +25,9 @@ static bool worker_recycle_for_age(Worker *w) {
         char buf[FORMAT_TIMESPAN_MAX];
 
         w->age_due = false;
+        /* Already on its way out for its tasks or its memory: replaced anyway, not ours. */
+        if (w->life.state == SLOT_RETIRING)
+                return false;
         w->retire_reason = RECYCLE_AGE;
         if (worker_retire(w) < 0)
                 return false;
@@ -38,13 +41,31 @@ static bool worker_recycle_for_age(Worker *w) {
         return true;
 }
 
-/* The age recycle of a slot of P ended: the next worker due goes, in slot order. */
-static void pool_age_next(Pool *p) {
+static int on_age_next(sd_event_source *s, void *userdata) {
+        Pool *p = userdata;
+
         if (pool_age_recycling(p))
-                return;
+                return 0;
         for (unsigned i = 0; i < p->n_workers; i++)
                 if (p->workers[i]->age_due && worker_recycle_for_age(p->workers[i]))
-                        return;
+                        return 0;
+        return 0;
+}
+
+/* The age recycle of a slot of P ended: the next worker due goes, in slot order. From a defer
+ * source, never inside the slot change that ended it: retiring a worker there would change (and
+ * may free) slots under the caller's feet. */
+static void pool_age_next(Pool *p) {
+        int r;
+
+        if (!p->age_next_source)
+                r = sd_event_add_defer(p->manager->event, &p->age_next_source, on_age_next, p);
+        else
+                r = 0;
+        if (r >= 0)
+                r = sd_event_source_set_enabled(p->age_next_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to schedule the next age recycle of pool %s: %m", p->config->name);
 }
 
 static int on_age(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -68,7 +89,8 @@ static void worker_arm_age(Worker *w) {
                 return;
         if (jitter == USEC_INFINITY)
                 jitter = c->max_worker_age_usec / 10;
-        usec = c->max_worker_age_usec + (jitter > 0 ? (usec_t) g_random_double_range(0, (double) jitter) : 0);
+        usec = usec_add(c->max_worker_age_usec,
+                        jitter > 0 ? (usec_t) g_random_double_range(0, (double) jitter) : 0);
         w->age_source = sd_event_source_disable_unref(w->age_source);
         r = sd_event_add_time_relative(w->pool->manager->event, &w->age_source, CLOCK_MONOTONIC, usec, USEC_PER_SEC / 10,
                                        on_age, w);

@@ -85,7 +85,7 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
         PoolConfig *old = p->config;
         bool same_code = pool_config_same_code(old, pc);
         bool same_source = pool_config_same_source(old, pc);
-        unsigned old_workers = old->workers;
+        unsigned old_workers = old->workers, old_workers_max = old->workers_max;
         g_autofree char *keys = NULL;
         int r;
 
@@ -116,17 +116,19 @@ static void pool_apply(Pool *p, PoolConfig *pc) {
                 pool_config_apply_limits(p, old);
         }
 
-        /* A Scale() stays until Workers= itself changes. */
-        if (pc->workers != old_workers && p->n_wanted != pc->workers) {
+        if (pc->workers_max > pc->workers || old_workers_max > old_workers) {
+                /* Autoscaled before or now: the count it runs, kept within the new bounds (a range
+                 * that became a number: that number). */
+                unsigned n = CLAMP(p->n_wanted, pc->workers, pc->workers_max);
+
+                r = n != p->n_wanted ? pool_scale(p, n) : 0;
+                if (r < 0)
+                        log_ctx(LOG_ERR, &ctx, "Failed to scale to %u workers: %s", n, strerror(-r));
+        } else if (pc->workers != old_workers && p->n_wanted != pc->workers) {
+                /* A Scale() stays until Workers= itself changes. */
                 r = pool_scale(p, pc->workers);
                 if (r < 0)
                         log_ctx(LOG_ERR, &ctx, "Failed to scale to %u workers: %s", pc->workers, strerror(-r));
-        }
-        /* An autoscaled pool whose MAX came down below what it runs: down to MAX. */
-        if (pc->workers_max > pc->workers && p->n_wanted > pc->workers_max) {
-                r = pool_scale(p, pc->workers_max);
-                if (r < 0)
-                        log_ctx(LOG_ERR, &ctx, "Failed to scale to %u workers: %s", pc->workers_max, strerror(-r));
         }
         autoscale_refresh(p);
 

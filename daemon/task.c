@@ -127,7 +127,10 @@ void task_finish(Task *t, bool ok, const void *data, size_t size) {
                 p->n_failed++;
                 m->n_failed++;
                 LogContext ctx = { .pool = p->config->name, .slot = -1 };
-                log_ctx(LOG_DEBUG, &ctx, "Task %" PRIu64 " failed: %.*s", t->id, (int) size, (const char *) data);
+                /* At most a line's worth: a result that its RunBatch reply had no room for ends
+                 * failed with its own (binary, big) data here. */
+                log_ctx(LOG_DEBUG, &ctx, "Task %" PRIu64 " failed: %.*s", t->id, (int) MIN(size, (size_t) 200),
+                        (const char *) data);
         }
 
         g_hash_table_remove(m->tasks, &t->id);

@@ -151,8 +151,9 @@ static void test_scale_within_bounds(void **state) {
         assert_int_equal(pool_u32(d, "WorkersWanted"), 3);
 }
 
-/* A reload that lowers MAX below the count scales down to MAX at once; one that raises MIN above
- * it scales up to MIN; the bounds on the bus follow. */
+/* A reload keeps the count within the new bounds: one that lowers MAX below it scales down to MAX
+ * at once, one that raises MIN above it scales up to MIN, a range that becomes a number scales to
+ * that number; the bounds on the bus follow. */
 static void test_reload_moves_the_bounds(void **state) {
         Fixture *f = *state;
         TestDaemon *d = &f->daemon;
@@ -179,6 +180,14 @@ static void test_reload_moves_the_bounds(void **state) {
         assert_int_equal(pool_u32(d, "WorkersMin"), 3);
         assert_int_equal(pool_u32(d, "WorkersMax"), 6);
         test_wait_pool_state(d, "nap", "running");
+
+        /* A range that becomes a number: that number. */
+        test_daemon_write_config(d, NAP_POOL "Workers=2\n");
+        if (sd_bus_call_method(d->bus, "org.apiary.Apiary1", "/org/apiary/Apiary1", "org.apiary.Apiary1.Manager",
+                               "Reload", &error, NULL, NULL) < 0)
+                fail_msg("Reload: %s: %s", error.name, error.message);
+        wait_wanted(d, 2, TEST_TIMEOUT_USEC);
+        assert_int_equal(pool_u32(d, "WorkersMax"), 2);
 }
 
 int main(void) {
