@@ -233,7 +233,8 @@ static void source_published(Source *s, uint64_t id, const char *error_name, con
                 return;
         }
         t->state = TASK_STORED;
-        s->n_awaiting++;
+        if (s->n_awaiting++ == 0)
+                source_schedule(s);     /* the helper audits the results stream while we wait */
         /* The engine holds the payload now: its bytes no longer count against the caller. */
         if (t->caller)
                 t->caller->bytes -= t->payload_size;
@@ -495,13 +496,15 @@ static unsigned source_places(Source *s) {
 static void source_send_want(Source *s) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         unsigned places = source_places(s);
+        bool awaiting = s->n_awaiting > 0;
         int r;
 
-        if (s->want_sent_valid && places == s->want_sent && s->received == s->received_sent)
+        if (s->want_sent_valid && places == s->want_sent && s->received == s->received_sent &&
+            awaiting == s->awaiting_sent)
                 return;
         r = sd_bus_message_new_method_call(s->link, &m, NULL, SOURCE_OBJECT_PATH, SOURCE_INTERFACE, "Want");
         if (r >= 0)
-                r = sd_bus_message_append(m, SOURCE_WANT_IN, places, s->received);
+                r = sd_bus_message_append(m, SOURCE_WANT_IN, places, s->received, awaiting);
         if (r >= 0)
                 r = sd_bus_message_set_expect_reply(m, false);
         if (r >= 0)
@@ -512,6 +515,7 @@ static void source_send_want(Source *s) {
         }
         s->want_sent = places;
         s->received_sent = s->received;
+        s->awaiting_sent = awaiting;
         s->want_sent_valid = true;
 }
 
@@ -772,7 +776,8 @@ static int method_results(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 if (t->state == TASK_PUBLISHING)
                         /* The result came before the engine's word that it was stored. */
                         source_published(s, t->id, NULL, NULL);
-                s->n_awaiting--;
+                if (--s->n_awaiting == 0)
+                        source_schedule(s);
                 if (ok)
                         task_finish(t, true, data, size);
                 else {

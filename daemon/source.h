@@ -33,8 +33,9 @@ typedef struct Source {
         sd_event_source *kill_source;   /* a stopping helper that takes too long */
 
         uint64_t received;              /* tasks received from the current helper */
-        unsigned want_sent;             /* the last Want(places, received) sent */
+        unsigned want_sent;             /* the last Want(places, received, awaiting) sent */
         uint64_t received_sent;
+        bool awaiting_sent;
         bool want_sent_valid;
 
         GArray *to_publish;             /* ids of tasks (TASK_PUBLISHING) for the next Publish */

@@ -35,7 +35,8 @@
 #define SOURCE_PUBLISH_ITEM "stay"                      /* id, timeout_usec (0: the pool's), payload */
 #define SOURCE_PUBLISH_IN "a(" SOURCE_PUBLISH_ITEM ")"
 #define SOURCE_PUBLISH_OUT "a(" SOURCE_OUTCOME ")"      /* one per item, in order */
-#define SOURCE_WANT_IN "ut"                             /* places free now, tasks received so far */
+#define SOURCE_WANT_IN "utb"                            /* places free now, tasks received so far,
+                                                         * whether results are awaited here */
 #define SOURCE_FINISH_ITEM "sssbbay"                    /* token, reply, id, ok, term, data */
 #define SOURCE_FINISH_IN "a(" SOURCE_FINISH_ITEM ")"
 #define SOURCE_FINISH_OUT "a(" SOURCE_OUTCOME ")"

@@ -34,6 +34,10 @@
 #define STATS_INTERVAL_USEC USEC_PER_SEC
 /* How long results wait for a submitter that does not come back. */
 #define RESULTS_MAX_AGE_USEC (24 * 3600 * USEC_PER_SEC)
+/* While apiaryd awaits results, the results stream is audited this often (engine_audit()), and
+ * at most this many stranded results are read back per audit. */
+#define AUDIT_INTERVAL_USEC (5 * USEC_PER_SEC)
+#define AUDIT_RECOVER_MAX 64u
 
 typedef enum EventType {
         EVENT_TASK,             /* a message on the task pull inbox */
@@ -56,6 +60,10 @@ typedef enum RequestType {
         REQUEST_ACK,            /* +ACK / +TERM / -NAK confirmed: fn */
         REQUEST_STATS,          /* consumer info */
         REQUEST_STREAM_CHECK,   /* a result had no stream: is it gone, or between leaders? */
+        REQUEST_AUDIT_STREAM,   /* the results stream's info, for the audit */
+        REQUEST_AUDIT_CONSUMER, /* ... then its consumer's */
+        REQUEST_RECOVER,        /* a stranded result, read by its sequence */
+        REQUEST_DELETE,         /* ... and deleted once handed on */
 } RequestType;
 
 typedef struct Request {
@@ -67,6 +75,7 @@ typedef struct Request {
         void *userdata;
         char *token;            /* REQUEST_RESULT, _STREAM_CHECK: what to ack once stored */
         bool term;
+        uint64_t seq;           /* REQUEST_RECOVER, _DELETE: the message's in the results stream */
         bool duplicate;         /* REQUEST_ACK: the result was stored before, by another run */
         char *reply;            /* REQUEST_RESULT: the subject it went to */
         natsMsg *msg;           /* REQUEST_PUBLISH: kept to be sent again while no stream answers */
@@ -126,6 +135,12 @@ struct Engine {
 
         bool activity;          /* since the stats were last asked for */
         sd_event_source *stats_source;
+
+        /* The audit of the results stream, while apiaryd awaits results (engine_audit()). */
+        bool awaiting;
+        sd_event_source *audit_source;
+        uint64_t audit_first, audit_last;       /* the stream's, as this audit found them */
+        uint64_t audit_stranded;                /* the first sequence found stranded last time */
 
         /* From libnats' threads. */
         pthread_mutex_t lock;
@@ -212,6 +227,40 @@ static uint64_t json_u64(const char *json, int len, const char *key) {
         while (*p == ' ')
                 p++;
         return g_ascii_strtoull(p, NULL, 10);
+}
+
+/* The value of "KEY": NUMBER after the first "SECTION": in a JSON text, or 0. */
+static uint64_t json_u64_in(const char *json, int len, const char *section, const char *key) {
+        g_autofree char *text = g_strndup(json, len);
+        g_autofree char *pattern = g_strdup_printf("\"%s\":", section);
+        const char *p = strstr(text, pattern);
+
+        return p ? json_u64(p, strlen(p), key) : 0;
+}
+
+/* The value of "KEY":"TEXT" in a JSON text, or NULL: only for texts without escapes (base64). */
+static char *json_plain_string(const char *json, int len, const char *key) {
+        g_autofree char *text = g_strndup(json, len);
+        g_autofree char *pattern = g_strdup_printf("\"%s\":\"", key);
+        const char *p = strstr(text, pattern), *end;
+
+        if (!p)
+                return NULL;
+        p += strlen(pattern);
+        end = strchr(p, '"');
+        return end ? g_strndup(p, end - p) : NULL;
+}
+
+/* The value of KEY in a NATS header block ("NATS/1.0\r\nKey: Value\r\n..."), or NULL. */
+static char *headers_get(const char *block, size_t size, const char *key) {
+        g_autofree char *text = g_strndup(block, size);
+        g_auto(GStrv) lines = g_strsplit(text, "\r\n", -1);
+        size_t n = strlen(key);
+
+        for (size_t i = 1; lines[0] && lines[i]; i++)
+                if (g_ascii_strncasecmp(lines[i], key, n) == 0 && lines[i][n] == ':')
+                        return g_strdup(g_strstrip(lines[i] + n + 1));
+        return NULL;
 }
 
 /* An engine's error answer ({"error":{"code":...,"description":"..."}}), as text, or NULL. */
@@ -514,6 +563,143 @@ static void engine_retry_publish(Engine *e, Request *q) {
         (void) sd_event_source_set_enabled(e->publish_retry_source, SD_EVENT_ONESHOT);
 }
 
+/* ---- the audit of the results stream ----
+ *
+ * A result the results stream holds but its consumer will never deliver: neither pending nor
+ * awaiting its ack. The engine has been seen to lose a consumer's record of a message across
+ * leader changes (nats-server 2.9: the stream kept the message, the consumer counted it
+ * delivered and acked), and then nothing else would ever hand that result on: its task would
+ * wait for good. So while apiaryd waits for results, the stream's counts are compared with its
+ * consumer's; a message found stranded by two audits AUDIT_INTERVAL_USEC apart is read by its
+ * sequence, handed on like any result (apiaryd drops one it has had), and deleted. */
+
+static int on_audit_timer(sd_event_source *es, uint64_t usec, void *userdata);
+
+static void engine_arm_audit(Engine *e) {
+        int enabled = SD_EVENT_OFF;
+
+        if (!e->audit_source) {
+                if (sd_event_add_time_relative(e->event, &e->audit_source, CLOCK_MONOTONIC, AUDIT_INTERVAL_USEC,
+                                               USEC_PER_SEC / 2, on_audit_timer, e) < 0)
+                        log_oom();
+                return;
+        }
+        (void) sd_event_source_get_enabled(e->audit_source, &enabled);
+        if (enabled == SD_EVENT_OFF) {
+                (void) sd_event_source_set_time_relative(e->audit_source, AUDIT_INTERVAL_USEC);
+                (void) sd_event_source_set_enabled(e->audit_source, SD_EVENT_ONESHOT);
+        }
+}
+
+static void engine_audit_ask(Engine *e, RequestType type, const char *subject, uint64_t seq) {
+        Request *q = request_new(e, type, NULL, NULL);
+        g_autofree char *body = NULL;
+
+        if (!q)
+                return;
+        q->seq = seq;
+        if (seq > 0)
+                body = g_strdup_printf("{\"seq\":%" PRIu64 "}", seq);
+        request_send(e, q, request_msg(e, q, subject, body, body ? strlen(body) : 0));
+}
+
+static int on_audit_timer(sd_event_source *es, uint64_t usec, void *userdata) {
+        Engine *e = userdata;
+        g_autofree char *subject = NULL;
+
+        if (!e->awaiting) {
+                e->audit_stranded = 0;
+                return 0;
+        }
+        engine_arm_audit(e);
+        if (!e->ready)
+                return 0;
+        subject = g_strdup_printf("$JS.API.STREAM.INFO.%s", e->result_stream);
+        engine_audit_ask(e, REQUEST_AUDIT_STREAM, subject, 0);
+        return 0;
+}
+
+static void engine_handle_audit_stream(Engine *e, natsMsg *msg) {
+        const char *d = natsMsg_GetData(msg);
+        int n = natsMsg_GetDataLength(msg);
+        g_autofree char *error = json_error(d, n), *subject = NULL;
+
+        if (error) {
+                log_debug("Results stream %s: no info (%s).", e->result_stream, error);
+                return;
+        }
+        if (json_u64_in(d, n, "state", "messages") == 0) {
+                e->audit_stranded = 0;
+                return;
+        }
+        e->audit_first = json_u64_in(d, n, "state", "first_seq");
+        e->audit_last = json_u64_in(d, n, "state", "last_seq");
+        subject = g_strdup_printf("$JS.API.CONSUMER.INFO.%s.submitter", e->result_stream);
+        engine_audit_ask(e, REQUEST_AUDIT_CONSUMER, subject, 0);
+}
+
+static void engine_handle_audit_consumer(Engine *e, natsMsg *msg) {
+        const char *d = natsMsg_GetData(msg);
+        int n = natsMsg_GetDataLength(msg);
+        g_autofree char *error = json_error(d, n), *subject = NULL;
+        uint64_t last;
+
+        if (error || e->audit_first == 0)
+                return;
+        if (json_u64(d, n, "num_pending") > 0 || json_u64(d, n, "num_ack_pending") > 0) {
+                e->audit_stranded = 0;  /* on their way */
+                return;
+        }
+        if (e->audit_stranded != e->audit_first) {
+                /* Perhaps between an ack and the message's removal: looked at again next time. */
+                e->audit_stranded = e->audit_first;
+                return;
+        }
+        last = MIN(e->audit_last, e->audit_first + AUDIT_RECOVER_MAX - 1);
+        log_notice("Results stream %s holds results its consumer will not deliver (from sequence %" PRIu64
+                   " to %" PRIu64 "): reading them back.", e->result_stream, e->audit_first, e->audit_last);
+        subject = g_strdup_printf("$JS.API.STREAM.MSG.GET.%s", e->result_stream);
+        for (uint64_t seq = e->audit_first; seq <= last; seq++)
+                engine_audit_ask(e, REQUEST_RECOVER, subject, seq);
+        e->audit_stranded = 0;
+}
+
+/* {"message":{"subject":"...","seq":N,"hdrs":"BASE64","data":"BASE64","time":"..."}}, or an
+ * error (404: no message there, deleted or delivered meanwhile). */
+static void engine_handle_recover(Engine *e, natsMsg *msg, uint64_t seq) {
+        const char *d = natsMsg_GetData(msg);
+        int n = natsMsg_GetDataLength(msg);
+        g_autofree char *error = json_error(d, n), *hdrs64 = NULL, *data64 = NULL, *id = NULL, *ok = NULL;
+        g_autofree char *subject = NULL;
+        g_autofree guchar *hdrs = NULL, *data = NULL;
+        gsize hdrs_size = 0, data_size = 0;
+
+        if (error) {
+                log_debug("Results stream %s, sequence %" PRIu64 ": %s", e->result_stream, seq, error);
+                return;
+        }
+        hdrs64 = json_plain_string(d, n, "hdrs");
+        data64 = json_plain_string(d, n, "data");
+        if (hdrs64)
+                hdrs = g_base64_decode(hdrs64, &hdrs_size);
+        if (data64)
+                data = g_base64_decode(data64, &data_size);
+        if (hdrs) {
+                id = headers_get((const char *) hdrs, hdrs_size, SOURCE_HEADER_ID);
+                ok = headers_get((const char *) hdrs, hdrs_size, SOURCE_HEADER_OK);
+        }
+        if (id) {
+                log_notice("Result of task %s read back from stream %s (sequence %" PRIu64 ").", id,
+                           e->result_stream, seq);
+                e->ops->result(e->userdata, id, ok && streq(ok, "1"), data ? data : (guchar *) "", data_size);
+        }
+        /* Handed on (or not one of ours): it must not be read back again. */
+        subject = g_strdup_printf("$JS.API.STREAM.MSG.DELETE.%s", e->result_stream);
+        engine_audit_ask(e, REQUEST_DELETE, subject, seq);
+}
+
+/* ---- replies ---- */
+
 static void engine_handle_stats(Engine *e, natsMsg *msg) {
         const char *d = natsMsg_GetData(msg);
         int n = natsMsg_GetDataLength(msg);
@@ -603,6 +789,25 @@ static void engine_handle_reply(Engine *e, natsMsg *msg) {
                 break;
         case REQUEST_STATS:
                 engine_handle_stats(e, msg);
+                request_end(e, q, NULL, NULL);
+                break;
+        case REQUEST_AUDIT_STREAM:
+                request_end(e, q, NULL, NULL);
+                engine_handle_audit_stream(e, msg);
+                break;
+        case REQUEST_AUDIT_CONSUMER:
+                request_end(e, q, NULL, NULL);
+                engine_handle_audit_consumer(e, msg);
+                break;
+        case REQUEST_RECOVER:
+                request_end(e, q, NULL, NULL);
+                engine_handle_recover(e, msg, q->seq);
+                break;
+        case REQUEST_DELETE:
+                error = json_error(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+                if (error)
+                        log_debug("Results stream %s, sequence %" PRIu64 " not deleted: %s", e->result_stream,
+                                  q->seq, error);
                 request_end(e, q, NULL, NULL);
                 break;
         }
@@ -696,9 +901,12 @@ static void engine_pull(Engine *e) {
                 puller_ask(e, &e->results, RESULTS_WINDOW - e->results.outstanding);
 }
 
-void engine_want(Engine *e, unsigned want, uint64_t received) {
+void engine_want(Engine *e, unsigned want, uint64_t received, bool awaiting) {
         e->want = want;
         e->received = received;
+        e->awaiting = awaiting;
+        if (awaiting)
+                engine_arm_audit(e);
         engine_pull(e);
 }
 
@@ -1222,6 +1430,7 @@ Engine *engine_free(Engine *e) {
         sd_event_source_disable_unref(e->efd_source);
         sd_event_source_disable_unref(e->deadline_source);
         sd_event_source_disable_unref(e->stats_source);
+        sd_event_source_disable_unref(e->audit_source);
         sd_event_source_disable_unref(e->retry_source);
         safe_close(e->efd);
         pthread_mutex_destroy(&e->lock);

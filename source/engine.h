@@ -67,8 +67,9 @@ void engine_finish(Engine *e, const char *token, const char *reply, const char *
 void engine_release(Engine *e, const char *token, engine_done_fn fn, void *userdata);
 /* Renews a task's lease: it is not delivered again while this keeps coming. */
 void engine_renew(Engine *e, const char *token);
-/* apiaryd has WANT free places now and has received RECEIVED tasks in all: pulls what fits. */
-void engine_want(Engine *e, unsigned want, uint64_t received);
+/* apiaryd has WANT free places now and has received RECEIVED tasks in all: pulls what fits.
+ * AWAITING: it waits for results of tasks it submitted (the results stream is audited then). */
+void engine_want(Engine *e, unsigned want, uint64_t received, bool awaiting);
 
 /* The number of deliveries in an ack token, or 0 if it is not one. */
 unsigned engine_token_deliveries(const char *token);

@@ -288,12 +288,13 @@ static int method_want(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Helper *h = userdata;
         uint32_t want;
         uint64_t received;
+        int awaiting;
         int r;
 
-        r = sd_bus_message_read(m, SOURCE_WANT_IN, &want, &received);
+        r = sd_bus_message_read(m, SOURCE_WANT_IN, &want, &received, &awaiting);
         if (r < 0)
                 return r;
-        engine_want(h->engine, want, received);
+        engine_want(h->engine, want, received, awaiting);
         return 1;
 }
 
@@ -306,7 +307,8 @@ static const sd_bus_vtable source_vtable[] = {
         SD_BUS_METHOD_WITH_NAMES("Release", SOURCE_TOKENS_IN, SD_BUS_PARAM(tokens), NULL,, method_release, 0),
         SD_BUS_METHOD_WITH_NAMES("Renew", SOURCE_TOKENS_IN, SD_BUS_PARAM(tokens), NULL,, method_renew,
                                  SD_BUS_VTABLE_METHOD_NO_REPLY),
-        SD_BUS_METHOD_WITH_NAMES("Want", SOURCE_WANT_IN, SD_BUS_PARAM(places) SD_BUS_PARAM(received), NULL,,
+        SD_BUS_METHOD_WITH_NAMES("Want", SOURCE_WANT_IN, SD_BUS_PARAM(places) SD_BUS_PARAM(received)
+                                 SD_BUS_PARAM(awaiting), NULL,,
                                  method_want, SD_BUS_VTABLE_METHOD_NO_REPLY),
         SD_BUS_VTABLE_END
 };
