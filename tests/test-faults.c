@@ -501,12 +501,6 @@ static void test_crash_storm(void **state) {
         /* The teardown stops apiaryd in the middle of the storm: it must still exit 0. */
 }
 
-static bool worker_busy(TestDaemon *d, const void *userdata) {
-        g_autofree char *state = test_worker_state(d, "pending", 0);
-
-        return streq(state, "busy");
-}
-
 /* A worker stopped from outside (SIGTERM, not apiaryd's drain) with a task still pending in an
  * asynchronous plugin: fini() runs with the link still up, and the end it gives the task (here a
  * failure) is the task's end, not "worker crashed", and costs no retry of TaskRetries=0. */
@@ -516,13 +510,17 @@ static void test_fini_completes_pending_tasks(void **state) {
         const TestResult *r;
         uint64_t id;
 
-        test_daemon_start(d, &f->bus,
-                          "[Apiary]\nPluginDirectory=@PLUGINS@\n"
-                          "[Pool pending]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nTaskRetries=0\n"
-                          "[Pool pending Plugin]\nFiniMode=fail-pending\n", true);
+        g_autofree char *held = NULL;
+
+        test_daemon_start_logged(d, &f->bus,
+                                 "[Apiary]\nPluginDirectory=@PLUGINS@\n"
+                                 "[Pool pending]\nPlugin=@TEST_PLUGINS@/control.so\nWorkers=1\nTaskRetries=0\n"
+                                 "[Pool pending Plugin]\nFiniMode=fail-pending\n", true);
         test_collect_results(d);
         id = test_submit(d, "pending", "pend", 4);
-        test_wait_until(d, worker_busy, NULL, TEST_TIMEOUT_USEC, "the worker to hold the task");
+        /* Held by the plugin, not only sent: a SIGTERM before the worker read the task would end
+         * it as a crash (the worker exits 0 knowing nothing of it). */
+        held = test_daemon_wait_log(d, "holding a pending task", TEST_TIMEOUT_USEC);
         assert_int_equal(kill(test_worker_pid(d, "pending", 0), SIGTERM), 0);
         test_wait_results(d, 1);
         r = test_result(d, id);

@@ -298,6 +298,9 @@ static int control_run(void *state, apiary_task *task) {
                 if (n_pending >= 64)
                         return host->task_fail(task, "too many pending tasks");
                 pending[n_pending++] = task;
+                /* Tests wait for this line: the worker holds the task (apiaryd's "busy" says only
+                 * that it was sent). */
+                host->log(host, APIARY_LOG_INFO, "holding a pending task (%u)", n_pending);
                 return APIARY_TASK_PENDING;
         }
         if (n > 6 && n < 16 && memcmp(p, "spawn ", 6) == 0) {
