@@ -394,7 +394,8 @@ static char *render(void) {
         append_pool_u64(s, "apiary_worker_restarts_total", "counter", "Workers replaced after they failed.", pools,
                         offsetof(PoolMetrics, restarts), false);
         append_pool_u64(s, "apiary_worker_planned_restarts_total", "counter",
-                        "Workers replaced as asked (Restart(), a reload, MaxTasksPerWorker=).", pools,
+                        "Workers replaced as planned (Restart(), a reload, MaxTasksPerWorker=, MaxMemoryPerWorker=, "
+                        "MaxWorkerAgeSec=).", pools,
                         offsetof(PoolMetrics, planned_restarts), false);
         append_histogram(s, "apiary_task_run_seconds",
                          "How long tasks ran, as their worker measured, of those that ended with its answer.", pools,

@@ -7,7 +7,10 @@
 with $APIARYD, $APIARY_WORKER_PATH and $APIARY_PLUGIN_DIR set (meson's integration_env).
 
 The sessions are the ```console blocks that follow a line "<!-- doc-test -->" (others are not
-run: the page says why they cannot be, e.g. a PID or a time of day). In a block, a line
+run: the page says why they cannot be, e.g. a PID or a time of day). Any other block that follows
+a line "<!-- doc-test: FILE -->" (a script the page shows, a drop-in) is written to FILE when the
+page reaches it, relative to the directory the commands run in, which holds apiary.conf and
+apiary.conf.d/ (so "apiary.conf.d/60-nap.conf" is a drop-in, read at the next reload). In a block, a line
 "$ COMMAND" is a command (a line ending in a backslash goes on to the next), and the lines after it,
 up to the next command, are its expected output, stdout and stderr together:
   * a line that is "…" alone stands for any number of lines, none included;
@@ -31,15 +34,24 @@ import tempfile
 import time
 
 MARK = "<!-- doc-test -->"
+FILE_MARK = re.compile(r"<!-- doc-test: (\S+) -->$")
 
 
 def sessions(path):
-    """[(line number, [(command, [expected lines])])] of the tested blocks of PATH."""
+    """The tested blocks of PATH, in order: (line number, [(line, command, [expected lines])]) for
+    a session, (line number, FILE, text) for a file."""
     lines = open(path, encoding="utf-8").read().split("\n")
     out = []
     i = 0
     while i < len(lines):
-        if lines[i].strip() == MARK and i + 1 < len(lines) and lines[i + 1].startswith("```console"):
+        file_mark = FILE_MARK.match(lines[i].strip())
+        if file_mark and i + 1 < len(lines) and lines[i + 1].startswith("```"):
+            j = i + 2
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            out.append((i + 2, file_mark.group(1), "\n".join(lines[i + 2:j]) + "\n"))
+            i = j
+        elif lines[i].strip() == MARK and i + 1 < len(lines) and lines[i + 1].startswith("```console"):
             start = i + 2
             j = start
             while j < len(lines) and not lines[j].startswith("```"):
@@ -86,7 +98,7 @@ def main():
             print("SKIP: %s is not installed" % tool)
             return 77
     blocks = sessions(doc)
-    if not blocks:
+    if not any(len(b) == 2 for b in blocks):
         print("FAIL: %s has no session marked %s" % (doc, MARK))
         return 1
 
@@ -134,8 +146,16 @@ def main():
             return 1
 
         failed = n = 0
-        for start, commands in blocks:
-            for line, cmd, expected in commands:
+        for block in blocks:
+            if len(block) == 3:
+                name = os.path.normpath(os.path.join(tmp, block[1]))
+                if not name.startswith(tmp + "/"):
+                    print("FAIL: %s:%d: %s is outside the session's directory" % (doc, block[0], block[1]))
+                    return 1
+                with open(name, "w") as f:
+                    f.write(block[2])
+                continue
+            for line, cmd, expected in block[1]:
                 if re.match(r"A=", cmd):
                     continue
                 n += 1

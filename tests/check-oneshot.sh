@@ -127,11 +127,15 @@ status=0
 timeout 30 "$worker" --oneshot "$test_plugins/control.so" --set FiniMode=fail-pending \
         <"$tmp/in" >"$tmp/out" 2>"$tmp/err" &
 pid=$!
-sleep 0.5
+# Once the plugin holds the task (it logs so), not before: a signal that comes first finds no task.
+for _ in $(seq 200); do
+        grep -q "holding a pending task" "$tmp/err" && break
+        sleep 0.05
+done
 kill -TERM "$pid"
 wait "$pid" || status=$?
 [ "$status" -eq 1 ] || fail "control pend, SIGTERM: exit status $status, expected 1"
-[ "$(cat "$tmp/err")" = "failed in fini()" ] || fail "control pend, SIGTERM: stderr is not fini()'s reason"
+[ "$(tail -n 1 "$tmp/err")" = "failed in fini()" ] || fail "control pend, SIGTERM: stderr does not end with fini()'s reason"
 ok "control: SIGTERM on a pending task runs fini(), whose completion is the task's end"
 
 # ---- failures ----
