@@ -476,15 +476,17 @@ static void test_status_pools_workers(void **state) {
 
                 assert_int_equal(g_strv_length(l), 2);
                 for (unsigned i = 0; i < 2; i++) {
-                        g_auto(GStrv) cols = g_strsplit_set(l[i], " ", -1);
+                        g_auto(GStrv) fields = g_strsplit_set(l[i], " ", -1);
                         g_autofree char *slot = g_strdup_printf("%u", i);
                         g_autofree char *pid = g_strdup_printf("%i", (int) test_worker_pid(d, "echo", i));
+                        const char *cols[16] = {};
                         guint n = 0;
 
-                        /* POOL SLOT PID STATE …, columns padded with spaces */
-                        for (guint k = 0; cols[k]; k++)
-                                if (cols[k][0])
-                                        cols[n++] = cols[k];
+                        /* POOL SLOT PID STATE …, columns padded with spaces (so some fields are
+                         * empty, depending on the widths of the PIDs) */
+                        for (guint k = 0; fields[k] && n < G_N_ELEMENTS(cols); k++)
+                                if (fields[k][0])
+                                        cols[n++] = fields[k];
                         assert_true(n >= 4);
                         assert_string_equal(cols[0], "echo");
                         assert_string_equal(cols[1], slot);
