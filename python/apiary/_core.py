@@ -275,7 +275,7 @@ class Client:
     def __init__(self, bus=None):
         self.loop = _Loop.get()
         self.conn = None
-        self._tasks = {}            # task id → on_end(ok, value); loop thread only
+        self._tasks = {}            # task id → (on_end, index): on_end(index, ok, value); loop thread only
         self._owner = None
         self._owner_watch = None
         self._refusing = None       # an exception for every new submission (terminate)
@@ -391,22 +391,23 @@ class Client:
         except Exception as e:  # a closed connection, an argument of the wrong type, ...
             error(e)
 
-    def submit(self, pool, payloads, options, on_end, on_error, on_ids=None):
-        """Loop thread: SubmitBatch. on_ids(ids) comes with the reply, then on_end(index, ok,
-        value) once per task (value: the result's bytes, or a TaskError); on_error(exc) if the
-        call was refused (no task exists then)."""
+    def submit(self, pool, payloads, options, on_end, on_error, on_ids=None, first=0):
+        """Loop thread: SubmitBatch. on_ids(ids) comes with the reply, then on_end(first + index,
+        ok, value) once per task (value: the result's bytes, or a TaskError); on_error(exc) if
+        the call was refused (no task exists then)."""
         if self._refusing is not None:
             return on_error(self._refusing)
 
         def reply(ids):
             ids = [int(i) for i in ids]
             self._hold(len(ids))
-            for index, task_id in enumerate(ids):
+            tasks = self._tasks
+            for index, task_id in enumerate(ids, first):
                 if task_id:
-                    self._tasks[task_id] = functools.partial(on_end, index)
+                    tasks[task_id] = (on_end, index)
             if on_ids:
                 on_ids(ids)
-            for index, task_id in enumerate(ids):
+            for index, task_id in enumerate(ids, first):
                 if not task_id:  # a shared pool's engine did not store this one
                     self._finish(functools.partial(on_end, index), False, ApiaryError(
                         "The task was not stored by the shared pool's engine.", ERROR + "SourceUnavailable"))
@@ -443,25 +444,34 @@ class Client:
         finally:
             self._release()
 
-    def _end(self, task_id, ok, result):
-        on_end = self._tasks.pop(int(task_id), None)
-        if on_end is None:
-            return  # not a task of ours, or already ended
-        result = bytes(result)
-        self._finish(on_end, True, result) if ok else \
-            self._finish(on_end, False, TaskError(result.decode("utf-8", "replace")))
-
     def _on_task_finished(self, task_id, pool, ok, result):
-        self._end(task_id, ok, result)
+        self._on_tasks_finished(((task_id, pool, ok, result),))
 
     def _on_tasks_finished(self, results):
-        for task_id, pool, ok, result in results:
-            self._end(task_id, ok, result)
+        # The hot path of map(): one pass, one release for the whole signal.
+        pop, ended = self._tasks.pop, 0
+        try:
+            for task_id, _pool, ok, result in results:
+                entry = pop(task_id, None)
+                if entry is None:
+                    continue  # not a task of ours, or already ended
+                ended += 1
+                on_end, index = entry
+                try:
+                    if ok:
+                        on_end(index, True, bytes(result))
+                    else:
+                        on_end(index, False, TaskError(bytes(result).decode("utf-8", "replace")))
+                except Exception:
+                    log.exception("apiary: error in a task's end callback")
+        finally:
+            if ended:
+                self._release(ended)
 
     def _fail_all(self, exc):
         tasks, self._tasks = self._tasks, {}
-        for on_end in tasks.values():
-            self._finish(on_end, False, exc)
+        for on_end, index in tasks.values():
+            self._finish(functools.partial(on_end, index), False, exc)
 
     def _on_owner(self, owner):
         if self._owner is not None and owner != self._owner and self._tasks:
@@ -517,10 +527,9 @@ class Feeder:
             return
         first, payloads = self._chunks[0]
         self._busy = True
-        self.client.submit(self.pool, payloads, self.options,
-                           lambda index, ok, value: self._end(first + index, ok, value),
+        self.client.submit(self.pool, payloads, self.options, self._end,
                            lambda exc: self._refused(first, exc),
-                           lambda ids: self._accepted(first, ids))
+                           lambda ids: self._accepted(first, ids), first)
 
     def _accepted(self, first, ids):
         self._busy = False
@@ -597,7 +606,9 @@ class MapJob:
         self.left -= 1
         if not self.left:
             return self._done(True, self.results)
-        self._refill()
+        todo = len(self.payloads) - self.pushed
+        if todo and self.pushed - self.ended + min(self.chunksize, todo) <= self.window:
+            self._refill()
 
     def _error(self, index, exc):
         self._done(False, exc)
