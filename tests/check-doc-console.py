@@ -301,14 +301,22 @@ def run_blocks(doc, blocks, runner, skip=lambda cmd: False):
     return 1 if failed else 0
 
 
-def main_shell(directory, doc):
+def tested_blocks(doc):
+    """The tested blocks of DOC, or None (said why) if it has none or a malformed one."""
     try:
         blocks = sessions(doc)
     except ValueError as e:
         print("FAIL: %s" % e)
-        return 1
+        return None
     if not any(len(b) == 3 for b in blocks):
         print("FAIL: %s has no session marked %s" % (doc, MARK))
+        return None
+    return blocks
+
+
+def main_shell(directory, doc):
+    blocks = tested_blocks(doc)
+    if blocks is None:
         return 1
     tmp = tempfile.mkdtemp(prefix="apiary-doc-shell-")
     shell = None
@@ -334,13 +342,8 @@ def main():
         if not shutil.which(tool):
             print("SKIP: %s is not installed" % tool)
             return 77
-    try:
-        blocks = sessions(doc)
-    except ValueError as e:
-        print("FAIL: %s" % e)
-        return 1
-    if not any(len(b) == 3 for b in blocks):
-        print("FAIL: %s has no session marked %s" % (doc, MARK))
+    blocks = tested_blocks(doc)
+    if blocks is None:
         return 1
     tmp = tempfile.mkdtemp(prefix="apiary-doc-")
     procs = []
