@@ -18,7 +18,7 @@
 #define SOURCE_INTERFACE "org.apiary.Source1"
 
 /* Bumped whenever a signature below changes: Hello refuses a helper of another version. */
-#define SOURCE_PROTOCOL_VERSION 1u
+#define SOURCE_PROTOCOL_VERSION 2u
 
 /* The helper → apiaryd calls (SourceSupervisor1); all but Hello want no reply. */
 #define SOURCE_HELLO_IN "u"                             /* protocol version */

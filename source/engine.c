@@ -76,6 +76,7 @@ typedef struct Request {
         char *token;            /* REQUEST_RESULT, _STREAM_CHECK: what to ack once stored */
         bool term;
         uint64_t seq;           /* REQUEST_RECOVER, _DELETE: the message's in the results stream */
+        uint64_t first, last;   /* REQUEST_AUDIT_CONSUMER, _RECOVER, _DELETE: the range looked at */
         bool duplicate;         /* REQUEST_ACK: the result was stored before, by another run */
         char *reply;            /* REQUEST_RESULT: the subject it went to */
         natsMsg *msg;           /* REQUEST_PUBLISH: kept to be sent again while no stream answers */
@@ -138,9 +139,10 @@ struct Engine {
 
         /* The audit of the results stream, while apiaryd awaits results (engine_audit()). */
         bool awaiting;
+        bool auditing;                          /* an audit's request is out */
         sd_event_source *audit_source;
-        uint64_t audit_first, audit_last;       /* the stream's, as this audit found them */
         uint64_t audit_stranded;                /* the first sequence found stranded last time */
+        uint64_t audit_handed;                  /* the last sequence read back and handed on */
 
         /* From libnats' threads. */
         pthread_mutex_t lock;
@@ -565,13 +567,17 @@ static void engine_retry_publish(Engine *e, Request *q) {
 
 /* ---- the audit of the results stream ----
  *
- * A result the results stream holds but its consumer will never deliver: neither pending nor
- * awaiting its ack. The engine has been seen to lose a consumer's record of a message across
- * leader changes (nats-server 2.9: the stream kept the message, the consumer counted it
- * delivered and acked), and then nothing else would ever hand that result on: its task would
- * wait for good. So while apiaryd waits for results, the stream's counts are compared with its
- * consumer's; a message found stranded by two audits AUDIT_INTERVAL_USEC apart is read by its
- * sequence, handed on like any result (apiaryd drops one it has had), and deleted. */
+ * A result the results stream holds but its consumer will never deliver. The engine has been
+ * seen to lose a consumer's record of a message across leader changes (nats-server 2.9: the
+ * stream kept the message, the consumer counted it delivered and acked), and then nothing else
+ * would ever hand that result on: its task would wait for good. So while apiaryd waits for
+ * results, the stream's first message is compared with its consumer's state. It is stranded if
+ * the consumer says it acked it (at or below its ack floor: in a work-queue stream an acked
+ * message is removed), or says it delivered it while nothing is pending or awaits an ack. Found
+ * so by two audits AUDIT_INTERVAL_USEC apart (not an ack whose removal is on its way), the
+ * stranded messages are read by sequence, one at a time, handed on like any result (apiaryd
+ * drops one it has had), and deleted. A consumer answer without its state (around a leader
+ * change) says 0 for each: nothing is stranded then. */
 
 static int on_audit_timer(sd_event_source *es, uint64_t usec, void *userdata);
 
@@ -591,16 +597,36 @@ static void engine_arm_audit(Engine *e) {
         }
 }
 
-static void engine_audit_ask(Engine *e, RequestType type, const char *subject, uint64_t seq) {
-        Request *q = request_new(e, type, NULL, NULL);
+/* Every request of an audit ends here, answered or not: the next audit may start. */
+static void on_audit_request_end(const char *error_name, const char *message, void *userdata) {
+        Engine *e = userdata;
+
+        e->auditing = false;
+}
+
+/* Asks SUBJECT (with {"seq":SEQ} if SEQ) for the audit; FIRST and LAST go with the request. */
+static void engine_audit_ask(Engine *e, RequestType type, const char *subject, uint64_t seq, uint64_t first,
+                             uint64_t last) {
+        Request *q = request_new(e, type, on_audit_request_end, e);
         g_autofree char *body = NULL;
 
         if (!q)
                 return;
+        e->auditing = true;
         q->seq = seq;
-        if (seq > 0)
+        q->first = first;
+        q->last = last;
+        if (type == REQUEST_DELETE)
+                body = g_strdup_printf("{\"seq\":%" PRIu64 ",\"no_erase\":true}", seq);
+        else if (seq > 0)
                 body = g_strdup_printf("{\"seq\":%" PRIu64 "}", seq);
         request_send(e, q, request_msg(e, q, subject, body, body ? strlen(body) : 0));
+}
+
+static void engine_audit_get(Engine *e, uint64_t seq, uint64_t last) {
+        g_autofree char *subject = g_strdup_printf("$JS.API.STREAM.MSG.GET.%s", e->result_stream);
+
+        engine_audit_ask(e, REQUEST_RECOVER, subject, seq, seq, last);
 }
 
 static int on_audit_timer(sd_event_source *es, uint64_t usec, void *userdata) {
@@ -612,10 +638,10 @@ static int on_audit_timer(sd_event_source *es, uint64_t usec, void *userdata) {
                 return 0;
         }
         engine_arm_audit(e);
-        if (!e->ready)
+        if (!e->ready || !e->connected || e->auditing)
                 return 0;
         subject = g_strdup_printf("$JS.API.STREAM.INFO.%s", e->result_stream);
-        engine_audit_ask(e, REQUEST_AUDIT_STREAM, subject, 0);
+        engine_audit_ask(e, REQUEST_AUDIT_STREAM, subject, 0, 0, 0);
         return 0;
 }
 
@@ -623,50 +649,58 @@ static void engine_handle_audit_stream(Engine *e, natsMsg *msg) {
         const char *d = natsMsg_GetData(msg);
         int n = natsMsg_GetDataLength(msg);
         g_autofree char *error = json_error(d, n), *subject = NULL;
+        uint64_t first, last;
 
-        if (error) {
-                log_debug("Results stream %s: no info (%s).", e->result_stream, error);
+        if (msg_status(msg) || error || !strstr(strempty(d), "\"state\":")) {
+                log_debug("Results stream %s: no info (%s).", e->result_stream, strempty(error));
                 return;
         }
         if (json_u64_in(d, n, "state", "messages") == 0) {
                 e->audit_stranded = 0;
                 return;
         }
-        e->audit_first = json_u64_in(d, n, "state", "first_seq");
-        e->audit_last = json_u64_in(d, n, "state", "last_seq");
+        first = json_u64_in(d, n, "state", "first_seq");
+        last = json_u64_in(d, n, "state", "last_seq");
+        if (first == 0 || last < first)
+                return;
         subject = g_strdup_printf("$JS.API.CONSUMER.INFO.%s.submitter", e->result_stream);
-        engine_audit_ask(e, REQUEST_AUDIT_CONSUMER, subject, 0);
+        engine_audit_ask(e, REQUEST_AUDIT_CONSUMER, subject, 0, first, last);
 }
 
-static void engine_handle_audit_consumer(Engine *e, natsMsg *msg) {
+static void engine_handle_audit_consumer(Engine *e, natsMsg *msg, uint64_t first, uint64_t last) {
         const char *d = natsMsg_GetData(msg);
         int n = natsMsg_GetDataLength(msg);
-        g_autofree char *error = json_error(d, n), *subject = NULL;
-        uint64_t last;
+        g_autofree char *error = json_error(d, n);
+        uint64_t acked, delivered, upto = 0;
 
-        if (error || e->audit_first == 0)
+        if (msg_status(msg) || error || !strstr(strempty(d), "\"ack_floor\":"))
                 return;
-        if (json_u64(d, n, "num_pending") > 0 || json_u64(d, n, "num_ack_pending") > 0) {
-                e->audit_stranded = 0;  /* on their way */
+        acked = json_u64_in(d, n, "ack_floor", "stream_seq");
+        delivered = json_u64_in(d, n, "delivered", "stream_seq");
+        if (acked >= first)
+                upto = acked;   /* acked, says the consumer, and still there */
+        else if (delivered >= first && json_u64(d, n, "num_pending") == 0 && json_u64(d, n, "num_ack_pending") == 0)
+                upto = delivered;       /* delivered, and neither pending nor awaiting its ack */
+        if (upto == 0) {
+                e->audit_stranded = 0;
                 return;
         }
-        if (e->audit_stranded != e->audit_first) {
+        if (e->audit_stranded != first) {
                 /* Perhaps between an ack and the message's removal: looked at again next time. */
-                e->audit_stranded = e->audit_first;
+                e->audit_stranded = first;
                 return;
         }
-        last = MIN(e->audit_last, e->audit_first + AUDIT_RECOVER_MAX - 1);
-        log_notice("Results stream %s holds results its consumer will not deliver (from sequence %" PRIu64
-                   " to %" PRIu64 "): reading them back.", e->result_stream, e->audit_first, e->audit_last);
-        subject = g_strdup_printf("$JS.API.STREAM.MSG.GET.%s", e->result_stream);
-        for (uint64_t seq = e->audit_first; seq <= last; seq++)
-                engine_audit_ask(e, REQUEST_RECOVER, subject, seq);
         e->audit_stranded = 0;
+        last = MIN(MIN(last, upto), first + AUDIT_RECOVER_MAX - 1);
+        log_notice("Results stream %s holds results its consumer will not deliver (sequence %" PRIu64 " to %" PRIu64
+                   "): reading them back.", e->result_stream, first, last);
+        engine_audit_get(e, first, last);
 }
 
-/* {"message":{"subject":"...","seq":N,"hdrs":"BASE64","data":"BASE64","time":"..."}}, or an
- * error (404: no message there, deleted or delivered meanwhile). */
-static void engine_handle_recover(Engine *e, natsMsg *msg, uint64_t seq) {
+/* {"message":{"subject":"...","seq":N,"hdrs":"BASE64","data":"BASE64","time":"..."}} (hdrs and
+ * data left out when empty), or an error (404: no message there, removed meanwhile). Then the
+ * next sequence, up to LAST. */
+static void engine_handle_recover(Engine *e, natsMsg *msg, uint64_t seq, uint64_t last) {
         const char *d = natsMsg_GetData(msg);
         int n = natsMsg_GetDataLength(msg);
         g_autofree char *error = json_error(d, n), *hdrs64 = NULL, *data64 = NULL, *id = NULL, *ok = NULL;
@@ -674,9 +708,10 @@ static void engine_handle_recover(Engine *e, natsMsg *msg, uint64_t seq) {
         g_autofree guchar *hdrs = NULL, *data = NULL;
         gsize hdrs_size = 0, data_size = 0;
 
-        if (error) {
-                log_debug("Results stream %s, sequence %" PRIu64 ": %s", e->result_stream, seq, error);
-                return;
+        if (msg_status(msg) || error) {
+                log_debug("Results stream %s, sequence %" PRIu64 ": %s", e->result_stream, seq,
+                          strempty(error ? error : msg_status(msg)));
+                goto next;
         }
         hdrs64 = json_plain_string(d, n, "hdrs");
         data64 = json_plain_string(d, n, "data");
@@ -688,14 +723,20 @@ static void engine_handle_recover(Engine *e, natsMsg *msg, uint64_t seq) {
                 id = headers_get((const char *) hdrs, hdrs_size, SOURCE_HEADER_ID);
                 ok = headers_get((const char *) hdrs, hdrs_size, SOURCE_HEADER_OK);
         }
-        if (id) {
+        if (id && seq > e->audit_handed) {
                 log_notice("Result of task %s read back from stream %s (sequence %" PRIu64 ").", id,
                            e->result_stream, seq);
                 e->ops->result(e->userdata, id, ok && streq(ok, "1"), data ? data : (guchar *) "", data_size);
+                e->audit_handed = seq;
         }
-        /* Handed on (or not one of ours): it must not be read back again. */
+        /* Handed on (now, or by an audit whose delete failed; or not one of ours): it must not
+         * be read back again. */
         subject = g_strdup_printf("$JS.API.STREAM.MSG.DELETE.%s", e->result_stream);
-        engine_audit_ask(e, REQUEST_DELETE, subject, seq);
+        engine_audit_ask(e, REQUEST_DELETE, subject, seq, seq, last);
+        return;
+next:
+        if (seq < last)
+                engine_audit_get(e, seq + 1, last);
 }
 
 /* ---- replies ---- */
@@ -791,17 +832,18 @@ static void engine_handle_reply(Engine *e, natsMsg *msg) {
                 engine_handle_stats(e, msg);
                 request_end(e, q, NULL, NULL);
                 break;
+        /* The audit's: each ends its request first (the audit is idle), then may ask the next. */
         case REQUEST_AUDIT_STREAM:
                 request_end(e, q, NULL, NULL);
                 engine_handle_audit_stream(e, msg);
                 break;
         case REQUEST_AUDIT_CONSUMER:
                 request_end(e, q, NULL, NULL);
-                engine_handle_audit_consumer(e, msg);
+                engine_handle_audit_consumer(e, msg, q->first, q->last);
                 break;
         case REQUEST_RECOVER:
                 request_end(e, q, NULL, NULL);
-                engine_handle_recover(e, msg, q->seq);
+                engine_handle_recover(e, msg, q->seq, q->last);
                 break;
         case REQUEST_DELETE:
                 error = json_error(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
@@ -809,6 +851,8 @@ static void engine_handle_reply(Engine *e, natsMsg *msg) {
                         log_debug("Results stream %s, sequence %" PRIu64 " not deleted: %s", e->result_stream,
                                   q->seq, error);
                 request_end(e, q, NULL, NULL);
+                if (q->seq < q->last)
+                        engine_audit_get(e, q->seq + 1, q->last);
                 break;
         }
 }
@@ -1271,11 +1315,15 @@ static int on_efd(sd_event_source *s, int fd, uint32_t revents, void *userdata) 
                         engine_handle_reply(e, ev->msg);
                         break;
                 case EVENT_DISCONNECTED:
+                        e->connected = false;
+                        e->audit_stranded = 0;  /* two audits in a row of one connection */
                         if (e->ready)
                                 engine_set_state(e, SOURCE_STATE_UNAVAILABLE,
                                                  "disconnected from the engine, reconnecting");
                         break;
                 case EVENT_RECONNECTED:
+                        e->connected = true;
+                        e->audit_stranded = 0;
                         /* Pulls made before may be gone with the server: ask anew. */
                         e->tasks.outstanding = e->results.outstanding = 0;
                         if (e->ready)

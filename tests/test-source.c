@@ -564,25 +564,29 @@ static void test_foreign_message(void **state) {
 }
 
 /* A result the results stream holds and its consumer will never deliver (the engine lost its
- * record of it; made here by a consumer whose filter leaves it out: on a work-queue stream a
- * consumer must start at the first message) is read back by the audit while apiaryd awaits
- * results, handed on once, and deleted from the stream. */
+ * record of it) is read back by the audit while apiaryd awaits results, handed on once, and
+ * deleted from the stream; a result delivered as usual is not read back. The stranded one is made
+ * by a consumer whose filter leaves it out (on a work-queue stream a consumer must start at the
+ * first message): once the consumer has delivered and acked the result after it, the stranded
+ * one lies below its ack floor and is still there, as after the engine's loss. */
 static void test_stranded_result(void **state) {
         Src s;
         g_autofree char *url = g_strdup_printf("nats://%s", nats.servers), *id = new_id("l", 1);
+        g_autofree char *normal = new_id("l", 2);
         const char *subjects[] = { "apiary.echo.r.l", "stranded.l" };
+        const char *message_ids[] = { id, normal }, *message_subjects[] = { "stranded.l", "apiary.echo.r.l" };
+        const char *message_data[] = { "stranded", "normal" };
         natsConnection *nc = NULL;
         jsCtx *js = NULL;
         jsStreamConfig sc;
         jsConsumerConfig cc;
         jsStreamInfo *si = NULL;
         jsErrCode jerr = 0;
-        natsMsg *m = NULL;
         SrcResult *r;
 
         assert_int_equal(natsConnection_ConnectTo(&nc, url), NATS_OK);
         assert_int_equal(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
-        /* The stream as apiary-source makes it (it keeps one that exists), the result in it... */
+        /* The stream as apiary-source makes it (it keeps one that exists)... */
         jsStreamConfig_Init(&sc);
         sc.Name = "APIARY_echo_R_l";
         sc.Subjects = subjects;
@@ -591,12 +595,8 @@ static void test_stranded_result(void **state) {
         sc.Storage = js_FileStorage;
         sc.MaxAge = (int64_t) 24 * 3600 * 1000000000;
         assert_int_equal(js_AddStream(NULL, js, &sc, NULL, &jerr), NATS_OK);
-        assert_int_equal(natsMsg_Create(&m, "stranded.l", NULL, "stranded", 8), NATS_OK);
-        assert_int_equal(natsMsgHeader_Set(m, SOURCE_HEADER_ID, id), NATS_OK);
-        assert_int_equal(natsMsgHeader_Set(m, SOURCE_HEADER_OK, "1"), NATS_OK);
-        assert_int_equal(js_PublishMsg(NULL, js, m, NULL, &jerr), NATS_OK);
-        natsMsg_Destroy(m);
-        /* ... and a consumer that will never deliver it (apiary-source keeps it: same settings). */
+        /* ... with a consumer that leaves the first result out (apiary-source keeps it: same
+         * settings)... */
         jsConsumerConfig_Init(&cc);
         cc.Durable = "submitter";
         cc.FilterSubject = "apiary.echo.r.l";
@@ -605,19 +605,32 @@ static void test_stranded_result(void **state) {
         cc.MaxDeliver = -1;
         cc.MaxAckPending = 1 << 20;
         assert_int_equal(js_AddConsumer(NULL, js, "APIARY_echo_R_l", &cc, NULL, &jerr), NATS_OK);
+        /* ... and two results: the stranded one, and one the consumer delivers. */
+        for (unsigned i = 0; i < 2; i++) {
+                natsMsg *m = NULL;
+
+                assert_int_equal(natsMsg_Create(&m, message_subjects[i], NULL, message_data[i],
+                                                (int) strlen(message_data[i])), NATS_OK);
+                assert_int_equal(natsMsgHeader_Set(m, SOURCE_HEADER_ID, message_ids[i]), NATS_OK);
+                assert_int_equal(natsMsgHeader_Set(m, SOURCE_HEADER_OK, "1"), NATS_OK);
+                assert_int_equal(js_PublishMsg(NULL, js, m, NULL, &jerr), NATS_OK);
+                natsMsg_Destroy(m);
+        }
 
         src_start(&s, "l", nats.servers, 30 * USEC_PER_SEC);
         src_wait(&s, is_state, SOURCE_STATE_READY, WAIT_USEC, "ready");
         src_want_awaiting(&s, 0, true);
-        /* Two audits 5 s apart find it stranded; read back after the second. */
-        src_wait(&s, has_results, GUINT_TO_POINTER(1), 3 * WAIT_USEC, "the stranded result");
-        r = s.results->pdata[0];
+        src_wait(&s, has_results, GUINT_TO_POINTER(1), WAIT_USEC, "the delivered result");
+        assert_string_equal(((SrcResult *) s.results->pdata[0])->id, normal);
+        /* Two audits 5 s apart find the other stranded; read back after the second. */
+        src_wait(&s, has_results, GUINT_TO_POINTER(2), 3 * WAIT_USEC, "the stranded result");
+        r = s.results->pdata[1];
         assert_string_equal(r->id, id);
         assert_true(r->ok);
         assert_string_equal(r->data, "stranded");
-        /* Deleted once handed on: the next audit finds nothing. */
-        src_idle(&s, 6 * USEC_PER_SEC);
-        assert_int_equal(s.results->len, 1);
+        /* Deleted once handed on: the next audits find nothing, and nothing comes twice. */
+        src_idle(&s, 11 * USEC_PER_SEC);
+        assert_int_equal(s.results->len, 2);
         src_stop(&s);
 
         assert_int_equal(js_GetStreamInfo(&si, js, "APIARY_echo_R_l", NULL, &jerr), NATS_OK);
