@@ -1085,8 +1085,15 @@ class Bench:
                              + batch, "local pool alone")
                     if k:
                         rows["local_alone"].append(r["rate"])
-                    lines = run_cmd([self.python, os.path.join(self.top, "bench", "py_manager.py"), "--workers", "2",
-                                     "--tasks", str(p["shared_py_tasks"]), "--runs", "1"], timeout=600)
+                    manager = [self.python, os.path.join(self.top, "bench", "py_manager.py"), "--workers", "2",
+                               "--tasks", str(p["shared_py_tasks"]), "--runs", "1"]
+                    try:
+                        lines = run_cmd(manager, timeout=600)
+                    except BenchError as e:
+                        # The baseline's own processes have been seen killed mid-run (py_manager
+                        # says so now, instead of hanging): once more, and say it.
+                        print("bench: BaseManager run failed, once more: %s" % e, file=sys.stderr, flush=True)
+                        lines = run_cmd(manager, timeout=600)
                     r = parse_kv(lines[-1])
                     verify_tasks(r, "BaseManager")
                     self.checks += 1

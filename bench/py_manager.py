@@ -16,9 +16,11 @@ without a word.
 import argparse
 import ctypes
 import multiprocessing
+import os
 import queue
 import signal
 import sys
+import threading
 import time
 from multiprocessing.managers import BaseManager
 
@@ -90,6 +92,17 @@ def main():
     workers = [ctx.Process(target=worker, args=(port,), daemon=True) for _ in range(args.workers)]
     for w in workers:
         w.start()
+    # A proxy call waits for its answer with no time limit: should the manager or a worker end
+    # (it has been seen killed by SIGKILL, cause unknown), say so and exit instead of hanging.
+    def watch():
+        while True:
+            for name, p in [("manager", manager)] + [("worker %d" % k, w) for k, w in enumerate(workers)]:
+                if p.exitcode is not None:
+                    print("py_manager: the %s process ended (exit code %s)" % (name, p.exitcode),
+                          file=sys.stderr, flush=True)
+                    os._exit(3)
+            time.sleep(0.2)
+    threading.Thread(target=watch, daemon=True).start()
     c = Client(address=("127.0.0.1", port), authkey=AUTHKEY)
     c.connect()
     tasks, results = c.tasks(), c.results()
@@ -114,10 +127,9 @@ def main():
             print("tasks=%d finished=%d ok=%d bad=%d failed=0 unknown=0 seconds=%f rate=%.1f"
                   % (args.tasks, ok + bad, ok, bad, t1 - t0, args.tasks / (t1 - t0)), flush=True)
             bad_total += bad
-    for w in workers:
-        w.kill()
-    manager.kill()
-    return 1 if bad_total else 0
+    sys.stdout.flush()
+    # Not through the watch thread's eyes: the workers and the manager end here, and so does this.
+    os._exit(1 if bad_total else 0)
 
 
 if __name__ == "__main__":
