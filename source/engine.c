@@ -573,7 +573,8 @@ static void engine_retry_publish(Engine *e, Request *q) {
  * would ever hand that result on: its task would wait for good. So while apiaryd waits for
  * results, the stream's first message is compared with its consumer's state. It is stranded if
  * the consumer says it acked it (at or below its ack floor: in a work-queue stream an acked
- * message is removed), or says it delivered it while nothing is pending or awaits an ack. Found
+ * message is removed), or if the consumer has delivered before and now sees nothing pending and
+ * nothing awaiting an ack while the stream holds messages (then all of them are). Found
  * so by two audits AUDIT_INTERVAL_USEC apart (not an ack whose removal is on its way), the
  * stranded messages are read by sequence, one at a time, handed on like any result (apiaryd
  * drops one it has had), and deleted. A consumer answer without its state (around a leader
@@ -679,8 +680,10 @@ static void engine_handle_audit_consumer(Engine *e, natsMsg *msg, uint64_t first
         delivered = json_u64_in(d, n, "delivered", "stream_seq");
         if (acked >= first)
                 upto = acked;   /* acked, says the consumer, and still there */
-        else if (delivered >= first && json_u64(d, n, "num_pending") == 0 && json_u64(d, n, "num_ack_pending") == 0)
-                upto = delivered;       /* delivered, and neither pending nor awaiting its ack */
+        else if (delivered > 0 && json_u64(d, n, "num_pending") == 0 && json_u64(d, n, "num_ack_pending") == 0)
+                /* A consumer with a state (it delivered something) that sees nothing to deliver
+                 * and nothing unacked, while the stream holds messages: all of them. */
+                upto = last;
         if (upto == 0) {
                 e->audit_stranded = 0;
                 return;
